@@ -1,0 +1,216 @@
+//! Every limit and timeout the server enforces, as named defaults and one
+//! [`Config`] value, plus the command-line flags that set them.
+//!
+//! Limits live here, in one place, so `--help`, `protocol.md` and the code
+//! cannot drift apart: each default is a `pub const` that the docs cite.
+
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+
+/// Largest frame body (compressed bytes after the 4-byte length) accepted.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest inflated JSON package accepted or sent.
+pub const DEFAULT_MAX_PACKAGE_BYTES: usize = 256 * 1024;
+/// Largest chat message text, in UTF-8 bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest user or channel name, in Unicode scalar values.
+pub const DEFAULT_MAX_NAME_CHARS: usize = 32;
+/// Most names carried in one `users` or `channels` list; the total rides alongside.
+pub const DEFAULT_MAX_LIST_NAMES: usize = 1000;
+/// Seconds a new connection has to log in.
+pub const DEFAULT_LOGIN_TIMEOUT_SECS: u64 = 30;
+/// Seconds a frame may take to arrive once its first byte has.
+pub const DEFAULT_FRAME_TIMEOUT_SECS: u64 = 10;
+/// Seconds one batched write to a client may stall before it is dropped.
+pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 10;
+/// Milliseconds each client gets to receive its goodbye at shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2000;
+/// Packages that may wait for a client before it counts as a slow consumer.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Simultaneous connections; the next one gets an error and is closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Messages per second a client may send on average (0 turns the limit off).
+pub const DEFAULT_RATE_PER_SEC: u32 = 20;
+/// Messages a client may send in one burst above its average rate.
+pub const DEFAULT_RATE_BURST: u32 = 40;
+/// Rate-limit violations in a row after which the client is disconnected.
+pub const DEFAULT_RATE_STRIKES: u32 = 50;
+/// zlib level for outgoing packages: 1 is fastest; chat text is short, so
+/// stronger levels buy little and cost CPU on every broadcast.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
+
+/// The server's limits. `Config::default()` is what `chatmaster-server`
+/// runs with when no flag is given.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest accepted frame body; larger frames close the connection.
+    pub max_frame_bytes: usize,
+    /// Largest inflated package; inflating past it closes the connection.
+    pub max_package_bytes: usize,
+    /// Largest chat message text in bytes.
+    pub max_message_bytes: usize,
+    /// Longest user or channel name in characters.
+    pub max_name_chars: usize,
+    /// Cap on names in `users` / `channels` lists.
+    pub max_list_names: usize,
+    /// Time allowed between connecting and logging in.
+    pub login_timeout: Duration,
+    /// Time allowed for a started frame to finish arriving.
+    pub frame_timeout: Duration,
+    /// Time one write to a client may stall.
+    pub write_timeout: Duration,
+    /// Time each client gets to receive `server_shutdown`.
+    pub shutdown_timeout: Duration,
+    /// Per-connection outbound queue length, in packages.
+    pub outbound_queue: usize,
+    /// Maximum simultaneous connections.
+    pub max_connections: usize,
+    /// Sustained messages and commands per second per client; 0 disables.
+    pub rate_per_sec: u32,
+    /// Burst allowance above `rate_per_sec`.
+    pub rate_burst: u32,
+    /// Consecutive rate-limited packages before disconnecting.
+    pub rate_strikes: u32,
+    /// zlib compression level (0..=9) for outgoing packages.
+    pub compression_level: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_name_chars: DEFAULT_MAX_NAME_CHARS,
+            max_list_names: DEFAULT_MAX_LIST_NAMES,
+            login_timeout: Duration::from_secs(DEFAULT_LOGIN_TIMEOUT_SECS),
+            frame_timeout: Duration::from_secs(DEFAULT_FRAME_TIMEOUT_SECS),
+            write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_SECS),
+            shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            rate_per_sec: DEFAULT_RATE_PER_SEC,
+            rate_burst: DEFAULT_RATE_BURST,
+            rate_strikes: DEFAULT_RATE_STRIKES,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+}
+
+/// Command-line flags of `chatmaster-server`. Kept in the library so the
+/// flag set is testable and shared with anything that embeds the server.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "chatmaster-server",
+    version,
+    about = "ChatMaster 3000 chat server",
+    long_about = "ChatMaster 3000 chat server.\n\nSpeaks the framed, zlib-compressed JSON protocol described in protocol.md. \
+                  Log level follows RUST_LOG (default: info). SIGINT or SIGTERM shut it down gracefully: \
+                  every client is told `server_shutdown` and the process exits 0."
+)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// Largest frame body in bytes (compressed); larger frames close the connection.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES, value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
+    pub max_frame_bytes: usize,
+    /// Largest package in bytes after inflating; more closes the connection.
+    #[arg(long, default_value_t = DEFAULT_MAX_PACKAGE_BYTES, value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
+    pub max_package_bytes: usize,
+    /// Largest chat message text in UTF-8 bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_message_bytes: usize,
+    /// Longest user or channel name in characters.
+    #[arg(long, default_value_t = DEFAULT_MAX_NAME_CHARS, value_parser = clap::value_parser!(u32).range(1..=1024).map(|v| v as usize))]
+    pub max_name_chars: usize,
+    /// Most names sent in one `users` or `channels` list (the total is sent too).
+    #[arg(long, default_value_t = DEFAULT_MAX_LIST_NAMES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_list_names: usize,
+    /// Seconds a new connection has to log in before it is closed.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_TIMEOUT_SECS)]
+    pub login_timeout_secs: u64,
+    /// Seconds a frame may take to arrive once its first byte has (slow-sender defence).
+    #[arg(long, default_value_t = DEFAULT_FRAME_TIMEOUT_SECS)]
+    pub frame_timeout_secs: u64,
+    /// Seconds a write to a client may stall before the client is dropped.
+    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT_SECS)]
+    pub write_timeout_secs: u64,
+    /// Milliseconds each client gets to receive `server_shutdown` on shutdown.
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS)]
+    pub shutdown_timeout_ms: u64,
+    /// Packages queued for one client before it is disconnected as a slow consumer.
+    #[arg(long, default_value_t = DEFAULT_OUTBOUND_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub outbound_queue: usize,
+    /// Simultaneous connections; past it a new client gets an error and is closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_connections: usize,
+    /// Sustained packages per second per client (token bucket); 0 turns rate limiting off.
+    #[arg(long, default_value_t = DEFAULT_RATE_PER_SEC)]
+    pub rate_per_sec: u32,
+    /// Packages a client may send in a burst above the sustained rate.
+    #[arg(long, default_value_t = DEFAULT_RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+    /// Rate-limited packages in a row after which the client is disconnected.
+    #[arg(long, default_value_t = DEFAULT_RATE_STRIKES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_strikes: u32,
+    /// zlib level for outgoing packages (0 = store, 1 = fastest, 9 = smallest).
+    #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub compression_level: u32,
+}
+
+impl ServerArgs {
+    /// The limits these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            max_frame_bytes: self.max_frame_bytes,
+            max_package_bytes: self.max_package_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_name_chars: self.max_name_chars,
+            max_list_names: self.max_list_names,
+            login_timeout: Duration::from_secs(self.login_timeout_secs),
+            frame_timeout: Duration::from_secs(self.frame_timeout_secs),
+            write_timeout: Duration::from_secs(self.write_timeout_secs),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            outbound_queue: self.outbound_queue,
+            max_connections: self.max_connections,
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+            rate_strikes: self.rate_strikes,
+            compression_level: self.compression_level,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flag_defaults_match_config_defaults() {
+        let args = ServerArgs::parse_from(["chatmaster-server"]);
+        let from_flags = format!("{:?}", args.config());
+        assert_eq!(from_flags, format!("{:?}", Config::default()));
+        assert_eq!(args.port, 9000);
+        assert_eq!(args.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn flags_override_limits() {
+        let args = ServerArgs::parse_from([
+            "chatmaster-server",
+            "--max-frame-bytes",
+            "1024",
+            "--rate-per-sec",
+            "0",
+        ]);
+        let config = args.config();
+        assert_eq!(config.max_frame_bytes, 1024);
+        assert_eq!(config.rate_per_sec, 0);
+    }
+}

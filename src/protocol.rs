@@ -1,0 +1,425 @@
+//! Protocol types: the JSON packages of both directions, as strict serde
+//! types whose field names *are* the wire format.
+//!
+//! One enum per direction: [`ClientPackage`] is what a client may send,
+//! [`ServerPackage`] what the server sends. Both serialize as
+//! `{"type": ..., "data": {...}}`. Client input is parsed strictly (unknown
+//! fields are errors) because a silently ignored typo is a bug report
+//! waiting to happen; the unit tests below pin the exact JSON of each
+//! variant so a refactor cannot change the public contract by accident.
+
+use serde::{Deserialize, Serialize};
+
+/// A package sent by a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ClientPackage {
+    /// Chat text for the sender's current channel.
+    Message(OutgoingMessage),
+    /// A command such as `login`, `join` or `rename`.
+    Command(Command),
+}
+
+/// `data` of a client's `message` package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutgoingMessage {
+    /// The text: 1..=`max_message_bytes` bytes, no control characters but `\n` and `\t`.
+    pub message: String,
+}
+
+/// `data` of a `command` package. The parameters stay loosely typed here
+/// because their shape depends on the command; the command table parses
+/// them strictly once it knows which command this is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The command name, e.g. `join`.
+    pub command: String,
+    /// Command arguments; absent or `null` for commands that take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+}
+
+impl Command {
+    /// A command with the given parameters object.
+    pub fn new(command: &str, parameters: Option<serde_json::Value>) -> Self {
+        Command {
+            command: command.to_owned(),
+            parameters,
+        }
+    }
+}
+
+/// A package sent by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ServerPackage {
+    /// The server asks the client for something (today only `login`).
+    Request(Request),
+    /// The answer to a `login` command.
+    Session(Session),
+    /// Something happened that concerns this client.
+    Notification(Notification),
+    /// A package or command of this client's failed.
+    Error(ErrorData),
+    /// Somebody's chat message.
+    Message(ChatMessage),
+}
+
+/// `data` of a `request` package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// What is requested: `"login"`.
+    pub request: String,
+}
+
+impl Request {
+    /// The request sent on connect and after a refused login.
+    pub fn login() -> Self {
+        Request {
+            request: "login".to_owned(),
+        }
+    }
+}
+
+/// `data` of a `session` package. On success `username`, `channel`,
+/// `channels` and `channels_total` are set; on failure only `reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// Whether the login succeeded.
+    pub status: bool,
+    /// The name as registered (the spelling the user chose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The channel the user is now in (`general`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Public channel names, sorted, at most `max_list_names`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// How many public channels exist in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels_total: Option<usize>,
+    /// Why the login was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `data` of a `notification` package: the event type and its fields, flat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Notification {
+    /// Someone joined a channel. The joiner's own copy carries the member list.
+    UserJoined {
+        /// Who joined.
+        username: String,
+        /// Which channel.
+        channel: String,
+        /// Members, sorted, at most `max_list_names` (joiner's copy only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<String>>,
+        /// How many members the channel has (joiner's copy only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users_total: Option<usize>,
+        /// The channel's owner, if it has one (joiner's copy only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        /// Whether the channel is private (joiner's copy only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        private: Option<bool>,
+    },
+    /// Someone left a channel (by `join`, `leave` or disconnecting).
+    UserLeft {
+        /// Who left.
+        username: String,
+        /// Which channel.
+        channel: String,
+    },
+    /// Someone in the recipient's channel (or the recipient) changed name.
+    UserRename {
+        /// The name before.
+        old_username: String,
+        /// The name now.
+        new_username: String,
+    },
+    /// The answer to `channels`.
+    ChannelList {
+        /// Public channel names, sorted, at most `max_list_names`.
+        channels: Vec<String>,
+        /// How many public channels exist in all.
+        channels_total: usize,
+    },
+    /// The recipient's channel changed visibility or owner.
+    ChannelUpdate {
+        /// Which channel.
+        channel: String,
+        /// Whether it is now private.
+        private: bool,
+        /// Its owner now (absent for `general`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// The recipient was invited to a channel.
+    Invited {
+        /// Which channel.
+        channel: String,
+        /// Who invited.
+        by: String,
+    },
+    /// The answer to `ping`: everything sent before it has been processed.
+    Pong {
+        /// The token given to `ping`, echoed back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// The server is shutting down; the connection closes next.
+    ServerShutdown {},
+}
+
+/// `data` of an `error` package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorData {
+    /// The command that failed, or `message`, `login`, `protocol`, `rate_limit`, `server`.
+    pub error_type: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// `data` of a server `message` package: chat text with its origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    /// The text as sent.
+    pub message: String,
+    /// Who sent it.
+    pub username: String,
+    /// Where it was sent.
+    pub channel: String,
+    /// When the server accepted it: RFC 3339, UTC, milliseconds.
+    pub timestamp: String,
+}
+
+impl ServerPackage {
+    /// An `error` package.
+    pub fn error(error_type: &str, message: impl Into<String>) -> Self {
+        ServerPackage::Error(ErrorData {
+            error_type: error_type.to_owned(),
+            message: message.into(),
+        })
+    }
+
+    /// A `notification` package.
+    pub fn notification(n: Notification) -> Self {
+        ServerPackage::Notification(n)
+    }
+}
+
+/// Checks a user or channel name: 1..=`max_chars` characters, each a
+/// Unicode letter or digit or one of `_ - .`. Returns why it is not valid.
+pub fn validate_name(name: &str, max_chars: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a name cannot be empty".to_owned());
+    }
+    let count = name.chars().count();
+    if count > max_chars {
+        return Err(format!(
+            "a name is at most {max_chars} characters (this one has {count})"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "a name may contain only letters, digits, '_', '-' and '.' (found {})",
+            bad.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The form names are compared in: `Alice` and `alice` are the same name.
+pub fn fold_name(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Checks chat text: 1..=`max_bytes` bytes, no control characters but
+/// newline and tab. Returns why it is not acceptable.
+pub fn validate_message(text: &str, max_bytes: usize) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("a message cannot be empty".to_owned());
+    }
+    if text.len() > max_bytes {
+        return Err(format!(
+            "a message is at most {max_bytes} bytes (this one has {})",
+            text.len()
+        ));
+    }
+    if let Some(bad) = text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        return Err(format!(
+            "a message may not contain control characters (found U+{:04X})",
+            bad as u32
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn to_value<T: Serialize>(t: &T) -> serde_json::Value {
+        serde_json::to_value(t).unwrap()
+    }
+
+    #[test]
+    fn client_packages_pin_their_json() {
+        let login: ClientPackage = serde_json::from_value(json!({
+            "type": "command",
+            "data": {"command": "login", "parameters": {"username": "alice"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            login,
+            ClientPackage::Command(Command::new("login", Some(json!({"username": "alice"}))))
+        );
+        let leave: ClientPackage =
+            serde_json::from_value(json!({"type": "command", "data": {"command": "leave"}}))
+                .unwrap();
+        assert_eq!(leave, ClientPackage::Command(Command::new("leave", None)));
+        let msg = ClientPackage::Message(OutgoingMessage {
+            message: "Hello".into(),
+        });
+        assert_eq!(
+            to_value(&msg),
+            json!({"type": "message", "data": {"message": "Hello"}})
+        );
+    }
+
+    #[test]
+    fn client_packages_are_strict() {
+        for bad in [
+            json!({"type": "message", "data": {"message": "x", "extra": 1}}),
+            json!({"type": "message", "data": {"message": 5}}),
+            json!({"type": "message", "data": {}}),
+            json!({"type": "session", "data": {"status": true}}),
+            json!({"type": "command", "data": {"parameters": {}}}),
+            json!({"type": "command"}),
+            json!({"data": {"message": "x"}}),
+        ] {
+            assert!(
+                serde_json::from_value::<ClientPackage>(bad.clone()).is_err(),
+                "accepted {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_packages_pin_their_json() {
+        let cases = [
+            (
+                ServerPackage::Request(Request::login()),
+                json!({"type": "request", "data": {"request": "login"}}),
+            ),
+            (
+                ServerPackage::Session(Session {
+                    status: true,
+                    username: Some("alice".into()),
+                    channel: Some("general".into()),
+                    channels: Some(vec!["general".into()]),
+                    channels_total: Some(1),
+                    reason: None,
+                }),
+                json!({"type": "session", "data": {"status": true, "username": "alice",
+                    "channel": "general", "channels": ["general"], "channels_total": 1}}),
+            ),
+            (
+                ServerPackage::Session(Session {
+                    status: false,
+                    reason: Some("Username is already taken.".into()),
+                    ..Session::default()
+                }),
+                json!({"type": "session", "data": {"status": false, "reason": "Username is already taken."}}),
+            ),
+            (
+                ServerPackage::notification(Notification::UserJoined {
+                    username: "bob".into(),
+                    channel: "rust".into(),
+                    users: None,
+                    users_total: None,
+                    owner: None,
+                    private: None,
+                }),
+                json!({"type": "notification", "data": {"event_type": "user_joined", "username": "bob", "channel": "rust"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::UserRename {
+                    old_username: "bob".into(),
+                    new_username: "robert".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "user_rename", "old_username": "bob", "new_username": "robert"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ChannelUpdate {
+                    channel: "rust".into(),
+                    private: true,
+                    owner: Some("bob".into()),
+                }),
+                json!({"type": "notification", "data": {"event_type": "channel_update", "channel": "rust", "private": true, "owner": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ServerShutdown {}),
+                json!({"type": "notification", "data": {"event_type": "server_shutdown"}}),
+            ),
+            (
+                ServerPackage::error("join", "nope"),
+                json!({"type": "error", "data": {"error_type": "join", "message": "nope"}}),
+            ),
+            (
+                ServerPackage::Message(ChatMessage {
+                    message: "Hello".into(),
+                    username: "alice".into(),
+                    channel: "general".into(),
+                    timestamp: "2026-11-21T10:00:00.123Z".into(),
+                }),
+                json!({"type": "message", "data": {"message": "Hello", "username": "alice",
+                    "channel": "general", "timestamp": "2026-11-21T10:00:00.123Z"}}),
+            ),
+        ];
+        for (package, expected) in cases {
+            assert_eq!(to_value(&package), expected);
+            let back: ServerPackage = serde_json::from_value(expected).unwrap();
+            assert_eq!(back, package);
+        }
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["alice", "Ålice", "bob_2", "a.b-c", "名前", "x"] {
+            assert_eq!(validate_name(ok, 32), Ok(()), "{ok}");
+        }
+        for bad in ["", "a b", "a\u{7}", "a\u{200b}", "tab\t", "emoji🙂", "a/b"] {
+            assert!(validate_name(bad, 32).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"é".repeat(32), 32).is_ok());
+        assert!(validate_name(&"é".repeat(33), 32).is_err());
+        assert_eq!(fold_name("ALICE"), fold_name("alice"));
+    }
+
+    #[test]
+    fn messages() {
+        assert!(validate_message("hi\tthere\nfriend", 4096).is_ok());
+        assert!(validate_message("", 4096).is_err());
+        assert!(validate_message("\u{1b}[31m", 4096).is_err());
+        assert!(validate_message(&"a".repeat(4096), 4096).is_ok());
+        assert!(validate_message(&"a".repeat(4097), 4096).is_err());
+    }
+}
