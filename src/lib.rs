@@ -11,12 +11,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+pub mod chat;
+pub mod client;
 pub mod codec;
+pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod connection;
 pub mod frame;
 pub mod protocol;
+pub mod server;
 
 pub use codec::{DecodeError, EncodeError, PackageCodec};
 pub use config::{Config, ServerArgs};
 pub use protocol::{ClientPackage, Command, Notification, ServerPackage};
+pub use server::{run, Server};

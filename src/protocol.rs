@@ -169,6 +169,13 @@ pub enum Notification {
         /// Who invited.
         by: String,
     },
+    /// The inviter's confirmation that an invitation was delivered.
+    InviteSent {
+        /// Which channel.
+        channel: String,
+        /// Who was invited.
+        username: String,
+    },
     /// The answer to `ping`: everything sent before it has been processed.
     Pong {
         /// The token given to `ping`, echoed back.

@@ -1,0 +1,747 @@
+//! Chat state: who is logged in, which channels exist, who is in which,
+//! and who must be told what when any of that changes.
+//!
+//! Everything lives in one [`State`] behind a `std::sync::Mutex` that is
+//! never held across an `.await`: every operation is a short, synchronous
+//! critical section that updates the maps and pushes already-encoded
+//! packages into the bounded outbound queues of the users concerned
+//! (`try_send`, never waiting). A queue that is full marks its owner as a
+//! slow consumer; such users are removed at the end of the operation, their
+//! connection is told to close, and the rest of the channel is not slowed.
+//!
+//! The [`Hub`] API is what the command table calls; it speaks user ids and
+//! names, never sockets, so other transports (WebSocket, a cluster link)
+//! can drive the same state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec;
+use crate::config::Config;
+use crate::protocol::{
+    fold_name, validate_message, validate_name, ChatMessage, Notification, ServerPackage, Session,
+};
+
+/// The channel every user starts in. It always exists, is public and has no owner.
+pub const GENERAL: &str = "general";
+
+/// Server-internal identity of a logged-in user; never reused while the
+/// server runs, so a stale id can never alias somebody else.
+pub type UserId = u64;
+
+/// A connection's delivery handle: its bounded queue of encoded packages
+/// and the token that tells it to close.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// Encoded frames waiting to be written to the socket.
+    tx: mpsc::Sender<Bytes>,
+    /// Cancelled when the server drops this connection (slow consumer).
+    kill: CancellationToken,
+}
+
+impl Outbox {
+    /// A handle on the given queue and close signal.
+    pub fn new(tx: mpsc::Sender<Bytes>, kill: CancellationToken) -> Self {
+        Outbox { tx, kill }
+    }
+}
+
+/// A failed chat operation; the text is meant for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ChatError(pub String);
+
+fn fail<T>(message: impl Into<String>) -> Result<T, ChatError> {
+    Err(ChatError(message.into()))
+}
+
+/// A point-in-time view of the state, for tests and diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Logged-in users as (name, channel name), sorted by name.
+    pub users: Vec<(String, String)>,
+    /// Channels, sorted by name.
+    pub channels: Vec<ChannelSnapshot>,
+}
+
+/// One channel in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    /// Display name.
+    pub name: String,
+    /// Whether it is private.
+    pub private: bool,
+    /// Owner's name, if any.
+    pub owner: Option<String>,
+    /// Member names in join order.
+    pub members: Vec<String>,
+}
+
+/// A logged-in user.
+#[derive(Debug)]
+struct User {
+    /// Name as its owner spelled it.
+    name: String,
+    /// Folded key of the channel the user is in (exactly one at a time).
+    channel: String,
+    /// Where this user's packages go.
+    outbox: Outbox,
+    /// Folded keys of channels holding an invitation for this user, so the
+    /// invitations can be dropped when the user goes away.
+    invited_to: HashSet<String>,
+}
+
+/// A member slot: the id plus a clone of its queue sender, so a broadcast
+/// walks one vector instead of looking every member up in the user map.
+#[derive(Debug)]
+struct Member {
+    /// Who.
+    id: UserId,
+    /// That user's queue.
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// A channel.
+#[derive(Debug)]
+struct Channel {
+    /// Name as its creator spelled it.
+    name: String,
+    /// Private channels are hidden from lists and need an invitation.
+    private: bool,
+    /// Owner; `None` only for `general`.
+    owner: Option<UserId>,
+    /// Members in join order: the first is the longest-present, who inherits ownership.
+    members: Vec<Member>,
+    /// Users holding a one-time invitation.
+    invited: HashSet<UserId>,
+}
+
+/// All chat state.
+#[derive(Debug)]
+struct State {
+    /// Logged-in users.
+    users: HashMap<UserId, User>,
+    /// Folded name to user, for uniqueness and lookup by name.
+    names: HashMap<String, UserId>,
+    /// Folded channel name to channel.
+    channels: HashMap<String, Channel>,
+    /// Users whose queue overflowed during the current operation.
+    kicks: Vec<UserId>,
+    /// Next id to hand out.
+    next_id: UserId,
+    /// Set at shutdown: departures are then not announced.
+    closing: bool,
+}
+
+/// Shared state plus the limits it enforces.
+#[derive(Debug)]
+struct Shared {
+    /// The state.
+    state: Mutex<State>,
+    /// The limits.
+    config: Arc<Config>,
+}
+
+/// A cheap, cloneable handle on the chat state.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    /// The one copy of the state.
+    shared: Arc<Shared>,
+}
+
+impl Hub {
+    /// Empty state holding only `general`.
+    pub fn new(config: Arc<Config>) -> Self {
+        let mut channels = HashMap::new();
+        channels.insert(
+            GENERAL.to_owned(),
+            Channel {
+                name: GENERAL.to_owned(),
+                private: false,
+                owner: None,
+                members: Vec::new(),
+                invited: HashSet::new(),
+            },
+        );
+        let state = State {
+            users: HashMap::new(),
+            names: HashMap::new(),
+            channels,
+            kicks: Vec::new(),
+            next_id: 1,
+            closing: false,
+        };
+        Hub {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                config,
+            }),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn lock(&self) -> Guard<'_> {
+        // A panic while holding the lock would be a bug; the state is still
+        // structurally sound then, so keep serving rather than cascade.
+        let state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Guard {
+            state,
+            config: &self.shared.config,
+        }
+    }
+
+    /// Logs a user in under `name` and puts them in `general`. On success
+    /// the user's queue gets the `session` package and a `user_joined` with
+    /// the member list; the channel's other members get `user_joined`. On
+    /// failure nothing is sent and the reason is returned.
+    pub fn login(&self, name: &str, outbox: Outbox) -> Result<UserId, ChatError> {
+        let mut g = self.lock();
+        g.check_new_name(name)?;
+        let id = g.state.next_id;
+        g.state.next_id += 1;
+        g.state.names.insert(fold_name(name), id);
+        g.state.users.insert(
+            id,
+            User {
+                name: name.to_owned(),
+                channel: GENERAL.to_owned(),
+                outbox,
+                invited_to: HashSet::new(),
+            },
+        );
+        let (channels, channels_total) = g.public_channels();
+        let session = ServerPackage::Session(Session {
+            status: true,
+            username: Some(name.to_owned()),
+            channel: Some(GENERAL.to_owned()),
+            channels: Some(channels),
+            channels_total: Some(channels_total),
+            reason: None,
+        });
+        g.send_to(id, &session);
+        g.enter(id, GENERAL);
+        g.finish();
+        Ok(id)
+    }
+
+    /// Removes a user (connection closed). Idempotent.
+    pub fn disconnect(&self, id: UserId) {
+        let mut g = self.lock();
+        g.remove_user(id);
+        g.finish();
+    }
+
+    /// Stops announcing departures: used at shutdown, when everybody is
+    /// leaving at once and telling each about all others would be quadratic.
+    pub fn close(&self) {
+        self.lock().state.closing = true;
+    }
+
+    /// Sends chat text to every other member of the sender's channel.
+    pub fn message(&self, id: UserId, text: String) -> Result<(), ChatError> {
+        let config = self.config();
+        validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
+        // Encode outside the lock: it is the expensive part, and only this
+        // user's own connection can change their name or channel meanwhile.
+        let (username, channel, key) = {
+            let g = self.lock();
+            let user = g.user(id)?;
+            let channel = g.channel(&user.channel)?;
+            (user.name.clone(), channel.name.clone(), user.channel.clone())
+        };
+        let package = ServerPackage::Message(ChatMessage {
+            message: text,
+            username,
+            channel,
+            timestamp: timestamp_now(),
+        });
+        let bytes = codec::encode(&package, config.max_package_bytes, config.compression_level)
+            .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
+        let mut g = self.lock();
+        let state = &mut *g.state;
+        if let Some(ch) = state.channels.get(&key) {
+            for m in ch.members.iter().filter(|m| m.id != id) {
+                deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
+            }
+        }
+        g.finish();
+        Ok(())
+    }
+
+    /// Moves the user to `channel`, creating it (owned by the user) if it
+    /// does not exist.
+    pub fn join(&self, id: UserId, channel: &str) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        validate_name(channel, g.config.max_name_chars).map_err(ChatError)?;
+        let key = fold_name(channel);
+        let user = g.user(id)?;
+        if user.channel == key {
+            return fail(format!("You are already in {channel}."));
+        }
+        match g.state.channels.get(&key) {
+            Some(ch) if ch.private && !ch.invited.contains(&id) => {
+                return fail(format!(
+                    "{} is private: you need an invitation from a member to join.",
+                    ch.name
+                ))
+            }
+            Some(_) => {}
+            None => {
+                g.state.channels.insert(
+                    key.clone(),
+                    Channel {
+                        name: channel.to_owned(),
+                        private: false,
+                        owner: Some(id),
+                        members: Vec::new(),
+                        invited: HashSet::new(),
+                    },
+                );
+            }
+        }
+        g.exit(id);
+        g.enter(id, &key);
+        g.finish();
+        Ok(())
+    }
+
+    /// Moves the user back to `general`.
+    pub fn leave(&self, id: UserId) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        if g.user(id)?.channel == GENERAL {
+            return fail("You are in general, which cannot be left; join another channel instead.");
+        }
+        g.exit(id);
+        g.enter(id, GENERAL);
+        g.finish();
+        Ok(())
+    }
+
+    /// Renames the user; everybody in their channel is told.
+    pub fn rename(&self, id: UserId, new_name: &str) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        let user = g.user(id)?;
+        let old = user.name.clone();
+        let channel = user.channel.clone();
+        if old == new_name {
+            return fail(format!("Your name is already {new_name}."));
+        }
+        if fold_name(&old) == fold_name(new_name) {
+            validate_name(new_name, g.config.max_name_chars).map_err(ChatError)?;
+        } else {
+            g.check_new_name(new_name)?;
+            g.state.names.remove(&fold_name(&old));
+            g.state.names.insert(fold_name(new_name), id);
+        }
+        if let Some(user) = g.state.users.get_mut(&id) {
+            user.name = new_name.to_owned();
+        }
+        let note = ServerPackage::notification(Notification::UserRename {
+            old_username: old,
+            new_username: new_name.to_owned(),
+        });
+        g.send_to_channel(&channel, None, &note);
+        g.finish();
+        Ok(())
+    }
+
+    /// Makes the user's channel private (`true`) or public (`false`). Only
+    /// the owner may; `general` stays public.
+    pub fn set_private(&self, id: UserId, private: bool) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        let key = g.user(id)?.channel.clone();
+        let ch = g.channel(&key)?;
+        let word = if private { "private" } else { "public" };
+        if key == GENERAL {
+            return fail("general is always public.");
+        }
+        if ch.owner != Some(id) {
+            let owner = ch.owner.and_then(|o| g.state.users.get(&o)).map(|u| u.name.as_str());
+            return fail(format!(
+                "Only the owner of {} ({}) can make it {word}.",
+                ch.name,
+                owner.unwrap_or("nobody")
+            ));
+        }
+        if ch.private == private {
+            return fail(format!("{} is already {word}.", ch.name));
+        }
+        if let Some(ch) = g.state.channels.get_mut(&key) {
+            ch.private = private;
+        }
+        let update = g.channel_update(&key);
+        g.send_to_channel(&key, None, &update);
+        g.finish();
+        Ok(())
+    }
+
+    /// Invites `username` to the inviter's channel: the invitee gets
+    /// `invited`, the inviter `invite_sent`, and the invitee may then join
+    /// once even if the channel is private.
+    pub fn invite(&self, id: UserId, username: &str) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        let user = g.user(id)?;
+        let key = user.channel.clone();
+        let by = user.name.clone();
+        let Some(&target) = g.state.names.get(&fold_name(username)) else {
+            return fail(format!("No user named {username} is online."));
+        };
+        if target == id {
+            return fail("You cannot invite yourself.");
+        }
+        let target_user = g.user(target)?;
+        let target_name = target_user.name.clone();
+        let ch = g.channel(&key)?;
+        let channel_name = ch.name.clone();
+        if target_user.channel == key {
+            return fail(format!("{target_name} is already in {channel_name}."));
+        }
+        if let Some(ch) = g.state.channels.get_mut(&key) {
+            ch.invited.insert(target);
+        }
+        if let Some(t) = g.state.users.get_mut(&target) {
+            t.invited_to.insert(key);
+        }
+        g.send_to(
+            target,
+            &ServerPackage::notification(Notification::Invited {
+                channel: channel_name.clone(),
+                by,
+            }),
+        );
+        g.send_to(
+            id,
+            &ServerPackage::notification(Notification::InviteSent {
+                channel: channel_name,
+                username: target_name,
+            }),
+        );
+        g.finish();
+        Ok(())
+    }
+
+    /// Sends the user the list of public channels.
+    pub fn channel_list(&self, id: UserId) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        g.user(id)?;
+        let (channels, channels_total) = g.public_channels();
+        let list = ServerPackage::notification(Notification::ChannelList {
+            channels,
+            channels_total,
+        });
+        g.send_to(id, &list);
+        g.finish();
+        Ok(())
+    }
+
+    /// Answers `ping` with `pong`, through the same queue as everything
+    /// else, so the answer proves all earlier packages were handled.
+    pub fn ping(&self, id: UserId, token: Option<String>) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        g.user(id)?;
+        g.send_to(id, &ServerPackage::notification(Notification::Pong { token }));
+        g.finish();
+        Ok(())
+    }
+
+    /// The user's current name.
+    pub fn username(&self, id: UserId) -> Option<String> {
+        self.lock().state.users.get(&id).map(|u| u.name.clone())
+    }
+
+    /// Number of logged-in users.
+    pub fn user_count(&self) -> usize {
+        self.lock().state.users.len()
+    }
+
+    /// A consistent copy of users and channels.
+    pub fn snapshot(&self) -> Snapshot {
+        let g = self.lock();
+        let s = &g.state;
+        let name = |id: &UserId| s.users.get(id).map(|u| u.name.clone()).unwrap_or_default();
+        let mut users: Vec<(String, String)> = s
+            .users
+            .values()
+            .map(|u| {
+                let ch = s.channels.get(&u.channel).map(|c| c.name.clone());
+                (u.name.clone(), ch.unwrap_or_default())
+            })
+            .collect();
+        users.sort();
+        let mut channels: Vec<ChannelSnapshot> = s
+            .channels
+            .values()
+            .map(|c| ChannelSnapshot {
+                name: c.name.clone(),
+                private: c.private,
+                owner: c.owner.as_ref().map(name),
+                members: c.members.iter().map(|m| name(&m.id)).collect(),
+            })
+            .collect();
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot { users, channels }
+    }
+}
+
+/// The lock guard plus the limits, so helpers need one receiver.
+struct Guard<'a> {
+    /// The locked state.
+    state: MutexGuard<'a, State>,
+    /// The limits.
+    config: &'a Config,
+}
+
+impl Guard<'_> {
+    fn user(&self, id: UserId) -> Result<&User, ChatError> {
+        match self.state.users.get(&id) {
+            Some(u) => Ok(u),
+            None => fail("You are not logged in."),
+        }
+    }
+
+    fn channel(&self, key: &str) -> Result<&Channel, ChatError> {
+        match self.state.channels.get(key) {
+            Some(c) => Ok(c),
+            None => fail("That channel no longer exists."),
+        }
+    }
+
+    /// Validates a name for a new login or rename and checks it is free.
+    fn check_new_name(&self, name: &str) -> Result<(), ChatError> {
+        validate_name(name, self.config.max_name_chars).map_err(ChatError)?;
+        if self.state.names.contains_key(&fold_name(name)) {
+            return fail("Username is already taken.");
+        }
+        Ok(())
+    }
+
+    fn send_to(&mut self, id: UserId, package: &ServerPackage) {
+        let Some(bytes) = encode_with(self.config, package) else {
+            return;
+        };
+        let state = &mut *self.state;
+        if let Some(u) = state.users.get(&id) {
+            deliver(&u.outbox.tx, id, bytes, &mut state.kicks);
+        }
+    }
+
+    /// Sends to every member of a channel, except `skip`.
+    fn send_to_channel(&mut self, key: &str, skip: Option<UserId>, package: &ServerPackage) {
+        let state = &mut *self.state;
+        let Some(ch) = state.channels.get(key) else {
+            return;
+        };
+        if ch.members.iter().all(|m| Some(m.id) == skip) {
+            return;
+        }
+        let Some(bytes) = encode_with(self.config, package) else {
+            return;
+        };
+        for m in ch.members.iter().filter(|m| Some(m.id) != skip) {
+            deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
+        }
+    }
+
+    /// Public channel names sorted case-insensitively, capped, with the total.
+    fn public_channels(&self) -> (Vec<String>, usize) {
+        let mut names: Vec<(&String, &String)> = self
+            .state
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.private)
+            .map(|(k, c)| (k, &c.name))
+            .collect();
+        let total = names.len();
+        names.sort_unstable();
+        names.truncate(self.config.max_list_names);
+        (names.into_iter().map(|(_, n)| n.clone()).collect(), total)
+    }
+
+    fn channel_update(&self, key: &str) -> ServerPackage {
+        let (channel, private, owner) = match self.state.channels.get(key) {
+            Some(ch) => (
+                ch.name.clone(),
+                ch.private,
+                ch.owner
+                    .and_then(|o| self.state.users.get(&o))
+                    .map(|u| u.name.clone()),
+            ),
+            None => (String::new(), false, None),
+        };
+        ServerPackage::notification(Notification::ChannelUpdate {
+            channel,
+            private,
+            owner,
+        })
+    }
+
+    /// Puts a user (currently in no member list) into channel `key`, uses up
+    /// any invitation, and announces the arrival.
+    fn enter(&mut self, id: UserId, key: &str) {
+        let state = &mut *self.state;
+        let (Some(user), Some(ch)) = (state.users.get_mut(&id), state.channels.get_mut(key))
+        else {
+            return;
+        };
+        user.channel = key.to_owned();
+        user.invited_to.remove(key);
+        ch.invited.remove(&id);
+        ch.members.push(Member {
+            id,
+            tx: user.outbox.tx.clone(),
+        });
+        let username = user.name.clone();
+        let channel = ch.name.clone();
+        let joined = ServerPackage::notification(Notification::UserJoined {
+            username: username.clone(),
+            channel: channel.clone(),
+            users: None,
+            users_total: None,
+            owner: None,
+            private: None,
+        });
+        self.send_to_channel(key, Some(id), &joined);
+
+        // The joiner's own copy describes the channel it arrived in.
+        let state = &*self.state;
+        let Some(ch) = state.channels.get(key) else {
+            return;
+        };
+        let mut users: Vec<(String, &str)> = ch
+            .members
+            .iter()
+            .filter_map(|m| state.users.get(&m.id))
+            .map(|u| (fold_name(&u.name), u.name.as_str()))
+            .collect();
+        let total = users.len();
+        let cap = self.config.max_list_names;
+        if users.len() > cap {
+            users.select_nth_unstable(cap);
+            users.truncate(cap);
+        }
+        users.sort_unstable();
+        let own = ServerPackage::notification(Notification::UserJoined {
+            username,
+            channel,
+            users: Some(users.into_iter().map(|(_, n)| n.to_owned()).collect()),
+            users_total: Some(total),
+            owner: ch
+                .owner
+                .and_then(|o| state.users.get(&o))
+                .map(|u| u.name.clone()),
+            private: Some(ch.private),
+        });
+        self.send_to(id, &own);
+    }
+
+    /// Takes a user out of their channel's member list, announcing the
+    /// departure, handing ownership on and removing the channel if it is
+    /// now empty (unless it is `general`).
+    fn exit(&mut self, id: UserId) {
+        let state = &mut *self.state;
+        let Some(user) = state.users.get(&id) else {
+            return;
+        };
+        let key = user.channel.clone();
+        let username = user.name.clone();
+        let Some(ch) = state.channels.get_mut(&key) else {
+            return;
+        };
+        ch.members.retain(|m| m.id != id);
+        if ch.members.is_empty() && key != GENERAL {
+            if let Some(ch) = state.channels.remove(&key) {
+                for invited in ch.invited {
+                    if let Some(u) = state.users.get_mut(&invited) {
+                        u.invited_to.remove(&key);
+                    }
+                }
+            }
+            return;
+        }
+        let owner_left = ch.owner == Some(id);
+        if owner_left {
+            ch.owner = ch.members.first().map(|m| m.id);
+        }
+        if state.closing {
+            return;
+        }
+        let left = ServerPackage::notification(Notification::UserLeft {
+            username,
+            channel: ch.name.clone(),
+        });
+        self.send_to_channel(&key, None, &left);
+        if owner_left {
+            let update = self.channel_update(&key);
+            self.send_to_channel(&key, None, &update);
+        }
+    }
+
+    /// Removes a user entirely.
+    fn remove_user(&mut self, id: UserId) {
+        self.exit(id);
+        let state = &mut *self.state;
+        if let Some(user) = state.users.remove(&id) {
+            state.names.remove(&fold_name(&user.name));
+            for key in &user.invited_to {
+                if let Some(ch) = state.channels.get_mut(key) {
+                    ch.invited.remove(&id);
+                }
+            }
+            user.outbox.kill.cancel();
+        }
+    }
+
+    /// Ends an operation: drops users whose queues overflowed meanwhile
+    /// (which may overflow further queues, hence the loop).
+    fn finish(&mut self) {
+        while let Some(id) = self.state.kicks.pop() {
+            if let Some(user) = self.state.users.get(&id) {
+                if !user.outbox.tx.is_closed() {
+                    tracing::warn!(
+                        user = %user.name,
+                        queue = self.config.outbound_queue,
+                        "disconnecting slow consumer: outbound queue full"
+                    );
+                }
+                self.remove_user(id);
+            }
+        }
+    }
+}
+
+/// Encodes a package once for any number of recipients.
+fn encode_with(config: &Config, package: &ServerPackage) -> Option<Bytes> {
+    match codec::encode(package, config.max_package_bytes, config.compression_level) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            // Lists are capped so this cannot happen with sane limits; if it
+            // does, the package is dropped loudly rather than truncated.
+            tracing::error!(error = %e, "could not encode an outgoing package");
+            None
+        }
+    }
+}
+
+/// Queues `bytes` for one recipient; a full or closed queue marks it for removal.
+fn deliver(tx: &mpsc::Sender<Bytes>, id: UserId, bytes: Bytes, kicks: &mut Vec<UserId>) {
+    if tx.try_send(bytes).is_err() {
+        kicks.push(id);
+    }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds: `2026-11-21T10:00:00.123Z`.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

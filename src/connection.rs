@@ -1,0 +1,400 @@
+//! One task per TCP connection: reads frames, runs them against the chat
+//! state, and writes the connection's outbound queue to the socket.
+//!
+//! The task is a single `select!` loop over cancel-safe futures (socket
+//! readable, queue receive, shutdown, kill, deadlines); the reads and
+//! writes themselves happen in the loop body. Frames already buffered are
+//! handled one at a time and the replies they cause are flushed before the
+//! next one is read, so a client that pipelines requests without reading
+//! answers is slowed by TCP backpressure instead of growing our queue.
+//!
+//! Memory per idle connection is kept small on purpose: no read buffer is
+//! held while nothing is arriving, no zlib state is owned (see
+//! [`crate::compress`]), and writes are built per batch.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::{Hub, Outbox, UserId};
+use crate::codec;
+use crate::commands::{self, parse_params, UsernameParams};
+use crate::config::Config;
+use crate::frame::FrameCodec;
+use crate::protocol::{ClientPackage, Notification, Request, ServerPackage, Session};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Most bytes gathered from the queue into one write.
+const MAX_WRITE_BATCH: usize = 64 * 1024;
+
+/// Why a connection ended; logged, and sometimes told to the peer first.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Fatal(String),
+    #[error("write stalled for longer than {0:?}")]
+    WriteStalled(Duration),
+    #[error("dropped by the server (slow consumer)")]
+    Killed,
+    #[error("server shutdown")]
+    Shutdown,
+}
+
+/// What woke the loop.
+enum Event {
+    Shutdown,
+    Killed,
+    Outbound(Bytes),
+    Readable(io::Result<()>),
+    LoginTimeout,
+    FrameTimeout,
+}
+
+/// A token bucket: `rate` packages per second on average, `burst` at once.
+#[derive(Debug)]
+struct RateLimit {
+    /// Tokens per second; 0 disables the limit.
+    rate: f64,
+    /// Bucket size.
+    burst: f64,
+    /// Tokens available now.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    updated: Instant,
+    /// Packages refused in a row.
+    strikes: u32,
+}
+
+impl RateLimit {
+    fn new(config: &Config) -> Self {
+        RateLimit {
+            rate: f64::from(config.rate_per_sec),
+            burst: f64::from(config.rate_burst.max(1)),
+            tokens: f64::from(config.rate_burst.max(1)),
+            updated: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    /// Takes a token; false when the bucket is empty.
+    fn allow(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.updated).as_secs_f64();
+        self.updated = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
+}
+
+/// The state of one connection.
+struct Connection {
+    /// The socket.
+    stream: TcpStream,
+    /// Peer address, for logs.
+    peer: SocketAddr,
+    /// Chat state.
+    hub: Hub,
+    /// Limits.
+    config: Arc<Config>,
+    /// Packages waiting to be written.
+    rx: mpsc::Receiver<Bytes>,
+    /// Sender side of `rx`: replies go through the queue too, so they keep
+    /// their order relative to broadcasts.
+    tx: mpsc::Sender<Bytes>,
+    /// Cancelled by the hub to drop this connection.
+    kill: CancellationToken,
+    /// Cancelled when the server shuts down.
+    shutdown: CancellationToken,
+    /// Bytes read but not yet framed; empty (no allocation) while idle.
+    buf: BytesMut,
+    /// Frame splitter.
+    frames: FrameCodec,
+    /// The logged-in user, once there is one.
+    user: Option<UserId>,
+    /// Flood control.
+    rate: RateLimit,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Hub,
+    shutdown: CancellationToken,
+) {
+    let config = Arc::new(hub.config().clone());
+    let (tx, rx) = mpsc::channel(config.outbound_queue);
+    let kill = CancellationToken::new();
+    let mut conn = Connection {
+        stream,
+        peer,
+        tx,
+        kill,
+        shutdown,
+        buf: BytesMut::new(),
+        frames: FrameCodec::new(config.max_frame_bytes),
+        user: None,
+        rate: RateLimit::new(&config),
+        rx,
+        hub,
+        config,
+    };
+    let result = conn.run().await;
+    if let Some(id) = conn.user.take() {
+        conn.hub.disconnect(id);
+    }
+    match result {
+        Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {
+            tracing::debug!(peer = %conn.peer, "connection closed")
+        }
+        Err(e) => tracing::info!(peer = %conn.peer, reason = %e, "connection closed"),
+    }
+}
+
+impl Connection {
+    async fn run(&mut self) -> Result<(), Close> {
+        self.reply(&ServerPackage::Request(Request::login()))?;
+        let login_deadline = Instant::now() + self.config.login_timeout;
+        let mut frame_deadline: Option<Instant> = None;
+        loop {
+            // Handle one buffered frame at a time, flushing its replies.
+            match self.frames.decode(&mut self.buf) {
+                Ok(Some(body)) => {
+                    frame_deadline = None;
+                    self.handle_frame(&body)?;
+                    self.flush_queue().await?;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return self.close_with("protocol", e.to_string()).await,
+            }
+            if self.buf.is_empty() {
+                frame_deadline = None;
+                // Give back whatever a large frame made us allocate.
+                self.buf = BytesMut::new();
+            } else if frame_deadline.is_none() {
+                frame_deadline = Some(Instant::now() + self.config.frame_timeout);
+            }
+            let event = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => Event::Shutdown,
+                _ = self.kill.cancelled() => Event::Killed,
+                Some(first) = self.rx.recv() => Event::Outbound(first),
+                r = self.stream.readable() => Event::Readable(r),
+                _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
+                _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() => Event::FrameTimeout,
+            };
+            match event {
+                Event::Shutdown => return self.goodbye().await,
+                Event::Killed => return Err(Close::Killed),
+                Event::Outbound(first) => self.write_batch(first).await?,
+                Event::Readable(r) => {
+                    r?;
+                    self.buf.reserve(READ_CHUNK);
+                    match self.stream.try_read_buf(&mut self.buf) {
+                        Ok(0) => return Err(Close::Eof),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Event::LoginTimeout => {
+                    let secs = self.config.login_timeout.as_secs_f64();
+                    return self
+                        .close_with("login", format!("No login within {secs} s; closing."))
+                        .await;
+                }
+                Event::FrameTimeout => {
+                    let secs = self.config.frame_timeout.as_secs_f64();
+                    return self
+                        .close_with(
+                            "protocol",
+                            format!("A frame was not completed within {secs} s; closing."),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Handles one complete frame body.
+    fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
+        if !self.rate.allow() {
+            let message = format!(
+                "Too fast: at most {} packages per second (bursts of {}); this package was dropped.",
+                self.config.rate_per_sec, self.config.rate_burst
+            );
+            if self.rate.strikes >= self.config.rate_strikes {
+                self.reply_error("rate_limit", format!("{message} Disconnecting after repeated flooding."))?;
+                return Err(Close::Fatal("rate limit exceeded repeatedly".into()));
+            }
+            return self.reply_error("rate_limit", message);
+        }
+        let package = match codec::decode_body::<ClientPackage>(body, self.config.max_package_bytes)
+        {
+            Ok(p) => p,
+            Err(e) if e.is_fatal() => {
+                self.reply_error("protocol", e.to_string())?;
+                return Err(Close::Fatal(e.to_string()));
+            }
+            Err(e) => return self.reply_error("protocol", e.to_string()),
+        };
+        match (package, self.user) {
+            (ClientPackage::Command(c), None) if c.command == "login" => {
+                match parse_params::<UsernameParams>("login", c.parameters) {
+                    Ok(p) => self.login(&p.username),
+                    Err(m) => self.reply_error("protocol", m),
+                }
+            }
+            (_, None) => self.reply_error(
+                "login",
+                "Log in first: answer the login request with the login command.",
+            ),
+            (ClientPackage::Message(m), Some(id)) => match self.hub.message(id, m.message) {
+                Ok(()) => Ok(()),
+                Err(e) => self.reply_error("message", e.0),
+            },
+            (ClientPackage::Command(c), Some(id)) => match commands::dispatch(&self.hub, id, c) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let (kind, message) = e.to_error();
+                    let package = ServerPackage::error(kind, message);
+                    self.reply(&package)
+                }
+            },
+        }
+    }
+
+    fn login(&mut self, name: &str) -> Result<(), Close> {
+        let outbox = Outbox::new(self.tx.clone(), self.kill.clone());
+        match self.hub.login(name, outbox) {
+            Ok(id) => {
+                self.user = Some(id);
+                tracing::debug!(peer = %self.peer, user = name, "logged in");
+                Ok(())
+            }
+            Err(e) => {
+                self.reply(&ServerPackage::Session(Session {
+                    status: false,
+                    reason: Some(e.0),
+                    ..Session::default()
+                }))?;
+                self.reply(&ServerPackage::Request(Request::login()))
+            }
+        }
+    }
+
+    /// Queues a package for this connection.
+    fn reply(&mut self, package: &ServerPackage) -> Result<(), Close> {
+        let bytes = codec::encode(
+            package,
+            self.config.max_package_bytes,
+            self.config.compression_level,
+        )
+        .map_err(|e| Close::Fatal(format!("cannot encode reply: {e}")))?;
+        self.tx
+            .try_send(bytes)
+            .map_err(|_| Close::Fatal("outbound queue full".into()))
+    }
+
+    fn reply_error(&mut self, error_type: &str, message: impl Into<String>) -> Result<(), Close> {
+        self.reply(&ServerPackage::error(error_type, message))
+    }
+
+    /// Writes everything queued, without waiting for more.
+    async fn flush_queue(&mut self) -> Result<(), Close> {
+        match self.rx.try_recv() {
+            Ok(first) => self.write_batch(first).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, up to a batch size, in
+    /// as few syscalls as possible.
+    async fn write_batch(&mut self, first: Bytes) -> Result<(), Close> {
+        let mut pending = Some(first);
+        while let Some(first) = pending.take() {
+            let batch = match self.rx.try_recv() {
+                Err(_) => first,
+                Ok(second) => {
+                    let mut buf = BytesMut::with_capacity(MAX_WRITE_BATCH.min(first.len() * 8));
+                    buf.extend_from_slice(&first);
+                    buf.extend_from_slice(&second);
+                    while buf.len() < MAX_WRITE_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(next) => buf.extend_from_slice(&next),
+                            Err(_) => break,
+                        }
+                    }
+                    buf.freeze()
+                }
+            };
+            self.write_all(&batch).await?;
+            pending = self.rx.try_recv().ok();
+        }
+        Ok(())
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Close> {
+        let limit = self.config.write_timeout;
+        tokio::select! {
+            biased;
+            _ = self.kill.cancelled() => Err(Close::Killed),
+            r = timeout(limit, self.stream.write_all(bytes)) => match r {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(Close::WriteStalled(limit)),
+            },
+        }
+    }
+
+    /// Sends an error, gives it a moment to leave, and ends the connection.
+    async fn close_with(&mut self, error_type: &str, message: String) -> Result<(), Close> {
+        let reason = message.clone();
+        // The queue may be full if this is a slow consumer; the error still
+        // goes last, after what is queued, so order is kept.
+        let _ = self.reply_error(error_type, message);
+        let limit = self.config.shutdown_timeout;
+        let _ = timeout(limit, self.drain_all()).await;
+        Err(Close::Fatal(reason))
+    }
+
+    /// Writes what is queued, then `server_shutdown`, within the shutdown timeout.
+    async fn goodbye(&mut self) -> Result<(), Close> {
+        let _ = self.reply(&ServerPackage::notification(Notification::ServerShutdown {}));
+        let limit = self.config.shutdown_timeout;
+        let _ = timeout(limit, self.drain_all()).await;
+        let _ = timeout(limit, self.stream.shutdown()).await;
+        Err(Close::Shutdown)
+    }
+
+    async fn drain_all(&mut self) -> Result<(), Close> {
+        while let Ok(first) = self.rx.try_recv() {
+            self.write_batch(first).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The accept loop and graceful shutdown.
+//!
+//! [`run`] serves a bound listener until the given future completes, then
+//! tells every client `server_shutdown`, gives each a bounded time to
+//! receive it, and returns once every connection task has ended. Tests bind
+//! `127.0.0.1:0` themselves and drive shutdown with their own future.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::Hub;
+use crate::codec;
+use crate::config::Config;
+use crate::connection;
+use crate::protocol::ServerPackage;
+
+/// Refusals (server full) being written at once; beyond this a refused
+/// connection is closed without a message rather than queueing work.
+const MAX_PENDING_REFUSALS: usize = 64;
+/// Time a refusal message gets to be written.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after an accept error such as running out of file descriptors,
+/// so the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A server: the chat state plus the limits, ready to run on a listener.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The chat state, shared by all connections.
+    hub: Hub,
+}
+
+impl Server {
+    /// A server with empty state.
+    pub fn new(config: Config) -> Self {
+        Server {
+            hub: Hub::new(Arc::new(config)),
+        }
+    }
+
+    /// A handle on the chat state (for inspection in tests and tools).
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
+    }
+
+    /// Serves `listener` until `shutdown` completes, then shuts down gracefully.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
+        let config = self.hub.config().clone();
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
+        tokio::pin!(shutdown);
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Per-connection failures (reset before accept, EMFILE)
+                    // must never stop the server.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            // We batch writes ourselves; Nagle would only add latency.
+            let _ = stream.set_nodelay(true);
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let hub = self.hub.clone();
+                    let token = token.clone();
+                    tracker.spawn(async move {
+                        connection::serve(stream, peer, hub, token).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, max = config.max_connections, "connection refused: server full");
+                    if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                        let package = ServerPackage::error(
+                            "server",
+                            format!(
+                                "The server is full ({} connections); try again later.",
+                                config.max_connections
+                            ),
+                        );
+                        let level = config.compression_level;
+                        let max = config.max_package_bytes;
+                        tracker.spawn(async move {
+                            refuse(stream, codec::encode(&package, max, level).ok()).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        }
+        tracing::info!(connections = config.max_connections - slots.available_permits(), "shutting down");
+        self.hub.close();
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Tells a refused client why, briefly, and closes.
+async fn refuse(mut stream: TcpStream, message: Option<bytes::Bytes>) {
+    if let Some(bytes) = message {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            stream.write_all(&bytes).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Serves `listener` with `config` until `shutdown` completes.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> io::Result<()> {
+    Server::new(config).run(listener, shutdown).await
+}
