@@ -1,0 +1,410 @@
+//! The wire format and its failure modes, spoken as raw bytes: exact
+//! framing, every class of bad input, fatal frame errors, the slow
+//! consumer, the connection cap, and graceful shutdown.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::Config;
+use common::*;
+use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// zlib-compresses with flate2 directly, independent of the crate's codec.
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A frame: big-endian u32 length, then the body.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fn package(v: Value) -> Vec<u8> {
+    frame(&zlib(v.to_string().as_bytes()))
+}
+
+/// Reads one frame and inflates it by hand; None when the peer closed.
+async fn read_raw(s: &mut TcpStream) -> Option<Value> {
+    let mut len = [0u8; 4];
+    match tokio::time::timeout(WAIT, s.read_exact(&mut len)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return None,
+        Err(_) => panic!("no frame within {WAIT:?}"),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    let mut body = vec![0u8; n];
+    tokio::time::timeout(WAIT, s.read_exact(&mut body))
+        .await
+        .expect("frame body in time")
+        .expect("frame body");
+    let mut text = String::new();
+    ZlibDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+async fn expect_eof(s: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("connection not closed"),
+        }
+    }
+}
+
+async fn raw_login(server: &TestServer, name: &str) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(
+        read_raw(&mut s).await.unwrap(),
+        json!({"type": "request", "data": {"request": "login"}})
+    );
+    s.write_all(&package(
+        json!({"type": "command", "data": {"command": "login", "parameters": {"username": name}}}),
+    ))
+    .await
+    .unwrap();
+    let session = read_raw(&mut s).await.unwrap();
+    assert_eq!(session["type"], "session");
+    assert_eq!(session["data"]["status"], true);
+    let own = read_raw(&mut s).await.unwrap();
+    assert_eq!(own["data"]["event_type"], "user_joined");
+    s
+}
+
+async fn expect_protocol_error(s: &mut TcpStream, what: &str) -> String {
+    let v = read_raw(s)
+        .await
+        .unwrap_or_else(|| panic!("{what}: closed instead of an error"));
+    assert_eq!(v["type"], "error", "{what}: {v}");
+    assert_eq!(v["data"]["error_type"], "protocol", "{what}: {v}");
+    v["data"]["message"].as_str().unwrap().to_owned()
+}
+
+async fn ping_pong(s: &mut TcpStream) {
+    s.write_all(&package(
+        json!({"type": "command", "data": {"command": "ping", "parameters": {"token": "t"}}}),
+    ))
+    .await
+    .unwrap();
+    let v = read_raw(s).await.expect("pong");
+    assert_eq!(
+        v,
+        json!({"type": "notification", "data": {"event_type": "pong", "token": "t"}})
+    );
+}
+
+#[tokio::test]
+async fn exact_bytes_of_the_handshake() {
+    let server = TestServer::start_default().await;
+    let mut s = raw_login(&server, "alice").await;
+    // `parameters` may be omitted or null where a command takes none.
+    s.write_all(&package(
+        json!({"type": "command", "data": {"command": "channels"}}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        read_raw(&mut s).await.unwrap(),
+        json!({"type": "notification", "data": {"event_type": "channel_list", "channels": ["general"], "channels_total": 1}})
+    );
+    s.write_all(&package(
+        json!({"type": "command", "data": {"command": "channels", "parameters": null}}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        read_raw(&mut s).await.unwrap()["data"]["event_type"],
+        "channel_list"
+    );
+    // Several packages in one write, and one package split across writes.
+    let mut two = package(
+        json!({"type": "command", "data": {"command": "ping", "parameters": {"token": "1"}}}),
+    );
+    two.extend(package(
+        json!({"type": "command", "data": {"command": "ping", "parameters": {"token": "2"}}}),
+    ));
+    let (a, b) = two.split_at(3);
+    s.write_all(a).await.unwrap();
+    s.flush().await.unwrap();
+    s.write_all(b).await.unwrap();
+    assert_eq!(read_raw(&mut s).await.unwrap()["data"]["token"], "1");
+    assert_eq!(read_raw(&mut s).await.unwrap()["data"]["token"], "2");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_content_gets_a_protocol_error_and_the_connection_survives() {
+    let server = TestServer::start_default().await;
+    let mut s = raw_login(&server, "alice").await;
+    let mut trailing = zlib(br#"{"type":"message","data":{"message":"x"}}"#);
+    trailing.extend_from_slice(b"junk");
+    let deep = format!(
+        r#"{{"type":"command","data":{{"command":"join","parameters":{}1{}}}}}"#,
+        "[".repeat(500),
+        "]".repeat(500)
+    );
+    let mut truncated = zlib(br#"{"type":"message","data":{"message":"truncated"}}"#);
+    truncated.truncate(truncated.len() - 5);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not zlib", b"plain text, not zlib".to_vec(), "zlib"),
+        ("trailing bytes", trailing, "follow the end"),
+        ("truncated zlib", truncated, "zlib"),
+        ("not utf-8", zlib(b"\xff\xfe\xfd"), "UTF-8"),
+        ("not json", zlib(b"hello"), "invalid package"),
+        ("json array", zlib(b"[1,2,3]"), "invalid package"),
+        ("too deep", zlib(deep.as_bytes()), "recursion limit"),
+        (
+            "unknown type",
+            zlib(br#"{"type":"shout","data":{}}"#),
+            "unknown variant",
+        ),
+        (
+            "server-only type",
+            zlib(br#"{"type":"session","data":{"status":true}}"#),
+            "unknown variant",
+        ),
+        (
+            "notification from client",
+            zlib(br#"{"type":"notification","data":{"event_type":"user_joined"}}"#),
+            "unknown variant",
+        ),
+        ("missing data", zlib(br#"{"type":"message"}"#), "data"),
+        (
+            "missing field",
+            zlib(br#"{"type":"message","data":{}}"#),
+            "message",
+        ),
+        (
+            "wrong type",
+            zlib(br#"{"type":"message","data":{"message":42}}"#),
+            "invalid type",
+        ),
+        (
+            "unknown field",
+            zlib(br#"{"type":"message","data":{"message":"x","color":"red"}}"#),
+            "unknown field",
+        ),
+        (
+            "unknown command",
+            zlib(br#"{"type":"command","data":{"command":"fly"}}"#),
+            "unknown command",
+        ),
+        (
+            "command not a string",
+            zlib(br#"{"type":"command","data":{"command":1}}"#),
+            "invalid type",
+        ),
+        (
+            "huge number",
+            zlib(br#"{"type":"message","data":{"message":1e999999}}"#),
+            "invalid",
+        ),
+    ];
+    for (what, body, needle) in cases {
+        s.write_all(&frame(&body)).await.unwrap();
+        let message = expect_protocol_error(&mut s, what).await;
+        assert!(message.contains(needle), "{what}: {message}");
+    }
+    ping_pong(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_frame_is_fatal() {
+    let server = TestServer::start_default().await;
+    let mut s = raw_login(&server, "alice").await;
+    s.write_all(&[0, 0, 0, 0]).await.unwrap();
+    let message = expect_protocol_error(&mut s, "empty frame").await;
+    assert!(message.contains("length 0"), "{message}");
+    expect_eof(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_is_fatal_on_the_header_alone() {
+    let server = TestServer::start(Config {
+        max_frame_bytes: 1024,
+        ..test_config()
+    })
+    .await;
+    let mut s = raw_login(&server, "alice").await;
+    // 4 GiB - 1 announced, nothing sent after it.
+    s.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    let message = expect_protocol_error(&mut s, "huge frame").await;
+    assert!(
+        message.contains("4294967295") && message.contains("1024"),
+        "{message}"
+    );
+    expect_eof(&mut s).await;
+    // One byte over the limit is refused the same way.
+    let mut s = raw_login(&server, "bob").await;
+    s.write_all(&1025u32.to_be_bytes()).await.unwrap();
+    expect_protocol_error(&mut s, "1025").await;
+    expect_eof(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn compression_bomb_is_fatal() {
+    let server = TestServer::start(Config {
+        max_package_bytes: 4096,
+        ..test_config()
+    })
+    .await;
+    let mut s = raw_login(&server, "alice").await;
+    let text = format!(
+        r#"{{"type":"message","data":{{"message":"{}"}}}}"#,
+        "a".repeat(1 << 20)
+    );
+    let bomb = zlib(text.as_bytes());
+    assert!(bomb.len() < 64 * 1024);
+    s.write_all(&frame(&bomb)).await.unwrap();
+    let message = expect_protocol_error(&mut s, "bomb").await;
+    assert!(message.contains("4096"), "{message}");
+    expect_eof(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn partial_frame_times_out() {
+    let server = TestServer::start(Config {
+        frame_timeout: Duration::from_millis(300),
+        ..test_config()
+    })
+    .await;
+    let mut s = raw_login(&server, "alice").await;
+    s.write_all(&[0, 0, 0, 50, 1, 2]).await.unwrap();
+    let message = expect_protocol_error(&mut s, "stalled frame").await;
+    assert!(message.contains("not completed"), "{message}");
+    expect_eof(&mut s).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_dropped_without_slowing_others() {
+    let server = TestServer::start(Config {
+        outbound_queue: 16,
+        ..test_config()
+    })
+    .await;
+    let mut sender = server.login("sender").await;
+    let mut watcher = server.login("watcher").await;
+    joined(&mut sender).await;
+    // A member that never reads, with a tiny receive buffer so the server's
+    // writes stall quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.addr).await.unwrap();
+    slow.write_all(&package(json!({"type": "command", "data": {"command": "login", "parameters": {"username": "slow"}}})))
+        .await
+        .unwrap();
+    joined(&mut sender).await;
+    joined(&mut watcher).await;
+
+    // Incompressible-ish text so the socket buffers fill fast.
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut text = String::new();
+    for _ in 0..4000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        text.push(char::from(b'!' + (seed % 90) as u8));
+    }
+    let mut sent = 0;
+    let gone = loop {
+        sender.message(&text).await.unwrap();
+        sent += 1;
+        // The watcher keeps reading: it sees each message, or the departure.
+        match next(&mut watcher).await {
+            ServerPackage::Message(_) => {}
+            ServerPackage::Notification(Notification::UserLeft { username, .. }) => break username,
+            other => panic!("{other:?}"),
+        }
+        assert!(sent < 20_000, "slow consumer never dropped");
+    };
+    assert_eq!(gone, "slow");
+    assert!(server.hub.snapshot().users.iter().all(|(n, _)| n != "slow"));
+    expect_eof(&mut slow).await;
+    server.shutdown().await;
+}
+
+async fn joined(c: &mut chatmaster::client::ClientConnection) {
+    match next_note(c).await {
+        Notification::UserJoined { .. } => {}
+        other => panic!("expected user_joined, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_cap_refuses_with_an_error() {
+    let server = TestServer::start(Config {
+        max_connections: 2,
+        ..test_config()
+    })
+    .await;
+    let _a = server.login("a").await;
+    let _b = server.login("b").await;
+    let mut c = TcpStream::connect(server.addr).await.unwrap();
+    let v = read_raw(&mut c).await.expect("an error before closing");
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["data"]["error_type"], "server");
+    assert!(v["data"]["message"].as_str().unwrap().contains("full"));
+    expect_eof(&mut c).await;
+    // A slot frees when someone leaves.
+    drop(_a);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut d = TcpStream::connect(server.addr).await.unwrap();
+        let v = read_raw(&mut d).await.expect("a package");
+        if v["type"] == "request" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::task::yield_now().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_everyone_and_returns() {
+    let server = TestServer::start(Config {
+        shutdown_timeout: Duration::from_millis(500),
+        ..test_config()
+    })
+    .await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    joined(&mut alice).await;
+    // Someone who connected but never logged in, and someone who never reads.
+    let mut pending = TcpStream::connect(server.addr).await.unwrap();
+    let _stuck = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(
+        read_raw(&mut pending).await.unwrap()["data"]["request"],
+        "login"
+    );
+    let hub = server.hub.clone();
+    server.shutdown().await;
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(next_note(c).await, Notification::ServerShutdown {});
+        expect_closed(c).await;
+    }
+    assert_eq!(
+        read_raw(&mut pending).await.unwrap(),
+        json!({"type": "notification", "data": {"event_type": "server_shutdown"}})
+    );
+    expect_eof(&mut pending).await;
+    assert_eq!(hub.user_count(), 0);
+}
