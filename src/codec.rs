@@ -203,6 +203,14 @@ mod tests {
     }
 
     #[test]
+    fn login_request_frame_matches_protocol_md() {
+        // protocol.md quotes these bytes as the start of the first frame.
+        let frame = encode(&ServerPackage::Request(Request::login()), 1024, 1).unwrap();
+        assert_eq!(&frame[..6], &[0, 0, 0, 0x2e, 0x78, 0x01]);
+        assert_eq!(frame.len(), 4 + 0x2e);
+    }
+
+    #[test]
     fn codec_yields_soft_errors_and_continues() {
         let mut codec: PackageCodec<ClientPackage> = PackageCodec::default();
         let mut buf = BytesMut::new();
