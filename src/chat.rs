@@ -183,8 +183,8 @@ impl Hub {
         }
     }
 
-    /// The limits in force.
-    pub fn config(&self) -> &Config {
+    /// The limits in force (shared, so connections need not copy them).
+    pub fn config(&self) -> &Arc<Config> {
         &self.shared.config
     }
 

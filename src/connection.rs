@@ -141,7 +141,7 @@ struct Connection {
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: CancellationToken) {
-    let config = Arc::new(hub.config().clone());
+    let config = Arc::clone(hub.config());
     let (tx, rx) = mpsc::channel(config.outbound_queue);
     let kill = CancellationToken::new();
     let mut conn = Connection {

@@ -53,7 +53,7 @@ impl Server {
 
     /// Serves `listener` until `shutdown` completes, then shuts down gracefully.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
-        let config = self.hub.config().clone();
+        let config = Arc::clone(self.hub.config());
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
