@@ -3,6 +3,7 @@
 
 mod common;
 
+use chatmaster::client::ClientConnection;
 use chatmaster::protocol::{Notification, ServerPackage};
 use chatmaster::Config;
 use common::*;
@@ -18,6 +19,35 @@ fn joined(n: Notification) -> (String, String, Option<Vec<String>>) {
         } => (username, channel, users),
         other => panic!("expected user_joined, got {other:?}"),
     }
+}
+
+/// alice, bob and carol logged in, in general, with the join traffic read.
+async fn three_users(
+    server: &TestServer,
+) -> (ClientConnection, ClientConnection, ClientConnection) {
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+    let carol = server.login("carol").await;
+    joined(next_note(&mut alice).await);
+    joined(next_note(&mut alice).await);
+    joined(next_note(&mut bob).await);
+    (alice, bob, carol)
+}
+
+/// Moves `who` out of general into `channel`, reading the resulting
+/// notifications on `who` and on the `stayers` left behind in general.
+async fn move_to<const N: usize>(
+    who: &mut ClientConnection,
+    channel: &str,
+    stayers: [&mut ClientConnection; N],
+) {
+    who.command("join", Some(json!({ "channel": channel })))
+        .await
+        .unwrap();
+    for s in stayers {
+        left(next_note(s).await);
+    }
+    joined(next_note(who).await);
 }
 
 fn left(n: Notification) -> (String, String) {
@@ -163,19 +193,8 @@ async fn login_timeout_closes_with_an_error() {
 #[tokio::test]
 async fn messages_reach_the_channel_but_not_the_sender() {
     let server = TestServer::start_default().await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    let mut carol = server.login("carol").await;
-    joined(next_note(&mut alice).await);
-    joined(next_note(&mut alice).await);
-    joined(next_note(&mut bob).await);
-    carol
-        .command("join", Some(json!({"channel": "elsewhere"})))
-        .await
-        .unwrap();
-    left(next_note(&mut alice).await);
-    left(next_note(&mut bob).await);
-    joined(next_note(&mut carol).await);
+    let (mut alice, mut bob, mut carol) = three_users(&server).await;
+    move_to(&mut carol, "elsewhere", [&mut alice, &mut bob]).await;
 
     alice.message("line one\n\tindented 🙂").await.unwrap();
     match next(&mut bob).await {
@@ -319,19 +338,8 @@ async fn leave_in_general_is_an_error() {
 #[tokio::test]
 async fn rename_tells_the_channel_including_the_user() {
     let server = TestServer::start_default().await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    let mut carol = server.login("carol").await;
-    joined(next_note(&mut alice).await);
-    joined(next_note(&mut alice).await);
-    joined(next_note(&mut bob).await);
-    carol
-        .command("join", Some(json!({"channel": "away"})))
-        .await
-        .unwrap();
-    left(next_note(&mut alice).await);
-    left(next_note(&mut bob).await);
-    joined(next_note(&mut carol).await);
+    let (mut alice, mut bob, mut carol) = three_users(&server).await;
+    move_to(&mut carol, "away", [&mut alice, &mut bob]).await;
 
     bob.command("rename", Some(json!({"username": "robert"})))
         .await
@@ -374,22 +382,11 @@ async fn rename_tells_the_channel_including_the_user() {
 #[tokio::test]
 async fn private_channels_need_an_invitation_and_are_unlisted() {
     let server = TestServer::start_default().await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    let mut carol = server.login("carol").await;
-    joined(next_note(&mut alice).await);
-    joined(next_note(&mut alice).await);
-    joined(next_note(&mut bob).await);
+    let (mut alice, mut bob, mut carol) = three_users(&server).await;
 
     alice.command("private", None).await.unwrap();
     assert_eq!(next_error(&mut alice).await.0, "private"); // general
-    alice
-        .command("join", Some(json!({"channel": "secret"})))
-        .await
-        .unwrap();
-    left(next_note(&mut bob).await);
-    left(next_note(&mut carol).await);
-    joined(next_note(&mut alice).await);
+    move_to(&mut alice, "secret", [&mut bob, &mut carol]).await;
     bob.command("join", Some(json!({"channel": "secret"})))
         .await
         .unwrap();
