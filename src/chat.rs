@@ -259,7 +259,11 @@ impl Hub {
             let g = self.lock();
             let user = g.user(id)?;
             let channel = g.channel(&user.channel)?;
-            (user.name.clone(), channel.name.clone(), user.channel.clone())
+            (
+                user.name.clone(),
+                channel.name.clone(),
+                user.channel.clone(),
+            )
         };
         let package = ServerPackage::Message(ChatMessage {
             message: text,
@@ -368,7 +372,10 @@ impl Hub {
             return fail("general is always public.");
         }
         if ch.owner != Some(id) {
-            let owner = ch.owner.and_then(|o| g.state.users.get(&o)).map(|u| u.name.as_str());
+            let owner = ch
+                .owner
+                .and_then(|o| g.state.users.get(&o))
+                .map(|u| u.name.as_str());
             return fail(format!(
                 "Only the owner of {} ({}) can make it {word}.",
                 ch.name,
@@ -451,7 +458,10 @@ impl Hub {
     pub fn ping(&self, id: UserId, token: Option<String>) -> Result<(), ChatError> {
         let mut g = self.lock();
         g.user(id)?;
-        g.send_to(id, &ServerPackage::notification(Notification::Pong { token }));
+        g.send_to(
+            id,
+            &ServerPackage::notification(Notification::Pong { token }),
+        );
         g.finish();
         Ok(())
     }
@@ -591,8 +601,7 @@ impl Guard<'_> {
     /// any invitation, and announces the arrival.
     fn enter(&mut self, id: UserId, key: &str) {
         let state = &mut *self.state;
-        let (Some(user), Some(ch)) = (state.users.get_mut(&id), state.channels.get_mut(key))
-        else {
+        let (Some(user), Some(ch)) = (state.users.get_mut(&id), state.channels.get_mut(key)) else {
             return;
         };
         user.channel = key.to_owned();

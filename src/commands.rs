@@ -207,7 +207,10 @@ pub static COMMANDS: &[CommandSpec] = &[
         summary: "get a pong once everything sent before has been handled",
         run: |hub, id, p| {
             let p: PingParams = params("ping", p)?;
-            if p.token.as_ref().is_some_and(|t| t.len() > MAX_PING_TOKEN_BYTES) {
+            if p.token
+                .as_ref()
+                .is_some_and(|t| t.len() > MAX_PING_TOKEN_BYTES)
+            {
                 return Err(Outcome::Refused(format!(
                     "A ping token is at most {MAX_PING_TOKEN_BYTES} bytes."
                 )));

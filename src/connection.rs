@@ -140,12 +140,7 @@ struct Connection {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    hub: Hub,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: CancellationToken) {
     let config = Arc::new(hub.config().clone());
     let (tx, rx) = mpsc::channel(config.outbound_queue);
     let kill = CancellationToken::new();
@@ -249,7 +244,10 @@ impl Connection {
                 self.config.rate_per_sec, self.config.rate_burst
             );
             if self.rate.strikes >= self.config.rate_strikes {
-                self.reply_error("rate_limit", format!("{message} Disconnecting after repeated flooding."))?;
+                self.reply_error(
+                    "rate_limit",
+                    format!("{message} Disconnecting after repeated flooding."),
+                )?;
                 return Err(Close::Fatal("rate limit exceeded repeatedly".into()));
             }
             return self.reply_error("rate_limit", message);
@@ -384,7 +382,9 @@ impl Connection {
 
     /// Writes what is queued, then `server_shutdown`, within the shutdown timeout.
     async fn goodbye(&mut self) -> Result<(), Close> {
-        let _ = self.reply(&ServerPackage::notification(Notification::ServerShutdown {}));
+        let _ = self.reply(&ServerPackage::notification(
+            Notification::ServerShutdown {},
+        ));
         let limit = self.config.shutdown_timeout;
         let _ = timeout(limit, self.drain_all()).await;
         let _ = timeout(limit, self.stream.shutdown()).await;

@@ -106,7 +106,10 @@ impl Server {
                 }
             }
         }
-        tracing::info!(connections = config.max_connections - slots.available_permits(), "shutting down");
+        tracing::info!(
+            connections = config.max_connections - slots.available_permits(),
+            "shutting down"
+        );
         self.hub.close();
         token.cancel();
         tracker.close();

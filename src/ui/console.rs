@@ -14,8 +14,14 @@ use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::thread;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+
+/// How long, when exiting while a line is being edited, to wait for
+/// rustyline to give the terminal back before restoring it by hand.
+/// Only bounds a corner case; a normal exit never waits for it.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 /// What a requested line is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,9 @@ enum PrintJob {
     Line(String),
     /// Answer once every earlier line was handed to rustyline.
     Flush(oneshot::Sender<()>),
+    /// Make rustyline return from `readline` after showing every earlier
+    /// line, then answer.
+    Release(oneshot::Sender<()>),
 }
 
 /// Where output goes.
@@ -77,6 +86,10 @@ pub struct Console {
     lines: mpsc::Receiver<InputEvent>,
     /// Where events are printed.
     output: Output,
+    /// Keeps SIGINT from killing the process outside `readline` (where
+    /// rustyline handles it), since [`Console::finish`] raises it.
+    #[cfg(unix)]
+    _sigint: Option<tokio::signal::unix::Signal>,
     /// The terminal's settings before rustyline changed them (interactive only).
     #[cfg(unix)]
     saved_termios: Option<nix::sys::termios::Termios>,
@@ -94,6 +107,8 @@ impl Console {
             lines,
             output: Output::Stdout,
             #[cfg(unix)]
+            _sigint: None,
+            #[cfg(unix)]
             saved_termios: None,
         }
     }
@@ -110,6 +125,8 @@ impl Console {
         let saved_termios = nix::sys::termios::tcgetattr(io::stdin()).ok();
         let (requests, request_rx) = std_mpsc::channel::<LineRequest>();
         let (line_tx, lines) = mpsc::channel(1);
+        #[cfg(unix)]
+        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
         let (ready_tx, ready_rx) = std_mpsc::channel();
         thread::Builder::new()
             .name("readline".into())
@@ -127,6 +144,8 @@ impl Console {
             requests,
             lines,
             output: Output::Printer(print_tx),
+            #[cfg(unix)]
+            _sigint: sigint,
             #[cfg(unix)]
             saved_termios,
         })
@@ -164,18 +183,36 @@ impl Console {
         }
     }
 
-    /// Ends output: makes sure every event was passed on, puts the terminal
-    /// back if rustyline may still hold it in raw mode (`reading` says a
-    /// line was requested and not yet answered), and prints `last` to
-    /// stderr.
-    pub async fn finish(self, reading: bool, last: Option<String>) {
+    /// Ends output and prints `last` (the reason for leaving) to stderr.
+    /// `reading` says a line was requested and not yet answered, so
+    /// rustyline is still editing and holds the terminal in raw mode: it is
+    /// made to return first, so it puts the terminal back itself.
+    pub async fn finish(mut self, reading: bool, last: Option<String>) {
         if let Output::Printer(tx) = &self.output {
-            let (done, confirmed) = oneshot::channel();
-            if tx.send(PrintJob::Flush(done)).await.is_ok() {
-                let _ = confirmed.await;
-            }
             if reading {
-                self.restore_terminal();
+                let (done, released) = oneshot::channel();
+                if tx.send(PrintJob::Release(done)).await.is_ok() {
+                    let _ = released.await;
+                }
+                let returned = tokio::time::timeout(RELEASE_WAIT, async {
+                    while let Some(event) = self.lines.recv().await {
+                        if matches!(
+                            event,
+                            InputEvent::Interrupted
+                                | InputEvent::Eof
+                                | InputEvent::Line(_)
+                                | InputEvent::Failed(_)
+                        ) {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                if returned.is_err() {
+                    self.restore_terminal();
+                }
+            } else {
+                flush(tx).await;
             }
         }
         if let Some(last) = last {
@@ -200,6 +237,14 @@ impl Console {
         let mut out = io::stdout().lock();
         let _ = out.write_all(b"\x1b[?2004l\n");
         let _ = out.flush();
+    }
+}
+
+/// Waits until the printer thread has handed on every earlier line.
+async fn flush(tx: &mpsc::Sender<PrintJob>) {
+    let (done, confirmed) = oneshot::channel();
+    if tx.send(PrintJob::Flush(done)).await.is_ok() {
+        let _ = confirmed.await;
     }
 }
 
@@ -331,6 +376,17 @@ fn print_lines(
                 }
             }
             PrintJob::Flush(done) => {
+                let _ = done.send(());
+            }
+            PrintJob::Release(done) => {
+                // `print` returns once the line before was taken (and so
+                // shown: rustyline shows a line before it looks for the
+                // next event). This empty line itself is meant never to be
+                // shown: the interrupt raised next is seen first, because
+                // rustyline checks for signals before printing requests.
+                let _ = printer.print(String::new());
+                #[cfg(unix)]
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
                 let _ = done.send(());
             }
         }

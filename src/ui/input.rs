@@ -200,9 +200,12 @@ pub fn parse_line(line: &str) -> Input {
     let Some(command_line) = line.strip_prefix('/') else {
         return Input::Message(line.to_owned());
     };
-    let mut words = command_line.split_whitespace();
-    let name = words.next().unwrap_or("").to_lowercase();
-    let args: Vec<&str> = words.collect();
+    // The name must follow the slash directly: "/ join" is not /join.
+    let (name, rest) = command_line
+        .split_once(char::is_whitespace)
+        .unwrap_or((command_line, ""));
+    let name = name.to_lowercase();
+    let args: Vec<&str> = rest.split_whitespace().collect();
     let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
         let shown = if name.is_empty() {
             "/".to_owned()
