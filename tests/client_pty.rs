@@ -13,8 +13,8 @@ use chatmaster::protocol::{Notification, ServerPackage};
 use client_util::LINE_WAIT;
 use common::*;
 use nix::sys::wait::WaitStatus;
-use rexpect::session::spawn_with_options;
 use rexpect::reader::Options;
+use rexpect::session::spawn_with_options;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_message_keeps_the_half_typed_line() {
@@ -23,11 +23,16 @@ async fn incoming_message_keeps_the_half_typed_line() {
     let state = std::env::temp_dir().join(format!("chatmaster-pty-{}", std::process::id()));
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-client"));
-    cmd.args(["--host", "127.0.0.1", "--port", &server.addr.port().to_string()])
-        .args(["--username", "alice"])
-        .env("TERM", "xterm")
-        .env("NO_COLOR", "1")
-        .env("XDG_STATE_HOME", &state);
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &server.addr.port().to_string(),
+    ])
+    .args(["--username", "alice"])
+    .env("TERM", "xterm")
+    .env("NO_COLOR", "1")
+    .env("XDG_STATE_HOME", &state);
     let timeout = u64::try_from(LINE_WAIT.as_millis()).unwrap();
     let mut p = spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap();
 
@@ -87,10 +92,15 @@ async fn incoming_message_keeps_the_half_typed_line() {
 async fn server_shutdown_while_typing_exits_5() {
     let server = TestServer::start_default().await;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-client"));
-    cmd.args(["--host", "127.0.0.1", "--port", &server.addr.port().to_string()])
-        .args(["--username", "alice", "--no-history"])
-        .env("TERM", "xterm")
-        .env("NO_COLOR", "1");
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &server.addr.port().to_string(),
+    ])
+    .args(["--username", "alice", "--no-history"])
+    .env("TERM", "xterm")
+    .env("NO_COLOR", "1");
     let timeout = u64::try_from(LINE_WAIT.as_millis()).unwrap();
     let mut p = spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap();
     p.exp_string("[general] alice> ").unwrap();
@@ -99,7 +109,8 @@ async fn server_shutdown_while_typing_exits_5() {
     p.exp_string("unfinish").unwrap();
     server.shutdown().await;
     p.exp_string("!! the server is shutting down").unwrap();
-    p.exp_string("chatmaster-client: the server shut down").unwrap();
+    p.exp_string("chatmaster-client: the server shut down")
+        .unwrap();
     p.exp_eof().unwrap();
     match p.process().wait().unwrap() {
         WaitStatus::Exited(_, code) => assert_eq!(code, 5),

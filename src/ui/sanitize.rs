@@ -90,7 +90,7 @@ fn is_tag(c: char) -> bool {
 /// sequence: pictographs, symbols, skin tones and the emoji presentation
 /// selector.
 fn is_emoji_part(c: char) -> bool {
-    c >= '\u{1f000}' && c <= '\u{1faff}'
+    ('\u{1f000}'..='\u{1faff}').contains(&c)
         || ('\u{2190}'..='\u{2bff}').contains(&c)
         || c == '\u{fe0f}'
 }
