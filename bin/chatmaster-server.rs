@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let args = ServerArgs::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let addr = format!("{}:{}", args.host, args.port);
     let listener = match TcpListener::bind(&addr).await {
@@ -22,7 +24,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match Server::new(args.config()).run(listener, shutdown_signal()).await {
+    match Server::new(args.config())
+        .run(listener, shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
