@@ -6,7 +6,8 @@
 //! composing the three) → [`protocol`] (typed packages) → [`chat`] (users
 //! and channels) driven by [`commands`] (the command table) and
 //! [`connection`] (one task per socket) under [`server`] (accept loop and
-//! shutdown). `protocol.md` at the crate root is the normative description.
+//! shutdown). [`ui`] is the terminal client built on [`client`].
+//! `protocol.md` at the crate root is the normative description.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
@@ -21,6 +22,7 @@ pub mod connection;
 pub mod frame;
 pub mod protocol;
 pub mod server;
+pub mod ui;
 
 pub use codec::{DecodeError, EncodeError, PackageCodec};
 pub use config::{Config, ServerArgs};

@@ -1,0 +1,23 @@
+//! `chatmaster-client`: parses flags and runs the library's terminal
+//! client on a single-threaded runtime.
+
+use std::process::ExitCode;
+
+use chatmaster::ui::{ClientArgs, Exit};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = ClientArgs::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatmaster-client: cannot start the runtime: {e}");
+            return ExitCode::from(Exit::LocalError.code());
+        }
+    };
+    let exit = runtime.block_on(chatmaster::ui::run(args));
+    ExitCode::from(exit.code())
+}

@@ -1,0 +1,650 @@
+//! How server packages look on screen, and the little state the client
+//! keeps to show them (its own name and channel, for the prompt).
+//!
+//! Every piece of text that came from the server goes through
+//! [`sanitize`] here, in one place. Lines are single lines: a message's
+//! own line breaks are shown escaped, so one event is always one line
+//! (which scripts reading the client's output rely on).
+
+use std::fmt;
+
+use anstyle::{AnsiColor, Style};
+use chrono::{DateTime, Local, TimeZone};
+
+use crate::protocol::{ChatMessage, Notification, ServerPackage, Session};
+use crate::ui::sanitize::sanitize;
+
+/// Prefix of notification lines.
+pub const NOTE_PREFIX: &str = "-- ";
+/// Prefix of error lines, so errors stand out without colour too.
+pub const ERROR_PREFIX: &str = "!! ";
+
+/// Whether and how to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Theme {
+    /// Emit ANSI colours.
+    colour: bool,
+}
+
+impl Theme {
+    /// A theme that colours when `colour` is true.
+    pub fn new(colour: bool) -> Self {
+        Theme { colour }
+    }
+
+    /// No colours at all.
+    pub fn plain() -> Self {
+        Theme { colour: false }
+    }
+
+    /// Whether this theme emits colours.
+    pub fn coloured(&self) -> bool {
+        self.colour
+    }
+
+    fn paint(&self, style: Style, text: &str) -> String {
+        if self.colour {
+            format!("{style}{text}{style:#}")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// A notification line: `-- text`.
+    pub fn note(&self, text: &str) -> String {
+        self.paint(
+            AnsiColor::Cyan.on_default(),
+            &format!("{NOTE_PREFIX}{text}"),
+        )
+    }
+
+    /// An error line: `!! text`, red and bold when colouring.
+    pub fn error(&self, text: &str) -> String {
+        self.paint(
+            AnsiColor::Red.on_default().bold(),
+            &format!("{ERROR_PREFIX}{text}"),
+        )
+    }
+
+    /// A line of help or other local information, uncoloured.
+    pub fn info(&self, text: &str) -> String {
+        text.to_owned()
+    }
+}
+
+/// Whether colours should be used: only on a terminal, and never when
+/// `NO_COLOR` is set to anything non-empty (<https://no-color.org>).
+pub fn want_colour(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stdout_is_terminal && no_color.map_or(true, |v| v.is_empty())
+}
+
+/// Formats an RFC 3339 timestamp as `HH:MM` in `tz`; text that is not a
+/// timestamp is shown (sanitized) as it is rather than dropped.
+pub fn format_time<Tz: TimeZone>(timestamp: &str, tz: &Tz) -> String
+where
+    Tz::Offset: fmt::Display,
+{
+    match DateTime::parse_from_rfc3339(timestamp) {
+        Ok(t) => t.with_timezone(tz).format("%H:%M").to_string(),
+        Err(_) => sanitize(timestamp).into_owned(),
+    }
+}
+
+/// `10:02 [general] <bob> hello`, in the given time zone.
+pub fn format_message<Tz: TimeZone>(m: &ChatMessage, theme: &Theme, tz: &Tz) -> String
+where
+    Tz::Offset: fmt::Display,
+{
+    format!(
+        "{} {} {} {}",
+        theme.paint(Style::new().dimmed(), &format_time(&m.timestamp, tz)),
+        theme.paint(
+            AnsiColor::Blue.on_default(),
+            &format!("[{}]", sanitize(&m.channel))
+        ),
+        theme.paint(Style::new().bold(), &format!("<{}>", sanitize(&m.username))),
+        sanitize(&m.message)
+    )
+}
+
+/// `3: a, b, c` or, when the server capped the list, `1000 of 1500: a, ...`.
+fn name_list(names: &[String], total: usize) -> String {
+    let count = if total > names.len() {
+        format!("{} of {total}", names.len())
+    } else {
+        total.to_string()
+    };
+    let joined: Vec<_> = names.iter().map(|n| sanitize(n)).collect();
+    format!("({count}): {}", joined.join(", "))
+}
+
+/// What the client knows about its own session: enough for the prompt and
+/// for telling "you" from others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatState {
+    /// Our name, once logged in.
+    pub username: Option<String>,
+    /// The channel we are in, once logged in.
+    pub channel: Option<String>,
+    /// Our channel's owner, if it has one.
+    pub owner: Option<String>,
+    /// Whether our channel is private.
+    pub private: bool,
+}
+
+impl ChatState {
+    /// The prompt: `[general] alice> `, or `> ` before logging in.
+    pub fn prompt(&self) -> String {
+        match (&self.channel, &self.username) {
+            (Some(c), Some(u)) => format!("[{}] {}> ", sanitize(c), sanitize(u)),
+            _ => "> ".to_owned(),
+        }
+    }
+
+    fn is_me(&self, name: &str) -> bool {
+        self.username.as_deref() == Some(name)
+    }
+
+    fn is_my_channel(&self, channel: &str) -> bool {
+        self.channel.as_deref() == Some(channel)
+    }
+
+    /// The line to show for `package`, in local time; `None` for packages
+    /// that are not shown (`pong`, `request`). Call before [`Self::apply`]
+    /// so "you" is still recognised under the old name.
+    pub fn describe(&self, package: &ServerPackage, theme: &Theme) -> Option<String> {
+        self.describe_in(package, theme, &Local)
+    }
+
+    /// [`Self::describe`] with times shown in `tz`.
+    pub fn describe_in<Tz: TimeZone>(
+        &self,
+        package: &ServerPackage,
+        theme: &Theme,
+        tz: &Tz,
+    ) -> Option<String>
+    where
+        Tz::Offset: fmt::Display,
+    {
+        match package {
+            ServerPackage::Message(m) => Some(format_message(m, theme, tz)),
+            ServerPackage::Request(_) => None,
+            ServerPackage::Session(s) => Some(describe_session(s, theme)),
+            ServerPackage::Error(e) => Some(theme.error(&format!(
+                "{}: {}",
+                sanitize(&e.error_type),
+                sanitize(&e.message)
+            ))),
+            ServerPackage::Notification(n) => self.describe_note(n, theme),
+        }
+    }
+
+    fn describe_note(&self, n: &Notification, theme: &Theme) -> Option<String> {
+        let text = match n {
+            Notification::UserJoined {
+                username,
+                channel,
+                users,
+                users_total,
+                owner,
+                private,
+            } => match users {
+                Some(users) => {
+                    let mut about = Vec::new();
+                    if *private == Some(true) {
+                        about.push("private".to_owned());
+                    }
+                    if let Some(o) = owner {
+                        about.push(format!("owner {}", sanitize(o)));
+                    }
+                    let about = if about.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", about.join(", "))
+                    };
+                    format!(
+                        "you are in {}{about}; users {}",
+                        sanitize(channel),
+                        name_list(users, users_total.unwrap_or(users.len()))
+                    )
+                }
+                None => format!("{} joined {}", sanitize(username), sanitize(channel)),
+            },
+            Notification::UserLeft { username, channel } => {
+                format!("{} left {}", sanitize(username), sanitize(channel))
+            }
+            Notification::UserRename {
+                old_username,
+                new_username,
+            } => {
+                if self.is_me(old_username) {
+                    format!("you are now {}", sanitize(new_username))
+                } else {
+                    format!(
+                        "{} is now {}",
+                        sanitize(old_username),
+                        sanitize(new_username)
+                    )
+                }
+            }
+            Notification::ChannelList {
+                channels,
+                channels_total,
+            } => format!("channels {}", name_list(channels, *channels_total)),
+            Notification::ChannelUpdate {
+                channel,
+                private,
+                owner,
+            } => self.describe_update(channel, *private, owner.as_deref()),
+            Notification::Invited { channel, by } => format!(
+                "{} invited you to {}; type /join {} to accept",
+                sanitize(by),
+                sanitize(channel),
+                sanitize(channel)
+            ),
+            Notification::InviteSent { channel, username } => format!(
+                "invitation to {} sent to {}",
+                sanitize(channel),
+                sanitize(username)
+            ),
+            Notification::Pong { .. } => return None,
+            Notification::ServerShutdown {} => {
+                return Some(theme.error("the server is shutting down"))
+            }
+        };
+        Some(theme.note(&text))
+    }
+
+    /// Says what changed, as far as we know the channel's previous state.
+    fn describe_update(&self, channel: &str, private: bool, owner: Option<&str>) -> String {
+        let name = sanitize(channel);
+        let owner_text = match owner {
+            Some(o) => format!("{} owns {name}", sanitize(o)),
+            None => format!("{name} has no owner"),
+        };
+        if !self.is_my_channel(channel) {
+            let vis = if private { "private" } else { "public" };
+            return format!("{name} is {vis}; {owner_text}");
+        }
+        let mut changes = Vec::new();
+        if private != self.private {
+            changes.push(format!(
+                "{name} is now {}",
+                if private { "private" } else { "public" }
+            ));
+        }
+        if owner != self.owner.as_deref() {
+            changes.push(match owner {
+                Some(o) => format!("{} now owns {name}", sanitize(o)),
+                None => format!("{name} has no owner now"),
+            });
+        }
+        if changes.is_empty() {
+            let vis = if private { "private" } else { "public" };
+            return format!("{name} is {vis}; {owner_text}");
+        }
+        changes.join("; ")
+    }
+
+    /// Updates the state from a package: our name and channel follow
+    /// `session`, our own `user_joined` and renames of us.
+    pub fn apply(&mut self, package: &ServerPackage) {
+        match package {
+            ServerPackage::Session(s) if s.status => {
+                self.username = s.username.clone();
+                self.channel = s.channel.clone();
+                self.owner = None;
+                self.private = false;
+            }
+            ServerPackage::Notification(Notification::UserJoined {
+                username,
+                channel,
+                users: Some(_),
+                owner,
+                private,
+                ..
+            }) => {
+                if self.username.is_none() {
+                    self.username = Some(username.clone());
+                }
+                self.channel = Some(channel.clone());
+                self.owner = owner.clone();
+                self.private = private.unwrap_or(false);
+            }
+            ServerPackage::Notification(Notification::UserRename {
+                old_username,
+                new_username,
+            }) => {
+                if self.is_me(old_username) {
+                    self.username = Some(new_username.clone());
+                }
+                if self.owner.as_deref() == Some(old_username) {
+                    self.owner = Some(new_username.clone());
+                }
+            }
+            ServerPackage::Notification(Notification::ChannelUpdate {
+                channel,
+                private,
+                owner,
+            }) if self.is_my_channel(channel) => {
+                self.private = *private;
+                self.owner = owner.clone();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn describe_session(s: &Session, theme: &Theme) -> String {
+    if s.status {
+        let channels = s.channels.as_deref().unwrap_or(&[]);
+        theme.note(&format!(
+            "logged in as {}; channels {}",
+            sanitize(s.username.as_deref().unwrap_or("?")),
+            name_list(channels, s.channels_total.unwrap_or(channels.len()))
+        ))
+    } else {
+        theme.error(&format!(
+            "login refused: {}",
+            sanitize(s.reason.as_deref().unwrap_or("no reason given"))
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorData;
+    use chrono::{FixedOffset, Utc};
+
+    fn note(n: Notification) -> ServerPackage {
+        ServerPackage::Notification(n)
+    }
+
+    fn alice_in(channel: &str) -> ChatState {
+        ChatState {
+            username: Some("alice".into()),
+            channel: Some(channel.into()),
+            owner: None,
+            private: false,
+        }
+    }
+
+    fn show(state: &ChatState, p: &ServerPackage) -> Option<String> {
+        state.describe_in(p, &Theme::plain(), &Utc)
+    }
+
+    fn message(text: &str, user: &str, ts: &str) -> ServerPackage {
+        ServerPackage::Message(ChatMessage {
+            message: text.into(),
+            username: user.into(),
+            channel: "general".into(),
+            timestamp: ts.into(),
+        })
+    }
+
+    #[test]
+    fn messages_show_local_time_channel_and_sender() {
+        let m = message("hello", "bob", "2026-11-21T10:02:59.123Z");
+        assert_eq!(
+            show(&alice_in("general"), &m).unwrap(),
+            "10:02 [general] <bob> hello"
+        );
+        let plus_one = FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(
+            alice_in("general")
+                .describe_in(&m, &Theme::plain(), &plus_one)
+                .unwrap(),
+            "11:02 [general] <bob> hello"
+        );
+        // A timestamp with its own offset is converted, not reinterpreted.
+        assert_eq!(format_time("2026-11-21T10:02:00+02:00", &Utc), "08:02");
+        assert_eq!(
+            format_time("yesterday\u{1b}[2J", &Utc),
+            "yesterday\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn messages_are_sanitized_and_one_line() {
+        let m = message(
+            "line1\nline2 \u{1b}[31mred \u{202e}evil",
+            "bob",
+            "2026-11-21T10:02:00Z",
+        );
+        let line = show(&alice_in("general"), &m).unwrap();
+        assert_eq!(
+            line,
+            "10:02 [general] <bob> line1\\nline2 \\u{1b}[31mred \\u{202e}evil"
+        );
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'));
+        let m = message("hi", "b\u{7}ob", "2026-11-21T10:02:00Z");
+        assert_eq!(
+            show(&alice_in("general"), &m).unwrap(),
+            "10:02 [general] <b\\u{7}ob> hi"
+        );
+    }
+
+    #[test]
+    fn notifications_read_as_sentences() {
+        let s = alice_in("general");
+        let joined = note(Notification::UserJoined {
+            username: "carol".into(),
+            channel: "general".into(),
+            users: None,
+            users_total: None,
+            owner: None,
+            private: None,
+        });
+        assert_eq!(show(&s, &joined).unwrap(), "-- carol joined general");
+        let left = note(Notification::UserLeft {
+            username: "carol".into(),
+            channel: "general".into(),
+        });
+        assert_eq!(show(&s, &left).unwrap(), "-- carol left general");
+        let rename = note(Notification::UserRename {
+            old_username: "bob".into(),
+            new_username: "robert".into(),
+        });
+        assert_eq!(show(&s, &rename).unwrap(), "-- bob is now robert");
+        let invited = note(Notification::Invited {
+            channel: "rust".into(),
+            by: "bob".into(),
+        });
+        assert_eq!(
+            show(&s, &invited).unwrap(),
+            "-- bob invited you to rust; type /join rust to accept"
+        );
+        let sent = note(Notification::InviteSent {
+            channel: "rust".into(),
+            username: "carol".into(),
+        });
+        assert_eq!(
+            show(&s, &sent).unwrap(),
+            "-- invitation to rust sent to carol"
+        );
+        assert_eq!(
+            show(&s, &note(Notification::ServerShutdown {})).unwrap(),
+            "!! the server is shutting down"
+        );
+    }
+
+    #[test]
+    fn pong_and_requests_are_silent() {
+        let s = alice_in("general");
+        assert_eq!(show(&s, &note(Notification::Pong { token: None })), None);
+        assert_eq!(
+            show(
+                &s,
+                &note(Notification::Pong {
+                    token: Some("x".into())
+                })
+            ),
+            None
+        );
+        assert_eq!(
+            show(
+                &s,
+                &ServerPackage::Request(crate::protocol::Request::login())
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn channel_lists_fit_one_line_with_totals_when_capped() {
+        let s = alice_in("general");
+        let list = note(Notification::ChannelList {
+            channels: vec!["general".into(), "rust".into()],
+            channels_total: 2,
+        });
+        assert_eq!(show(&s, &list).unwrap(), "-- channels (2): general, rust");
+        let capped = note(Notification::ChannelList {
+            channels: vec!["a".into(), "b".into()],
+            channels_total: 1500,
+        });
+        assert_eq!(show(&s, &capped).unwrap(), "-- channels (2 of 1500): a, b");
+    }
+
+    #[test]
+    fn own_join_lists_members() {
+        let s = alice_in("general");
+        let own = note(Notification::UserJoined {
+            username: "alice".into(),
+            channel: "rust".into(),
+            users: Some(vec!["alice".into(), "bob".into()]),
+            users_total: Some(3),
+            owner: Some("bob".into()),
+            private: Some(true),
+        });
+        assert_eq!(
+            show(&s, &own).unwrap(),
+            "-- you are in rust [private, owner bob]; users (2 of 3): alice, bob"
+        );
+    }
+
+    #[test]
+    fn errors_are_distinct() {
+        let e = ServerPackage::Error(ErrorData {
+            error_type: "join".into(),
+            message: "rust is private.".into(),
+        });
+        assert_eq!(
+            show(&alice_in("general"), &e).unwrap(),
+            "!! join: rust is private."
+        );
+        let coloured = alice_in("general")
+            .describe_in(&e, &Theme::new(true), &Utc)
+            .unwrap();
+        assert!(coloured.starts_with("\u{1b}["), "{coloured:?}");
+        assert!(coloured.contains("!! join: rust is private."));
+        assert!(coloured.ends_with("\u{1b}[0m"), "{coloured:?}");
+        let refused = ServerPackage::Session(Session {
+            status: false,
+            reason: Some("Username is already taken.".into()),
+            ..Session::default()
+        });
+        assert_eq!(
+            show(&ChatState::default(), &refused).unwrap(),
+            "!! login refused: Username is already taken."
+        );
+    }
+
+    #[test]
+    fn no_colour_means_no_escape_codes() {
+        let m = message("hi", "bob", "2026-11-21T10:02:00Z");
+        let plain = show(&alice_in("general"), &m).unwrap();
+        assert!(!plain.contains('\u{1b}'));
+        let coloured = alice_in("general")
+            .describe_in(&m, &Theme::new(true), &Utc)
+            .unwrap();
+        assert!(coloured.contains('\u{1b}'));
+        assert!(want_colour(true, None));
+        assert!(want_colour(true, Some(std::ffi::OsStr::new(""))));
+        assert!(!want_colour(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(!want_colour(false, None));
+    }
+
+    #[test]
+    fn state_follows_session_joins_and_renames() {
+        let mut s = ChatState::default();
+        assert_eq!(s.prompt(), "> ");
+        s.apply(&ServerPackage::Session(Session {
+            status: true,
+            username: Some("alice".into()),
+            channel: Some("general".into()),
+            channels: Some(vec!["general".into()]),
+            channels_total: Some(1),
+            reason: None,
+        }));
+        assert_eq!(s.prompt(), "[general] alice> ");
+        // Somebody else's join does not move us.
+        s.apply(&note(Notification::UserJoined {
+            username: "bob".into(),
+            channel: "general".into(),
+            users: None,
+            users_total: None,
+            owner: None,
+            private: None,
+        }));
+        assert_eq!(s.prompt(), "[general] alice> ");
+        s.apply(&note(Notification::UserJoined {
+            username: "alice".into(),
+            channel: "rust".into(),
+            users: Some(vec!["alice".into()]),
+            users_total: Some(1),
+            owner: Some("alice".into()),
+            private: Some(false),
+        }));
+        assert_eq!(s.prompt(), "[rust] alice> ");
+        let rename = note(Notification::UserRename {
+            old_username: "alice".into(),
+            new_username: "ally".into(),
+        });
+        assert_eq!(show(&s, &rename).unwrap(), "-- you are now ally");
+        s.apply(&rename);
+        assert_eq!(s.prompt(), "[rust] ally> ");
+        assert_eq!(s.owner.as_deref(), Some("ally"));
+        // Others' renames leave our name alone.
+        s.apply(&note(Notification::UserRename {
+            old_username: "bob".into(),
+            new_username: "robert".into(),
+        }));
+        assert_eq!(s.prompt(), "[rust] ally> ");
+    }
+
+    #[test]
+    fn channel_updates_say_what_changed() {
+        let mut s = alice_in("rust");
+        s.owner = Some("alice".into());
+        let private = note(Notification::ChannelUpdate {
+            channel: "rust".into(),
+            private: true,
+            owner: Some("alice".into()),
+        });
+        assert_eq!(show(&s, &private).unwrap(), "-- rust is now private");
+        s.apply(&private);
+        assert!(s.private);
+        let handover = note(Notification::ChannelUpdate {
+            channel: "rust".into(),
+            private: true,
+            owner: Some("bob".into()),
+        });
+        assert_eq!(show(&s, &handover).unwrap(), "-- bob now owns rust");
+        s.apply(&handover);
+        assert_eq!(
+            show(&s, &handover).unwrap(),
+            "-- rust is private; bob owns rust"
+        );
+    }
+
+    #[test]
+    fn prompt_is_sanitized() {
+        let s = ChatState {
+            username: Some("a\u{1b}[2J".into()),
+            channel: Some("c\u{202e}".into()),
+            ..ChatState::default()
+        };
+        assert_eq!(s.prompt(), "[c\\u{202e}] a\\u{1b}[2J> ");
+    }
+}

@@ -1,0 +1,397 @@
+//! What a typed line means: chat text, a command for the server, or
+//! something the client handles itself.
+//!
+//! Parsing is local and strict: an unknown `/command` or one with a
+//! missing or extra argument is answered with its usage and sends nothing,
+//! so a typo never turns into a chat message.
+
+use crate::protocol::{ClientPackage, Command, OutgoingMessage};
+
+/// A command the server carries out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatCommand {
+    /// `/join NAME`
+    Join(String),
+    /// `/leave`
+    Leave,
+    /// `/rename NAME`
+    Rename(String),
+    /// `/private`
+    Private,
+    /// `/public`
+    Public,
+    /// `/invite USER`
+    Invite(String),
+    /// `/channels`
+    Channels,
+}
+
+impl ChatCommand {
+    /// The package that asks the server to do it.
+    pub fn to_package(&self) -> ClientPackage {
+        let (name, parameters) = match self {
+            ChatCommand::Join(c) => ("join", Some(serde_json::json!({ "channel": c }))),
+            ChatCommand::Leave => ("leave", None),
+            ChatCommand::Rename(u) => ("rename", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Private => ("private", None),
+            ChatCommand::Public => ("public", None),
+            ChatCommand::Invite(u) => ("invite", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Channels => ("channels", None),
+        };
+        ClientPackage::Command(Command::new(name, parameters))
+    }
+
+    /// Whether the answer can change the prompt (channel or name), so the
+    /// next prompt should wait for it.
+    pub fn changes_prompt(&self) -> bool {
+        matches!(
+            self,
+            ChatCommand::Join(_) | ChatCommand::Leave | ChatCommand::Rename(_)
+        )
+    }
+}
+
+/// What one input line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An empty or blank line: nothing happens.
+    Nothing,
+    /// Chat text for the current channel.
+    Message(String),
+    /// A command for the server.
+    Command(ChatCommand),
+    /// `/help`: show the command list.
+    Help,
+    /// `/quit`: leave.
+    Quit,
+    /// A malformed command; the text says how to use it.
+    Invalid(String),
+}
+
+impl Input {
+    /// The package to send, if the input is for the server.
+    pub fn to_package(&self) -> Option<ClientPackage> {
+        match self {
+            Input::Message(text) => Some(ClientPackage::Message(OutgoingMessage {
+                message: text.clone(),
+            })),
+            Input::Command(c) => Some(c.to_package()),
+            _ => None,
+        }
+    }
+}
+
+/// How many arguments a command takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arity {
+    /// None.
+    Zero,
+    /// Exactly one word.
+    One,
+}
+
+/// One row of the command list: name, argument, description, arity.
+struct Spec {
+    /// Name without the slash.
+    name: &'static str,
+    /// Argument placeholder shown in usage, empty if none.
+    arg: &'static str,
+    /// One-line description for `/help`.
+    about: &'static str,
+    /// How many arguments it takes.
+    arity: Arity,
+}
+
+/// Every command, in the order `/help` lists them.
+const SPECS: &[Spec] = &[
+    Spec {
+        name: "join",
+        arg: "NAME",
+        about: "join channel NAME (created if it does not exist)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "leave",
+        arg: "",
+        about: "go back to general",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "rename",
+        arg: "NAME",
+        about: "change your name to NAME",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "private",
+        arg: "",
+        about: "make your channel private (owner only)",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "public",
+        arg: "",
+        about: "make your channel public again (owner only)",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "invite",
+        arg: "USER",
+        about: "invite USER to your channel",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "channels",
+        arg: "",
+        about: "list the public channels",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "help",
+        arg: "",
+        about: "show this list",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "quit",
+        arg: "",
+        about: "leave the chat (Ctrl-D does too)",
+        arity: Arity::Zero,
+    },
+];
+
+impl Spec {
+    /// `/join NAME`
+    fn usage(&self) -> String {
+        if self.arg.is_empty() {
+            format!("/{}", self.name)
+        } else {
+            format!("/{} {}", self.name, self.arg)
+        }
+    }
+}
+
+/// The `/help` text, one line per entry.
+pub fn help_lines() -> Vec<String> {
+    let width = SPECS.iter().map(|s| s.usage().len()).max().unwrap_or(0);
+    let mut lines: Vec<String> = SPECS
+        .iter()
+        .map(|s| format!("{:<width$}  {}", s.usage(), s.about))
+        .collect();
+    lines.push(format!(
+        "{:<width$}  {}",
+        "//TEXT", "send TEXT starting with one '/'"
+    ));
+    lines.push(format!(
+        "{:<width$}  {}",
+        "TEXT", "any other line is a message"
+    ));
+    lines
+}
+
+/// Parses one line as typed (without its line ending).
+pub fn parse_line(line: &str) -> Input {
+    if line.trim().is_empty() {
+        return Input::Nothing;
+    }
+    if let Some(escaped) = line.strip_prefix("//") {
+        return Input::Message(format!("/{escaped}"));
+    }
+    let Some(command_line) = line.strip_prefix('/') else {
+        return Input::Message(line.to_owned());
+    };
+    // The name must follow the slash directly: "/ join" is not /join.
+    let (name, rest) = command_line
+        .split_once(char::is_whitespace)
+        .unwrap_or((command_line, ""));
+    let name = name.to_lowercase();
+    let args: Vec<&str> = rest.split_whitespace().collect();
+    let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
+        let shown = if name.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/{name}")
+        };
+        return Input::Invalid(format!(
+            "unknown command {}; /help lists the commands, //TEXT sends TEXT starting with '/'",
+            crate::ui::sanitize::sanitize(&shown)
+        ));
+    };
+    let arg = match (spec.arity, args.as_slice()) {
+        (Arity::Zero, []) => String::new(),
+        (Arity::One, [one]) => (*one).to_owned(),
+        _ => return Input::Invalid(format!("usage: {}", spec.usage())),
+    };
+    match spec.name {
+        "join" => Input::Command(ChatCommand::Join(arg)),
+        "leave" => Input::Command(ChatCommand::Leave),
+        "rename" => Input::Command(ChatCommand::Rename(arg)),
+        "private" => Input::Command(ChatCommand::Private),
+        "public" => Input::Command(ChatCommand::Public),
+        "invite" => Input::Command(ChatCommand::Invite(arg)),
+        "channels" => Input::Command(ChatCommand::Channels),
+        "help" => Input::Help,
+        _ => Input::Quit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cmd(c: ChatCommand) -> Input {
+        Input::Command(c)
+    }
+
+    #[test]
+    fn commands_with_an_argument() {
+        assert_eq!(
+            parse_line("/join rust"),
+            cmd(ChatCommand::Join("rust".into()))
+        );
+        assert_eq!(
+            parse_line("/join   rust  "),
+            cmd(ChatCommand::Join("rust".into()))
+        );
+        assert_eq!(
+            parse_line("/JOIN Rust"),
+            cmd(ChatCommand::Join("Rust".into()))
+        );
+        assert_eq!(
+            parse_line("/rename robert"),
+            cmd(ChatCommand::Rename("robert".into()))
+        );
+        assert_eq!(
+            parse_line("/invite carol"),
+            cmd(ChatCommand::Invite("carol".into()))
+        );
+    }
+
+    #[test]
+    fn commands_without_arguments() {
+        assert_eq!(parse_line("/leave"), cmd(ChatCommand::Leave));
+        assert_eq!(parse_line("/private"), cmd(ChatCommand::Private));
+        assert_eq!(parse_line("/public "), cmd(ChatCommand::Public));
+        assert_eq!(parse_line("/channels"), cmd(ChatCommand::Channels));
+        assert_eq!(parse_line("/help"), Input::Help);
+        assert_eq!(parse_line("/quit"), Input::Quit);
+    }
+
+    #[test]
+    fn missing_or_extra_arguments_give_usage() {
+        assert_eq!(
+            parse_line("/join"),
+            Input::Invalid("usage: /join NAME".into())
+        );
+        assert_eq!(
+            parse_line("/join  "),
+            Input::Invalid("usage: /join NAME".into())
+        );
+        assert_eq!(
+            parse_line("/join a b"),
+            Input::Invalid("usage: /join NAME".into())
+        );
+        assert_eq!(
+            parse_line("/rename"),
+            Input::Invalid("usage: /rename NAME".into())
+        );
+        assert_eq!(
+            parse_line("/invite"),
+            Input::Invalid("usage: /invite USER".into())
+        );
+        assert_eq!(
+            parse_line("/leave now"),
+            Input::Invalid("usage: /leave".into())
+        );
+        assert_eq!(parse_line("/quit x"), Input::Invalid("usage: /quit".into()));
+    }
+
+    #[test]
+    fn unknown_commands_are_not_sent() {
+        for line in ["/jion rust", "/", "/ join", "/msg bob hi", "/\u{1b}[2J"] {
+            match parse_line(line) {
+                Input::Invalid(text) => {
+                    assert!(text.starts_with("unknown command"), "{text}");
+                    assert!(!text.contains('\u{1b}'), "{text:?}");
+                }
+                other => panic!("{line:?} parsed as {other:?}"),
+            }
+            assert_eq!(parse_line(line).to_package(), None);
+        }
+    }
+
+    #[test]
+    fn messages_and_slash_escaping() {
+        assert_eq!(parse_line("hello"), Input::Message("hello".into()));
+        assert_eq!(
+            parse_line("  indented"),
+            Input::Message("  indented".into())
+        );
+        assert_eq!(
+            parse_line("//join is a command"),
+            Input::Message("/join is a command".into())
+        );
+        assert_eq!(parse_line("//"), Input::Message("/".into()));
+        assert_eq!(parse_line("a /join b"), Input::Message("a /join b".into()));
+    }
+
+    #[test]
+    fn empty_lines_send_nothing() {
+        for line in ["", " ", "\t  "] {
+            assert_eq!(parse_line(line), Input::Nothing);
+            assert_eq!(parse_line(line).to_package(), None);
+        }
+    }
+
+    #[test]
+    fn packages_match_the_protocol() {
+        let value = |i: Input| serde_json::to_value(i.to_package().unwrap()).unwrap();
+        assert_eq!(
+            value(parse_line("/join rust")),
+            json!({"type": "command", "data": {"command": "join", "parameters": {"channel": "rust"}}})
+        );
+        assert_eq!(
+            value(parse_line("/rename bob")),
+            json!({"type": "command", "data": {"command": "rename", "parameters": {"username": "bob"}}})
+        );
+        assert_eq!(
+            value(parse_line("/invite bob")),
+            json!({"type": "command", "data": {"command": "invite", "parameters": {"username": "bob"}}})
+        );
+        for (line, name) in [
+            ("/leave", "leave"),
+            ("/private", "private"),
+            ("/public", "public"),
+            ("/channels", "channels"),
+        ] {
+            assert_eq!(
+                value(parse_line(line)),
+                json!({"type": "command", "data": {"command": name}})
+            );
+        }
+        assert_eq!(
+            value(parse_line("//hi")),
+            json!({"type": "message", "data": {"message": "/hi"}})
+        );
+        assert_eq!(parse_line("/help").to_package(), None);
+        assert_eq!(parse_line("/quit").to_package(), None);
+    }
+
+    #[test]
+    fn prompt_changing_commands() {
+        assert!(ChatCommand::Join("x".into()).changes_prompt());
+        assert!(ChatCommand::Leave.changes_prompt());
+        assert!(ChatCommand::Rename("x".into()).changes_prompt());
+        assert!(!ChatCommand::Channels.changes_prompt());
+        assert!(!ChatCommand::Invite("x".into()).changes_prompt());
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let help = help_lines().join("\n");
+        for spec in SPECS {
+            assert!(help.contains(&spec.usage()), "{}", spec.name);
+        }
+    }
+}

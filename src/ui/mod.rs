@@ -1,0 +1,83 @@
+//! The terminal client (`chatmaster-client`): everything but `main`.
+//!
+//! [`input`] turns typed lines into commands or messages, [`display`]
+//! turns server packages into lines (through [`sanitize`]), [`console`]
+//! owns the terminal (rustyline on its own thread, an external printer) or
+//! stdin/stdout in scriptable mode, and [`session`] is the one task that
+//! owns the socket and ties them together. [`args`] has the flags, limits
+//! and exit codes.
+
+pub mod args;
+pub mod console;
+pub mod display;
+pub mod input;
+pub mod sanitize;
+pub mod session;
+
+use std::io::IsTerminal;
+
+use crate::client::ClientConnection;
+pub use args::{ClientArgs, Exit};
+
+/// Longest line the client sends or reads from stdin, in bytes: the
+/// protocol's default package cap, so no line is refused locally that
+/// a server could accept.
+pub const MAX_LINE_BYTES: usize = crate::config::DEFAULT_MAX_PACKAGE_BYTES;
+
+/// Runs the client with `args` until the user leaves or the connection
+/// ends; returns how it ended.
+pub async fn run(args: ClientArgs) -> Exit {
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let interactive = std::io::stdin().is_terminal() && stdout_is_terminal;
+    let theme = display::Theme::new(display::want_colour(
+        stdout_is_terminal,
+        std::env::var_os("NO_COLOR").as_deref(),
+    ));
+    let address = args.address();
+    let conn = match tokio::time::timeout(
+        args.connect_timeout(),
+        ClientConnection::connect(address.as_str()),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            eprintln!("chatmaster-client: cannot connect to {address}: {e}");
+            return Exit::CannotConnect;
+        }
+        Err(_) => {
+            eprintln!(
+                "chatmaster-client: cannot connect to {address}: no answer within {:?}",
+                args.connect_timeout()
+            );
+            return Exit::CannotConnect;
+        }
+    };
+    let console = if interactive {
+        let history = if args.no_history {
+            None
+        } else {
+            args::history_path(
+                std::env::var_os("XDG_STATE_HOME").map(Into::into),
+                std::env::var_os("HOME").map(Into::into),
+            )
+        };
+        match console::Console::interactive(history, args.history_size, args.print_queue) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("chatmaster-client: {e}");
+                return Exit::LocalError;
+            }
+        }
+    } else {
+        console::Console::scriptable(MAX_LINE_BYTES)
+    };
+    let settings = session::Settings {
+        username: args.username.clone(),
+        prompt_wait: args.prompt_wait(),
+        drain_timeout: args.drain_timeout(),
+        max_line_bytes: MAX_LINE_BYTES,
+        theme,
+    };
+    session::Session::new(conn, console, settings).run().await
+}

@@ -1,0 +1,389 @@
+//! The client's session: one async task that owns the socket, turns input
+//! lines into packages and packages into printed lines, and decides when
+//! the client is done.
+//!
+//! The input side is asked for one line at a time. After `/join`,
+//! `/leave` or `/rename` the next line is only asked for once the server
+//! has answered (a `ping` sent right after the command comes back as
+//! `pong` after the answer, since the server handles a connection's
+//! packages in order), so the prompt already shows the new channel or
+//! name. Leaving works the same way: a final `ping` whose `pong` proves
+//! the server handled everything the user sent.
+
+use std::time::Duration;
+
+use tokio::time::{sleep_until, Instant};
+
+use crate::client::{ClientConnection, ClientError};
+use crate::protocol::{ClientPackage, Command, Notification, ServerPackage};
+use crate::ui::args::Exit;
+use crate::ui::console::{Console, InputEvent, LineKind};
+use crate::ui::display::{ChatState, Theme};
+use crate::ui::input::{help_lines, parse_line, Input};
+
+/// Prompt shown when asking for a name.
+pub const NAME_PROMPT: &str = "name: ";
+
+/// The session's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Name to log in with before asking.
+    pub username: Option<String>,
+    /// How long the prompt waits for the answer to a prompt-changing command.
+    pub prompt_wait: Duration,
+    /// How long to wait for the final confirmation when leaving.
+    pub drain_timeout: Duration,
+    /// Longest line sent, in bytes.
+    pub max_line_bytes: usize,
+    /// Colours or not.
+    pub theme: Theme,
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not logged in yet.
+    LoggingIn,
+    /// Logged in, reading lines.
+    Chatting,
+    /// Leaving: waiting for the `pong` that confirms everything sent.
+    Draining,
+}
+
+/// What the deadline, if one is set, is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Showing the prompt after a prompt-changing command.
+    Prompt,
+    /// The final confirmation.
+    Drain,
+}
+
+/// One client session over one connection.
+pub struct Session {
+    /// The socket.
+    conn: ClientConnection,
+    /// Input and output.
+    console: Console,
+    /// Settings.
+    settings: Settings,
+    /// Our name and channel.
+    state: ChatState,
+    /// Where we are.
+    phase: Phase,
+    /// Whether `--username` has been tried already.
+    given_name_used: bool,
+    /// Whether a line was requested and not yet answered.
+    reading: bool,
+    /// Whether the input side has ended (end of input or failure).
+    input_done: bool,
+    /// The `ping` token whose `pong` we wait for, if any.
+    waiting_for: Option<String>,
+    /// When waiting stops, and why.
+    deadline: Option<(Instant, Wait)>,
+    /// Numbers the ping tokens.
+    next_token: u64,
+}
+
+/// What ended the session: the exit code and a last word for stderr.
+type End = (Exit, Option<String>);
+
+impl Session {
+    /// A session on an open connection.
+    pub fn new(conn: ClientConnection, console: Console, settings: Settings) -> Session {
+        Session {
+            conn,
+            console,
+            settings,
+            state: ChatState::default(),
+            phase: Phase::LoggingIn,
+            given_name_used: false,
+            reading: false,
+            input_done: false,
+            waiting_for: None,
+            deadline: None,
+            next_token: 0,
+        }
+    }
+
+    /// Runs until the user leaves or the connection ends.
+    pub async fn run(mut self) -> Exit {
+        let (exit, last) = loop {
+            let step = tokio::select! {
+                package = self.conn.recv() => self.on_package(package).await,
+                input = self.console.next_input(), if !self.input_done => self.on_input(input).await,
+                () = sleep_until(self.deadline.map_or_else(Instant::now, |(at, _)| at)),
+                    if self.deadline.is_some() => self.on_deadline().await,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        self.console.finish(self.reading, last).await;
+        exit
+    }
+
+    async fn print(&self, line: String) {
+        self.console.print(line).await;
+    }
+
+    fn ask(&mut self, kind: LineKind) {
+        let prompt = match kind {
+            LineKind::Name => NAME_PROMPT.to_owned(),
+            LineKind::Chat => self.state.prompt(),
+        };
+        self.reading = true;
+        self.console.request_line(prompt, kind);
+    }
+
+    async fn send(&mut self, package: &ClientPackage) -> Result<(), End> {
+        self.conn.send(package).await.map_err(lost)
+    }
+
+    /// Sends a `ping` and starts waiting for its `pong`.
+    async fn ping(&mut self, purpose: Wait, limit: Duration) -> Result<(), End> {
+        self.next_token += 1;
+        let token = format!(
+            "{}-{}",
+            match purpose {
+                Wait::Prompt => "prompt",
+                Wait::Drain => "bye",
+            },
+            self.next_token
+        );
+        let ping = ClientPackage::Command(Command::new(
+            "ping",
+            Some(serde_json::json!({ "token": token })),
+        ));
+        self.send(&ping).await?;
+        self.waiting_for = Some(token);
+        self.deadline = Some((Instant::now() + limit, purpose));
+        Ok(())
+    }
+
+    /// Starts leaving: everything sent must be confirmed first.
+    async fn leave(&mut self) -> Result<(), End> {
+        if self.phase != Phase::Chatting {
+            return Err((Exit::Normal, None));
+        }
+        self.phase = Phase::Draining;
+        let limit = self.settings.drain_timeout;
+        self.ping(Wait::Drain, limit).await
+    }
+
+    async fn on_package(&mut self, package: Result<ServerPackage, ClientError>) -> Result<(), End> {
+        let package = match package {
+            Ok(p) => p,
+            Err(ClientError::Decode(e)) if !e.is_fatal() => {
+                let theme = self.settings.theme;
+                self.print(theme.error(&format!(
+                    "ignored a package this client does not understand: {e}"
+                )))
+                .await;
+                return Ok(());
+            }
+            Err(e) => return Err(lost(e)),
+        };
+        if let Some(line) = self.state.describe(&package, &self.settings.theme) {
+            self.print(line).await;
+        }
+        self.state.apply(&package);
+        match package {
+            ServerPackage::Request(r) if r.request == "login" => self.on_login_request().await,
+            ServerPackage::Session(s) if s.status => {
+                self.phase = Phase::Chatting;
+                self.ask(LineKind::Chat);
+                Ok(())
+            }
+            ServerPackage::Session(s) => {
+                if self.console.is_interactive() {
+                    // A new `request login` follows; it asks for another name.
+                    Ok(())
+                } else {
+                    let reason = s.reason.unwrap_or_else(|| "no reason given".into());
+                    Err((
+                        Exit::LoginRefused,
+                        Some(format!(
+                            "chatmaster-client: login refused: {}",
+                            crate::ui::sanitize::sanitize(&reason)
+                        )),
+                    ))
+                }
+            }
+            ServerPackage::Notification(Notification::Pong { token }) => {
+                if token.is_none() || token != self.waiting_for {
+                    return Ok(());
+                }
+                self.waiting_for = None;
+                let purpose = self.deadline.take().map(|(_, w)| w);
+                match purpose {
+                    Some(Wait::Drain) => Err((Exit::Normal, None)),
+                    _ => {
+                        self.ask(LineKind::Chat);
+                        Ok(())
+                    }
+                }
+            }
+            ServerPackage::Notification(Notification::ServerShutdown {}) => Err((
+                Exit::ServerShutdown,
+                Some("chatmaster-client: the server shut down".into()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_login_request(&mut self) -> Result<(), End> {
+        match self.settings.username.clone() {
+            Some(name) if !self.given_name_used => {
+                self.given_name_used = true;
+                self.send_login(&name).await
+            }
+            _ => {
+                self.ask(LineKind::Name);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_login(&mut self, name: &str) -> Result<(), End> {
+        let login = ClientPackage::Command(Command::new(
+            "login",
+            Some(serde_json::json!({ "username": name })),
+        ));
+        self.send(&login).await
+    }
+
+    async fn on_input(&mut self, input: Option<InputEvent>) -> Result<(), End> {
+        let Some(input) = input else {
+            return Err((
+                Exit::LocalError,
+                Some("chatmaster-client: input ended unexpectedly".into()),
+            ));
+        };
+        let theme = self.settings.theme;
+        if let InputEvent::Warning(w) = input {
+            self.print(theme.error(&w)).await;
+            return Ok(());
+        }
+        self.reading = false;
+        if matches!(input, InputEvent::Eof | InputEvent::Failed(_)) {
+            self.input_done = true;
+        }
+        match input {
+            InputEvent::Warning(_) => Ok(()),
+            InputEvent::Failed(e) => {
+                Err((Exit::LocalError, Some(format!("chatmaster-client: {e}"))))
+            }
+            InputEvent::Eof | InputEvent::Interrupted => self.leave().await,
+            InputEvent::TooLong(n) => {
+                self.too_long(n).await;
+                Ok(())
+            }
+            InputEvent::Line(line) => {
+                if line.len() > self.settings.max_line_bytes {
+                    self.too_long(line.len()).await;
+                    return Ok(());
+                }
+                match self.phase {
+                    Phase::LoggingIn => {
+                        let name = line.trim();
+                        if name.is_empty() {
+                            self.ask(LineKind::Name);
+                            Ok(())
+                        } else {
+                            let name = name.to_owned();
+                            self.send_login(&name).await
+                        }
+                    }
+                    Phase::Chatting => self.on_line(&line).await,
+                    Phase::Draining => Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn too_long(&mut self, n: usize) {
+        let theme = self.settings.theme;
+        self.print(theme.error(&format!(
+            "line of {n} bytes not sent: the limit is {} bytes",
+            self.settings.max_line_bytes
+        )))
+        .await;
+        self.ask_again();
+    }
+
+    fn ask_again(&mut self) {
+        match self.phase {
+            Phase::LoggingIn => self.ask(LineKind::Name),
+            Phase::Chatting => self.ask(LineKind::Chat),
+            Phase::Draining => {}
+        }
+    }
+
+    async fn on_line(&mut self, line: &str) -> Result<(), End> {
+        let theme = self.settings.theme;
+        let input = parse_line(line);
+        match &input {
+            Input::Nothing => self.ask(LineKind::Chat),
+            Input::Help => {
+                for l in help_lines() {
+                    self.print(theme.info(&l)).await;
+                }
+                self.ask(LineKind::Chat);
+            }
+            Input::Invalid(usage) => {
+                self.print(theme.error(usage)).await;
+                self.ask(LineKind::Chat);
+            }
+            Input::Quit => return self.leave().await,
+            Input::Message(_) => {
+                if let Some(p) = input.to_package() {
+                    self.send(&p).await?;
+                }
+                self.ask(LineKind::Chat);
+            }
+            Input::Command(c) => {
+                self.send(&c.to_package()).await?;
+                if c.changes_prompt() {
+                    let limit = self.settings.prompt_wait;
+                    self.ping(Wait::Prompt, limit).await?;
+                } else {
+                    self.ask(LineKind::Chat);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_deadline(&mut self) -> Result<(), End> {
+        let Some((_, purpose)) = self.deadline.take() else {
+            return Ok(());
+        };
+        self.waiting_for = None;
+        match purpose {
+            Wait::Prompt => {
+                self.ask(LineKind::Chat);
+                Ok(())
+            }
+            Wait::Drain => Err((
+                Exit::ConnectionLost,
+                Some(format!(
+                    "chatmaster-client: the server did not confirm what was sent within {:?}",
+                    self.settings.drain_timeout
+                )),
+            )),
+        }
+    }
+}
+
+/// The end for a broken connection.
+fn lost(e: ClientError) -> End {
+    let why = match e {
+        ClientError::Closed => "the server closed the connection".to_owned(),
+        other => other.to_string(),
+    };
+    (
+        Exit::ConnectionLost,
+        Some(format!("chatmaster-client: connection lost: {why}")),
+    )
+}

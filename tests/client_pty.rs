@@ -1,0 +1,119 @@
+//! The real client in a real pseudo-terminal: a message arriving while a
+//! line is half typed is printed above the prompt, the half-typed line is
+//! redrawn and survives, and the prompt follows `/join`.
+
+#![cfg(unix)]
+
+mod client_util;
+mod common;
+
+use std::process::Command;
+
+use chatmaster::protocol::{Notification, ServerPackage};
+use client_util::LINE_WAIT;
+use common::*;
+use nix::sys::wait::WaitStatus;
+use rexpect::reader::Options;
+use rexpect::session::spawn_with_options;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_message_keeps_the_half_typed_line() {
+    let server = TestServer::start_default().await;
+    let mut bob = server.login("bob").await;
+    let state = std::env::temp_dir().join(format!("chatmaster-pty-{}", std::process::id()));
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-client"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &server.addr.port().to_string(),
+    ])
+    .args(["--username", "alice"])
+    .env("TERM", "xterm")
+    .env("NO_COLOR", "1")
+    .env("XDG_STATE_HOME", &state);
+    let timeout = u64::try_from(LINE_WAIT.as_millis()).unwrap();
+    let mut p = spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap();
+
+    p.exp_string("[general] alice> ").unwrap();
+    match next_note(&mut bob).await {
+        Notification::UserJoined { username, .. } => assert_eq!(username, "alice"),
+        other => panic!("{other:?}"),
+    }
+
+    // Half a line, no Enter; wait until the editor has echoed it.
+    p.send("half a li").unwrap();
+    p.flush().unwrap();
+    p.exp_string("half a li").unwrap();
+
+    bob.message("a message from bob").await.unwrap();
+    // The message appears, then the prompt is drawn again with the
+    // half-typed text after it.
+    p.exp_string("<bob> a message from bob").unwrap();
+    p.exp_string("[general] alice> half a li").unwrap();
+
+    // Finishing the line sends it whole, as one message.
+    p.send("ne\r").unwrap();
+    p.flush().unwrap();
+    match next(&mut bob).await {
+        ServerPackage::Message(m) => {
+            assert_eq!(m.message, "half a line");
+            assert_eq!(m.username, "alice");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The prompt follows a join once the server has answered.
+    p.send("/join rust\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("-- you are in rust").unwrap();
+    p.exp_string("[rust] alice> ").unwrap();
+
+    // Ctrl-D leaves with exit code 0 after the server confirmed everything.
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    match p.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("{other:?}"),
+    }
+    match next_note(&mut bob).await {
+        Notification::UserLeft { username, .. } => assert_eq!(username, "alice"),
+        other => panic!("{other:?}"),
+    }
+    // The history file was written under XDG_STATE_HOME.
+    let history = std::fs::read_to_string(state.join("chatmaster/history")).unwrap();
+    assert!(history.contains("half a line"), "{history}");
+    let _ = std::fs::remove_dir_all(&state);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_while_typing_exits_5() {
+    let server = TestServer::start_default().await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-client"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &server.addr.port().to_string(),
+    ])
+    .args(["--username", "alice", "--no-history"])
+    .env("TERM", "xterm")
+    .env("NO_COLOR", "1");
+    let timeout = u64::try_from(LINE_WAIT.as_millis()).unwrap();
+    let mut p = spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap();
+    p.exp_string("[general] alice> ").unwrap();
+    p.send("unfinish").unwrap();
+    p.flush().unwrap();
+    p.exp_string("unfinish").unwrap();
+    server.shutdown().await;
+    p.exp_string("!! the server is shutting down").unwrap();
+    p.exp_string("chatmaster-client: the server shut down")
+        .unwrap();
+    p.exp_eof().unwrap();
+    match p.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 5),
+        other => panic!("{other:?}"),
+    }
+}
