@@ -1,0 +1,139 @@
+//! Shared test harness: a real server on 127.0.0.1:0 and raw-byte helpers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chatmaster::chat::Hub;
+use chatmaster::client::ClientConnection;
+use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::{Config, Server};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config` on an ephemeral loopback port.
+    pub async fn start(config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = Server::new(config);
+        let hub = server.hub();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            hub,
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    /// A server with default limits but no rate limiting (tests send fast).
+    pub async fn start_default() -> TestServer {
+        Self::start(test_config()).await
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), &mut self.handle)
+            .await
+            .expect("server did not shut down in time")
+            .expect("server task panicked");
+        result.expect("server returned an error");
+    }
+
+    /// A raw connection (not logged in).
+    pub async fn connect(&self) -> ClientConnection {
+        ClientConnection::connect(self.addr).await.expect("connect")
+    }
+
+    /// A connection logged in as `name`, with its login traffic consumed.
+    pub async fn login(&self, name: &str) -> ClientConnection {
+        let mut c = self.connect().await;
+        let session = c.login(name, WAIT).await.expect("login");
+        assert!(session.status, "login as {name} refused: {session:?}");
+        // The joiner's own user_joined for general follows the session.
+        match c.recv_timeout(WAIT).await.expect("own user_joined") {
+            ServerPackage::Notification(Notification::UserJoined { username, .. }) => {
+                assert_eq!(username, name)
+            }
+            other => panic!("expected own user_joined, got {other:?}"),
+        }
+        c
+    }
+}
+
+/// Default limits minus rate limiting.
+pub fn test_config() -> Config {
+    Config {
+        rate_per_sec: 0,
+        ..Config::default()
+    }
+}
+
+/// Receives the next package, failing the test after [`WAIT`].
+pub async fn next(c: &mut ClientConnection) -> ServerPackage {
+    c.recv_timeout(WAIT).await.expect("expected a package")
+}
+
+/// Receives the next package and asserts it is a notification.
+pub async fn next_note(c: &mut ClientConnection) -> Notification {
+    match next(c).await {
+        ServerPackage::Notification(n) => n,
+        other => panic!("expected a notification, got {other:?}"),
+    }
+}
+
+/// Receives the next package and asserts it is an error; returns (type, message).
+pub async fn next_error(c: &mut ClientConnection) -> (String, String) {
+    match next(c).await {
+        ServerPackage::Error(e) => (e.error_type, e.message),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// Asserts nothing arrives: sends a ping and expects the pong next, which
+/// proves the server handled everything before it and queued nothing else.
+pub async fn assert_quiet(c: &mut ClientConnection) {
+    c.command("ping", Some(serde_json::json!({"token": "quiet"})))
+        .await
+        .expect("ping");
+    match next(c).await {
+        ServerPackage::Notification(Notification::Pong { token }) => {
+            assert_eq!(token.as_deref(), Some("quiet"))
+        }
+        other => panic!("expected only the pong, got {other:?}"),
+    }
+}
+
+/// Expects the connection to be closed by the server within [`WAIT`],
+/// skipping any packages still in flight.
+pub async fn expect_closed(c: &mut ClientConnection) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await {
+            Ok(_) => continue,
+            Err(chatmaster::client::ClientError::Timeout(_)) => panic!("connection not closed"),
+            Err(_) => return,
+        }
+    }
+}
