@@ -185,8 +185,16 @@ impl Connection {
             match self.frames.decode(&mut self.buf) {
                 Ok(Some(body)) => {
                     frame_deadline = None;
-                    self.handle_frame(&body)?;
+                    if let Err(e) = self.handle_frame(&body) {
+                        // The error saying why is queued: let it leave first.
+                        let _ = timeout(self.config.shutdown_timeout, self.drain_all()).await;
+                        return Err(e);
+                    }
                     self.flush_queue().await?;
+                    // A burst of buffered frames must not monopolise the
+                    // thread: recipients' tasks need to drain the queues
+                    // this fills, or fast readers look like slow consumers.
+                    tokio::task::coop::consume_budget().await;
                     continue;
                 }
                 Ok(None) => {}
