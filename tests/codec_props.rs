@@ -57,7 +57,10 @@ fn check_body_error(e: &DecodeError) -> Result<(), TestCaseError> {
             prop_assert!(e.is_fatal(), "a bomb must be fatal: {e:?}")
         }
         DecodeError::Inflate(_) | DecodeError::Utf8(_) | DecodeError::Json(_) => {
-            prop_assert!(!e.is_fatal(), "a bad package in a good frame is not fatal: {e:?}")
+            prop_assert!(
+                !e.is_fatal(),
+                "a bad package in a good frame is not fatal: {e:?}"
+            )
         }
     }
     Ok(())
@@ -268,7 +271,9 @@ where
         .encode(package, &mut out)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let second_half = out.split_off(out.len() / 2);
-    let first = codec.decode(&mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let first = codec
+        .decode(&mut out)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(first.is_none(), "half a frame decoded");
     out.unsplit(second_half);
     match codec.decode(&mut out) {
@@ -369,20 +374,21 @@ fn apply(frame: &mut Vec<u8>, m: &Mutation) {
 
 #[test]
 fn mutated_valid_frames_fail_in_class() {
-    let strategy = (
-        arb_client_package(),
-        vec(arb_mutation(), 0..4),
-        1usize..64,
+    let strategy = (arb_client_package(), vec(arb_mutation(), 0..4), 1usize..64);
+    check(
+        "mutated_frames",
+        512,
+        strategy,
+        |(package, mutations, chunk)| {
+            let mut frame = codec::encode(&package, 1 << 20, 6)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .to_vec();
+            for m in &mutations {
+                apply(&mut frame, m);
+            }
+            feed_frames(&frame, chunk, 64 * 1024, 256 * 1024)
+        },
     );
-    check("mutated_frames", 512, strategy, |(package, mutations, chunk)| {
-        let mut frame = codec::encode(&package, 1 << 20, 6)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?
-            .to_vec();
-        for m in &mutations {
-            apply(&mut frame, m);
-        }
-        feed_frames(&frame, chunk, 64 * 1024, 256 * 1024)
-    });
 }
 
 #[test]
@@ -445,7 +451,8 @@ fn valid_json_of_wrong_shape_is_a_json_error() {
         512,
         (arb_client_package(), arb_shape()),
         |(package, shape)| {
-            let mut v = serde_json::to_value(&package).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut v =
+                serde_json::to_value(&package).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let is_message = matches!(package, ClientPackage::Message(_));
             match &shape {
                 Shape::DropType => drop(v.as_object_mut().and_then(|o| o.remove("type"))),
@@ -476,32 +483,33 @@ fn valid_json_of_wrong_shape_is_a_json_error() {
 #[test]
 fn deep_nesting_is_refused_without_overflowing_the_stack() {
     let strategy = (1usize..120_000, any::<bool>(), any::<bool>());
-    check("deep_nesting", 64, strategy, |(depth, arrays, in_params)| {
-        let (open, close) = if arrays {
-            ("[", "]")
-        } else {
-            ("{\"a\":", "}")
-        };
-        let nested = format!("{}1{}", open.repeat(depth), close.repeat(depth));
-        let text = if in_params {
-            format!(r#"{{"type":"command","data":{{"command":"join","parameters":{nested}}}}}"#)
-        } else {
-            nested
-        };
-        let body = compress::deflate(text.as_bytes(), 1);
-        match codec::decode_body::<ClientPackage>(&body, 1 << 20) {
-            // serde_json's recursion limit is 128; shallow nesting parses.
-            Ok(_) => prop_assert!(in_params && depth < 128, "depth {depth} accepted"),
-            Err(e) => {
-                prop_assert!(matches!(e, DecodeError::Json(_)), "{e:?}");
-                prop_assert!(!e.is_fatal());
-                if in_params && depth > 200 {
-                    prop_assert!(e.to_string().contains("recursion limit"), "{e}");
+    check(
+        "deep_nesting",
+        64,
+        strategy,
+        |(depth, arrays, in_params)| {
+            let (open, close) = if arrays { ("[", "]") } else { ("{\"a\":", "}") };
+            let nested = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+            let text = if in_params {
+                format!(r#"{{"type":"command","data":{{"command":"join","parameters":{nested}}}}}"#)
+            } else {
+                nested
+            };
+            let body = compress::deflate(text.as_bytes(), 1);
+            match codec::decode_body::<ClientPackage>(&body, 1 << 20) {
+                // serde_json's recursion limit is 128; shallow nesting parses.
+                Ok(_) => prop_assert!(in_params && depth < 128, "depth {depth} accepted"),
+                Err(e) => {
+                    prop_assert!(matches!(e, DecodeError::Json(_)), "{e:?}");
+                    prop_assert!(!e.is_fatal());
+                    if in_params && depth > 200 {
+                        prop_assert!(e.to_string().contains("recursion limit"), "{e}");
+                    }
                 }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
@@ -576,16 +584,24 @@ fn duplicate_keys_are_refused() {
 
 #[test]
 fn invalid_utf8_is_a_utf8_error() {
-    let strategy = (vec(any::<u8>(), 0..64), vec(any::<u8>(), 0..64), prop_oneof![
-        Just(vec![0xffu8]),
-        Just(vec![0xc0, 0x80]),
-        Just(vec![0xed, 0xa0, 0x80]),
-        Just(vec![0xe2, 0x82]),
-        Just(vec![0xf4, 0x90, 0x80, 0x80]),
-    ]);
+    let strategy = (
+        vec(any::<u8>(), 0..64),
+        vec(any::<u8>(), 0..64),
+        prop_oneof![
+            Just(vec![0xffu8]),
+            Just(vec![0xc0, 0x80]),
+            Just(vec![0xed, 0xa0, 0x80]),
+            Just(vec![0xe2, 0x82]),
+            Just(vec![0xf4, 0x90, 0x80, 0x80]),
+        ],
+    );
     check("invalid_utf8", 256, strategy, |(head, tail, bad)| {
         let mut text = br#"{"type":"message","data":{"message":""#.to_vec();
-        text.extend(head.iter().map(|b| b & 0x7f).filter(|b| *b != b'"' && *b != b'\\'));
+        text.extend(
+            head.iter()
+                .map(|b| b & 0x7f)
+                .filter(|b| *b != b'"' && *b != b'\\'),
+        );
         text.extend_from_slice(&bad);
         text.extend_from_slice(&tail);
         prop_assume!(std::str::from_utf8(&text).is_err());
@@ -607,17 +623,26 @@ fn inflate_output_never_exceeds_the_cap() {
         vec(any::<u8>(), 0..4096).prop_map(|v| compress::deflate(&v, 1)),
         vec(any::<u8>(), 0..4096),
     ];
-    check("inflate_cap", 96, (payload, 0usize..(300 * 1024)), |(input, cap)| {
-        let mut out = Vec::new();
-        let result = compress::inflate_into(&input, cap, &mut out);
-        prop_assert!(out.capacity() <= cap + 1, "capacity {} over cap {cap}", out.capacity());
-        match result {
-            Ok(()) => prop_assert!(out.len() <= cap),
-            Err(InflateError::TooLarge { max }) => prop_assert_eq!(max, cap),
-            Err(_) => {}
-        }
-        Ok(())
-    });
+    check(
+        "inflate_cap",
+        96,
+        (payload, 0usize..(300 * 1024)),
+        |(input, cap)| {
+            let mut out = Vec::new();
+            let result = compress::inflate_into(&input, cap, &mut out);
+            prop_assert!(
+                out.capacity() <= cap + 1,
+                "capacity {} over cap {cap}",
+                out.capacity()
+            );
+            match result {
+                Ok(()) => prop_assert!(out.len() <= cap),
+                Err(InflateError::TooLarge { max }) => prop_assert_eq!(max, cap),
+                Err(_) => {}
+            }
+            Ok(())
+        },
+    );
 }
 
 #[test]
