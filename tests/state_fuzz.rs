@@ -600,6 +600,9 @@ fn check_snapshot(snap: &Snapshot, views: &[Option<View>]) -> Check {
         if c.members.is_empty() && c.name != "general" {
             return Err(format!("empty channel {} survived", c.name));
         }
+        if c.name != "general" && !c.owner.as_ref().is_some_and(|o| c.members.contains(o)) {
+            return Err(format!("owner of {} is not a member: {c:?}", c.name));
+        }
     }
     let live: Vec<&View> = views.iter().flatten().collect();
     if live.len() != snap.users.len() {
