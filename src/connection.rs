@@ -186,6 +186,10 @@ impl Connection {
                         return Err(close);
                     }
                     self.flush_queue().await?;
+                    // A burst of buffered frames must not monopolise the
+                    // thread: recipients' tasks need to drain the queues
+                    // this fills, or fast readers look like slow consumers.
+                    tokio::task::coop::consume_budget().await;
                     continue;
                 }
                 Ok(None) => {}

@@ -107,6 +107,13 @@ impl Decoder for FrameCodec {
                     max: self.max_frame_bytes,
                 });
             }
+            // The inner codec reserves room for the whole announced body as
+            // soon as it reads a header. Hand it only complete frames, so a
+            // peer that announces a large frame and stalls holds only the
+            // bytes it really sent, not max_frame_bytes, until it times out.
+            if (src.len() as u64) < HEADER_LEN as u64 + len {
+                return Ok(None);
+            }
         }
         let had_header = self.in_body || src.len() >= HEADER_LEN;
         let frame = self.inner.decode(src)?;
@@ -182,6 +189,17 @@ mod tests {
             decode_all(&mut codec, b"\xff\xff\xff\xff"),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn announced_length_is_not_reserved_up_front() {
+        let mut codec = FrameCodec::new(64 * 1024);
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&(64u32 * 1024).to_be_bytes());
+        buf.extend_from_slice(b"x");
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() < 1024, "reserved {}", buf.capacity());
+        assert_eq!(&buf[..], b"\x00\x01\x00\x00x", "nothing consumed");
     }
 
     #[test]

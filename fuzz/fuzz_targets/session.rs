@@ -1,0 +1,195 @@
+//! Fuzz target: a sequence of arbitrary chat actions by a handful of users
+//! driving the [`Hub`] directly (no sockets), with tiny outbound queues so
+//! slow-consumer removal is exercised too. After every action the hub's
+//! snapshot must satisfy the state invariants, and every queued package
+//! must decode.
+
+#![no_main]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use chatmaster::chat::{Hub, Outbox, Snapshot, UserId};
+use chatmaster::codec;
+use chatmaster::frame::HEADER_LEN;
+use chatmaster::protocol::{fold_name, ServerPackage};
+use chatmaster::Config;
+use libfuzzer_sys::fuzz_target;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Users the actions refer to by slot number.
+const SLOTS: usize = 6;
+const NAMES: &[&str] = &[
+    "alice", "Alice", "ALICE", "bob", "Bob", "Σας", "σας", "ß", "SS", "", "a b", "x.y-z_",
+];
+const CHANNELS: &[&str] = &["general", "General", "rust", "Rust", "x", "Σ", "σ", "", "a/b"];
+
+#[derive(Debug, Arbitrary)]
+enum Action {
+    Login { slot: u8, name: u8 },
+    Disconnect { slot: u8 },
+    Join { slot: u8, channel: u8 },
+    Leave { slot: u8 },
+    Rename { slot: u8, name: u8 },
+    Private { slot: u8, private: bool },
+    Invite { slot: u8, name: u8 },
+    Message { slot: u8, text: String },
+    Channels { slot: u8 },
+    Ping { slot: u8, token: Option<String> },
+    /// The client reads what is queued for it.
+    Drain { slot: u8 },
+}
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    queue: u8,
+    actions: Vec<Action>,
+}
+
+struct Slot {
+    id: UserId,
+    rx: mpsc::Receiver<Bytes>,
+    kill: CancellationToken,
+}
+
+fn pick<'a>(list: &'a [&'a str], i: u8) -> &'a str {
+    list[usize::from(i) % list.len()]
+}
+
+fn slot_of(s: u8) -> usize {
+    usize::from(s) % SLOTS
+}
+
+fn id_of(slots: &[Option<Slot>], s: u8) -> Option<UserId> {
+    slots[slot_of(s)].as_ref().map(|s| s.id)
+}
+
+fn drain(slot: &mut Slot, max: usize) {
+    while let Ok(frame) = slot.rx.try_recv() {
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len + HEADER_LEN, frame.len());
+        if let Err(e) = codec::decode_body::<ServerPackage>(&frame[HEADER_LEN..], max) {
+            panic!("server queued an undecodable package: {e}");
+        }
+    }
+}
+
+fn check(snap: &Snapshot, live: usize) {
+    let mut folded = BTreeSet::new();
+    for (name, channel) in &snap.users {
+        assert!(folded.insert(fold_name(name)), "duplicate {name}: {snap:?}");
+        let homes: Vec<&str> = snap
+            .channels
+            .iter()
+            .filter(|c| c.members.contains(name))
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(homes, [channel.as_str()], "{snap:?}");
+    }
+    assert_eq!(snap.users.len(), live, "{snap:?}");
+    let members: usize = snap.channels.iter().map(|c| c.members.len()).sum();
+    assert_eq!(members, live, "{snap:?}");
+    assert!(snap.channels.iter().any(|c| c.name == "general"));
+    for c in &snap.channels {
+        if c.name == "general" {
+            assert!(c.owner.is_none() && !c.private, "{c:?}");
+        } else {
+            assert!(!c.members.is_empty(), "empty channel survived: {snap:?}");
+            let owner = c.owner.as_ref().expect("a channel without owner");
+            assert!(c.members.contains(owner), "owner not a member: {c:?}");
+        }
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let config = Config {
+        outbound_queue: 1 + usize::from(input.queue % 16),
+        max_name_chars: 8,
+        max_message_bytes: 64,
+        ..Config::default()
+    };
+    let max = config.max_package_bytes;
+    let hub = Hub::new(Arc::new(config));
+    let mut slots: Vec<Option<Slot>> = (0..SLOTS).map(|_| None).collect();
+    for action in input.actions.into_iter().take(256) {
+        match action {
+            Action::Login { slot, name } => {
+                let i = slot_of(slot);
+                if slots[i].is_none() {
+                    let (tx, rx) = mpsc::channel(hub.config().outbound_queue);
+                    let kill = CancellationToken::new();
+                    if let Ok(id) = hub.login(pick(NAMES, name), Outbox::new(tx, kill.clone())) {
+                        slots[i] = Some(Slot { id, rx, kill });
+                    }
+                }
+            }
+            Action::Disconnect { slot } => {
+                if let Some(s) = slots[slot_of(slot)].take() {
+                    hub.disconnect(s.id);
+                }
+            }
+            Action::Drain { slot } => {
+                if let Some(s) = slots[slot_of(slot)].as_mut() {
+                    drain(s, max);
+                }
+            }
+            Action::Join { slot, channel } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.join(id, pick(CHANNELS, channel));
+                }
+            }
+            Action::Leave { slot } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.leave(id);
+                }
+            }
+            Action::Rename { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.rename(id, pick(NAMES, name));
+                }
+            }
+            Action::Private { slot, private } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.set_private(id, private);
+                }
+            }
+            Action::Invite { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.invite(id, pick(NAMES, name));
+                }
+            }
+            Action::Message { slot, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.message(id, text);
+                }
+            }
+            Action::Channels { slot } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.channel_list(id);
+                }
+            }
+            Action::Ping { slot, token } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.ping(id, token);
+                }
+            }
+        }
+        // A killed connection (slow consumer) ends; its task then calls
+        // disconnect, which must be harmless after the hub removed it.
+        for slot in slots.iter_mut() {
+            if slot.as_ref().is_some_and(|s| s.kill.is_cancelled()) {
+                if let Some(s) = slot.take() {
+                    hub.disconnect(s.id);
+                }
+            }
+        }
+        let live = slots.iter().flatten().count();
+        check(&hub.snapshot(), live);
+    }
+    for s in slots.iter_mut().flatten() {
+        drain(s, max);
+    }
+});

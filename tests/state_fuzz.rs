@@ -1,0 +1,782 @@
+//! Randomised state-machine test: several clients act at once against a
+//! live server (log in with clashing and invalid names, join, leave,
+//! rename, go private and public, invite, talk, send malformed packages,
+//! vanish), each rebuilding its view of its channel from the notifications
+//! it receives. After the run the views, the server's snapshot and the
+//! message logs must agree:
+//!
+//! - every logged-in user is in exactly one channel, names are unique
+//!   case-insensitively, and no channel but `general` is empty;
+//! - each client's reconstructed member list, owner and visibility match
+//!   the server's;
+//! - every message was accepted or refused as its validity says; a member
+//!   only ever receives accepted messages of its current channel, each at
+//!   most once and in the sender's order, with no gap while it stayed in
+//!   the channel; and a final round reaches exactly the channel's members.
+//!
+//! The server handles one connection's packages in order, so a `ping`
+//! after each action is a barrier: whatever arrives before its `pong` is
+//! the action's outcome. Seeds are fixed; set `CHATMASTER_FUZZ_SEED` (and
+//! `CHATMASTER_FUZZ_STEPS`) to run another one. A failure names its seed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatmaster::chat::Snapshot;
+use chatmaster::client::ClientConnection;
+use chatmaster::compress;
+use chatmaster::frame::FrameCodec;
+use chatmaster::protocol::{fold_name, Notification, ServerPackage};
+use common::*;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Barrier;
+
+/// Seeds run by default.
+const SEEDS: [u64; 3] = [0x5eed_0001, 0x5eed_0002, 0x5eed_0003];
+/// Concurrent clients per run.
+const CLIENTS: usize = 8;
+/// Actions per client per run.
+const STEPS: usize = 150;
+
+const CHANNELS: &[&str] = &[
+    "general",
+    "General",
+    "lobby",
+    "Lobby",
+    "LOBBY",
+    "rust",
+    "Rust",
+    "x",
+    "y.z",
+    "Ümlaut",
+    "ümlaut",
+    "ΣΑΣ",
+    "σας",
+    "bad name",
+    "",
+    "tab\t",
+    "emoji🙂",
+];
+
+/// What one client saw and did.
+#[derive(Debug, Default)]
+struct ClientLog {
+    /// First inconsistency noticed, with context.
+    error: Option<String>,
+    /// Accepted messages: seq -> channel it was sent in.
+    accepted: BTreeMap<u64, String>,
+    /// Messages received: (session, segment, sender, seq, channel).
+    received: Vec<(u32, u32, usize, u64, String)>,
+    /// Segment -> channel, for the no-gap check.
+    segments: HashMap<(u32, u32), String>,
+    /// Final-round message seq, if this client took part.
+    final_seq: Option<u64>,
+    /// Final view, if logged in at the end.
+    view: Option<View>,
+}
+
+/// A client's reconstruction of where it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct View {
+    name: String,
+    channel: String,
+    members: BTreeSet<String>,
+    owner: Option<String>,
+    private: bool,
+}
+
+/// A connection plus its reconstructed view.
+struct Session {
+    conn: ClientConnection,
+    /// Set once logged in.
+    view: Option<View>,
+    /// Counts own channel changes, so receipts can be grouped by stay.
+    segment: u32,
+    id: u32,
+}
+
+struct Client {
+    index: usize,
+    rng: StdRng,
+    names: Arc<Mutex<Vec<String>>>,
+    session: Option<Session>,
+    sessions: u32,
+    seq: u64,
+    step: usize,
+    log: ClientLog,
+    addr: std::net::SocketAddr,
+}
+
+/// Outcome of the packages that arrived up to a barrier.
+#[derive(Default)]
+struct Outcome {
+    errors: Vec<(String, String)>,
+}
+
+type Check = Result<(), String>;
+
+fn frame_of(bytes: &[u8]) -> Vec<u8> {
+    FrameCodec::frame(compress::deflate(bytes, 1).into()).to_vec()
+}
+
+impl Client {
+    fn fail(&self, what: impl std::fmt::Display) -> String {
+        format!("client {} step {}: {what}", self.index, self.step)
+    }
+
+    fn random_name(&mut self) -> String {
+        let i = self.index;
+        let pick = self.rng.random_range(0..10);
+        let taken = self.names.lock().unwrap().clone();
+        let name = match pick {
+            0..=3 => {
+                let suffix = ["", "_b", ".x", "-2", "Z"].choose(&mut self.rng).unwrap();
+                format!("c{i}{suffix}")
+            }
+            4..=5 if !taken.is_empty() => taken.choose(&mut self.rng).unwrap().clone(),
+            6 => format!("Σ{i}"),
+            7 => ["", "a b", "emoji🙂", "tab\t", &"n".repeat(33)]
+                .choose(&mut self.rng)
+                .unwrap()
+                .to_string(),
+            _ => format!("u{}", self.rng.random_range(0..6)),
+        };
+        // Random case: the server must treat case variants as one name.
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if self.rng.random_bool(0.3) {
+                    c.to_uppercase().next().unwrap_or(c)
+                } else {
+                    c
+                }
+            })
+            .collect();
+        self.names.lock().unwrap().push(name.clone());
+        name
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let s = self.session.as_mut().ok_or("no session")?;
+        s.conn
+            .stream_mut()
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    async fn command(&mut self, name: &str, params: Option<serde_json::Value>) -> Check {
+        let s = self.session.as_mut().ok_or("no session")?;
+        s.conn
+            .command(name, params)
+            .await
+            .map_err(|e| format!("send failed: {e}"))
+    }
+
+    /// Connects and reads the login request.
+    async fn connect(&mut self) -> Check {
+        let mut conn = ClientConnection::connect(self.addr)
+            .await
+            .map_err(|e| self.fail(format!("connect: {e}")))?;
+        match conn.recv_timeout(WAIT).await {
+            Ok(ServerPackage::Request(r)) if r.request == "login" => {}
+            other => return Err(self.fail(format!("expected login request, got {other:?}"))),
+        }
+        self.sessions += 1;
+        self.session = Some(Session {
+            conn,
+            view: None,
+            segment: 0,
+            id: self.sessions,
+        });
+        Ok(())
+    }
+
+    /// Applies one package to the view; returns true for the awaited pong.
+    fn apply(&mut self, p: ServerPackage, token: &str, out: &mut Outcome) -> Result<bool, String> {
+        let index = self.index;
+        let step = self.step;
+        let fail = |m: String| format!("client {index} step {step}: {m}");
+        let s = self.session.as_mut().ok_or("no session")?;
+        let Some(v) = s.view.as_mut() else {
+            return Err(fail(format!("package before login: {p:?}")));
+        };
+        match p {
+            ServerPackage::Notification(n) => match n {
+                Notification::Pong { token: t } => return Ok(t.as_deref() == Some(token)),
+                Notification::UserJoined {
+                    username,
+                    channel,
+                    users: Some(users),
+                    owner,
+                    private,
+                    ..
+                } if username == v.name => {
+                    v.channel = channel;
+                    v.members = users.into_iter().collect();
+                    v.owner = owner;
+                    v.private = private.unwrap_or(false);
+                    s.segment += 1;
+                    self.log
+                        .segments
+                        .insert((s.id, s.segment), v.channel.clone());
+                    if !v.members.contains(&v.name) {
+                        return Err(fail(format!("own join without self: {v:?}")));
+                    }
+                }
+                Notification::UserJoined {
+                    username, channel, ..
+                } => {
+                    if channel != v.channel || !v.members.insert(username.clone()) {
+                        return Err(fail(format!("bad user_joined {username} {channel}: {v:?}")));
+                    }
+                }
+                Notification::UserLeft { username, channel } => {
+                    if channel != v.channel || !v.members.remove(&username) {
+                        return Err(fail(format!("bad user_left {username} {channel}: {v:?}")));
+                    }
+                }
+                Notification::UserRename {
+                    old_username,
+                    new_username,
+                } => {
+                    if !v.members.remove(&old_username) || !v.members.insert(new_username.clone()) {
+                        return Err(fail(format!(
+                            "bad rename {old_username} -> {new_username}: {v:?}"
+                        )));
+                    }
+                    if v.name == old_username {
+                        v.name = new_username.clone();
+                    }
+                    if v.owner.as_deref() == Some(old_username.as_str()) {
+                        v.owner = Some(new_username);
+                    }
+                }
+                Notification::ChannelUpdate {
+                    channel,
+                    private,
+                    owner,
+                } => {
+                    if channel != v.channel {
+                        return Err(fail(format!("update for {channel} while in {}", v.channel)));
+                    }
+                    v.private = private;
+                    v.owner = owner;
+                }
+                Notification::Invited { .. }
+                | Notification::InviteSent { .. }
+                | Notification::ChannelList { .. } => {}
+                Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
+            },
+            ServerPackage::Message(m) => {
+                if m.channel != v.channel
+                    || !v.members.contains(&m.username)
+                    || m.username == v.name
+                {
+                    return Err(fail(format!("misdelivered {m:?} to {v:?}")));
+                }
+                let (sender, seq) =
+                    parse_tag(&m.message).ok_or_else(|| fail(format!("untagged message {m:?}")))?;
+                self.log
+                    .received
+                    .push((s.id, s.segment, sender, seq, m.channel));
+            }
+            ServerPackage::Error(e) => out.errors.push((e.error_type, e.message)),
+            other => return Err(fail(format!("unexpected {other:?}"))),
+        }
+        Ok(false)
+    }
+
+    /// Sends a ping and applies everything up to its pong.
+    async fn barrier(&mut self) -> Result<Outcome, String> {
+        let token = format!("s{}", self.step);
+        self.command("ping", Some(json!({ "token": token })))
+            .await?;
+        let mut out = Outcome::default();
+        loop {
+            let s = self.session.as_mut().ok_or("no session")?;
+            let p = s
+                .conn
+                .recv_timeout(WAIT)
+                .await
+                .map_err(|e| self.fail(format!("waiting for pong: {e}")))?;
+            if self.apply(p, &token, &mut out)? {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Before login every package gets exactly one answer: one error, or
+    /// for `login` a session (plus a new request or the own user_joined).
+    async fn expect_login_error(&mut self) -> Check {
+        let s = self.session.as_mut().ok_or("no session")?;
+        match s.conn.recv_timeout(WAIT).await {
+            Ok(ServerPackage::Error(e))
+                if e.error_type == "login" || e.error_type == "protocol" =>
+            {
+                Ok(())
+            }
+            other => Err(self.fail(format!("expected an error before login, got {other:?}"))),
+        }
+    }
+
+    async fn login(&mut self) -> Check {
+        let name = self.random_name();
+        self.command("login", Some(json!({ "username": name })))
+            .await?;
+        let s = self.session.as_mut().ok_or("no session")?;
+        let session = match s.conn.recv_timeout(WAIT).await {
+            Ok(ServerPackage::Session(session)) => session,
+            other => return Err(self.fail(format!("expected session, got {other:?}"))),
+        };
+        let valid = chatmaster::protocol::validate_name(&name, 32).is_ok();
+        if !session.status {
+            if !valid && session.reason.as_deref() == Some("Username is already taken.") {
+                return Err(self.fail(format!("invalid {name:?} refused as taken")));
+            }
+            match s.conn.recv_timeout(WAIT).await {
+                Ok(ServerPackage::Request(_)) => return Ok(()),
+                other => return Err(self.fail(format!("expected request, got {other:?}"))),
+            }
+        }
+        if !valid || session.username.as_deref() != Some(name.as_str()) {
+            return Err(self.fail(format!("login as {name:?} accepted as {session:?}")));
+        }
+        s.view = Some(View {
+            name,
+            ..View::default()
+        });
+        let out = self.barrier().await?;
+        if !out.errors.is_empty() {
+            return Err(self.fail(format!("errors after login: {:?}", out.errors)));
+        }
+        Ok(())
+    }
+
+    /// Sends chat text and records whether the server took it.
+    async fn talk(&mut self, valid: bool) -> Check {
+        self.seq += 1;
+        let tag = format!("c{}#{}", self.index, self.seq);
+        let text = if valid {
+            let words = self.rng.random_range(0..5);
+            format!("{tag} {}", "blah ".repeat(words))
+                .trim_end()
+                .to_owned()
+        } else {
+            match self.rng.random_range(0..3) {
+                0 => String::new(),
+                1 => format!("{tag}\u{7}"),
+                _ => format!("{tag} {}", "x".repeat(5000)),
+            }
+        };
+        let channel = self.view().map(|v| v.channel.clone()).unwrap_or_default();
+        let s = self.session.as_mut().ok_or("no session")?;
+        s.conn
+            .message(&text)
+            .await
+            .map_err(|e| format!("send failed: {e}"))?;
+        let out = self.barrier().await?;
+        let refused = out.errors.iter().any(|(t, _)| t == "message");
+        if refused == valid {
+            return Err(self.fail(format!(
+                "message valid={valid} but refused={refused}: {:?}",
+                out.errors
+            )));
+        }
+        if valid {
+            self.log.accepted.insert(self.seq, channel);
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> Option<&View> {
+        self.session.as_ref().and_then(|s| s.view.as_ref())
+    }
+
+    async fn malformed(&mut self) -> Check {
+        let bytes = match self.rng.random_range(0..6) {
+            0 => {
+                let n = self.rng.random_range(1..64);
+                let junk: Vec<u8> = (0..n).map(|_| self.rng.random()).collect();
+                FrameCodec::frame(junk.into()).to_vec()
+            }
+            1 => frame_of(b"{not json"),
+            2 => frame_of(br#"{"type":"session","data":{"status":true}}"#),
+            3 => frame_of(br#"{"type":"command","data":{"command":"fly"}}"#),
+            4 => {
+                frame_of(br#"{"type":"command","data":{"command":"join","parameters":{"room":1}}}"#)
+            }
+            _ => frame_of(b"\xff\xfe"),
+        };
+        self.send_raw(&bytes).await
+    }
+
+    async fn step_logged_out(&mut self) -> Check {
+        match self.rng.random_range(0..10) {
+            0..=6 => self.login().await,
+            7 => {
+                self.malformed().await?;
+                self.expect_login_error().await
+            }
+            8 => {
+                self.command("join", Some(json!({"channel": "lobby"})))
+                    .await?;
+                self.expect_login_error().await
+            }
+            _ => {
+                self.session = None;
+                Ok(())
+            }
+        }
+    }
+
+    async fn step_logged_in(&mut self) -> Check {
+        let roll = self.rng.random_range(0..100);
+        if roll < 3 {
+            // Vanish, sometimes mid-frame.
+            if self.rng.random_bool(0.5) {
+                let _ = self.send_raw(&[0, 0, 1]).await;
+            }
+            self.session = None;
+            return Ok(());
+        }
+        if roll < 4 {
+            // A fatal frame: error, then the server closes.
+            self.send_raw(&[0x7f, 0xff, 0xff, 0xff]).await?;
+            let mut s = self.session.take().ok_or("no session")?;
+            let mut saw_error = false;
+            loop {
+                match s.conn.recv_timeout(WAIT).await {
+                    Ok(ServerPackage::Error(e)) if e.error_type == "protocol" => saw_error = true,
+                    Ok(_) => {}
+                    Err(chatmaster::client::ClientError::Timeout(_)) => {
+                        return Err(self.fail("not closed after a fatal frame"))
+                    }
+                    Err(_) => break,
+                }
+            }
+            return if saw_error {
+                Ok(())
+            } else {
+                Err(self.fail("closed without an error"))
+            };
+        }
+        match roll {
+            4..=33 => return self.talk(true).await,
+            34..=36 => return self.talk(false).await,
+            37..=54 => {
+                let ch = CHANNELS.choose(&mut self.rng).unwrap().to_string();
+                self.command("join", Some(json!({ "channel": ch }))).await?
+            }
+            55..=64 => self.command("leave", None).await?,
+            65..=71 => {
+                let name = self.random_name();
+                self.command("rename", Some(json!({ "username": name })))
+                    .await?
+            }
+            72..=76 => self.command("private", None).await?,
+            77..=80 => self.command("public", None).await?,
+            81..=88 => {
+                let name = self.random_name();
+                self.command("invite", Some(json!({ "username": name })))
+                    .await?
+            }
+            89..=90 => self.command("channels", None).await?,
+            _ => self.malformed().await?,
+        }
+        let out = self.barrier().await?;
+        if let Some((t, m)) = out.errors.iter().find(|(t, _)| {
+            !matches!(
+                t.as_str(),
+                "protocol" | "join" | "leave" | "rename" | "private" | "public" | "invite"
+            )
+        }) {
+            return Err(self.fail(format!("unexpected error {t}: {m}")));
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self) -> Check {
+        if self.session.is_none() {
+            return self.connect().await;
+        }
+        if self.view().is_none() {
+            self.step_logged_out().await
+        } else {
+            self.step_logged_in().await
+        }
+    }
+}
+
+/// `c{sender}#{seq}` at the start of a message.
+fn parse_tag(text: &str) -> Option<(usize, u64)> {
+    let rest = text.strip_prefix('c')?;
+    let (sender, rest) = rest.split_once('#')?;
+    let seq = rest.split(' ').next()?;
+    Some((sender.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Runs one client through the random phase and the final checks,
+/// meeting the others at each barrier even after a failure.
+async fn run_client(
+    mut c: Client,
+    steps: usize,
+    barrier: Arc<Barrier>,
+    logged_in: Arc<AtomicUsize>,
+) -> ClientLog {
+    let mut result: Check = Ok(());
+    for step in 0..steps {
+        c.step = step;
+        result = c.step().await;
+        if result.is_err() {
+            break;
+        }
+    }
+    if result.is_err() {
+        c.session = None;
+    }
+    if c.view().is_some() {
+        logged_in.fetch_add(1, Ordering::SeqCst);
+    }
+    // A: actions done. B: the server has settled every disconnect.
+    barrier.wait().await;
+    barrier.wait().await;
+    c.step = steps;
+    if result.is_ok() && c.view().is_some() {
+        result = c.barrier().await.map(|_| ());
+        c.log.view = c.view().cloned();
+    }
+    // C: views final; the main task compares them with the snapshot.
+    barrier.wait().await;
+    if result.is_ok() && c.view().is_some() {
+        c.step = steps + 1;
+        result = c.talk(true).await;
+        c.log.final_seq = Some(c.seq);
+    }
+    // D: final messages sent; collect them.
+    barrier.wait().await;
+    if result.is_ok() && c.view().is_some() {
+        c.step = steps + 2;
+        result = c.barrier().await.map(|_| ());
+    }
+    if let Err(e) = result {
+        c.log.error = Some(e);
+    }
+    c.log
+}
+
+fn check_snapshot(snap: &Snapshot, views: &[Option<View>]) -> Check {
+    let mut folded = BTreeSet::new();
+    for (name, channel) in &snap.users {
+        if !folded.insert(fold_name(name)) {
+            return Err(format!("duplicate name {name}"));
+        }
+        let homes: Vec<&str> = snap
+            .channels
+            .iter()
+            .filter(|c| c.members.contains(name))
+            .map(|c| c.name.as_str())
+            .collect();
+        if homes != [channel.as_str()] {
+            return Err(format!("{name} is in {homes:?}, user entry says {channel}"));
+        }
+    }
+    let members: usize = snap.channels.iter().map(|c| c.members.len()).sum();
+    if members != snap.users.len() {
+        return Err(format!(
+            "{members} memberships for {} users",
+            snap.users.len()
+        ));
+    }
+    for c in &snap.channels {
+        if c.members.is_empty() && c.name != "general" {
+            return Err(format!("empty channel {} survived", c.name));
+        }
+        if c.name != "general" && !c.owner.as_ref().is_some_and(|o| c.members.contains(o)) {
+            return Err(format!("owner of {} is not a member: {c:?}", c.name));
+        }
+    }
+    let live: Vec<&View> = views.iter().flatten().collect();
+    if live.len() != snap.users.len() {
+        return Err(format!(
+            "{} clients logged in, server has {:?}",
+            live.len(),
+            snap.users
+        ));
+    }
+    for v in live {
+        let ch = snap
+            .channels
+            .iter()
+            .find(|c| c.name == v.channel)
+            .ok_or_else(|| format!("{} thinks it is in missing {}", v.name, v.channel))?;
+        let actual: BTreeSet<String> = ch.members.iter().cloned().collect();
+        if actual != v.members || ch.owner != v.owner || ch.private != v.private {
+            return Err(format!("view of {} differs: {v:?} vs {ch:?}", v.name));
+        }
+    }
+    Ok(())
+}
+
+fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -> Check {
+    for (r, log) in logs.iter().enumerate() {
+        let mut last: HashMap<(u32, usize), u64> = HashMap::new();
+        let mut by_segment: HashMap<(u32, u32, usize), Vec<u64>> = HashMap::new();
+        for (session, segment, sender, seq, channel) in &log.received {
+            let accepted = logs
+                .get(*sender)
+                .and_then(|l| l.accepted.get(seq))
+                .ok_or_else(|| format!("client {r} got c{sender}#{seq}, never accepted"))?;
+            if accepted != channel {
+                return Err(format!(
+                    "c{sender}#{seq} sent in {accepted} arrived as {channel}"
+                ));
+            }
+            if let Some(prev) = last.insert((*session, *sender), *seq) {
+                if prev >= *seq {
+                    return Err(format!("client {r} got c{sender}#{seq} after #{prev}"));
+                }
+            }
+            by_segment
+                .entry((*session, *segment, *sender))
+                .or_default()
+                .push(*seq);
+        }
+        // While r stayed in a channel, nothing the sender said there between
+        // two received messages may be missing.
+        for ((session, segment, sender), seqs) in &by_segment {
+            let channel = &log.segments[&(*session, *segment)];
+            for pair in seqs.windows(2) {
+                if let Some((missing, _)) = logs[*sender]
+                    .accepted
+                    .range(pair[0] + 1..pair[1])
+                    .find(|(_, ch)| *ch == channel)
+                {
+                    return Err(format!(
+                        "client {r} missed c{sender}#{missing} in {channel} between #{} and #{}",
+                        pair[0], pair[1]
+                    ));
+                }
+            }
+        }
+    }
+    // The final round reached exactly the other members of each channel.
+    for (s, log) in logs.iter().enumerate() {
+        let (Some(seq), Some(view)) = (log.final_seq, views[s].as_ref()) else {
+            continue;
+        };
+        let members = &snap
+            .channels
+            .iter()
+            .find(|c| c.name == view.channel)
+            .ok_or("channel vanished")?
+            .members;
+        for (r, other) in logs.iter().enumerate() {
+            let Some(rv) = views[r].as_ref() else {
+                continue;
+            };
+            let got = other
+                .received
+                .iter()
+                .filter(|m| m.2 == s && m.3 == seq)
+                .count();
+            let expected = usize::from(r != s && members.contains(&rv.name));
+            if got != expected {
+                return Err(format!(
+                    "final c{s}#{seq} reached client {r} {got} times, expected {expected}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
+    let server = TestServer::start_default().await;
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let logged_in = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for index in 0..CLIENTS {
+        let client = Client {
+            index,
+            rng: StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            names: names.clone(),
+            session: None,
+            sessions: 0,
+            seq: 0,
+            step: 0,
+            log: ClientLog::default(),
+            addr: server.addr,
+        };
+        tasks.push(tokio::spawn(run_client(
+            client,
+            steps,
+            barrier.clone(),
+            logged_in.clone(),
+        )));
+    }
+    barrier.wait().await;
+    // Abrupt disconnects are noticed by the server asynchronously; wait
+    // until its user count matches the clients still logged in.
+    let want = logged_in.load(Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.hub.user_count() != want {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "server kept {:?}, {want} clients logged in",
+                server.hub.snapshot()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    barrier.wait().await;
+    barrier.wait().await;
+    let snap = server.hub.snapshot();
+    barrier.wait().await;
+    let mut logs = Vec::new();
+    for t in tasks {
+        logs.push(t.await.map_err(|e| format!("client task panicked: {e}"))?);
+    }
+    if let Some(e) = logs.iter().find_map(|l| l.error.clone()) {
+        return Err(e);
+    }
+    let views: Vec<Option<View>> = logs.iter().map(|l| l.view.clone()).collect();
+    check_snapshot(&snap, &views)?;
+    check_messages(&logs, &snap, &views)?;
+    server.shutdown().await;
+    let accepted: usize = logs.iter().map(|l| l.accepted.len()).sum();
+    let received: usize = logs.iter().map(|l| l.received.len()).sum();
+    Ok(format!(
+        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries",
+        snap.channels.len()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_keep_the_state_consistent() {
+    let seeds: Vec<u64> = match std::env::var("CHATMASTER_FUZZ_SEED") {
+        Ok(s) => vec![s.parse().expect("CHATMASTER_FUZZ_SEED must be a u64")],
+        Err(_) => SEEDS.to_vec(),
+    };
+    let steps = std::env::var("CHATMASTER_FUZZ_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(STEPS);
+    for seed in seeds {
+        let run = tokio::time::timeout(Duration::from_secs(120), run_seed(seed, steps)).await;
+        match run {
+            Ok(Ok(summary)) => println!("seed {seed}: {summary}"),
+            Ok(Err(e)) => panic!("state fuzz failed with CHATMASTER_FUZZ_SEED={seed}: {e}"),
+            Err(_) => panic!("state fuzz timed out with CHATMASTER_FUZZ_SEED={seed}"),
+        }
+    }
+}
