@@ -15,9 +15,36 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum ClientPackage {
     /// Chat text for the sender's current channel.
+    #[serde(deserialize_with = "object_only")]
     Message(OutgoingMessage),
     /// A command such as `login`, `join` or `rename`.
+    #[serde(deserialize_with = "object_only")]
     Command(Command),
+}
+
+/// Deserializes a struct from a JSON object only. serde's derived structs
+/// also accept an array of their fields in order (`"data": ["hi"]`), which
+/// the protocol does not allow: `data` is always an object.
+fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
 }
 
 /// `data` of a client's `message` package.
@@ -321,6 +348,8 @@ mod tests {
             json!({"type": "command", "data": {"parameters": {}}}),
             json!({"type": "command"}),
             json!({"data": {"message": "x"}}),
+            json!({"type": "message", "data": ["x"]}),
+            json!({"type": "command", "data": ["join", {"channel": "x"}]}),
         ] {
             assert!(
                 serde_json::from_value::<ClientPackage>(bad.clone()).is_err(),

@@ -183,6 +183,11 @@ async fn bad_content_gets_a_protocol_error_and_the_connection_survives() {
         ),
         ("missing data", zlib(br#"{"type":"message"}"#), "data"),
         (
+            "data as array",
+            zlib(br#"{"type":"message","data":["hi"]}"#),
+            "JSON object",
+        ),
+        (
             "missing field",
             zlib(br#"{"type":"message","data":{}}"#),
             "message",
