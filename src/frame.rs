@@ -47,9 +47,6 @@ pub struct FrameCodec {
     inner: LengthDelimitedCodec,
     /// Largest body accepted, checked on the header before buffering.
     max_frame_bytes: usize,
-    /// Whether the inner codec has consumed a header and waits for its body,
-    /// so the bytes at the front of the buffer are body, not a header.
-    in_body: bool,
 }
 
 impl FrameCodec {
@@ -66,7 +63,6 @@ impl FrameCodec {
         FrameCodec {
             inner,
             max_frame_bytes,
-            in_body: false,
         }
     }
 
@@ -96,29 +92,28 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        if !self.in_body && src.len() >= HEADER_LEN {
-            let len = (&src[..HEADER_LEN]).get_u32() as u64;
-            if len == 0 {
-                return Err(FrameError::Empty);
-            }
-            if len > self.max_frame_bytes as u64 {
-                return Err(FrameError::TooLarge {
-                    len,
-                    max: self.max_frame_bytes,
-                });
-            }
-            // The inner codec reserves room for the whole announced body as
-            // soon as it reads a header. Hand it only complete frames, so a
-            // peer that announces a large frame and stalls holds only the
-            // bytes it really sent, not max_frame_bytes, until it times out.
-            if (src.len() as u64) < HEADER_LEN as u64 + len {
-                return Ok(None);
-            }
+        if src.len() < HEADER_LEN {
+            return Ok(None);
         }
-        let had_header = self.in_body || src.len() >= HEADER_LEN;
-        let frame = self.inner.decode(src)?;
-        self.in_body = had_header && frame.is_none();
-        Ok(frame)
+        let len = (&src[..HEADER_LEN]).get_u32() as u64;
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if len > self.max_frame_bytes as u64 {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_bytes,
+            });
+        }
+        // The inner codec reserves room for the whole announced body as soon
+        // as it reads a header. Hand it only complete frames, so a peer that
+        // announces a large frame and stalls holds only the bytes it really
+        // sent, not max_frame_bytes, until it times out. (It also means the
+        // inner codec never holds a half-read header between calls.)
+        if (src.len() as u64) < HEADER_LEN as u64 + len {
+            return Ok(None);
+        }
+        Ok(self.inner.decode(src)?)
     }
 }
 
