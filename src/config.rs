@@ -132,16 +132,16 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_LIST_NAMES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_list_names: usize,
     /// Seconds a new connection has to log in before it is closed.
-    #[arg(long, default_value_t = DEFAULT_LOGIN_TIMEOUT_SECS)]
+    #[arg(long, default_value_t = DEFAULT_LOGIN_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub login_timeout_secs: u64,
     /// Seconds a frame may take to arrive once its first byte has (slow-sender defence).
-    #[arg(long, default_value_t = DEFAULT_FRAME_TIMEOUT_SECS)]
+    #[arg(long, default_value_t = DEFAULT_FRAME_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub frame_timeout_secs: u64,
     /// Seconds a write to a client may stall before the client is dropped.
-    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT_SECS)]
+    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout_secs: u64,
     /// Milliseconds each client gets to receive `server_shutdown` on shutdown.
-    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS)]
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_ms: u64,
     /// Packages queued for one client before it is disconnected as a slow consumer.
     #[arg(long, default_value_t = DEFAULT_OUTBOUND_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
@@ -198,6 +198,18 @@ mod tests {
         assert_eq!(from_flags, format!("{:?}", Config::default()));
         assert_eq!(args.port, 9000);
         assert_eq!(args.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        // A zero login timeout would close every client on arrival.
+        for flag in [
+            "--login-timeout-secs",
+            "--frame-timeout-secs",
+            "--write-timeout-secs",
+        ] {
+            assert!(ServerArgs::try_parse_from(["chatmaster-server", flag, "0"]).is_err());
+        }
     }
 
     #[test]
