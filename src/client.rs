@@ -64,6 +64,14 @@ impl ClientConnection {
         self.framed.get_mut()
     }
 
+    /// Gives up the package layer: the socket plus any bytes already read
+    /// from it but not yet decoded, for callers (the load generator) that
+    /// take over the raw stream after the handshake.
+    pub fn into_parts(self) -> (TcpStream, bytes::BytesMut) {
+        let parts = self.framed.into_parts();
+        (parts.io, parts.read_buf)
+    }
+
     /// Sends one package.
     pub async fn send(&mut self, package: &ClientPackage) -> Result<(), ClientError> {
         Ok(self.framed.send(package).await?)

@@ -1,0 +1,128 @@
+//! Micro-benchmarks of the wire codec and the broadcast path.
+//!
+//! `cargo bench --bench codec` measures encode (JSON + zlib + length
+//! prefix) and decode (inflate + JSON) of a short chat message and of a
+//! join notification carrying a 500-name member list, and a broadcast to a
+//! channel of 500: once as the bare "encode once, clone into N queues"
+//! and once through the real [`Hub::message`], lock included.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatmaster::chat::{Hub, Outbox};
+use chatmaster::codec::{decode_body, encode};
+use chatmaster::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_PACKAGE_BYTES};
+use chatmaster::frame::HEADER_LEN;
+use chatmaster::protocol::{ChatMessage, Notification, ServerPackage};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Members of the channel in the broadcast benchmarks.
+const MEMBERS: usize = 500;
+
+fn chat_message() -> ServerPackage {
+    ServerPackage::Message(ChatMessage {
+        message: "hello everybody, how is the weather over there today?".into(),
+        username: "alice".into(),
+        channel: "general".into(),
+        timestamp: "2026-11-21T10:00:00.123Z".into(),
+    })
+}
+
+fn join_with_users(n: usize) -> ServerPackage {
+    ServerPackage::notification(Notification::UserJoined {
+        username: "user0042".into(),
+        channel: "general".into(),
+        users: Some((0..n).map(|i| format!("user{i:04}")).collect()),
+        users_total: Some(n),
+        owner: None,
+        private: Some(false),
+    })
+}
+
+fn codec(c: &mut Criterion) {
+    let max = DEFAULT_MAX_PACKAGE_BYTES;
+    let level = DEFAULT_COMPRESSION_LEVEL;
+    for (name, package) in [
+        ("chat_message", chat_message()),
+        ("user_joined_500", join_with_users(500)),
+    ] {
+        let frame = encode(&package, max, level).expect("encode");
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("encode", |b| {
+            b.iter(|| encode(black_box(&package), max, level).expect("encode"))
+        });
+        group.bench_function("decode", |b| {
+            b.iter(|| {
+                decode_body::<ServerPackage>(black_box(&frame[HEADER_LEN..]), max).expect("decode")
+            })
+        });
+        group.finish();
+    }
+}
+
+fn broadcast(c: &mut Criterion) {
+    let mut group = c.benchmark_group("broadcast");
+    group.throughput(Throughput::Elements(MEMBERS as u64));
+
+    // The bare path: encode once, hand a clone of the same Bytes to every queue.
+    let (txs, mut rxs): (Vec<_>, Vec<_>) =
+        (0..MEMBERS).map(|_| mpsc::channel::<Bytes>(1024)).unzip();
+    let package = chat_message();
+    group.bench_function(BenchmarkId::new("encode_once_to_queues", MEMBERS), |b| {
+        b.iter(|| {
+            let bytes = encode(
+                &package,
+                DEFAULT_MAX_PACKAGE_BYTES,
+                DEFAULT_COMPRESSION_LEVEL,
+            )
+            .expect("encode");
+            for tx in &txs {
+                let _ = tx.try_send(bytes.clone());
+            }
+            for rx in &mut rxs {
+                while rx.try_recv().is_ok() {}
+            }
+        })
+    });
+
+    // The real path: Hub::message to a channel of MEMBERS, lock and timestamp included.
+    let hub = Hub::new(Arc::new(Config {
+        rate_per_sec: 0,
+        ..Config::default()
+    }));
+    let mut queues = Vec::new();
+    let mut sender = None;
+    for i in 0..MEMBERS {
+        let (tx, rx) = mpsc::channel::<Bytes>(4096);
+        let id = hub
+            .login(
+                &format!("user{i}"),
+                Outbox::new(tx, CancellationToken::new()),
+            )
+            .expect("login");
+        sender.get_or_insert(id);
+        queues.push(rx);
+        // Drain as we go: each login notifies everybody already present.
+        for rx in &mut queues {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+    let sender = sender.expect("at least one member");
+    group.bench_function(BenchmarkId::new("hub_message", MEMBERS), |b| {
+        b.iter(|| {
+            hub.message(sender, "hello everybody, how is the weather?".into())
+                .expect("message");
+            for rx in &mut queues {
+                while rx.try_recv().is_ok() {}
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, broadcast);
+criterion_main!(benches);

@@ -1,0 +1,1353 @@
+//! The load generator behind `chatmaster-bench`: opens many real client
+//! connections to one server, drives a scenario, and reports what the
+//! server delivered, how fast, and what it cost.
+//!
+//! Scenarios:
+//! - [`Scenario::Fanout`]: `clients` receivers and `senders` senders spread
+//!   over `channels` channels; senders send timestamped messages, every
+//!   member counts what it gets. Reports deliveries expected and received
+//!   (loss), deliveries per second and latency percentiles.
+//! - [`Scenario::Login`]: a connect + log in + join storm; reports logins
+//!   per second and the latency of one login.
+//! - [`Scenario::Idle`]: logs `clients` connections in and holds them, so
+//!   the server's memory per idle connection can be read (`--server-pid`).
+//!
+//! Everything on the wire goes through the library's own layers
+//! ([`ClientConnection`] for the handshake, [`FrameCodec`] and
+//! [`codec::decode_body`] / [`codec::encode`] afterwards).
+//!
+//! Receivers are kept cheap, because on a small machine the bench shares
+//! the CPU with the server it measures: every frame is *counted* (framing
+//! only, no inflate), but only one in `sample` frames is inflated and
+//! parsed to read its send time for the latency histogram. Sender
+//! connections decode everything they receive, since they are the ones
+//! that get error packages such as `rate_limit`.
+//!
+//! The server should be started with `--rate-per-sec 0` for benchmarks:
+//! its default flood control (20 packages per second per client) would
+//! otherwise refuse most messages, which the bench reports with a hint.
+
+use std::fmt::Write as _;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use clap::builder::TypedValueParser;
+use futures_util::stream::{self, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientConnection, ClientError};
+use crate::codec;
+use crate::config::{DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PACKAGE_BYTES};
+use crate::frame::FrameCodec;
+use crate::protocol::{ClientPackage, Notification, OutgoingMessage, ServerPackage};
+
+/// Receiving connections when `--clients` is not given.
+pub const DEFAULT_CLIENTS: usize = 100;
+/// Channels the connections are spread over.
+pub const DEFAULT_CHANNELS: usize = 1;
+/// Sending connections.
+pub const DEFAULT_SENDERS: usize = 1;
+/// Seconds a fanout run sends for, or an idle run holds, when neither
+/// `--duration` nor `--messages` is given.
+pub const DEFAULT_DURATION_SECS: f64 = 5.0;
+/// Message text size in bytes.
+pub const DEFAULT_SIZE: usize = 64;
+/// Messages a channel's senders may be ahead of its slowest receiver at
+/// `--rate 0`; well below the server's default outbound queue (1024) so a
+/// full-speed run measures throughput rather than the slow-consumer policy.
+pub const DEFAULT_WINDOW: u64 = 256;
+/// One received frame in this many is decoded for its latency.
+pub const DEFAULT_SAMPLE: u64 = 8;
+/// Connections being set up at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Seconds one connection's handshake (connect, login, join) may take.
+pub const SETUP_TIMEOUT_SECS: u64 = 10;
+/// Seconds to wait, after the last message was sent, for deliveries still in flight.
+pub const DRAIN_TIMEOUT_SECS: u64 = 5;
+/// Milliseconds without a single delivery after which the drain gives up early.
+pub const DRAIN_STALL_MS: u64 = 1000;
+/// Messages one sender writes in one syscall at `--rate 0`.
+const SEND_BATCH: u64 = 16;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes a discarding reader (login and idle scenarios) reads at a time.
+const DISCARD_CHUNK: usize = 512;
+/// How often the progress line is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the run's completion is checked.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+/// Pause when a sender is a full window ahead of its receivers.
+const WINDOW_WAIT: Duration = Duration::from_micros(200);
+/// Unexpected packages logged individually; the rest are only counted.
+const MAX_WARNINGS: u64 = 5;
+/// Largest latency recorded, in microseconds (longer ones are clamped).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Senders broadcast timestamped messages to channels of receivers.
+    Fanout,
+    /// A connect + log in + join storm: logins per second.
+    Login,
+    /// Hold logged-in connections so server memory per connection can be read.
+    Idle,
+}
+
+/// Command-line flags of `chatmaster-bench`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "chatmaster-bench",
+    version,
+    about = "Load generator for a ChatMaster 3000 server",
+    long_about = "Load generator for a ChatMaster 3000 server.\n\n\
+        Start the server with rate limiting off, e.g. `chatmaster-server --rate-per-sec 0`: \
+        its default of 20 packages per second per client refuses most benchmark traffic.\n\n\
+        fanout: --clients receivers and --senders senders spread over --channels channels; \
+        reports deliveries expected/received (loss), deliveries/s, latency percentiles, bytes. \
+        Every frame is counted, one in --sample is decoded for its latency.\n\
+        login: --clients connections connect, log in and join a channel, --concurrency at a time; reports logins/s.\n\
+        idle: --clients connections log in and are held for --duration seconds; with --server-pid \
+        reports the server's resident memory per connection.\n\n\
+        It connects only to --host:--port and stops by itself."
+)]
+pub struct BenchArgs {
+    /// Scenario to run (also accepted as the first positional argument).
+    #[arg(long, value_enum, default_value_t = Scenario::Fanout)]
+    pub scenario: Scenario,
+    /// Scenario as a positional word: `fanout`, `login` or `idle`.
+    #[arg(value_enum, conflicts_with = "scenario")]
+    pub scenario_word: Option<Scenario>,
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port.
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// Receiving connections (fanout), or connections to log in (login, idle).
+    #[arg(long, default_value_t = DEFAULT_CLIENTS)]
+    pub clients: usize,
+    /// Channels the connections are spread over (round robin).
+    #[arg(long, default_value_t = DEFAULT_CHANNELS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub channels: usize,
+    /// Sending connections (fanout); each is also a member of its channel.
+    #[arg(long, default_value_t = DEFAULT_SENDERS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub senders: usize,
+    /// Messages per second in total; 0 = as fast as the server delivers them
+    /// (closed loop: senders stay at most --window messages ahead of the slowest receiver).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seconds to send for (fanout) or to hold the connections (idle).
+    #[arg(long, conflicts_with = "messages")]
+    pub duration: Option<f64>,
+    /// Messages to send in total (fanout), instead of --duration.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Message text size in bytes (at least 24: the send time rides in the text).
+    #[arg(long, default_value_t = DEFAULT_SIZE, value_parser = clap::value_parser!(u32).range(24..).map(|v| v as usize))]
+    pub size: usize,
+    /// Process id of the server, to report its CPU time and resident memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// At --rate 0, how many messages a channel's senders may be ahead of its
+    /// slowest receiver; 0 = no limit (open loop, may trip the slow-consumer policy).
+    #[arg(long, default_value_t = DEFAULT_WINDOW)]
+    pub window: u64,
+    /// Decode one received frame in this many for latency (1 = every frame).
+    #[arg(long, default_value_t = DEFAULT_SAMPLE, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: u64,
+    /// Connections being set up at the same time.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub concurrency: usize,
+    /// Do not print the progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl BenchArgs {
+    /// The options these flags describe.
+    pub fn options(&self) -> Options {
+        Options {
+            scenario: self.scenario_word.unwrap_or(self.scenario),
+            addr: format!("{}:{}", self.host, self.port),
+            clients: self.clients,
+            channels: self.channels,
+            senders: self.senders,
+            rate: self.rate.max(0.0),
+            stop: match (self.messages, self.duration) {
+                (Some(n), _) => Stop::Messages(n),
+                (None, Some(d)) => Stop::Duration(Duration::from_secs_f64(d.max(0.0))),
+                (None, None) => Stop::Duration(Duration::from_secs_f64(DEFAULT_DURATION_SECS)),
+            },
+            size: self.size,
+            server_pid: self.server_pid,
+            window: self.window,
+            sample: self.sample.max(1),
+            concurrency: self.concurrency.max(1),
+            progress: !self.quiet,
+        }
+    }
+}
+
+/// When a run ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this long.
+    Duration(Duration),
+    /// After this many messages in total.
+    Messages(u64),
+}
+
+/// What to run, independent of the command line (tests build this directly).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// `host:port` of the server; the only address connected to.
+    pub addr: String,
+    /// Receiving (fanout) or logging-in (login, idle) connections.
+    pub clients: usize,
+    /// Channels the connections are spread over.
+    pub channels: usize,
+    /// Sending connections (fanout).
+    pub senders: usize,
+    /// Total messages per second; 0 = closed loop.
+    pub rate: f64,
+    /// When to stop sending (fanout) or holding (idle).
+    pub stop: Stop,
+    /// Message text bytes.
+    pub size: usize,
+    /// Server process to read /proc figures of.
+    pub server_pid: Option<u32>,
+    /// Closed-loop window in messages; 0 = open loop.
+    pub window: u64,
+    /// Decode one frame in this many.
+    pub sample: u64,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+impl Options {
+    /// Fanout options with the defaults, for `addr`.
+    pub fn fanout(addr: impl Into<String>) -> Self {
+        Options {
+            scenario: Scenario::Fanout,
+            addr: addr.into(),
+            clients: DEFAULT_CLIENTS,
+            channels: DEFAULT_CHANNELS,
+            senders: DEFAULT_SENDERS,
+            rate: 0.0,
+            stop: Stop::Duration(Duration::from_secs_f64(DEFAULT_DURATION_SECS)),
+            size: DEFAULT_SIZE,
+            server_pid: None,
+            window: DEFAULT_WINDOW,
+            sample: DEFAULT_SAMPLE,
+            concurrency: DEFAULT_CONCURRENCY,
+            progress: false,
+        }
+    }
+}
+
+/// Why a run could not be carried out (as opposed to a run that measured loss).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A connection could not be set up.
+    #[error("connection {name}: {source}")]
+    Setup {
+        /// The bench user's name.
+        name: String,
+        /// What went wrong.
+        source: ClientError,
+    },
+    /// The server refused a step of the handshake.
+    #[error("connection {name}: {reason}")]
+    Refused {
+        /// The bench user's name.
+        name: String,
+        /// The server's words.
+        reason: String,
+    },
+    /// A socket failed during the run.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The options make no sense.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latency {
+    /// How many values the percentiles are computed from.
+    pub samples: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest value seen.
+    pub max_us: u64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+impl Latency {
+    fn from_histogram(h: &Histogram<u64>) -> Option<Latency> {
+        if h.is_empty() {
+            return None;
+        }
+        Some(Latency {
+            samples: h.len(),
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        })
+    }
+}
+
+/// The server's CPU time and memory, read from /proc.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ProcStats {
+    /// User + system CPU seconds since the process started.
+    pub cpu_secs: f64,
+    /// Resident set size in KiB.
+    pub rss_kib: u64,
+}
+
+impl ProcStats {
+    /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+    pub fn read(pid: u32) -> io::Result<ProcStats> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc format");
+        // The command name may contain spaces; fields are counted after its ')'.
+        let rest = stat.rsplit_once(')').ok_or_else(bad)?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the name.
+        let ticks = |i: usize| -> io::Result<f64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .ok_or_else(bad)
+        };
+        // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
+        let cpu_secs = (ticks(11)? + ticks(12)?) / 100.0;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(bad)?;
+        Ok(ProcStats { cpu_secs, rss_kib })
+    }
+}
+
+/// The server's figures over a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerUsage {
+    /// Before the bench connected.
+    pub before: ProcStats,
+    /// At the end of the measured phase.
+    pub after: ProcStats,
+    /// CPU seconds the server used during the run.
+    pub cpu_secs_used: f64,
+    /// Resident memory growth per connection held, in bytes (idle scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes_per_connection: Option<f64>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Report {
+    /// Which scenario.
+    pub scenario: String,
+    /// Server address.
+    pub addr: String,
+    /// The machine's 1-minute load average when the run started (the
+    /// machine may be shared; figures taken under load are not comparable).
+    pub load_average: f64,
+    /// CPU seconds the bench itself used (setup included).
+    pub bench_cpu_secs: f64,
+    /// Connections opened in all.
+    pub connections: usize,
+    /// Channels used.
+    pub channels: usize,
+    /// Members of the largest channel (fanout).
+    pub max_channel_members: usize,
+    /// Requested total rate (0 = closed loop).
+    pub rate: f64,
+    /// Message text size.
+    pub size: usize,
+    /// Seconds spent opening and logging in the connections.
+    pub setup_secs: f64,
+    /// Seconds of the measured phase.
+    pub run_secs: f64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Deliveries the server should have made (each message to every other member).
+    pub deliveries_expected: u64,
+    /// Deliveries counted by the members.
+    pub deliveries_received: u64,
+    /// `expected - received`; anything but 0 is a failure.
+    pub deliveries_lost: i64,
+    /// Connections the server closed during the run.
+    pub connections_lost: u64,
+    /// Messages sent per second.
+    pub messages_per_sec: f64,
+    /// Deliveries received per second.
+    pub deliveries_per_sec: f64,
+    /// Send-to-receive latency of the sampled deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    /// One frame in this many was decoded for latency.
+    pub sample: u64,
+    /// Logins per second (login and idle scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logins_per_sec: Option<f64>,
+    /// Bytes the bench wrote during the measured phase, frame headers included.
+    pub bytes_sent: u64,
+    /// Bytes the bench read during the measured phase, frame headers included.
+    pub bytes_received: u64,
+    /// `rate_limit` errors received.
+    pub rate_limited: u64,
+    /// Other unexpected packages received (errors, notifications).
+    pub unexpected_packages: u64,
+    /// The server's CPU and memory, with `--server-pid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerUsage>,
+}
+
+impl Report {
+    /// Whether the run delivered everything it should have.
+    pub fn lossless(&self) -> bool {
+        self.deliveries_lost == 0 && self.connections_lost == 0 && self.rate_limited == 0
+    }
+
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {}  server {}  connections {}  channels {}",
+            self.scenario, self.addr, self.connections, self.channels
+        );
+        let _ = writeln!(
+            s,
+            "machine load    {:.2} at start; bench used {:.2} s CPU",
+            self.load_average, self.bench_cpu_secs
+        );
+        let _ = writeln!(s, "setup           {:.3} s", self.setup_secs);
+        if let Some(l) = self.logins_per_sec {
+            let _ = writeln!(s, "logins/s        {l:.0}");
+        }
+        if self.scenario == "fanout" {
+            let rate = if self.rate > 0.0 {
+                format!("{} msg/s", self.rate)
+            } else {
+                "closed loop".to_owned()
+            };
+            let _ = writeln!(
+                s,
+                "largest channel {} members, {} B messages, rate {rate}",
+                self.max_channel_members, self.size
+            );
+            let _ = writeln!(s, "run             {:.3} s", self.run_secs);
+            let _ = writeln!(
+                s,
+                "messages sent   {}  ({:.0}/s)",
+                self.messages_sent, self.messages_per_sec
+            );
+            let _ = writeln!(
+                s,
+                "deliveries      {} received / {} expected  ({:.0}/s)",
+                self.deliveries_received, self.deliveries_expected, self.deliveries_per_sec
+            );
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                s,
+                "latency         p50 {} us  p90 {} us  p99 {} us  max {} us  (mean {:.0} us, {} samples)",
+                l.p50_us, l.p90_us, l.p99_us, l.max_us, l.mean_us, l.samples
+            );
+        }
+        let _ = writeln!(
+            s,
+            "bytes           {} sent, {} received",
+            self.bytes_sent, self.bytes_received
+        );
+        if let Some(u) = &self.server {
+            let _ = writeln!(
+                s,
+                "server cpu      {:.2} s used ({:.2} -> {:.2})",
+                u.cpu_secs_used, u.before.cpu_secs, u.after.cpu_secs
+            );
+            let _ = writeln!(
+                s,
+                "server rss      {} KiB -> {} KiB",
+                u.before.rss_kib, u.after.rss_kib
+            );
+            if let Some(per) = u.rss_bytes_per_connection {
+                let _ = writeln!(s, "rss/connection  {per:.0} B");
+            }
+        }
+        if self.deliveries_lost != 0 {
+            let _ = writeln!(
+                s,
+                "!!! LOSS: {} deliveries missing ({:.3}% of expected) !!!",
+                self.deliveries_lost,
+                100.0 * self.deliveries_lost as f64 / self.deliveries_expected.max(1) as f64
+            );
+        }
+        if self.connections_lost != 0 {
+            let _ = writeln!(
+                s,
+                "!!! {} connections were closed by the server during the run (slow consumer?) !!!",
+                self.connections_lost
+            );
+        }
+        if self.unexpected_packages != 0 {
+            let _ = writeln!(
+                s,
+                "!!! {} unexpected packages received !!!",
+                self.unexpected_packages
+            );
+        }
+        if self.rate_limited != 0 {
+            let _ = writeln!(
+                s,
+                "!!! {} messages refused with rate_limit: start the server with --rate-per-sec 0 for benchmarks !!!",
+                self.rate_limited
+            );
+        }
+        s
+    }
+}
+
+/// Runs the scenario in `options` against the server and reports.
+pub async fn run(options: &Options) -> Result<Report, BenchError> {
+    let load_average = load_average().unwrap_or(0.0);
+    let cpu_before = ProcStats::read(std::process::id()).map(|s| s.cpu_secs);
+    let mut report = match options.scenario {
+        Scenario::Fanout => fanout(options).await?,
+        Scenario::Login | Scenario::Idle => storm(options).await?,
+    };
+    report.load_average = load_average;
+    if let (Ok(before), Ok(after)) = (cpu_before, ProcStats::read(std::process::id())) {
+        report.bench_cpu_secs = after.cpu_secs - before;
+    }
+    Ok(report)
+}
+
+/// The 1-minute load average from /proc/loadavg.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// A name unique to this process and connection (names are at most 32 chars).
+fn bench_name(kind: &str, i: usize) -> String {
+    format!("b{}{kind}{i}", std::process::id() % 100_000)
+}
+
+/// The bench's channel number `k`.
+fn channel_name(k: usize) -> String {
+    format!("bench-{k}")
+}
+
+/// Connects, logs in as `name`, and joins `channel`; returns once the
+/// server has confirmed both.
+async fn open(addr: &str, name: &str, channel: &str) -> Result<ClientConnection, BenchError> {
+    let limit = Duration::from_secs(SETUP_TIMEOUT_SECS);
+    let setup = |source| BenchError::Setup {
+        name: name.to_owned(),
+        source,
+    };
+    let mut c = tokio::time::timeout(limit, ClientConnection::connect(addr))
+        .await
+        .map_err(|_| setup(ClientError::Timeout(limit)))?
+        .map_err(setup)?;
+    let session = c.login(name, limit).await.map_err(setup)?;
+    if !session.status {
+        return Err(BenchError::Refused {
+            name: name.to_owned(),
+            reason: session.reason.unwrap_or_default(),
+        });
+    }
+    wait_own_join(&mut c, name, "general", limit).await?;
+    c.command("join", Some(serde_json::json!({ "channel": channel })))
+        .await
+        .map_err(setup)?;
+    wait_own_join(&mut c, name, channel, limit).await?;
+    Ok(c)
+}
+
+/// Reads until the user's own `user_joined` for `channel` (the copy with
+/// the member list), skipping other people's notifications.
+async fn wait_own_join(
+    c: &mut ClientConnection,
+    name: &str,
+    channel: &str,
+    limit: Duration,
+) -> Result<(), BenchError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await {
+            Ok(ServerPackage::Notification(Notification::UserJoined {
+                username,
+                channel: ch,
+                users: Some(_),
+                ..
+            })) if username == name && ch == channel => return Ok(()),
+            Ok(ServerPackage::Error(e)) => {
+                return Err(BenchError::Refused {
+                    name: name.to_owned(),
+                    reason: format!("{}: {}", e.error_type, e.message),
+                })
+            }
+            Ok(_) => {}
+            Err(source) => {
+                return Err(BenchError::Setup {
+                    name: name.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Pings and reads until the pong: afterwards nothing sent before it is in flight.
+async fn settle(c: &mut ClientConnection, name: &str) -> Result<(), BenchError> {
+    let limit = Duration::from_secs(SETUP_TIMEOUT_SECS);
+    let setup = |source| BenchError::Setup {
+        name: name.to_owned(),
+        source,
+    };
+    c.command("ping", Some(serde_json::json!({ "token": "bench-ready" })))
+        .await
+        .map_err(setup)?;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await.map_err(setup)? {
+            ServerPackage::Notification(Notification::Pong { token })
+                if token.as_deref() == Some("bench-ready") =>
+            {
+                return Ok(())
+            }
+            ServerPackage::Error(e) => {
+                return Err(BenchError::Refused {
+                    name: name.to_owned(),
+                    reason: format!("{}: {}", e.error_type, e.message),
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs `f(i)` for `0..n`, at most `concurrency` at a time, in order of `i`.
+async fn set_up<F, Fut, T>(n: usize, concurrency: usize, f: F) -> Result<Vec<T>, BenchError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BenchError>>,
+{
+    let results: Vec<Result<T, BenchError>> = stream::iter((0..n).map(f))
+        .buffered(concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Counters one member's reader keeps, shared with the senders and the
+/// progress line.
+#[derive(Debug, Default)]
+struct MemberCounters {
+    /// Frames received since the start of the measured phase.
+    frames: AtomicU64,
+}
+
+/// Totals shared by all tasks of a run.
+#[derive(Debug, Default)]
+struct Totals {
+    /// Messages sent.
+    sent: AtomicU64,
+    /// Bytes written.
+    bytes_sent: AtomicU64,
+    /// Bytes read.
+    bytes_received: AtomicU64,
+    /// Frames received by all members.
+    frames: AtomicU64,
+    /// `rate_limit` errors seen.
+    rate_limited: AtomicU64,
+    /// Other packages that are not chat messages.
+    unexpected: AtomicU64,
+    /// Connections closed by the server.
+    closed: AtomicU64,
+}
+
+/// What one reader task hands back.
+struct ReaderResult {
+    /// Latencies of the decoded frames.
+    histogram: Histogram<u64>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 us .. 60 s at 3 significant digits; these bounds are always valid.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| {
+        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
+    })
+}
+
+/// Everything a member's reader needs.
+struct Reader {
+    /// The socket's read side.
+    read: OwnedReadHalf,
+    /// Bytes already read during the handshake.
+    buf: BytesMut,
+    /// This member's counters.
+    counters: Arc<MemberCounters>,
+    /// Run totals.
+    totals: Arc<Totals>,
+    /// Decode one frame in this many (1 for senders: every frame).
+    sample: u64,
+    /// Where the sampling counter starts, so members sample different messages.
+    offset: u64,
+    /// The clock message send times are relative to.
+    epoch: Instant,
+    /// Ends the reader.
+    stop: CancellationToken,
+}
+
+impl Reader {
+    async fn run(mut self) -> ReaderResult {
+        let mut histogram = new_histogram();
+        let mut frames = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES);
+        let mut seen = self.offset;
+        loop {
+            let mut count = 0u64;
+            loop {
+                match frames.decode(&mut self.buf) {
+                    Ok(Some(body)) => {
+                        seen += 1;
+                        let delivery =
+                            seen % self.sample != 0 || self.inspect(&body, &mut histogram);
+                        count += u64::from(delivery);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad frame from the server");
+                        self.totals.closed.fetch_add(1, Ordering::Relaxed);
+                        return ReaderResult { histogram };
+                    }
+                }
+            }
+            if count > 0 {
+                self.counters.frames.fetch_add(count, Ordering::Relaxed);
+                self.totals.frames.fetch_add(count, Ordering::Relaxed);
+            }
+            self.buf.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return ReaderResult { histogram },
+                r = self.read.read_buf(&mut self.buf) => r,
+            };
+            match read {
+                Ok(0) | Err(_) => {
+                    if !self.stop.is_cancelled() {
+                        self.totals.closed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return ReaderResult { histogram };
+                }
+                Ok(n) => {
+                    self.totals
+                        .bytes_received
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Decodes one frame: a message's latency is recorded, anything else
+    /// counted. Returns whether the frame is a chat delivery.
+    fn inspect(&self, body: &[u8], histogram: &mut Histogram<u64>) -> bool {
+        match codec::decode_body::<ServerPackage>(body, DEFAULT_MAX_PACKAGE_BYTES) {
+            Ok(ServerPackage::Message(m)) => match parse_send_time(&m.message) {
+                Some(sent) => {
+                    let now = self.epoch.elapsed().as_nanos() as u64;
+                    let us = now.saturating_sub(sent) / 1000;
+                    histogram.saturating_record(us.clamp(1, MAX_LATENCY_US));
+                    true
+                }
+                None => {
+                    self.totals.unexpected.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            },
+            Ok(ServerPackage::Error(e)) if e.error_type == "rate_limit" => {
+                self.totals.rate_limited.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Ok(other) => {
+                if self.totals.unexpected.fetch_add(1, Ordering::Relaxed) < MAX_WARNINGS {
+                    tracing::warn!(package = ?other, "unexpected package during the run");
+                }
+                false
+            }
+            Err(e) => {
+                if self.totals.unexpected.fetch_add(1, Ordering::Relaxed) < MAX_WARNINGS {
+                    tracing::warn!(error = %e, "undecodable package during the run");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The text of a timestamped message: the send time in nanoseconds since
+/// the bench's epoch, a space, then padding up to `size` bytes.
+pub fn message_text(sent_nanos: u64, size: usize) -> String {
+    let mut text = format!("{sent_nanos:020} ");
+    while text.len() < size {
+        text.push('x');
+    }
+    text
+}
+
+/// The send time carried by a message from [`message_text`].
+pub fn parse_send_time(text: &str) -> Option<u64> {
+    text.split(' ').next()?.parse().ok()
+}
+
+/// One sender.
+struct Sender {
+    /// The socket's write side.
+    write: OwnedWriteHalf,
+    /// Messages this sender is to send (`u64::MAX` when stopping by time).
+    quota: u64,
+    /// When to stop by time.
+    deadline: Option<Instant>,
+    /// Messages per second for this sender; 0 = closed loop.
+    rate: f64,
+    /// Closed-loop window; 0 = none.
+    window: u64,
+    /// Messages sent so far into this sender's channel, by all its senders.
+    channel_sent: Arc<AtomicU64>,
+    /// The receivers of this sender's channel.
+    receivers: Vec<Arc<MemberCounters>>,
+    /// Text size.
+    size: usize,
+    /// Run totals.
+    totals: Arc<Totals>,
+    /// The clock send times are relative to.
+    epoch: Instant,
+}
+
+impl Sender {
+    /// Sends until the quota or deadline; hands the write side back so the
+    /// caller can keep the connection open until every delivery is counted
+    /// (closing it would make the server announce a departure).
+    async fn run(mut self) -> (OwnedWriteHalf, io::Result<()>) {
+        let result = self.send_all().await;
+        (self.write, result)
+    }
+
+    async fn send_all(&mut self) -> io::Result<()> {
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut buf = BytesMut::new();
+        while sent < self.quota {
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            let mut due = if self.rate > 0.0 {
+                let target = (now.duration_since(start).as_secs_f64() * self.rate) as u64 + 1;
+                if target <= sent {
+                    let next = start + Duration::from_secs_f64((sent as f64) / self.rate);
+                    tokio::time::sleep_until(next.into()).await;
+                    continue;
+                }
+                target - sent
+            } else {
+                SEND_BATCH
+            };
+            if self.window > 0 && !self.receivers.is_empty() {
+                let slowest = self
+                    .receivers
+                    .iter()
+                    .map(|r| r.frames.load(Ordering::Relaxed))
+                    .min()
+                    .unwrap_or(0);
+                let ahead = self
+                    .channel_sent
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(slowest);
+                if ahead >= self.window {
+                    tokio::time::sleep(WINDOW_WAIT).await;
+                    continue;
+                }
+                due = due.min(self.window - ahead);
+            }
+            due = due.min(self.quota - sent).min(SEND_BATCH * 4);
+            buf.clear();
+            for _ in 0..due {
+                let nanos = self.epoch.elapsed().as_nanos() as u64;
+                let package = ClientPackage::Message(OutgoingMessage {
+                    message: message_text(nanos, self.size),
+                });
+                let frame = codec::encode(
+                    &package,
+                    DEFAULT_MAX_PACKAGE_BYTES,
+                    crate::config::DEFAULT_COMPRESSION_LEVEL,
+                )
+                .map_err(|e| io::Error::other(e.to_string()))?;
+                buf.extend_from_slice(&frame);
+            }
+            self.channel_sent.fetch_add(due, Ordering::Relaxed);
+            self.totals.sent.fetch_add(due, Ordering::Relaxed);
+            self.write.write_all(&buf).await?;
+            self.totals
+                .bytes_sent
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            sent += due;
+        }
+        Ok(())
+    }
+}
+
+/// The fanout scenario.
+async fn fanout(o: &Options) -> Result<Report, BenchError> {
+    if o.senders == 0 {
+        return Err(BenchError::Options(
+            "fanout needs at least one sender".into(),
+        ));
+    }
+    let channels = o.channels.max(1);
+    let before = server_stats(o.server_pid);
+    let setup_start = Instant::now();
+    // Receivers first, then senders; member i of either kind goes to channel i % channels.
+    let receivers = set_up(o.clients, o.concurrency, |i| {
+        let name = bench_name("r", i);
+        let addr = o.addr.clone();
+        async move {
+            open(&addr, &name, &channel_name(i % channels))
+                .await
+                .map(|c| (name, c))
+        }
+    })
+    .await?;
+    let senders = set_up(o.senders, o.concurrency, |i| {
+        let name = bench_name("s", i);
+        let addr = o.addr.clone();
+        async move {
+            open(&addr, &name, &channel_name(i % channels))
+                .await
+                .map(|c| (name, c))
+        }
+    })
+    .await?;
+    // Everybody is in place; drain the join notifications so that what
+    // arrives from now on is chat traffic only.
+    let mut all: Vec<(bool, String, ClientConnection)> = receivers
+        .into_iter()
+        .map(|(n, c)| (false, n, c))
+        .chain(senders.into_iter().map(|(n, c)| (true, n, c)))
+        .collect();
+    let settled: Vec<Result<(), BenchError>> = stream::iter(all.iter_mut())
+        .map(|(_, name, c)| settle(c, name))
+        .buffer_unordered(o.concurrency)
+        .collect()
+        .await;
+    settled.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let setup_secs = setup_start.elapsed().as_secs_f64();
+
+    let totals = Arc::new(Totals::default());
+    let stop = CancellationToken::new();
+    let epoch = Instant::now();
+    let mut members = vec![0usize; channels];
+    let mut channel_receivers: Vec<Vec<Arc<MemberCounters>>> = vec![Vec::new(); channels];
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    let (mut r_index, mut s_index) = (0usize, 0usize);
+    for (i, (is_sender, _name, c)) in all.into_iter().enumerate() {
+        let channel = if is_sender {
+            s_index += 1;
+            (s_index - 1) % channels
+        } else {
+            r_index += 1;
+            (r_index - 1) % channels
+        };
+        members[channel] += 1;
+        let counters = Arc::new(MemberCounters::default());
+        if !is_sender {
+            channel_receivers[channel].push(counters.clone());
+        }
+        let (stream, buf) = c.into_parts();
+        let (read, write) = stream.into_split();
+        let reader = Reader {
+            read,
+            buf,
+            counters,
+            totals: totals.clone(),
+            sample: if is_sender { 1 } else { o.sample },
+            offset: i as u64,
+            epoch,
+            stop: stop.clone(),
+        };
+        readers.push(tokio::spawn(reader.run()));
+        if is_sender {
+            writers.push((channel, write));
+        } else {
+            // Keep the write side open: dropping it would shut the socket down.
+            writers.push((usize::MAX, write));
+        }
+    }
+    let channel_sent: Vec<Arc<AtomicU64>> =
+        (0..channels).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let (quota_total, deadline) = match o.stop {
+        Stop::Messages(n) => (n, None),
+        Stop::Duration(d) => (u64::MAX, Some(Instant::now() + d)),
+    };
+    let per_sender_rate = o.rate / o.senders as f64;
+    let mut idle_writes = Vec::new();
+    let mut sender_tasks = Vec::new();
+    let mut k = 0u64;
+    let run_start = Instant::now();
+    for (channel, write) in writers {
+        if channel == usize::MAX {
+            idle_writes.push(write);
+            continue;
+        }
+        let quota = if quota_total == u64::MAX {
+            u64::MAX
+        } else {
+            quota_total / o.senders as u64 + u64::from(k < quota_total % o.senders as u64)
+        };
+        k += 1;
+        let sender = Sender {
+            write,
+            quota,
+            deadline,
+            rate: per_sender_rate,
+            window: if o.rate > 0.0 { 0 } else { o.window },
+            channel_sent: channel_sent[channel].clone(),
+            receivers: channel_receivers[channel].clone(),
+            size: o.size,
+            totals: totals.clone(),
+            epoch,
+        };
+        sender_tasks.push(tokio::spawn(sender.run()));
+    }
+
+    // Wait for the senders, printing progress.
+    let progress = o
+        .progress
+        .then(|| spawn_progress(totals.clone(), stop.clone()));
+    let mut send_error = None;
+    for t in sender_tasks {
+        match t.await {
+            Ok((write, result)) => {
+                idle_writes.push(write);
+                if let Err(e) = result {
+                    send_error = Some(e);
+                }
+            }
+            Err(e) => send_error = Some(io::Error::other(e.to_string())),
+        }
+    }
+    let expected = || -> u64 {
+        channel_sent
+            .iter()
+            .zip(&members)
+            .map(|(sent, m)| sent.load(Ordering::Relaxed) * (*m as u64).saturating_sub(1))
+            .sum()
+    };
+    // Wait for what is in flight, until everything arrived or nothing more does.
+    let drain_deadline = Instant::now() + Duration::from_secs(DRAIN_TIMEOUT_SECS);
+    let stall = Duration::from_millis(DRAIN_STALL_MS);
+    let mut last_count = totals.frames.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    loop {
+        let got = totals.frames.load(Ordering::Relaxed);
+        if got != last_count {
+            last_count = got;
+            last_change = Instant::now();
+        }
+        let now = Instant::now();
+        if got >= expected() || now >= drain_deadline || now.duration_since(last_change) >= stall {
+            break;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let run_secs = last_change
+        .duration_since(run_start)
+        .as_secs_f64()
+        .max(1e-9);
+    let after = server_stats(o.server_pid);
+    stop.cancel();
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    let mut histogram = new_histogram();
+    for r in readers {
+        if let Ok(result) = r.await {
+            let _ = histogram.add(&result.histogram);
+        }
+    }
+    drop(idle_writes);
+    if let Some(e) = send_error {
+        return Err(BenchError::Io(e));
+    }
+    let sent = totals.sent.load(Ordering::Relaxed);
+    let expected = expected();
+    let received = totals.frames.load(Ordering::Relaxed);
+    Ok(Report {
+        scenario: "fanout".into(),
+        addr: o.addr.clone(),
+        connections: o.clients + o.senders,
+        channels,
+        max_channel_members: members.iter().copied().max().unwrap_or(0),
+        rate: o.rate,
+        size: o.size,
+        setup_secs,
+        run_secs,
+        messages_sent: sent,
+        deliveries_expected: expected,
+        deliveries_received: received,
+        deliveries_lost: expected as i64 - received as i64,
+        connections_lost: totals.closed.load(Ordering::Relaxed),
+        messages_per_sec: sent as f64 / run_secs,
+        deliveries_per_sec: received as f64 / run_secs,
+        latency: Latency::from_histogram(&histogram),
+        sample: o.sample,
+        logins_per_sec: None,
+        bytes_sent: totals.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: totals.bytes_received.load(Ordering::Relaxed),
+        rate_limited: totals.rate_limited.load(Ordering::Relaxed),
+        unexpected_packages: totals.unexpected.load(Ordering::Relaxed),
+        server: usage(before, after, None),
+        ..Report::default()
+    })
+}
+
+/// Prints a progress line to stderr every second until `stop`.
+fn spawn_progress(totals: Arc<Totals>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last = (0u64, 0u64);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let sent = totals.sent.load(Ordering::Relaxed);
+            let got = totals.frames.load(Ordering::Relaxed);
+            eprintln!(
+                "[{:5.1} s] sent {sent} ({}/s)  delivered {got} ({}/s)",
+                start.elapsed().as_secs_f64(),
+                sent - last.0,
+                got - last.1
+            );
+            last = (sent, got);
+        }
+    })
+}
+
+fn server_stats(pid: Option<u32>) -> Option<ProcStats> {
+    let pid = pid?;
+    match ProcStats::read(pid) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "cannot read the server's /proc figures");
+            None
+        }
+    }
+}
+
+fn usage(
+    before: Option<ProcStats>,
+    after: Option<ProcStats>,
+    connections: Option<usize>,
+) -> Option<ServerUsage> {
+    let (before, after) = (before?, after?);
+    Some(ServerUsage {
+        before,
+        after,
+        cpu_secs_used: after.cpu_secs - before.cpu_secs,
+        rss_bytes_per_connection: connections
+            .filter(|&n| n > 0)
+            .map(|n| (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / n as f64),
+    })
+}
+
+/// The login and idle scenarios: log `clients` connections in, each into
+/// channel `i % channels`, `concurrency` at a time; idle then holds them.
+async fn storm(o: &Options) -> Result<Report, BenchError> {
+    let channels = o.channels.max(1);
+    let before = server_stats(o.server_pid);
+    let totals = Arc::new(Totals::default());
+    let stop = CancellationToken::new();
+    let start = Instant::now();
+    let logins = set_up(o.clients, o.concurrency, |i| {
+        let name = bench_name("l", i);
+        let addr = o.addr.clone();
+        let totals = totals.clone();
+        let stop = stop.clone();
+        async move {
+            let t = Instant::now();
+            let c = open(&addr, &name, &channel_name(i % channels)).await?;
+            let took = t.elapsed();
+            // Later joiners keep notifying this member; read and discard so
+            // the server never sees a slow consumer.
+            let (stream, _) = c.into_parts();
+            let (read, write) = stream.into_split();
+            let task = tokio::spawn(discard(read, totals, stop));
+            Ok((took, write, task))
+        }
+    })
+    .await?;
+    let setup_secs = start.elapsed().as_secs_f64().max(1e-9);
+    let mut histogram = new_histogram();
+    for (took, _, _) in &logins {
+        histogram.saturating_record((took.as_micros() as u64).clamp(1, MAX_LATENCY_US));
+    }
+    let mut run_secs = 0.0;
+    if o.scenario == Scenario::Idle {
+        let hold = match o.stop {
+            Stop::Duration(d) => d,
+            Stop::Messages(_) => Duration::from_secs_f64(DEFAULT_DURATION_SECS),
+        };
+        if o.progress {
+            eprintln!(
+                "holding {} connections for {:.1} s",
+                o.clients,
+                hold.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(hold).await;
+        run_secs = hold.as_secs_f64();
+    }
+    let after = server_stats(o.server_pid);
+    stop.cancel();
+    let mut writes = Vec::with_capacity(logins.len());
+    for (_, write, task) in logins {
+        let _ = task.await;
+        writes.push(write);
+    }
+    drop(writes);
+    Ok(Report {
+        scenario: match o.scenario {
+            Scenario::Idle => "idle".into(),
+            _ => "login".into(),
+        },
+        addr: o.addr.clone(),
+        connections: o.clients,
+        channels,
+        rate: 0.0,
+        size: 0,
+        setup_secs,
+        run_secs,
+        logins_per_sec: Some(o.clients as f64 / setup_secs),
+        latency: Latency::from_histogram(&histogram),
+        sample: 1,
+        bytes_received: totals.bytes_received.load(Ordering::Relaxed),
+        connections_lost: totals.closed.load(Ordering::Relaxed),
+        server: usage(
+            before,
+            after,
+            (o.scenario == Scenario::Idle).then_some(o.clients),
+        ),
+        ..Report::default()
+    })
+}
+
+/// Reads and throws away whatever arrives until `stop`.
+async fn discard(mut read: OwnedReadHalf, totals: Arc<Totals>, stop: CancellationToken) {
+    let mut buf = [0u8; DISCARD_CHUNK];
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = read.read(&mut buf) => r,
+        };
+        match n {
+            Ok(0) | Err(_) => {
+                if !stop.is_cancelled() {
+                    totals.closed.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            Ok(n) => {
+                totals.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn message_text_carries_its_send_time_and_size() {
+        let t = message_text(123_456_789, 64);
+        assert_eq!(t.len(), 64);
+        assert_eq!(parse_send_time(&t), Some(123_456_789));
+        assert_eq!(parse_send_time("hello"), None);
+    }
+
+    #[test]
+    fn flags_map_to_options() {
+        let a = BenchArgs::parse_from([
+            "chatmaster-bench",
+            "login",
+            "--clients",
+            "7",
+            "--messages",
+            "9",
+        ]);
+        let o = a.options();
+        assert_eq!(o.scenario, Scenario::Login);
+        assert_eq!(o.clients, 7);
+        assert_eq!(o.stop, Stop::Messages(9));
+        assert_eq!(o.addr, "127.0.0.1:9000");
+        let a = BenchArgs::parse_from(["chatmaster-bench", "--scenario", "idle"]);
+        assert_eq!(a.options().scenario, Scenario::Idle);
+        assert!(BenchArgs::try_parse_from([
+            "chatmaster-bench",
+            "--duration",
+            "1",
+            "--messages",
+            "2"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn proc_stats_of_this_process() {
+        let s = ProcStats::read(std::process::id()).unwrap();
+        assert!(s.rss_kib > 0);
+        assert!(s.cpu_secs >= 0.0);
+    }
+}
