@@ -124,5 +124,33 @@ fn broadcast(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, broadcast);
+/// One login (and the matching logout) on a server holding 1,000 public
+/// channels: the session carries the sorted channel list.
+fn login(c: &mut Criterion) {
+    let hub = Hub::new(Arc::new(Config::default()));
+    let mut owners = Vec::new();
+    for i in 0..1000 {
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let id = hub
+            .login(
+                &format!("owner{i}"),
+                Outbox::new(tx, CancellationToken::new()),
+            )
+            .expect("login");
+        hub.join(id, &format!("channel{i}")).expect("join");
+        owners.push(rx);
+    }
+    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    c.bench_function("hub_login_1000_channels", |b| {
+        b.iter(|| {
+            let id = hub
+                .login("storm", Outbox::new(tx.clone(), CancellationToken::new()))
+                .expect("login");
+            hub.disconnect(id);
+            while rx.try_recv().is_ok() {}
+        })
+    });
+}
+
+criterion_group!(benches, codec, broadcast, login);
 criterion_main!(benches);

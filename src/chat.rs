@@ -13,7 +13,7 @@
 //! names, never sockets, so other transports (WebSocket, a cluster link)
 //! can drive the same state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -135,6 +135,11 @@ struct State {
     next_id: UserId,
     /// Set at shutdown: departures are then not announced.
     closing: bool,
+    /// Public channels, folded key to display name, kept sorted as
+    /// channels come, go and change privacy: every login sends the first
+    /// `max_list_names` names, and sorting all channel names per login was
+    /// the largest cost of a login storm.
+    public: BTreeMap<String, String>,
 }
 
 /// Shared state plus the limits it enforces.
@@ -174,6 +179,7 @@ impl Hub {
             kicks: Vec::new(),
             next_id: 1,
             closing: false,
+            public: BTreeMap::from([(GENERAL.to_owned(), GENERAL.to_owned())]),
         };
         Hub {
             shared: Arc::new(Shared {
@@ -303,6 +309,7 @@ impl Hub {
             }
             Some(_) => {}
             None => {
+                g.state.public.insert(key.clone(), channel.to_owned());
                 g.state.channels.insert(
                     key.clone(),
                     Channel {
@@ -387,6 +394,12 @@ impl Hub {
         }
         if let Some(ch) = g.state.channels.get_mut(&key) {
             ch.private = private;
+        }
+        if private {
+            g.state.public.remove(&key);
+        } else if let Some(ch) = g.state.channels.get(&key) {
+            let name = ch.name.clone();
+            g.state.public.insert(key.clone(), name);
         }
         let update = g.channel_update(&key);
         g.send_to_channel(&key, None, &update);
@@ -566,17 +579,13 @@ impl Guard<'_> {
 
     /// Public channel names sorted case-insensitively, capped, with the total.
     fn public_channels(&self) -> (Vec<String>, usize) {
-        let mut names: Vec<(&String, &String)> = self
-            .state
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.private)
-            .map(|(k, c)| (k, &c.name))
+        let public = &self.state.public;
+        let names = public
+            .values()
+            .take(self.config.max_list_names)
+            .cloned()
             .collect();
-        let total = names.len();
-        names.sort_unstable();
-        names.truncate(self.config.max_list_names);
-        (names.into_iter().map(|(_, n)| n.clone()).collect(), total)
+        (names, public.len())
     }
 
     fn channel_update(&self, key: &str) -> ServerPackage {
@@ -670,6 +679,7 @@ impl Guard<'_> {
         };
         ch.members.retain(|m| m.id != id);
         if ch.members.is_empty() && key != GENERAL {
+            state.public.remove(&key);
             if let Some(ch) = state.channels.remove(&key) {
                 for invited in ch.invited {
                     if let Some(u) = state.users.get_mut(&invited) {
