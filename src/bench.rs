@@ -65,7 +65,7 @@ pub const DEFAULT_SIZE: usize = 64;
 /// full-speed run measures throughput rather than the slow-consumer policy.
 pub const DEFAULT_WINDOW: u64 = 256;
 /// One received frame in this many is decoded for its latency.
-pub const DEFAULT_SAMPLE: u64 = 8;
+pub const DEFAULT_SAMPLE: u64 = 16;
 /// Connections being set up at once.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Seconds one connection's handshake (connect, login, join) may take.
