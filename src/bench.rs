@@ -391,8 +391,11 @@ pub struct Report {
     pub channels: usize,
     /// Members of the largest channel (fanout).
     pub max_channel_members: usize,
-    /// Requested total rate (0 = closed loop).
+    /// Requested total rate (0 = as fast as the server delivers).
     pub rate: f64,
+    /// At rate 0, how far senders may run ahead of the slowest receiver
+    /// (messages); 0 = open loop.
+    pub window: u64,
     /// Message text size.
     pub size: usize,
     /// Seconds spent opening and logging in the connections.
@@ -460,8 +463,10 @@ impl Report {
         if self.scenario == "fanout" {
             let rate = if self.rate > 0.0 {
                 format!("{} msg/s", self.rate)
+            } else if self.window > 0 {
+                format!("closed loop (window {} messages)", self.window)
             } else {
-                "closed loop".to_owned()
+                "open loop (no window)".to_owned()
             };
             let _ = writeln!(
                 s,
@@ -1126,6 +1131,7 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
         channels,
         max_channel_members: members.iter().copied().max().unwrap_or(0),
         rate: o.rate,
+        window: if o.rate > 0.0 { 0 } else { o.window },
         size: o.size,
         setup_secs,
         run_secs,
