@@ -492,11 +492,13 @@ impl Report {
                 l.p50_us, l.p90_us, l.p99_us, l.max_us, l.mean_us, l.samples
             );
         }
-        let _ = writeln!(
-            s,
-            "bytes           {} sent, {} received",
-            self.bytes_sent, self.bytes_received
-        );
+        if self.scenario == "fanout" {
+            let _ = writeln!(
+                s,
+                "bytes           {} sent, {} received",
+                self.bytes_sent, self.bytes_received
+            );
+        }
         if let Some(u) = &self.server {
             let _ = writeln!(
                 s,
@@ -1065,7 +1067,7 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
     // Wait for the senders, printing progress.
     let progress = o
         .progress
-        .then(|| spawn_progress(totals.clone(), stop.clone()));
+        .then(|| spawn_progress(totals.clone(), stop.clone(), false));
     let mut send_error = None;
     for t in sender_tasks {
         match t.await {
@@ -1155,7 +1157,11 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
 }
 
 /// Prints a progress line to stderr every second until `stop`.
-fn spawn_progress(totals: Arc<Totals>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_progress(
+    totals: Arc<Totals>,
+    stop: CancellationToken,
+    logins: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         let mut last = (0u64, 0u64);
@@ -1168,6 +1174,15 @@ fn spawn_progress(totals: Arc<Totals>, stop: CancellationToken) -> tokio::task::
             }
             let sent = totals.sent.load(Ordering::Relaxed);
             let got = totals.frames.load(Ordering::Relaxed);
+            if logins {
+                eprintln!(
+                    "[{:5.1} s] logged in {sent} ({}/s)",
+                    start.elapsed().as_secs_f64(),
+                    sent - last.0
+                );
+                last = (sent, got);
+                continue;
+            }
             eprintln!(
                 "[{:5.1} s] sent {sent} ({}/s)  delivered {got} ({}/s)",
                 start.elapsed().as_secs_f64(),
@@ -1214,6 +1229,10 @@ async fn storm(o: &Options) -> Result<Report, BenchError> {
     let totals = Arc::new(Totals::default());
     let stop = CancellationToken::new();
     let start = Instant::now();
+    let progress_stop = CancellationToken::new();
+    let progress = o
+        .progress
+        .then(|| spawn_progress(totals.clone(), progress_stop.clone(), true));
     let logins = set_up(o.clients, o.concurrency, |i| {
         let name = bench_name("l", i);
         let addr = o.addr.clone();
@@ -1223,6 +1242,8 @@ async fn storm(o: &Options) -> Result<Report, BenchError> {
             let t = Instant::now();
             let c = open(&addr, &name, &channel_name(i % channels)).await?;
             let took = t.elapsed();
+            // Counted as "sent" so the progress line can show logins.
+            totals.sent.fetch_add(1, Ordering::Relaxed);
             // Later joiners keep notifying this member; read and discard so
             // the server never sees a slow consumer.
             let (stream, _) = c.into_parts();
@@ -1233,6 +1254,10 @@ async fn storm(o: &Options) -> Result<Report, BenchError> {
     })
     .await?;
     let setup_secs = start.elapsed().as_secs_f64().max(1e-9);
+    progress_stop.cancel();
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
     let mut histogram = new_histogram();
     for (took, _, _) in &logins {
         histogram.saturating_record((took.as_micros() as u64).clamp(1, MAX_LATENCY_US));
