@@ -951,26 +951,19 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
     let before = server_stats(o.server_pid);
     let setup_start = Instant::now();
     // Receivers first, then senders; member i of either kind goes to channel i % channels.
-    let receivers = set_up(o.clients, o.concurrency, |i| {
-        let name = bench_name("r", i);
-        let addr = o.addr.clone();
-        async move {
-            open(&addr, &name, &channel_name(i % channels))
-                .await
-                .map(|c| (name, c))
+    let member = |prefix: &'static str| {
+        move |i| {
+            let name = bench_name(prefix, i);
+            let addr = o.addr.clone();
+            async move {
+                open(&addr, &name, &channel_name(i % channels))
+                    .await
+                    .map(|c| (name, c))
+            }
         }
-    })
-    .await?;
-    let senders = set_up(o.senders, o.concurrency, |i| {
-        let name = bench_name("s", i);
-        let addr = o.addr.clone();
-        async move {
-            open(&addr, &name, &channel_name(i % channels))
-                .await
-                .map(|c| (name, c))
-        }
-    })
-    .await?;
+    };
+    let receivers = set_up(o.clients, o.concurrency, member("r")).await?;
+    let senders = set_up(o.senders, o.concurrency, member("s")).await?;
     // Everybody is in place; drain the join notifications so that what
     // arrives from now on is chat traffic only.
     let mut all: Vec<(bool, String, ClientConnection)> = receivers

@@ -228,14 +228,8 @@ impl Hub {
             },
         );
         let (channels, channels_total) = g.public_channels();
-        let session = ServerPackage::Session(Session {
-            status: true,
-            username: Some(name.to_owned()),
-            channel: Some(GENERAL.to_owned()),
-            channels: Some(channels),
-            channels_total: Some(channels_total),
-            reason: None,
-        });
+        let session =
+            ServerPackage::Session(Session::accepted(name, GENERAL, channels, channels_total));
         g.send_to(id, &session);
         g.enter(id, GENERAL);
         g.finish();

@@ -315,11 +315,7 @@ impl Connection {
                 Ok(())
             }
             Err(e) => {
-                self.reply(&ServerPackage::Session(Session {
-                    status: false,
-                    reason: Some(e.0),
-                    ..Session::default()
-                }))?;
+                self.reply(&ServerPackage::Session(Session::refused(e.0)))?;
                 self.reply(&ServerPackage::Request(Request::login()))
             }
         }

@@ -135,6 +135,35 @@ pub struct Session {
     pub reason: Option<String>,
 }
 
+impl Session {
+    /// A successful login: `username` is now in `channel`; `channels` is the
+    /// (capped) list of public channels and `channels_total` their number.
+    pub fn accepted(
+        username: &str,
+        channel: &str,
+        channels: Vec<String>,
+        channels_total: usize,
+    ) -> Self {
+        Session {
+            status: true,
+            username: Some(username.to_owned()),
+            channel: Some(channel.to_owned()),
+            channels: Some(channels),
+            channels_total: Some(channels_total),
+            reason: None,
+        }
+    }
+
+    /// A refused login, with the reason shown to the user.
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Session {
+            status: false,
+            reason: Some(reason.into()),
+            ..Session::default()
+        }
+    }
+}
+
 /// `data` of a `notification` package: the event type and its fields, flat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event_type", rename_all = "snake_case", deny_unknown_fields)]
@@ -366,23 +395,17 @@ mod tests {
                 json!({"type": "request", "data": {"request": "login"}}),
             ),
             (
-                ServerPackage::Session(Session {
-                    status: true,
-                    username: Some("alice".into()),
-                    channel: Some("general".into()),
-                    channels: Some(vec!["general".into()]),
-                    channels_total: Some(1),
-                    reason: None,
-                }),
+                ServerPackage::Session(Session::accepted(
+                    "alice",
+                    "general",
+                    vec!["general".into()],
+                    1,
+                )),
                 json!({"type": "session", "data": {"status": true, "username": "alice",
                     "channel": "general", "channels": ["general"], "channels_total": 1}}),
             ),
             (
-                ServerPackage::Session(Session {
-                    status: false,
-                    reason: Some("Username is already taken.".into()),
-                    ..Session::default()
-                }),
+                ServerPackage::Session(Session::refused("Username is already taken.")),
                 json!({"type": "session", "data": {"status": false, "reason": "Username is already taken."}}),
             ),
             (

@@ -107,32 +107,19 @@ async fn refused_login_can_be_retried_on_the_same_connection() {
     assert_eq!(s.username, None);
     // A new login request follows the refusal.
     for bad in ["", "has space", "x".repeat(33).as_str(), "emoji🙂", "tab\t"] {
-        match next(&mut c).await {
-            ServerPackage::Request(r) => assert_eq!(r.request, "login"),
-            other => panic!("{other:?}"),
-        }
+        next_login_request(&mut c).await;
         c.command("login", Some(json!({ "username": bad })))
             .await
             .unwrap();
-        match next(&mut c).await {
-            ServerPackage::Session(s) => {
-                assert!(!s.status, "{bad:?} accepted");
-                assert!(s.reason.is_some());
-            }
-            other => panic!("{other:?}"),
-        }
+        let s = next_session(&mut c).await;
+        assert!(!s.status, "{bad:?} accepted");
+        assert!(s.reason.is_some());
     }
-    match next(&mut c).await {
-        ServerPackage::Request(r) => assert_eq!(r.request, "login"),
-        other => panic!("{other:?}"),
-    }
+    next_login_request(&mut c).await;
     c.command("login", Some(json!({"username": "Ålice.2"})))
         .await
         .unwrap();
-    match next(&mut c).await {
-        ServerPackage::Session(s) => assert!(s.status),
-        other => panic!("{other:?}"),
-    }
+    assert!(next_session(&mut c).await.status);
     server.shutdown().await;
 }
 
@@ -155,10 +142,7 @@ async fn before_login_everything_else_is_a_login_error() {
     c.command("login", Some(json!({"username": "late"})))
         .await
         .unwrap();
-    match next(&mut c).await {
-        ServerPackage::Session(s) => assert!(s.status),
-        other => panic!("{other:?}"),
-    }
+    assert!(next_session(&mut c).await.status);
     server.shutdown().await;
 }
 

@@ -539,11 +539,7 @@ mod tests {
         assert!(coloured.starts_with("\u{1b}["), "{coloured:?}");
         assert!(coloured.contains("!! join: rust is private."));
         assert!(coloured.ends_with("\u{1b}[0m"), "{coloured:?}");
-        let refused = ServerPackage::Session(Session {
-            status: false,
-            reason: Some("Username is already taken.".into()),
-            ..Session::default()
-        });
+        let refused = ServerPackage::Session(Session::refused("Username is already taken."));
         assert_eq!(
             show(&ChatState::default(), &refused).unwrap(),
             "!! login refused: Username is already taken."
@@ -569,14 +565,12 @@ mod tests {
     fn state_follows_session_joins_and_renames() {
         let mut s = ChatState::default();
         assert_eq!(s.prompt(), "> ");
-        s.apply(&ServerPackage::Session(Session {
-            status: true,
-            username: Some("alice".into()),
-            channel: Some("general".into()),
-            channels: Some(vec!["general".into()]),
-            channels_total: Some(1),
-            reason: None,
-        }));
+        s.apply(&ServerPackage::Session(Session::accepted(
+            "alice",
+            "general",
+            vec!["general".into()],
+            1,
+        )));
         assert_eq!(s.prompt(), "[general] alice> ");
         // Somebody else's join does not move us.
         s.apply(&note(Notification::UserJoined {

@@ -102,6 +102,22 @@ pub async fn next_note(c: &mut ClientConnection) -> Notification {
     }
 }
 
+/// Receives the next package and asserts it is a `session`.
+pub async fn next_session(c: &mut ClientConnection) -> chatmaster::protocol::Session {
+    match next(c).await {
+        ServerPackage::Session(s) => s,
+        other => panic!("expected a session, got {other:?}"),
+    }
+}
+
+/// Receives the next package and asserts it is `request login`.
+pub async fn next_login_request(c: &mut ClientConnection) {
+    match next(c).await {
+        ServerPackage::Request(r) => assert_eq!(r.request, "login"),
+        other => panic!("expected request login, got {other:?}"),
+    }
+}
+
 /// Receives the next package and asserts it is an error; returns (type, message).
 pub async fn next_error(c: &mut ClientConnection) -> (String, String) {
     match next(c).await {
