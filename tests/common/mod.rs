@@ -153,3 +153,48 @@ pub async fn expect_closed(c: &mut ClientConnection) {
         }
     }
 }
+
+/// Resident and peak resident memory of this process in KiB.
+pub fn memory_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A full frame carrying `json` as the protocol wants it.
+pub fn frame_of(json: &str) -> Vec<u8> {
+    chatmaster::frame::FrameCodec::frame(chatmaster::compress::deflate(json.as_bytes(), 1).into())
+        .to_vec()
+}
+
+pub fn login_frame(name: &str) -> Vec<u8> {
+    frame_of(&format!(
+        r#"{{"type":"command","data":{{"command":"login","parameters":{{"username":"{name}"}}}}}}"#
+    ))
+}
+
+/// Waits (polling the hub) until `cond` holds for its snapshot.
+pub async fn until_state(
+    server: &TestServer,
+    what: &str,
+    cond: impl Fn(&chatmaster::chat::Snapshot) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let snap = server.hub.snapshot();
+        if cond(&snap) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {snap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
