@@ -68,6 +68,54 @@ pub struct Snapshot {
     pub channels: Vec<ChannelSnapshot>,
 }
 
+impl Snapshot {
+    /// Checks the structural invariants of the chat state: names are unique
+    /// case-insensitively; every user is a member of exactly the channel
+    /// their entry names; `general` exists, is public and has no owner;
+    /// every other channel is non-empty and owned by one of its members.
+    /// Returns the first violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut folded = HashSet::new();
+        for (name, channel) in &self.users {
+            if !folded.insert(fold_name(name)) {
+                return Err(format!("duplicate name {name}"));
+            }
+            let homes: Vec<&str> = self
+                .channels
+                .iter()
+                .filter(|c| c.members.contains(name))
+                .map(|c| c.name.as_str())
+                .collect();
+            if homes != [channel.as_str()] {
+                return Err(format!("{name} is in {homes:?}, its entry says {channel}"));
+            }
+        }
+        let memberships: usize = self.channels.iter().map(|c| c.members.len()).sum();
+        if memberships != self.users.len() {
+            return Err(format!(
+                "{memberships} memberships for {} users",
+                self.users.len()
+            ));
+        }
+        match self.channels.iter().find(|c| c.name == GENERAL) {
+            None => return Err("general is missing".to_owned()),
+            Some(g) if g.private || g.owner.is_some() => {
+                return Err(format!("general must be public and ownerless: {g:?}"))
+            }
+            Some(_) => {}
+        }
+        for c in self.channels.iter().filter(|c| c.name != GENERAL) {
+            if c.members.is_empty() {
+                return Err(format!("empty channel {} survived", c.name));
+            }
+            if !c.owner.as_ref().is_some_and(|o| c.members.contains(o)) {
+                return Err(format!("owner of {} is not a member: {c:?}", c.name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One channel in a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSnapshot {
@@ -757,4 +805,58 @@ fn deliver(tx: &mpsc::Sender<Bytes>, id: UserId, bytes: Bytes, kicks: &mut Vec<U
 /// Now, as RFC 3339 UTC with milliseconds: `2026-11-21T10:00:00.123Z`.
 pub fn timestamp_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(name: &str, owner: Option<&str>, members: &[&str]) -> ChannelSnapshot {
+        ChannelSnapshot {
+            name: name.to_owned(),
+            private: false,
+            owner: owner.map(str::to_owned),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    fn user(name: &str, channel: &str) -> (String, String) {
+        (name.to_owned(), channel.to_owned())
+    }
+
+    #[test]
+    fn invariants_hold_for_a_sound_state_and_catch_each_violation() {
+        let sound = Snapshot {
+            users: vec![user("alice", "rust"), user("bob", "general")],
+            channels: vec![
+                channel("general", None, &["bob"]),
+                channel("rust", Some("alice"), &["alice"]),
+            ],
+        };
+        assert_eq!(sound.check_invariants(), Ok(()));
+
+        let mut twice = sound.clone();
+        twice.users.push(user("ALICE", "general"));
+        twice.channels[0].members.push("ALICE".into());
+        let mut two_homes = sound.clone();
+        two_homes.channels[0].members.push("alice".into());
+        let mut empty = sound.clone();
+        empty.channels.push(channel("ghost", Some("alice"), &[]));
+        let mut absent_owner = sound.clone();
+        absent_owner.channels[1].owner = Some("bob".into());
+        let mut private_general = sound.clone();
+        private_general.channels[0].private = true;
+        let mut no_general = sound.clone();
+        no_general.channels.remove(0);
+        for (what, bad) in [
+            ("case-insensitive duplicate", twice),
+            ("user in two channels", two_homes),
+            ("empty channel", empty),
+            ("owner not a member", absent_owner),
+            ("private general", private_general),
+            ("missing general", no_general),
+        ] {
+            assert!(bad.check_invariants().is_err(), "{what} not caught");
+        }
+    }
 }

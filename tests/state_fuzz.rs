@@ -30,7 +30,7 @@ use chatmaster::chat::Snapshot;
 use chatmaster::client::ClientConnection;
 use chatmaster::compress;
 use chatmaster::frame::FrameCodec;
-use chatmaster::protocol::{fold_name, Notification, ServerPackage};
+use chatmaster::protocol::{Notification, ServerPackage};
 use common::*;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -574,36 +574,7 @@ async fn run_client(
 }
 
 fn check_snapshot(snap: &Snapshot, views: &[Option<View>]) -> Check {
-    let mut folded = BTreeSet::new();
-    for (name, channel) in &snap.users {
-        if !folded.insert(fold_name(name)) {
-            return Err(format!("duplicate name {name}"));
-        }
-        let homes: Vec<&str> = snap
-            .channels
-            .iter()
-            .filter(|c| c.members.contains(name))
-            .map(|c| c.name.as_str())
-            .collect();
-        if homes != [channel.as_str()] {
-            return Err(format!("{name} is in {homes:?}, user entry says {channel}"));
-        }
-    }
-    let members: usize = snap.channels.iter().map(|c| c.members.len()).sum();
-    if members != snap.users.len() {
-        return Err(format!(
-            "{members} memberships for {} users",
-            snap.users.len()
-        ));
-    }
-    for c in &snap.channels {
-        if c.members.is_empty() && c.name != "general" {
-            return Err(format!("empty channel {} survived", c.name));
-        }
-        if c.name != "general" && !c.owner.as_ref().is_some_and(|o| c.members.contains(o)) {
-            return Err(format!("owner of {} is not a member: {c:?}", c.name));
-        }
-    }
+    snap.check_invariants()?;
     let live: Vec<&View> = views.iter().flatten().collect();
     if live.len() != snap.users.len() {
         return Err(format!(
