@@ -16,12 +16,8 @@ use nix::sys::wait::WaitStatus;
 use rexpect::reader::Options;
 use rexpect::session::spawn_with_options;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn incoming_message_keeps_the_half_typed_line() {
-    let server = TestServer::start_default().await;
-    let mut bob = server.login("bob").await;
-    let state = std::env::temp_dir().join(format!("chatmaster-pty-{}", std::process::id()));
-
+/// The client binary, logging in as alice to `server`, plain output.
+fn client_as_alice(server: &TestServer) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-client"));
     cmd.args([
         "--host",
@@ -31,10 +27,25 @@ async fn incoming_message_keeps_the_half_typed_line() {
     ])
     .args(["--username", "alice"])
     .env("TERM", "xterm")
-    .env("NO_COLOR", "1")
-    .env("XDG_STATE_HOME", &state);
+    .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts `cmd` in a pseudo-terminal, with the suite's line timeout.
+fn spawn_in_pty(cmd: Command) -> rexpect::session::PtySession {
     let timeout = u64::try_from(LINE_WAIT.as_millis()).unwrap();
-    let mut p = spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap();
+    spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_message_keeps_the_half_typed_line() {
+    let server = TestServer::start_default().await;
+    let mut bob = server.login("bob").await;
+    let state = std::env::temp_dir().join(format!("chatmaster-pty-{}", std::process::id()));
+
+    let mut cmd = client_as_alice(&server);
+    cmd.env("XDG_STATE_HOME", &state);
+    let mut p = spawn_in_pty(cmd);
 
     p.exp_string("[general] alice> ").unwrap();
     match next_note(&mut bob).await {
@@ -91,18 +102,9 @@ async fn incoming_message_keeps_the_half_typed_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_shutdown_while_typing_exits_5() {
     let server = TestServer::start_default().await;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-client"));
-    cmd.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &server.addr.port().to_string(),
-    ])
-    .args(["--username", "alice", "--no-history"])
-    .env("TERM", "xterm")
-    .env("NO_COLOR", "1");
-    let timeout = u64::try_from(LINE_WAIT.as_millis()).unwrap();
-    let mut p = spawn_with_options(cmd, Options::new().timeout_ms(Some(timeout))).unwrap();
+    let mut cmd = client_as_alice(&server);
+    cmd.arg("--no-history");
+    let mut p = spawn_in_pty(cmd);
     p.exp_string("[general] alice> ").unwrap();
     p.send("unfinish").unwrap();
     p.flush().unwrap();
