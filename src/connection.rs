@@ -32,6 +32,7 @@ use crate::commands::{self, parse_params, UsernameParams};
 use crate::config::Config;
 use crate::frame::FrameCodec;
 use crate::protocol::{ClientPackage, Notification, Request, ServerPackage, Session};
+use crate::rate::TokenBucket;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -65,17 +66,11 @@ enum Event {
     FrameTimeout,
 }
 
-/// A token bucket: `rate` packages per second on average, `burst` at once.
+/// Flood control: the token bucket plus how many packages in a row it refused.
 #[derive(Debug)]
 struct RateLimit {
-    /// Tokens per second; 0 disables the limit.
-    rate: f64,
-    /// Bucket size.
-    burst: f64,
-    /// Tokens available now.
-    tokens: f64,
-    /// When `tokens` was last brought up to date.
-    updated: Instant,
+    /// `rate_per_sec` tokens per second, `rate_burst` at once.
+    bucket: TokenBucket,
     /// Packages refused in a row.
     strikes: u32,
 }
@@ -83,25 +78,14 @@ struct RateLimit {
 impl RateLimit {
     fn new(config: &Config) -> Self {
         RateLimit {
-            rate: f64::from(config.rate_per_sec),
-            burst: f64::from(config.rate_burst.max(1)),
-            tokens: f64::from(config.rate_burst.max(1)),
-            updated: Instant::now(),
+            bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst),
             strikes: 0,
         }
     }
 
     /// Takes a token; false when the bucket is empty.
     fn allow(&mut self) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.updated).as_secs_f64();
-        self.updated = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.try_take() {
             self.strikes = 0;
             true
         } else {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod connection;
 pub mod frame;
 pub mod protocol;
+pub mod rate;
 pub mod server;
 pub mod ui;
 

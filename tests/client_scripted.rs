@@ -49,7 +49,13 @@ async fn end_of_input_exits_only_after_the_server_handled_everything() {
     let mut watcher = server.login("watcher").await;
     // Everything is written and stdin closed before the client has even
     // logged in: it must still deliver every line, then exit 0.
-    let mut client = Scripted::start(server.addr, "burst", &["--username", "burst"]);
+    // The test server has no flood limit, so pacing is off here (see
+    // `a_paste_is_paced_under_the_default_flood_limit` for the paced case).
+    let mut client = Scripted::start(
+        server.addr,
+        "burst",
+        &["--username", "burst", "--send-rate", "0"],
+    );
     let count = 300;
     for i in 0..count {
         client.send(&format!("line {i}"));
@@ -243,4 +249,35 @@ fn help_lists_exit_codes_and_bad_flags_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paste_is_paced_under_the_default_flood_limit() {
+    // A server with its default flood control (20 per second, bursts of
+    // 40, cut off after 50 refusals): an unpaced paste of 60 lines would be
+    // partly refused, then disconnected.
+    let server = TestServer::start(chatmaster::Config::default()).await;
+    let mut watcher = server.login("watcher").await;
+    let mut client = Scripted::start(server.addr, "paster", &["--username", "paster"]);
+    let count = 60;
+    for i in 0..count {
+        client.send(&format!("pasted {i}"));
+    }
+    let (status, out, stderr) = client.finish();
+    assert_eq!(status.code(), Some(0), "{out:?} {stderr}");
+    assert!(
+        out.iter().all(|l| !l.starts_with("!!")),
+        "the server refused something: {out:?}"
+    );
+    match next_note(&mut watcher).await {
+        Notification::UserJoined { username, .. } => assert_eq!(username, "paster"),
+        other => panic!("{other:?}"),
+    }
+    for i in 0..count {
+        match next(&mut watcher).await {
+            ServerPackage::Message(m) => assert_eq!(m.message, format!("pasted {i}")),
+            other => panic!("line {i}: {other:?}"),
+        }
+    }
+    server.shutdown().await;
 }

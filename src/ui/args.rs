@@ -17,6 +17,13 @@ pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_HISTORY_SIZE: usize = 1000;
 /// Lines waiting to be printed before reading from the server pauses.
 pub const DEFAULT_PRINT_QUEUE: usize = 256;
+/// Packages per second the client sends at most, on average: a fifth under
+/// the server's default flood limit (20 per second), so a paste or a piped
+/// file is slowed down rather than refused.
+pub const DEFAULT_SEND_RATE: u32 = 16;
+/// Packages the client sends at once before pacing starts (the server's
+/// default burst is 40).
+pub const DEFAULT_SEND_BURST: u32 = 32;
 
 /// How the client ended; the process exit code is the discriminant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +114,13 @@ pub struct ClientArgs {
     /// Lines waiting to be printed before reading from the server pauses.
     #[arg(long, default_value_t = DEFAULT_PRINT_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub print_queue: usize,
+    /// Packages per second sent at most, so pastes and scripts stay under the
+    /// server's flood limit (0 = no pacing, for servers run without one).
+    #[arg(long, default_value_t = DEFAULT_SEND_RATE)]
+    pub send_rate: u32,
+    /// Packages sent at once before pacing starts.
+    #[arg(long, default_value_t = DEFAULT_SEND_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_burst: u32,
 }
 
 impl ClientArgs {

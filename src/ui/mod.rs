@@ -17,6 +17,7 @@ pub mod session;
 use std::io::IsTerminal;
 
 use crate::client::ClientConnection;
+use crate::rate::TokenBucket;
 pub use args::{ClientArgs, Exit};
 
 /// Longest line the client sends or reads from stdin, in bytes: the
@@ -78,6 +79,7 @@ pub async fn run(args: ClientArgs) -> Exit {
         drain_timeout: args.drain_timeout(),
         max_line_bytes: MAX_LINE_BYTES,
         theme,
+        pacer: TokenBucket::new(args.send_rate, args.send_burst),
     };
     session::Session::new(conn, console, settings).run().await
 }

@@ -16,6 +16,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::client::{ClientConnection, ClientError};
 use crate::protocol::{ClientPackage, Command, Notification, ServerPackage};
+use crate::rate::TokenBucket;
 use crate::ui::args::Exit;
 use crate::ui::console::{Console, InputEvent, LineKind};
 use crate::ui::display::{ChatState, Theme};
@@ -37,6 +38,8 @@ pub struct Settings {
     pub max_line_bytes: usize,
     /// Colours or not.
     pub theme: Theme,
+    /// Paces what is sent to stay under the server's flood limit.
+    pub pacer: TokenBucket,
 }
 
 /// Where the session is.
@@ -137,6 +140,9 @@ impl Session {
     }
 
     async fn send(&mut self, package: &ClientPackage) -> Result<(), End> {
+        // Every package counts against the server's limit, pings included:
+        // a refused final ping would leave the exit unconfirmed.
+        self.settings.pacer.take().await;
         self.conn.send(package).await.map_err(lost)
     }
 
