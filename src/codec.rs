@@ -69,15 +69,6 @@ pub enum EncodeError {
     Io(#[from] std::io::Error),
 }
 
-impl From<FrameError> for EncodeError {
-    fn from(e: FrameError) -> Self {
-        match e {
-            FrameError::Io(io) => EncodeError::Io(io),
-            other => EncodeError::Io(std::io::Error::other(other.to_string())),
-        }
-    }
-}
-
 /// Serializes, compresses and frames one package: the bytes to write.
 pub fn encode<T: Serialize>(
     package: &T,

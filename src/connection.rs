@@ -174,7 +174,7 @@ impl Connection {
                     frame_deadline = None;
                     if let Err(close) = self.handle_frame(&body) {
                         // The reply explaining why is queued: let it out first.
-                        let _ = timeout(self.config.shutdown_timeout, self.drain_all()).await;
+                        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
                         return Err(close);
                     }
                     self.flush_queue().await?;
@@ -322,7 +322,8 @@ impl Connection {
         self.reply(&ServerPackage::error(error_type, message))
     }
 
-    /// Writes everything queued, without waiting for more.
+    /// Writes everything queued, without waiting for more (`write_batch`
+    /// keeps taking from the queue until it is empty).
     async fn flush_queue(&mut self) -> Result<(), Close> {
         match self.rx.try_recv() {
             Ok(first) => self.write_batch(first).await,
@@ -394,7 +395,7 @@ impl Connection {
         // goes last, after what is queued, so order is kept.
         let _ = self.reply_error(error_type, message);
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.drain_all()).await;
+        let _ = timeout(limit, self.flush_queue()).await;
         Err(Close::Fatal(reason))
     }
 
@@ -404,15 +405,8 @@ impl Connection {
             Notification::ServerShutdown {},
         ));
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.drain_all()).await;
+        let _ = timeout(limit, self.flush_queue()).await;
         let _ = timeout(limit, self.stream.shutdown()).await;
         Err(Close::Shutdown)
-    }
-
-    async fn drain_all(&mut self) -> Result<(), Close> {
-        while let Ok(first) = self.rx.try_recv() {
-            self.write_batch(first).await?;
-        }
-        Ok(())
     }
 }

@@ -55,20 +55,12 @@ impl FrameCodec {
         let inner = LengthDelimitedCodec::builder()
             .length_field_length(HEADER_LEN)
             .big_endian()
-            // Outgoing packages are capped by max_package_bytes before they get
-            // here and deflate never grows data by much, so the outgoing limit
-            // is generous rather than equal to the incoming one.
-            .max_frame_length(max_frame_bytes.max(u32::MAX as usize / 2))
+            .max_frame_length(max_frame_bytes)
             .new_codec();
         FrameCodec {
             inner,
             max_frame_bytes,
         }
-    }
-
-    /// The incoming frame limit.
-    pub fn max_frame_bytes(&self) -> usize {
-        self.max_frame_bytes
     }
 
     /// Frames `body` into a freshly allocated buffer ready to write.
@@ -114,14 +106,6 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         Ok(self.inner.decode(src)?)
-    }
-}
-
-impl Encoder<Bytes> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
-        Ok(self.inner.encode(body, dst)?)
     }
 }
 
