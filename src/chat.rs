@@ -20,7 +20,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec;
+use crate::codec::{self, EncodeError};
+use crate::compress::DeflatedTail;
 use crate::config::Config;
 use crate::protocol::{
     fold_name, validate_message, validate_name, ChatMessage, Notification, ServerPackage, Session,
@@ -183,11 +184,99 @@ struct State {
     next_id: UserId,
     /// Set at shutdown: departures are then not announced.
     closing: bool,
-    /// Public channels, folded key to display name, kept sorted as
-    /// channels come, go and change privacy: every login sends the first
-    /// `max_list_names` names, and sorting all channel names per login was
-    /// the largest cost of a login storm.
-    public: BTreeMap<String, String>,
+    /// Public channels in list order, with the list every login sends.
+    public: PublicChannels,
+}
+
+/// The public channels, folded key to display name, kept sorted as channels
+/// come, go and change privacy, plus the compressed `channels` list that
+/// every `session` carries.
+///
+/// Both are here for login storms: sorting every channel name per login
+/// was once their largest cost, and after that, cloning, serializing and
+/// compressing the same list of up to `max_list_names` names per login was.
+/// The list changes far less often than people log in (only when a channel
+/// among the first `max_list_names` comes or goes), so it is compressed once
+/// per change and spliced into each session.
+#[derive(Debug)]
+struct PublicChannels {
+    /// Folded key to display name.
+    names: BTreeMap<String, String>,
+    /// The list as last sent; `None` until needed again after a change
+    /// that alters it.
+    listed: Option<Listed>,
+}
+
+/// The `channels` list as sent, compressed.
+#[derive(Debug)]
+struct Listed {
+    /// Folded key of the last name in the list.
+    last: String,
+    /// Names in the list (less than the cap means every public channel).
+    count: usize,
+    /// The list as the compressed end of a package.
+    tail: Arc<DeflatedTail>,
+}
+
+impl PublicChannels {
+    fn new() -> Self {
+        PublicChannels {
+            names: BTreeMap::from([(GENERAL.to_owned(), GENERAL.to_owned())]),
+            listed: None,
+        }
+    }
+
+    /// How many public channels exist.
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn insert(&mut self, key: String, name: String, cap: usize) {
+        if let Some(l) = &self.listed {
+            // A name sorting after a full list's last one does not show.
+            if l.count < cap || key <= l.last {
+                self.listed = None;
+            }
+        }
+        self.names.insert(key, name);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.names.remove(key).is_some()
+            && self.listed.as_ref().is_some_and(|l| key <= l.last.as_str())
+        {
+            self.listed = None;
+        }
+    }
+
+    /// The first `cap` display names, in order.
+    fn first(&self, cap: usize) -> Vec<String> {
+        self.names.values().take(cap).cloned().collect()
+    }
+
+    /// The compressed `channels` list, built if a change made it stale.
+    fn tail(&mut self, config: &Config) -> Result<Arc<DeflatedTail>, EncodeError> {
+        if let Some(l) = &self.listed {
+            return Ok(l.tail.clone());
+        }
+        let cap = config.max_list_names;
+        let names: Vec<&str> = self.names.values().take(cap).map(String::as_str).collect();
+        let tail = Arc::new(codec::list_tail(
+            "channels",
+            &names,
+            config.compression_level,
+        )?);
+        let last = match names.len().checked_sub(1) {
+            Some(i) => self.names.keys().nth(i).cloned().unwrap_or_default(),
+            None => String::new(),
+        };
+        self.listed = Some(Listed {
+            last,
+            count: names.len(),
+            tail: tail.clone(),
+        });
+        Ok(tail)
+    }
 }
 
 /// Shared state plus the limits it enforces.
@@ -227,7 +316,7 @@ impl Hub {
             kicks: Vec::new(),
             next_id: 1,
             closing: false,
-            public: BTreeMap::from([(GENERAL.to_owned(), GENERAL.to_owned())]),
+            public: PublicChannels::new(),
         };
         Hub {
             shared: Arc::new(Shared {
@@ -275,10 +364,7 @@ impl Hub {
                 invited_to: HashSet::new(),
             },
         );
-        let (channels, channels_total) = g.public_channels();
-        let session =
-            ServerPackage::Session(Session::accepted(name, GENERAL, channels, channels_total));
-        g.send_to(id, &session);
+        g.send_session(id, name);
         g.enter(id, GENERAL);
         g.finish();
         Ok(id)
@@ -351,7 +437,9 @@ impl Hub {
             }
             Some(_) => {}
             None => {
-                g.state.public.insert(key.clone(), channel.to_owned());
+                g.state
+                    .public
+                    .insert(key.clone(), channel.to_owned(), g.config.max_list_names);
                 g.state.channels.insert(
                     key.clone(),
                     Channel {
@@ -441,7 +529,8 @@ impl Hub {
             g.state.public.remove(&key);
         } else if let Some(ch) = g.state.channels.get(&key) {
             let name = ch.name.clone();
-            g.state.public.insert(key.clone(), name);
+            let cap = g.config.max_list_names;
+            g.state.public.insert(key.clone(), name, cap);
         }
         let update = g.channel_update(&key);
         g.send_to_channel(&key, None, &update);
@@ -498,10 +587,9 @@ impl Hub {
     pub fn channel_list(&self, id: UserId) -> Result<(), ChatError> {
         let mut g = self.lock();
         g.user(id)?;
-        let (channels, channels_total) = g.public_channels();
         let list = ServerPackage::notification(Notification::ChannelList {
-            channels,
-            channels_total,
+            channels: g.state.public.first(g.config.max_list_names),
+            channels_total: g.state.public.len(),
         });
         g.send_to(id, &list);
         g.finish();
@@ -619,15 +707,28 @@ impl Guard<'_> {
         }
     }
 
-    /// Public channel names sorted case-insensitively, capped, with the total.
-    fn public_channels(&self) -> (Vec<String>, usize) {
-        let public = &self.state.public;
-        let names = public
-            .values()
-            .take(self.config.max_list_names)
-            .cloned()
-            .collect();
-        (names, public.len())
+    /// Sends a new user their `session`: the channel list in it is the
+    /// shared, precompressed one.
+    fn send_session(&mut self, id: UserId, name: &str) {
+        let config = self.config;
+        let state = &mut *self.state;
+        let head = ServerPackage::Session(Session::accepted_without_list(
+            name,
+            GENERAL,
+            state.public.len(),
+        ));
+        let encoded = state
+            .public
+            .tail(config)
+            .and_then(|tail| codec::encode_with_tail(&head, &tail, config.max_package_bytes));
+        match encoded {
+            Ok(bytes) => {
+                if let Some(u) = state.users.get(&id) {
+                    deliver(&u.outbox.tx, id, bytes, &mut state.kicks);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not encode a session"),
+        }
     }
 
     fn channel_update(&self, key: &str) -> ServerPackage {
@@ -822,6 +923,52 @@ mod tests {
 
     fn user(name: &str, channel: &str) -> (String, String) {
         (name.to_owned(), channel.to_owned())
+    }
+
+    /// The names a cached list tail carries, read back through a real
+    /// spliced zlib stream.
+    fn listed(tail: &DeflatedTail) -> Vec<String> {
+        let mut z = Vec::new();
+        tail.splice_into(br#"{"type":"x","data":{"n":0"#, &mut z);
+        let text = crate::compress::inflate(&z, 1 << 20).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        serde_json::from_value(v["data"]["channels"].clone()).unwrap()
+    }
+
+    #[test]
+    fn cached_channel_list_matches_the_channels_after_any_change() {
+        // A cap of 3 over 8 names makes changes before, at and after the
+        // end of the list all common; the cache must be right after each.
+        let config = Config {
+            max_list_names: 3,
+            ..Config::default()
+        };
+        let pool = ["a", "B", "c", "D", "e", "F", "g", "H"];
+        let mut public = PublicChannels::new();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rebuilt = 0;
+        for step in 0..3000 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let name = pool[(seed >> 33) as usize % pool.len()];
+            let key = crate::protocol::fold_name(name);
+            if (seed >> 40) % 2 == 0 {
+                public.insert(key, name.to_owned(), config.max_list_names);
+            } else {
+                public.remove(&key);
+            }
+            // Look at the list only every other step, so some changes pile
+            // up between two builds.
+            if step % 2 == 0 {
+                let was_cached = public.listed.is_some();
+                let tail = public.tail(&config).unwrap();
+                rebuilt += usize::from(!was_cached);
+                assert_eq!(listed(&tail), public.first(3), "step {step}");
+            }
+        }
+        // The cache must have been both used and rebuilt for this to test anything.
+        assert!(rebuilt > 50 && rebuilt < 1400, "rebuilt {rebuilt} of 1500");
     }
 
     #[test]

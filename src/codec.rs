@@ -13,7 +13,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::compress::{self, InflateError};
-use crate::frame::{FrameCodec, FrameError};
+use crate::frame::{FrameCodec, FrameError, HEADER_LEN};
 
 /// Why a frame did not yield a package.
 #[derive(Debug, thiserror::Error)]
@@ -76,15 +76,71 @@ pub fn encode<T: Serialize>(
     level: u32,
 ) -> Result<Bytes, EncodeError> {
     let json = serde_json::to_vec(package)?;
-    if json.len() > max_package_bytes {
-        return Err(EncodeError::TooLarge {
-            len: json.len(),
-            max: max_package_bytes,
-        });
+    check_len(json.len(), max_package_bytes)?;
+    // Compress straight behind room for the length prefix: no second copy.
+    let mut out = Vec::with_capacity(HEADER_LEN + json.len() / 2 + 64);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    compress::deflate_into(&json, level, true, &mut out);
+    Ok(finish_frame(out))
+}
+
+/// A package's last member, a list of names, compressed once so that many
+/// packages can end with it (see [`compress::DeflatedTail`]).
+///
+/// Its text is `,"<member>":[...]}}`: the member, then the close of `data`
+/// and of the package, so it fits any package whose `data` would otherwise
+/// end without that member.
+pub fn list_tail<S: Serialize>(
+    member: &str,
+    names: &[S],
+    level: u32,
+) -> Result<compress::DeflatedTail, EncodeError> {
+    let mut text = Vec::with_capacity(names.len() * 16 + member.len() + 8);
+    text.push(b',');
+    serde_json::to_writer(&mut text, member)?;
+    text.push(b':');
+    serde_json::to_writer(&mut text, names)?;
+    text.extend_from_slice(b"}}");
+    Ok(compress::DeflatedTail::new(&text, level))
+}
+
+/// Frames `package` with `tail` (from [`list_tail`]) as its last member,
+/// without compressing the tail again: the package is serialized without
+/// that member and its closing braces are replaced by the tail.
+pub fn encode_with_tail<T: Serialize>(
+    package: &T,
+    tail: &compress::DeflatedTail,
+    max_package_bytes: usize,
+) -> Result<Bytes, EncodeError> {
+    let json = serde_json::to_vec(package)?;
+    // Every package serializes as {"type":...,"data":{...}}, so its text
+    // ends by closing data and then the package.
+    let Some(head) = json.strip_suffix(b"}}") else {
+        return Err(EncodeError::Json(serde::ser::Error::custom(
+            "package does not end with its data object",
+        )));
+    };
+    check_len(head.len() + tail.text_len(), max_package_bytes)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + head.len() + 64);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    tail.splice_into(head, &mut out);
+    Ok(finish_frame(out))
+}
+
+fn check_len(len: usize, max: usize) -> Result<(), EncodeError> {
+    if len > max {
+        return Err(EncodeError::TooLarge { len, max });
     }
-    Ok(FrameCodec::frame(Bytes::from(compress::deflate(
-        &json, level,
-    ))))
+    Ok(())
+}
+
+/// Writes the body length into the `HEADER_LEN` bytes reserved at the front.
+fn finish_frame(mut out: Vec<u8>) -> Bytes {
+    // Bodies are bounded by max_package_bytes (far below 4 GiB) plus zlib's
+    // small overhead, so the length always fits the prefix.
+    let len = (out.len() - HEADER_LEN) as u32;
+    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Bytes::from(out)
 }
 
 /// Inflates and parses one frame body (without its length prefix).
@@ -181,6 +237,37 @@ mod tests {
 
     fn body(frame: &Bytes) -> &[u8] {
         &frame[crate::frame::HEADER_LEN..]
+    }
+
+    #[test]
+    fn session_with_a_spliced_list_equals_the_plain_encoding() {
+        use crate::protocol::Session;
+        let names: Vec<String> = (0..300).map(|i| format!("chan-\"{i}\u{e9}")).collect();
+        for level in [0, 1, 9] {
+            let tail = list_tail("channels", &names, level).unwrap();
+            let head =
+                ServerPackage::Session(Session::accepted_without_list("al\"ice", "general", 777));
+            let spliced = encode_with_tail(&head, &tail, 1 << 20).unwrap();
+            let len = u32::from_be_bytes([spliced[0], spliced[1], spliced[2], spliced[3]]);
+            assert_eq!(len as usize, spliced.len() - crate::frame::HEADER_LEN);
+            let plain =
+                ServerPackage::Session(Session::accepted("al\"ice", "general", names.clone(), 777));
+            let want = encode(&plain, 1 << 20, level).unwrap();
+            // Same text, byte for byte, whatever the compressed bytes are.
+            let text = |f: &Bytes| compress::inflate(body(f), 1 << 20).unwrap();
+            assert_eq!(text(&spliced), text(&want));
+            assert_eq!(
+                decode_body::<ServerPackage>(body(&spliced), 1 << 20).unwrap(),
+                plain
+            );
+        }
+        // The limit counts the whole text, tail included.
+        let tail = list_tail("channels", &names, 1).unwrap();
+        let head = ServerPackage::Session(Session::accepted_without_list("a", "general", 1));
+        assert!(matches!(
+            encode_with_tail(&head, &tail, 1000),
+            Err(EncodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub enum InflateError {
 
 thread_local! {
     static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(true));
-    static DEFLATERS: RefCell<Vec<(u32, Compress)>> = const { RefCell::new(Vec::new()) };
+    static DEFLATERS: RefCell<Vec<(u32, bool, Compress)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Inflates one complete zlib stream into `out` (cleared first), producing
@@ -93,32 +93,113 @@ pub fn inflate(input: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
 
 /// Compresses `input` into one complete zlib stream at `level` (0..=9).
 pub fn deflate(input: &[u8], level: u32) -> Vec<u8> {
+    // zlib's worst case: stored blocks add 5 bytes per 16 KiB plus header and trailer.
+    let mut out = Vec::with_capacity(input.len() + input.len() / 1000 + 64);
+    deflate_into(input, level, true, &mut out);
+    out
+}
+
+/// Appends `input`, compressed at `level` (0..=9), to `out`: a complete
+/// zlib stream when `zlib` is true, else a bare deflate stream (RFC 1951)
+/// whose last block is marked final.
+pub fn deflate_into(input: &[u8], level: u32, zlib: bool, out: &mut Vec<u8>) {
     let level = level.min(9);
     DEFLATERS.with(|cell| {
         let mut deflaters = cell.borrow_mut();
-        let index = match deflaters.iter().position(|(l, _)| *l == level) {
+        let index = match deflaters
+            .iter()
+            .position(|(l, z, _)| *l == level && *z == zlib)
+        {
             Some(i) => i,
             None => {
-                deflaters.push((level, Compress::new(Compression::new(level), true)));
+                deflaters.push((level, zlib, Compress::new(Compression::new(level), zlib)));
                 deflaters.len() - 1
             }
         };
-        let deflater = &mut deflaters[index].1;
+        let deflater = &mut deflaters[index].2;
         deflater.reset();
-        // zlib's worst case: stored blocks add 5 bytes per 16 KiB plus header and trailer.
-        let mut out = Vec::with_capacity(input.len() + input.len() / 1000 + 64);
+        out.reserve(input.len() / 2 + 64);
         loop {
             let consumed = deflater.total_in() as usize;
             let rest = input.get(consumed..).unwrap_or_default();
             // Compressing into a Vec cannot fail except through misuse of
             // the stream state, which reset() above rules out.
-            match deflater.compress_vec(rest, &mut out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => return out,
+            match deflater.compress_vec(rest, out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return,
                 Ok(_) | Err(_) => out.reserve(out.capacity().max(64)),
             }
         }
     })
 }
+
+/// The end of many packages' text, compressed once.
+///
+/// Some packages share a long tail and differ only in a short head: every
+/// `session` carries the same list of up to 1,000 channel names and only
+/// the user's name differs. Compressing that list again for every login was
+/// a third of the server's time in a login storm. A zlib stream can be
+/// spliced instead: the head goes out as one stored (uncompressed) deflate
+/// block, which ends on a byte boundary, the tail's deflate blocks are
+/// copied after it unchanged (they were compressed with no history, so they
+/// refer to nothing in the head), and the Adler-32 of the whole text is
+/// combined from the two parts' checksums. The result is an ordinary zlib
+/// stream any inflater reads.
+#[derive(Debug, Clone)]
+pub struct DeflatedTail {
+    /// A bare deflate stream of the tail text, last block final.
+    deflated: Vec<u8>,
+    /// Adler-32 of the tail text.
+    adler: u32,
+    /// Length of the tail text.
+    len: usize,
+}
+
+impl DeflatedTail {
+    /// Compresses `text` at `level` for use after any head.
+    pub fn new(text: &[u8], level: u32) -> Self {
+        let mut deflated = Vec::with_capacity(text.len() / 2 + 64);
+        deflate_into(text, level, false, &mut deflated);
+        DeflatedTail {
+            deflated,
+            adler: zlib_rs::adler32::adler32(1, text),
+            len: text.len(),
+        }
+    }
+
+    /// Length of the uncompressed tail text.
+    pub fn text_len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends to `out` one complete zlib stream whose text is `head`
+    /// followed by this tail's text.
+    pub fn splice_into(&self, head: &[u8], out: &mut Vec<u8>) {
+        // 0x78 0x01: deflate with a 32 KiB window, no preset dictionary,
+        // "fastest" level hint; (0x78 * 256 + 0x01) is a multiple of 31.
+        out.reserve(2 + head.len() + 5 * (head.len() / STORED_MAX + 1) + self.deflated.len() + 4);
+        out.extend_from_slice(&[0x78, 0x01]);
+        // Stored blocks: BFINAL = 0, BTYPE = 00 in the first byte (the rest
+        // of it is padding to the byte boundary), then LEN and its
+        // complement, little-endian, then the bytes as they are.
+        for chunk in head.chunks(STORED_MAX) {
+            let len = chunk.len() as u16;
+            out.push(0x00);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&self.deflated);
+        let adler = zlib_rs::adler32::adler32_combine(
+            zlib_rs::adler32::adler32(1, head),
+            self.adler,
+            self.len as u64,
+        );
+        out.extend_from_slice(&adler.to_be_bytes());
+    }
+}
+
+/// Most bytes one stored deflate block can hold (its length is 16 bits).
+const STORED_MAX: usize = u16::MAX as usize;
 
 #[cfg(test)]
 mod tests {
@@ -131,6 +212,52 @@ mod tests {
             let z = deflate(text, level);
             assert_eq!(inflate(&z, 1024).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn spliced_streams_inflate_to_head_then_tail() {
+        let tail_text = br#","channels":["general","rust","rustaceans"]}}"#;
+        for level in [0, 1, 6, 9] {
+            let tail = DeflatedTail::new(tail_text, level);
+            assert_eq!(tail.text_len(), tail_text.len());
+            let long_head = vec![b'h'; 70_000];
+            for head in [&b""[..], b"{\"type\":\"session\"", &long_head] {
+                let mut z = vec![1, 2, 3];
+                tail.splice_into(head, &mut z);
+                assert_eq!(&z[..3], &[1, 2, 3], "appends");
+                let mut want = head.to_vec();
+                want.extend_from_slice(tail_text);
+                // The strict inflater checks the Adler-32 and the end of stream.
+                assert_eq!(inflate(&z[3..], 1 << 20).unwrap(), want, "level {level}");
+                // And so does flate2's own reader, independently of ours.
+                let mut plain = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::ZlibDecoder::new(&z[3..]),
+                    &mut plain,
+                )
+                .unwrap();
+                assert_eq!(plain, want);
+            }
+        }
+    }
+
+    #[test]
+    fn spliced_stream_with_a_wrong_checksum_is_refused() {
+        let tail = DeflatedTail::new(b"tail", 1);
+        let mut z = Vec::new();
+        tail.splice_into(b"head", &mut z);
+        let last = z.len() - 1;
+        z[last] ^= 1;
+        assert!(matches!(inflate(&z, 1024), Err(InflateError::Corrupt(_))));
+    }
+
+    #[test]
+    fn raw_deflate_has_no_zlib_header() {
+        let mut raw = Vec::new();
+        deflate_into(b"hello hello", 1, false, &mut raw);
+        let mut z = Vec::new();
+        deflate_into(b"hello hello", 1, true, &mut z);
+        assert_eq!(&z[2..z.len() - 4], &raw[..]);
     }
 
     #[test]

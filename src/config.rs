@@ -40,6 +40,9 @@ pub const DEFAULT_RATE_STRIKES: u32 = 50;
 /// stronger levels buy little and cost CPU on every broadcast.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 
+/// Worker threads of the server's runtime; 0 means one per CPU core.
+pub const DEFAULT_THREADS: usize = 0;
+
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
 #[derive(Debug, Clone)]
@@ -161,6 +164,11 @@ pub struct ServerArgs {
     /// zlib level for outgoing packages (0 = store, 1 = fastest, 9 = smallest).
     #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
+    /// Worker threads running connections (0 = one per CPU core). On a box
+    /// shared with other busy processes, fewer threads than cores can serve
+    /// more: each cross-thread wake-up costs a futex call and a context switch.
+    #[arg(long, default_value_t = DEFAULT_THREADS)]
+    pub threads: usize,
 }
 
 impl ServerArgs {

@@ -124,12 +124,13 @@ pub struct Session {
     /// The channel the user is now in (`general`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
-    /// Public channel names, sorted, at most `max_list_names`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channels: Option<Vec<String>>,
     /// How many public channels exist in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels_total: Option<usize>,
+    /// Public channel names, sorted, at most `max_list_names`. Last, so the
+    /// server can splice in a list it compressed once for many sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
     /// Why the login was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -151,6 +152,16 @@ impl Session {
             channels: Some(channels),
             channels_total: Some(channels_total),
             reason: None,
+        }
+    }
+
+    /// A successful login without its `channels` list: the head that the
+    /// server completes with a precompressed list
+    /// ([`crate::codec::encode_with_tail`]).
+    pub fn accepted_without_list(username: &str, channel: &str, channels_total: usize) -> Self {
+        Session {
+            channels: None,
+            ..Session::accepted(username, channel, Vec::new(), channels_total)
         }
     }
 
@@ -203,10 +214,10 @@ pub enum Notification {
     },
     /// The answer to `channels`.
     ChannelList {
-        /// Public channel names, sorted, at most `max_list_names`.
-        channels: Vec<String>,
         /// How many public channels exist in all.
         channels_total: usize,
+        /// Public channel names, sorted, at most `max_list_names`.
+        channels: Vec<String>,
     },
     /// The recipient's channel changed visibility or owner.
     ChannelUpdate {
