@@ -10,12 +10,22 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.threads > 0 {
+    // One thread needs no work stealing: a single-threaded runtime wakes
+    // tasks without futex calls or cross-thread hand-offs.
+    let mut builder = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if args.threads > 1 {
         builder.worker_threads(args.threads);
     }
     match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(serve(args)),
+        // Spawned rather than run in block_on, so that the accept loop runs
+        // on a worker thread, next to the connections it starts.
+        Ok(runtime) => {
+            runtime.block_on(async { tokio::spawn(serve(args)).await.unwrap_or(ExitCode::FAILURE) })
+        }
         Err(e) => {
             eprintln!("chatmaster-server: cannot start the runtime: {e}");
             ExitCode::FAILURE

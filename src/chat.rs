@@ -405,8 +405,13 @@ impl Hub {
             channel,
             timestamp: timestamp_now(),
         });
-        let bytes = codec::encode(&package, config.max_package_bytes, config.compression_level)
-            .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
+        let bytes = codec::encode_packed(
+            &package,
+            config.max_package_bytes,
+            config.compression_level,
+            config.compress_min_bytes,
+        )
+        .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
         let mut g = self.lock();
         let state = &mut *g.state;
         if let Some(ch) = state.channels.get(&key) {
@@ -885,7 +890,12 @@ impl Guard<'_> {
 
 /// Encodes a package once for any number of recipients.
 fn encode_with(config: &Config, package: &ServerPackage) -> Option<Bytes> {
-    match codec::encode(package, config.max_package_bytes, config.compression_level) {
+    match codec::encode_packed(
+        package,
+        config.max_package_bytes,
+        config.compression_level,
+        config.compress_min_bytes,
+    ) {
         Ok(b) => Some(b),
         Err(e) => {
             // Lists are capped so this cannot happen with sane limits; if it

@@ -75,12 +75,29 @@ pub fn encode<T: Serialize>(
     max_package_bytes: usize,
     level: u32,
 ) -> Result<Bytes, EncodeError> {
+    encode_packed(package, max_package_bytes, level, 0)
+}
+
+/// Like [`encode`], but a package whose JSON text is shorter than
+/// `store_below` bytes is sent as stored zlib blocks rather than compressed
+/// ([`compress::store_into`]): any inflater reads it the same way, and
+/// short packages are most of what a server sends.
+pub fn encode_packed<T: Serialize>(
+    package: &T,
+    max_package_bytes: usize,
+    level: u32,
+    store_below: usize,
+) -> Result<Bytes, EncodeError> {
     let json = serde_json::to_vec(package)?;
     check_len(json.len(), max_package_bytes)?;
     // Compress straight behind room for the length prefix: no second copy.
     let mut out = Vec::with_capacity(HEADER_LEN + json.len() / 2 + 64);
     out.extend_from_slice(&[0; HEADER_LEN]);
-    compress::deflate_into(&json, level, true, &mut out);
+    if json.len() < store_below {
+        compress::store_into(&json, &mut out);
+    } else {
+        compress::deflate_into(&json, level, true, &mut out);
+    }
     Ok(finish_frame(out))
 }
 
@@ -268,6 +285,21 @@ mod tests {
             encode_with_tail(&head, &tail, 1000),
             Err(EncodeError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn short_packages_are_stored_and_long_ones_compressed() {
+        let short = ServerPackage::Request(Request::login());
+        let json_len = serde_json::to_vec(&short).unwrap().len();
+        let stored = encode_packed(&short, 1024, 1, json_len + 1).unwrap();
+        // Stored: zlib header, one final stored block of the whole text, checksum.
+        assert_eq!(body(&stored)[2], 0x01, "final stored block");
+        assert_eq!(body(&stored).len(), 2 + 5 + json_len + 4);
+        let compressed = encode_packed(&short, 1024, 1, json_len).unwrap();
+        assert_ne!(body(&compressed)[2] & 0x06, 0, "a compressed block");
+        for f in [&stored, &compressed] {
+            assert_eq!(decode_body::<ServerPackage>(body(f), 1024).unwrap(), short);
+        }
     }
 
     #[test]

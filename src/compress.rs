@@ -174,20 +174,9 @@ impl DeflatedTail {
     /// Appends to `out` one complete zlib stream whose text is `head`
     /// followed by this tail's text.
     pub fn splice_into(&self, head: &[u8], out: &mut Vec<u8>) {
-        // 0x78 0x01: deflate with a 32 KiB window, no preset dictionary,
-        // "fastest" level hint; (0x78 * 256 + 0x01) is a multiple of 31.
-        out.reserve(2 + head.len() + 5 * (head.len() / STORED_MAX + 1) + self.deflated.len() + 4);
-        out.extend_from_slice(&[0x78, 0x01]);
-        // Stored blocks: BFINAL = 0, BTYPE = 00 in the first byte (the rest
-        // of it is padding to the byte boundary), then LEN and its
-        // complement, little-endian, then the bytes as they are.
-        for chunk in head.chunks(STORED_MAX) {
-            let len = chunk.len() as u16;
-            out.push(0x00);
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&(!len).to_le_bytes());
-            out.extend_from_slice(chunk);
-        }
+        out.reserve(stored_len(head.len()) + self.deflated.len());
+        out.extend_from_slice(&ZLIB_HEADER);
+        store_blocks(head, false, out);
         out.extend_from_slice(&self.deflated);
         let adler = zlib_rs::adler32::adler32_combine(
             zlib_rs::adler32::adler32(1, head),
@@ -195,6 +184,49 @@ impl DeflatedTail {
             self.len as u64,
         );
         out.extend_from_slice(&adler.to_be_bytes());
+    }
+}
+
+/// Appends `input` to `out` as one complete zlib stream of stored
+/// (uncompressed) blocks.
+///
+/// For a package of a hundred bytes, deflate saves about ten, while
+/// resetting the compressor clears its 128 KiB hash table: most of the cost
+/// of encoding a short notification. Storing costs a copy and a checksum.
+pub fn store_into(input: &[u8], out: &mut Vec<u8>) {
+    out.reserve(stored_len(input.len()));
+    out.extend_from_slice(&ZLIB_HEADER);
+    store_blocks(input, true, out);
+    out.extend_from_slice(&zlib_rs::adler32::adler32(1, input).to_be_bytes());
+}
+
+/// zlib header: deflate with a 32 KiB window, no preset dictionary,
+/// "fastest" level hint; (0x78 * 256 + 0x01) is a multiple of 31 as the
+/// format requires.
+const ZLIB_HEADER: [u8; 2] = [0x78, 0x01];
+
+/// Bytes a zlib stream of stored blocks holding `len` bytes takes.
+fn stored_len(len: usize) -> usize {
+    ZLIB_HEADER.len() + len + 5 * (len / STORED_MAX + 1) + 4
+}
+
+/// Writes `data` as stored deflate blocks (RFC 1951, 3.2.4), the last one
+/// marked final when `last` is set. Each block is one header byte (BFINAL,
+/// BTYPE = 00, then padding to the byte boundary), LEN and its one's
+/// complement, little-endian, then the bytes as they are; a stored block
+/// therefore always ends on a byte boundary.
+fn store_blocks(data: &[u8], last: bool, out: &mut Vec<u8>) {
+    let mut chunks = data.chunks(STORED_MAX).peekable();
+    if chunks.peek().is_none() && last {
+        // An empty final block still has to end the stream.
+        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let len = chunk.len() as u16;
+        out.push(u8::from(last && chunks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
     }
 }
 
@@ -238,6 +270,21 @@ mod tests {
                 .unwrap();
                 assert_eq!(plain, want);
             }
+        }
+    }
+
+    #[test]
+    fn stored_streams_round_trip() {
+        for len in [0, 1, 100, 65_535, 65_536, 200_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut z = vec![9];
+            store_into(&data, &mut z);
+            assert!(z.len() - 1 <= stored_len(len), "reserve covers it");
+            assert_eq!(inflate(&z[1..], 1 << 20).unwrap(), data, "len {len}");
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&z[1..]), &mut plain)
+                .unwrap();
+            assert_eq!(plain, data);
         }
     }
 

@@ -307,10 +307,11 @@ impl Connection {
 
     /// Queues a package for this connection.
     fn reply(&mut self, package: &ServerPackage) -> Result<(), Close> {
-        let bytes = codec::encode(
+        let bytes = codec::encode_packed(
             package,
             self.config.max_package_bytes,
             self.config.compression_level,
+            self.config.compress_min_bytes,
         )
         .map_err(|e| Close::Fatal(format!("cannot encode reply: {e}")))?;
         self.tx

@@ -107,6 +107,30 @@ async fn ping_pong(s: &mut TcpStream) {
 }
 
 #[tokio::test]
+async fn first_frame_is_the_stored_login_request_quoted_in_protocol_md() {
+    let server = TestServer::start_default().await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let json = br#"{"type":"request","data":{"request":"login"}}"#;
+    // protocol.md: a 56-byte body; zlib header, one final stored block of
+    // the 45 bytes of JSON (length 0x002d and its complement), Adler-32.
+    let mut want = vec![0, 0, 0, 0x38, 0x78, 0x01, 0x01, 0x2d, 0x00, 0xd2, 0xff];
+    want.extend_from_slice(json);
+    let mut first = vec![0u8; want.len() + 4];
+    tokio::time::timeout(WAIT, s.read_exact(&mut first))
+        .await
+        .expect("first frame in time")
+        .unwrap();
+    assert_eq!(&first[..want.len()], &want[..]);
+    // The trailer is the checksum any zlib computes for the same text.
+    let mut plain = Vec::new();
+    ZlibDecoder::new(&first[4..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, json);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn exact_bytes_of_the_handshake() {
     let server = TestServer::start_default().await;
     let mut s = raw_login(&server, "alice").await;
