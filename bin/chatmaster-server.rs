@@ -34,10 +34,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServerArgs) -> ExitCode {
+    // Logs go to stderr, as the README says: stdout stays free for output
+    // a wrapper may want to read.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let addr = format!("{}:{}", args.host, args.port);
     let listener = match TcpListener::bind(&addr).await {
