@@ -91,9 +91,15 @@ pub fn encode_packed<T: Serialize>(
     let json = serde_json::to_vec(package)?;
     check_len(json.len(), max_package_bytes)?;
     // Compress straight behind room for the length prefix: no second copy.
-    let mut out = Vec::with_capacity(HEADER_LEN + json.len() / 2 + 64);
+    let stored = json.len() < store_below;
+    let room = if stored {
+        compress::stored_len(json.len())
+    } else {
+        json.len() / 2 + 64
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + room);
     out.extend_from_slice(&[0; HEADER_LEN]);
-    if json.len() < store_below {
+    if stored {
         compress::store_into(&json, &mut out);
     } else {
         compress::deflate_into(&json, level, true, &mut out);
@@ -138,7 +144,7 @@ pub fn encode_with_tail<T: Serialize>(
         )));
     };
     check_len(head.len() + tail.text_len(), max_package_bytes)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + head.len() + 64);
+    let mut out = Vec::with_capacity(HEADER_LEN + tail.spliced_len(head.len()));
     out.extend_from_slice(&[0; HEADER_LEN]);
     tail.splice_into(head, &mut out);
     Ok(finish_frame(out))

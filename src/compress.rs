@@ -171,10 +171,15 @@ impl DeflatedTail {
         self.len
     }
 
+    /// Bytes [`DeflatedTail::splice_into`] appends for a head of `head_len` bytes.
+    pub fn spliced_len(&self, head_len: usize) -> usize {
+        stored_len(head_len) + self.deflated.len()
+    }
+
     /// Appends to `out` one complete zlib stream whose text is `head`
     /// followed by this tail's text.
     pub fn splice_into(&self, head: &[u8], out: &mut Vec<u8>) {
-        out.reserve(stored_len(head.len()) + self.deflated.len());
+        out.reserve(self.spliced_len(head.len()));
         out.extend_from_slice(&ZLIB_HEADER);
         store_blocks(head, false, out);
         out.extend_from_slice(&self.deflated);
@@ -205,8 +210,9 @@ pub fn store_into(input: &[u8], out: &mut Vec<u8>) {
 /// format requires.
 const ZLIB_HEADER: [u8; 2] = [0x78, 0x01];
 
-/// Bytes a zlib stream of stored blocks holding `len` bytes takes.
-fn stored_len(len: usize) -> usize {
+/// Bytes a zlib stream of stored blocks holding `len` bytes takes at most
+/// (what [`store_into`] appends).
+pub fn stored_len(len: usize) -> usize {
     ZLIB_HEADER.len() + len + 5 * (len / STORED_MAX + 1) + 4
 }
 

@@ -96,10 +96,14 @@ impl Server {
                                 config.max_connections
                             ),
                         );
-                        let level = config.compression_level;
-                        let max = config.max_package_bytes;
+                        let (max, level, min) = (
+                            config.max_package_bytes,
+                            config.compression_level,
+                            config.compress_min_bytes,
+                        );
                         tracker.spawn(async move {
-                            refuse(stream, codec::encode(&package, max, level).ok()).await;
+                            let bytes = codec::encode_packed(&package, max, level, min).ok();
+                            refuse(stream, bytes).await;
                             drop(permit);
                         });
                     }
