@@ -21,7 +21,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match runtime(args.threads) {
+    // A current-thread runtime for one thread: with a one-worker pool the
+    // set-up, driven from block_on on this thread, would hand every
+    // connection to the worker thread and back (about 0.8 s of bench CPU
+    // against 0.6 s for a storm of 5,000 logins).
+    let runtime = match chatmaster::runtime::build(args.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("chatmaster-bench: cannot start the runtime: {e}");
@@ -29,26 +33,6 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(args))
-}
-
-/// The bench's runtime with `threads` workers. One worker is a
-/// current-thread runtime: every connection, timer and the driver on the
-/// calling thread. A multi-thread runtime with one worker costs more (a
-/// login storm of 5,000 measured about 0.8 s of bench CPU against 0.6 s),
-/// because its `block_on` future, which drives the set-up, runs on the
-/// calling thread while spawned tasks run on the worker, so every hand-over
-/// is a cross-thread wake-up.
-fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
 }
 
 /// Runs the bench and prints its report.

@@ -10,17 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    // One thread needs no work stealing: a single-threaded runtime wakes
-    // tasks without futex calls or cross-thread hand-offs.
-    let mut builder = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if args.threads > 1 {
-        builder.worker_threads(args.threads);
-    }
-    match builder.enable_all().build() {
+    match chatmaster::runtime::build(args.threads) {
         // Spawned rather than run in block_on, so that the accept loop runs
         // on a worker thread, next to the connections it starts.
         Ok(runtime) => {

@@ -88,9 +88,11 @@ pub const DEFAULT_SAMPLE: u64 = 16;
 pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Worker threads of the bench's runtime. One, because the bench shares a
 /// small machine with the server it measures: a second bench thread
-/// competes with the server for the cores and adds cross-thread wake-ups
-/// (on 2 cores, latency scenario of 100 members at 1,000 msg/s: p99
-/// 1.4-1.6 ms with 1 thread against 3.5-8 ms with 2).
+/// competes with the server for the cores and adds cross-thread wake-ups.
+/// (In the 100-member latency scenario on 2 cores, one set of runs gave a
+/// p99 of 1.4-1.6 ms with 1 thread against 3.5-8 ms with 2, another no
+/// difference beyond the noise; a login storm costs the bench about a
+/// quarter less CPU on one thread.)
 pub const DEFAULT_THREADS: usize = 1;
 /// Seconds one connection's handshake (connect, login, join) may take.
 pub const SETUP_TIMEOUT_SECS: u64 = 10;

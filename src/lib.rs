@@ -6,7 +6,8 @@
 //! composing the three) → [`protocol`] (typed packages) → [`chat`] (users
 //! and channels) driven by [`commands`] (the command table) and
 //! [`connection`] (one task per socket) under [`server`] (accept loop and
-//! shutdown). [`ui`] is the terminal client built on [`client`].
+//! shutdown). [`ui`] is the terminal client built on [`client`]; [`bench`]
+//! is the load generator; [`runtime`] builds the binaries' tokio runtime.
 //! `protocol.md` at the crate root is the normative description.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod frame;
 pub mod protocol;
 pub mod rate;
+pub mod runtime;
 pub mod server;
 pub mod ui;
 
