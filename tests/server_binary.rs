@@ -19,10 +19,20 @@ use serde_json::json;
 /// How long the binary gets to start, answer and stop.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A running server binary and the address it reported.
+/// A running server binary and the address it reported. Dropping it
+/// kills the process, so a failing test leaves no server behind.
 struct Binary {
-    child: Child,
+    child: Option<Child>,
     addr: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Binary {
@@ -48,23 +58,34 @@ impl Binary {
                 }
             }
         });
-        let addr = rx
+        let mut binary = Binary {
+            child: Some(child),
+            addr: String::new(),
+        };
+        binary.addr = rx
             .recv_timeout(WAIT)
             .expect("the server logs the address it listens on");
-        Binary { child, addr }
+        binary
     }
 
     /// Sends SIGTERM and waits for the exit status.
     fn terminate(mut self) -> ExitStatus {
-        let pid = Pid::from_raw(self.child.id() as i32);
+        let mut child = self.child.take().expect("still running");
+        let pid = Pid::from_raw(child.id() as i32);
         kill(pid, Signal::SIGTERM).expect("signal the server");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(self.child.wait());
+            let status = child.wait();
+            let _ = tx.send(status);
         });
-        rx.recv_timeout(WAIT)
-            .expect("the server exits after SIGTERM")
-            .expect("exit status")
+        match rx.recv_timeout(WAIT) {
+            Ok(status) => status.expect("exit status"),
+            Err(_) => {
+                // Leave no server behind, then fail.
+                let _ = kill(pid, Signal::SIGKILL);
+                panic!("the server did not exit within {WAIT:?} of SIGTERM");
+            }
+        }
     }
 }
 
