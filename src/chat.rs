@@ -259,19 +259,19 @@ impl PublicChannels {
         if let Some(l) = &self.listed {
             return Ok(l.tail.clone());
         }
-        let cap = config.max_list_names;
-        let names: Vec<&str> = self.names.values().take(cap).map(String::as_str).collect();
+        let mut names = Vec::with_capacity(config.max_list_names.min(self.names.len()));
+        let mut last = "";
+        for (key, name) in self.names.iter().take(config.max_list_names) {
+            names.push(name.as_str());
+            last = key;
+        }
         let tail = Arc::new(codec::list_tail(
             "channels",
             &names,
             config.compression_level,
         )?);
-        let last = match names.len().checked_sub(1) {
-            Some(i) => self.names.keys().nth(i).cloned().unwrap_or_default(),
-            None => String::new(),
-        };
         self.listed = Some(Listed {
-            last,
+            last: last.to_owned(),
             count: names.len(),
             tail: tail.clone(),
         });
@@ -686,9 +686,13 @@ impl Guard<'_> {
     }
 
     fn send_to(&mut self, id: UserId, package: &ServerPackage) {
-        let Some(bytes) = encode_with(self.config, package) else {
-            return;
-        };
+        if let Some(bytes) = encode_with(self.config, package) {
+            self.send_bytes(id, bytes);
+        }
+    }
+
+    /// Queues an encoded package for one user.
+    fn send_bytes(&mut self, id: UserId, bytes: Bytes) {
         let state = &mut *self.state;
         if let Some(u) = state.users.get(&id) {
             deliver(&u.outbox.tx, id, bytes, &mut state.kicks);
@@ -727,11 +731,7 @@ impl Guard<'_> {
             .tail(config)
             .and_then(|tail| codec::encode_with_tail(&head, &tail, config.max_package_bytes));
         match encoded {
-            Ok(bytes) => {
-                if let Some(u) = state.users.get(&id) {
-                    deliver(&u.outbox.tx, id, bytes, &mut state.kicks);
-                }
-            }
+            Ok(bytes) => self.send_bytes(id, bytes),
             Err(e) => tracing::error!(error = %e, "could not encode a session"),
         }
     }

@@ -13,7 +13,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::compress::{self, InflateError};
-use crate::frame::{FrameCodec, FrameError, HEADER_LEN};
+use crate::frame::{FrameCodec, FrameError};
 
 /// Why a frame did not yield a package.
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +97,13 @@ pub fn encode_packed<T: Serialize>(
     } else {
         json.len() / 2 + 64
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + room);
-    out.extend_from_slice(&[0; HEADER_LEN]);
+    let mut out = FrameCodec::buffer(room);
     if stored {
         compress::store_into(&json, &mut out);
     } else {
         compress::deflate_into(&json, level, true, &mut out);
     }
-    Ok(finish_frame(out))
+    Ok(FrameCodec::seal(out))
 }
 
 /// A package's last member, a list of names, compressed once so that many
@@ -144,10 +143,9 @@ pub fn encode_with_tail<T: Serialize>(
         )));
     };
     check_len(head.len() + tail.text_len(), max_package_bytes)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + tail.spliced_len(head.len()));
-    out.extend_from_slice(&[0; HEADER_LEN]);
+    let mut out = FrameCodec::buffer(tail.spliced_len(head.len()));
     tail.splice_into(head, &mut out);
-    Ok(finish_frame(out))
+    Ok(FrameCodec::seal(out))
 }
 
 fn check_len(len: usize, max: usize) -> Result<(), EncodeError> {
@@ -155,15 +153,6 @@ fn check_len(len: usize, max: usize) -> Result<(), EncodeError> {
         return Err(EncodeError::TooLarge { len, max });
     }
     Ok(())
-}
-
-/// Writes the body length into the `HEADER_LEN` bytes reserved at the front.
-fn finish_frame(mut out: Vec<u8>) -> Bytes {
-    // Bodies are bounded by max_package_bytes (far below 4 GiB) plus zlib's
-    // small overhead, so the length always fits the prefix.
-    let len = (out.len() - HEADER_LEN) as u32;
-    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    Bytes::from(out)
 }
 
 /// Inflates and parses one frame body (without its length prefix).

@@ -14,7 +14,7 @@
 //! connection can tell the peer exactly why it is being closed.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
@@ -65,16 +65,32 @@ impl FrameCodec {
 
     /// Frames `body` into a freshly allocated buffer ready to write.
     pub fn frame(body: Bytes) -> Bytes {
-        let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
-        // Lengths above u32::MAX cannot be expressed; callers cap packages far
-        // below that, so this only guards against misuse.
-        let mut codec = LengthDelimitedCodec::builder()
-            .length_field_length(HEADER_LEN)
-            .max_frame_length(u32::MAX as usize)
-            .new_codec();
-        match codec.encode(body, &mut out) {
-            Ok(()) => out.freeze(),
-            Err(_) => Bytes::new(),
+        let mut out = FrameCodec::buffer(body.len());
+        out.extend_from_slice(&body);
+        FrameCodec::seal(out)
+    }
+
+    /// An empty frame under construction: room for the length prefix, with
+    /// capacity for `body_capacity` more bytes. Append the body, then
+    /// [`FrameCodec::seal`] it; the body is built in place, never copied.
+    pub fn buffer(body_capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + body_capacity);
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        out
+    }
+
+    /// Writes the length of the body appended after [`FrameCodec::buffer`]'s
+    /// prefix into it. A body over `u32::MAX` bytes cannot be framed and
+    /// gives an empty buffer; callers cap packages far below that, so this
+    /// only guards against misuse.
+    pub fn seal(mut frame: Vec<u8>) -> Bytes {
+        let body = frame.len().saturating_sub(HEADER_LEN);
+        match u32::try_from(body) {
+            Ok(len) if frame.len() >= HEADER_LEN => {
+                frame[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+                Bytes::from(frame)
+            }
+            _ => Bytes::new(),
         }
     }
 }
