@@ -10,11 +10,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chatmaster::chat::{Hub, Outbox};
-use chatmaster::codec::{decode_body, encode};
-use chatmaster::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_PACKAGE_BYTES};
-use chatmaster::frame::HEADER_LEN;
-use chatmaster::protocol::{ChatMessage, Notification, ServerPackage};
+use chatmaster::server::chat::{Hub, Outbox};
+use chatmaster::server::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_PACKAGE_BYTES};
+use chatmaster::wire::codec::{decode_body, encode};
+use chatmaster::wire::frame::HEADER_LEN;
+use chatmaster::wire::protocol::{ChatMessage, Notification, ServerPackage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use chatmaster::ui::{ClientArgs, Exit};
+use chatmaster::client::ui::{ClientArgs, Exit};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -18,6 +18,6 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::LocalError.code());
         }
     };
-    let exit = runtime.block_on(chatmaster::ui::run(args));
+    let exit = runtime.block_on(chatmaster::client::ui::run(args));
     ExitCode::from(exit.code())
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use chatmaster::client::ClientConnection;
-use chatmaster::protocol::Notification;
+use chatmaster::wire::protocol::Notification;
 use common::*;
 use serde_json::json;
 

@@ -16,11 +16,11 @@ mod bench_light {
         Verdict, PREFIX_BYTES,
     };
     use chatmaster::client::{ClientConnection, ClientError};
-    use chatmaster::codec;
-    use chatmaster::compress;
-    use chatmaster::config::DEFAULT_MAX_PACKAGE_BYTES;
-    use chatmaster::frame::FrameCodec;
-    use chatmaster::protocol::{Notification, ServerPackage};
+    use chatmaster::server::config::DEFAULT_MAX_PACKAGE_BYTES;
+    use chatmaster::wire::codec;
+    use chatmaster::wire::compress;
+    use chatmaster::wire::frame::FrameCodec;
+    use chatmaster::wire::protocol::{Notification, ServerPackage};
     use chatmaster::Config;
     use futures_util::StreamExt;
     use serde_json::{json, Value};
@@ -131,7 +131,7 @@ mod bench_light {
     /// The verdict the client's handshake and the old full-decode set-up
     /// reached for `p` at `step`.
     fn full_verdict(p: &ServerPackage, step: SetupStep<'_>) -> Verdict {
-        let refused = |e: &chatmaster::protocol::ErrorData| {
+        let refused = |e: &chatmaster::wire::protocol::ErrorData| {
             Verdict::Refused(format!("{}: {}", e.error_type, e.message))
         };
         match (step, p) {
@@ -311,7 +311,7 @@ mod bench_light {
         let stream = TcpStream::connect(server.addr).await.expect("connect");
         let mut probe = FramedRead::new(
             stream,
-            FrameCodec::new(chatmaster::config::DEFAULT_MAX_FRAME_BYTES),
+            FrameCodec::new(chatmaster::server::config::DEFAULT_MAX_FRAME_BYTES),
         );
         let mut seen = Vec::new();
         seen.push(check(&next_body(&mut probe).await)); // request login

@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use client_util::LINE_WAIT;
 use common::*;
 use nix::sys::wait::WaitStatus;

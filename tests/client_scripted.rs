@@ -5,7 +5,7 @@
 mod client_util;
 mod common;
 
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use client_util::*;
 use common::*;
 use tokio::net::TcpListener;

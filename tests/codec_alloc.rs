@@ -7,10 +7,10 @@ use std::alloc::System;
 
 use bytes::BytesMut;
 use cap::Cap;
-use chatmaster::codec::{self, DecodeError, PackageCodec};
-use chatmaster::compress::{self, InflateError};
-use chatmaster::frame::{FrameCodec, FrameError};
-use chatmaster::protocol::ClientPackage;
+use chatmaster::wire::codec::{self, DecodeError, PackageCodec};
+use chatmaster::wire::compress::{self, InflateError};
+use chatmaster::wire::frame::{FrameCodec, FrameError};
+use chatmaster::wire::protocol::ClientPackage;
 use tokio_util::codec::Decoder;
 
 #[global_allocator]
@@ -37,7 +37,7 @@ fn hostile_frames_allocate_no_more_than_the_caps() {
     // Warm the thread-local zlib state and scratch buffer first: they are
     // allocated once per thread, not per package.
     let hello = codec::encode(
-        &ClientPackage::Message(chatmaster::protocol::OutgoingMessage {
+        &ClientPackage::Message(chatmaster::wire::protocol::OutgoingMessage {
             message: "hello".into(),
         }),
         MAX_PACKAGE,

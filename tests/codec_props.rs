@@ -7,10 +7,10 @@
 //! explore others. A failure message names the seed it ran with.
 
 use bytes::BytesMut;
-use chatmaster::codec::{self, DecodeError, PackageCodec};
-use chatmaster::compress::{self, InflateError};
-use chatmaster::frame::{FrameCodec, FrameError, HEADER_LEN};
-use chatmaster::protocol::{
+use chatmaster::wire::codec::{self, DecodeError, PackageCodec};
+use chatmaster::wire::compress::{self, InflateError};
+use chatmaster::wire::frame::{FrameCodec, FrameError, HEADER_LEN};
+use chatmaster::wire::protocol::{
     ChatMessage, ClientPackage, Command, ErrorData, Notification, OutgoingMessage, Request,
     ServerPackage, Session,
 };

@@ -12,9 +12,9 @@ mod common;
 use std::time::Duration;
 
 use chatmaster::client::{ClientConnection, ClientError};
-use chatmaster::compress;
-use chatmaster::frame::FrameCodec;
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::compress;
+use chatmaster::wire::frame::FrameCodec;
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use chatmaster::Config;
 use common::*;
 use rand::distr::{Alphanumeric, SampleString};
@@ -205,7 +205,7 @@ async fn many_stalled_frames_hold_little_memory_and_all_time_out() {
     for _ in 0..STALLERS {
         let mut c = server.connect().await;
         // Announce the largest frame allowed, then send one byte of it.
-        let header = (chatmaster::config::DEFAULT_MAX_FRAME_BYTES as u32).to_be_bytes();
+        let header = (chatmaster::server::config::DEFAULT_MAX_FRAME_BYTES as u32).to_be_bytes();
         c.stream_mut().write_all(&header).await.unwrap();
         c.stream_mut().write_all(&[0x78]).await.unwrap();
         stallers.push(c);
@@ -230,7 +230,7 @@ async fn inflation_bomb_gets_an_error_then_close() {
     let mut bomber = server.login("bomber").await;
     // 4 MiB of zeros deflate to about 4 KiB: 16 times the package cap.
     let bomb = FrameCodec::frame(compress::deflate(&vec![0u8; 4 << 20], 9).into());
-    assert!(bomb.len() < chatmaster::config::DEFAULT_MAX_FRAME_BYTES);
+    assert!(bomb.len() < chatmaster::server::config::DEFAULT_MAX_FRAME_BYTES);
     let before = memory_kib();
     bomber.stream_mut().write_all(&bomb).await.unwrap();
     let (kind, message) = until_error(&mut bomber).await;
@@ -344,7 +344,7 @@ async fn flood_in_one_channel_does_not_starve_another() {
         for i in 0..FLOOD {
             flooder
                 .feed(&chatmaster::ClientPackage::Message(
-                    chatmaster::protocol::OutgoingMessage {
+                    chatmaster::wire::protocol::OutgoingMessage {
                         message: format!("flood {i}"),
                     },
                 ))
@@ -454,7 +454,7 @@ async fn rate_limit_answers_recovers_and_disconnects() {
 async fn flooder_is_throttled_then_dropped_while_the_channel_talks() {
     // Default limits: 20/s, bursts of 40, disconnect after 50 refusals in a row.
     let server = TestServer::start(Config {
-        rate_per_sec: chatmaster::config::DEFAULT_RATE_PER_SEC,
+        rate_per_sec: chatmaster::server::config::DEFAULT_RATE_PER_SEC,
         ..fast_config()
     })
     .await;
@@ -462,12 +462,12 @@ async fn flooder_is_throttled_then_dropped_while_the_channel_talks() {
     let mut bob = server.login("bob").await;
     let mut flooder = server.login("flooder").await;
     // Every package counts, so logging in spent one token of the burst.
-    const BURST_LEFT: u32 = chatmaster::config::DEFAULT_RATE_BURST - 1;
+    const BURST_LEFT: u32 = chatmaster::server::config::DEFAULT_RATE_BURST - 1;
     let started = Instant::now();
     for i in 0..1000 {
         let r = flooder
             .feed(&chatmaster::ClientPackage::Message(
-                chatmaster::protocol::OutgoingMessage {
+                chatmaster::wire::protocol::OutgoingMessage {
                     message: format!("spam {i}"),
                 },
             ))
@@ -550,7 +550,7 @@ async fn slow_consumer_is_dropped_and_others_are_served() {
             for t in chunk {
                 talker
                     .feed(&chatmaster::ClientPackage::Message(
-                        chatmaster::protocol::OutgoingMessage { message: t.clone() },
+                        chatmaster::wire::protocol::OutgoingMessage { message: t.clone() },
                     ))
                     .await
                     .unwrap();

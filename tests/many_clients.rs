@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cap::Cap;
 use chatmaster::client::ClientConnection;
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

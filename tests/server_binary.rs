@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;

@@ -4,7 +4,7 @@
 mod common;
 
 use chatmaster::client::ClientConnection;
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use chatmaster::Config;
 use common::*;
 use serde_json::json;

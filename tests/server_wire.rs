@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use chatmaster::Config;
 use common::*;
 use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};

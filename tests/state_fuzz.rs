@@ -26,11 +26,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatmaster::chat::Snapshot;
 use chatmaster::client::ClientConnection;
-use chatmaster::compress;
-use chatmaster::frame::FrameCodec;
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::server::chat::Snapshot;
+use chatmaster::wire::compress;
+use chatmaster::wire::frame::FrameCodec;
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use common::*;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -337,7 +337,7 @@ impl Client {
             Ok(ServerPackage::Session(session)) => session,
             other => return Err(self.fail(format!("expected session, got {other:?}"))),
         };
-        let valid = chatmaster::protocol::validate_name(&name, 32).is_ok();
+        let valid = chatmaster::wire::protocol::validate_name(&name, 32).is_ok();
         if !session.status {
             if !valid && session.reason.as_deref() == Some("Username is already taken.") {
                 return Err(self.fail(format!("invalid {name:?} refused as taken")));

@@ -5,10 +5,10 @@
 #![no_main]
 
 use bytes::BytesMut;
-use chatmaster::codec::{self, DecodeError, PackageCodec};
-use chatmaster::compress::InflateError;
-use chatmaster::frame::{FrameCodec, FrameError};
-use chatmaster::protocol::{ClientPackage, ServerPackage};
+use chatmaster::wire::codec::{self, DecodeError, PackageCodec};
+use chatmaster::wire::compress::InflateError;
+use chatmaster::wire::frame::{FrameCodec, FrameError};
+use chatmaster::wire::protocol::{ClientPackage, ServerPackage};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 

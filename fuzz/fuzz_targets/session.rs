@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use chatmaster::chat::{Hub, Outbox, Snapshot, UserId};
-use chatmaster::codec;
-use chatmaster::frame::HEADER_LEN;
-use chatmaster::protocol::ServerPackage;
+use chatmaster::server::chat::{Hub, Outbox, Snapshot, UserId};
+use chatmaster::wire::codec;
+use chatmaster::wire::frame::HEADER_LEN;
+use chatmaster::wire::protocol::ServerPackage;
 use chatmaster::Config;
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::mpsc;

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatmaster::chat::Hub;
 use chatmaster::client::ClientConnection;
-use chatmaster::protocol::{Notification, ServerPackage};
+use chatmaster::server::chat::Hub;
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use chatmaster::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -103,7 +103,7 @@ pub async fn next_note(c: &mut ClientConnection) -> Notification {
 }
 
 /// Receives the next package and asserts it is a `session`.
-pub async fn next_session(c: &mut ClientConnection) -> chatmaster::protocol::Session {
+pub async fn next_session(c: &mut ClientConnection) -> chatmaster::wire::protocol::Session {
     match next(c).await {
         ServerPackage::Session(s) => s,
         other => panic!("expected a session, got {other:?}"),
@@ -169,8 +169,10 @@ pub fn memory_kib() -> Option<(u64, u64)> {
 
 /// A full frame carrying `json` as the protocol wants it.
 pub fn frame_of(json: &str) -> Vec<u8> {
-    chatmaster::frame::FrameCodec::frame(chatmaster::compress::deflate(json.as_bytes(), 1).into())
-        .to_vec()
+    chatmaster::wire::frame::FrameCodec::frame(
+        chatmaster::wire::compress::deflate(json.as_bytes(), 1).into(),
+    )
+    .to_vec()
 }
 
 pub fn login_frame(name: &str) -> Vec<u8> {
@@ -183,7 +185,7 @@ pub fn login_frame(name: &str) -> Vec<u8> {
 pub async fn until_state(
     server: &TestServer,
     what: &str,
-    cond: impl Fn(&chatmaster::chat::Snapshot) -> bool,
+    cond: impl Fn(&chatmaster::server::chat::Snapshot) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -11,8 +11,8 @@ use std::fmt;
 use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Local, TimeZone};
 
-use crate::protocol::{ChatMessage, Notification, ServerPackage, Session};
-use crate::ui::sanitize::sanitize;
+use crate::client::ui::sanitize::sanitize;
+use crate::wire::protocol::{ChatMessage, Notification, ServerPackage, Session};
 
 /// Prefix of notification lines.
 pub const NOTE_PREFIX: &str = "-- ";
@@ -354,7 +354,7 @@ fn describe_session(s: &Session, theme: &Theme) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ErrorData;
+    use crate::wire::protocol::ErrorData;
     use chrono::{FixedOffset, Utc};
 
     fn note(n: Notification) -> ServerPackage {
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(
             show(
                 &s,
-                &ServerPackage::Request(crate::protocol::Request::login())
+                &ServerPackage::Request(crate::wire::protocol::Request::login())
             ),
             None
         );

@@ -8,8 +8,8 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::chat::{ChatError, Hub, UserId};
-use crate::protocol::Command;
+use crate::server::chat::{ChatError, Hub, UserId};
+use crate::wire::protocol::Command;
 
 /// Longest `ping` token echoed back, in bytes.
 pub const MAX_PING_TOKEN_BYTES: usize = 64;

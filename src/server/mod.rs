@@ -1,9 +1,20 @@
-//! The accept loop and graceful shutdown.
+//! The server: the accept loop and graceful shutdown (here), and the
+//! layers it drives: [`connection`] (one task per socket: reads, timeouts,
+//! flood control, outbound queue), [`commands`] (the command table),
+//! [`chat`] (users, channels, membership behind the `Hub` API), [`rate`]
+//! (the token bucket) and [`config`] (every limit and its flag). It calls
+//! [`crate::wire`] for bytes and packages, never the other way round.
 //!
 //! [`run`] serves a bound listener until the given future completes, then
 //! tells every client `server_shutdown`, gives each a bounded time to
 //! receive it, and returns once every connection task has ended. Tests bind
 //! `127.0.0.1:0` themselves and drive shutdown with their own future.
+
+pub mod chat;
+pub mod commands;
+pub mod config;
+pub mod connection;
+pub mod rate;
 
 use std::future::Future;
 use std::io;
@@ -16,11 +27,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chat::Hub;
-use crate::codec;
-use crate::config::Config;
-use crate::connection;
-use crate::protocol::ServerPackage;
+use crate::wire::codec;
+use crate::wire::protocol::ServerPackage;
+use chat::Hub;
+use config::Config;
 
 /// Refusals (server full) being written at once; beyond this a refused
 /// connection is closed without a message rather than queueing work.

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
 
+use crate::client::ui::args::Exit;
+use crate::client::ui::console::{Console, InputEvent, LineKind};
+use crate::client::ui::display::{ChatState, Theme};
+use crate::client::ui::input::{help_lines, parse_line, Input};
 use crate::client::{ClientConnection, ClientError};
-use crate::protocol::{ClientPackage, Command, Notification, ServerPackage};
-use crate::rate::TokenBucket;
-use crate::ui::args::Exit;
-use crate::ui::console::{Console, InputEvent, LineKind};
-use crate::ui::display::{ChatState, Theme};
-use crate::ui::input::{help_lines, parse_line, Input};
+use crate::server::rate::TokenBucket;
+use crate::wire::protocol::{ClientPackage, Command, Notification, ServerPackage};
 
 /// Prompt shown when asking for a name.
 pub const NAME_PROMPT: &str = "name: ";
@@ -211,7 +211,7 @@ impl Session {
                         Exit::LoginRefused,
                         Some(format!(
                             "chatmaster-client: login refused: {}",
-                            crate::ui::sanitize::sanitize(&reason)
+                            crate::client::ui::sanitize::sanitize(&reason)
                         )),
                     ))
                 }

@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::compress::{self, InflateError};
-use crate::frame::{FrameCodec, FrameError};
+use crate::wire::compress::{self, InflateError};
+use crate::wire::frame::{FrameCodec, FrameError};
 
 /// Why a frame did not yield a package.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +202,7 @@ impl<D> PackageCodec<D> {
         PackageCodec {
             frames: FrameCodec::new(max_frame_bytes),
             max_package_bytes,
-            level: crate::config::DEFAULT_COMPRESSION_LEVEL,
+            level: crate::server::config::DEFAULT_COMPRESSION_LEVEL,
             _decoded: std::marker::PhantomData,
         }
     }
@@ -211,8 +211,8 @@ impl<D> PackageCodec<D> {
 impl<D> Default for PackageCodec<D> {
     fn default() -> Self {
         Self::new(
-            crate::config::DEFAULT_MAX_FRAME_BYTES,
-            crate::config::DEFAULT_MAX_PACKAGE_BYTES,
+            crate::server::config::DEFAULT_MAX_FRAME_BYTES,
+            crate::server::config::DEFAULT_MAX_PACKAGE_BYTES,
         )
     }
 }
@@ -245,15 +245,15 @@ impl<D, T: Serialize> Encoder<&T> for PackageCodec<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ClientPackage, OutgoingMessage, Request, ServerPackage};
+    use crate::wire::protocol::{ClientPackage, OutgoingMessage, Request, ServerPackage};
 
     fn body(frame: &Bytes) -> &[u8] {
-        &frame[crate::frame::HEADER_LEN..]
+        &frame[crate::wire::frame::HEADER_LEN..]
     }
 
     #[test]
     fn session_with_a_spliced_list_equals_the_plain_encoding() {
-        use crate::protocol::Session;
+        use crate::wire::protocol::Session;
         let names: Vec<String> = (0..300).map(|i| format!("chan-\"{i}\u{e9}")).collect();
         for level in [0, 1, 9] {
             let tail = list_tail("channels", &names, level).unwrap();
@@ -261,7 +261,7 @@ mod tests {
                 ServerPackage::Session(Session::accepted_without_list("al\"ice", "general", 777));
             let spliced = encode_with_tail(&head, &tail, 1 << 20).unwrap();
             let len = u32::from_be_bytes([spliced[0], spliced[1], spliced[2], spliced[3]]);
-            assert_eq!(len as usize, spliced.len() - crate::frame::HEADER_LEN);
+            assert_eq!(len as usize, spliced.len() - crate::wire::frame::HEADER_LEN);
             let plain =
                 ServerPackage::Session(Session::accepted("al\"ice", "general", names.clone(), 777));
             let want = encode(&plain, 1 << 20, level).unwrap();

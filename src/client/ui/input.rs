@@ -5,7 +5,7 @@
 //! missing or extra argument is answered with its usage and sends nothing,
 //! so a typo never turns into a chat message.
 
-use crate::protocol::{ClientPackage, Command, OutgoingMessage};
+use crate::wire::protocol::{ClientPackage, Command, OutgoingMessage};
 
 /// A command the server carries out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,7 +214,7 @@ pub fn parse_line(line: &str) -> Input {
         };
         return Input::Invalid(format!(
             "unknown command {}; /help lists the commands, //TEXT sends TEXT starting with '/'",
-            crate::ui::sanitize::sanitize(&shown)
+            crate::client::ui::sanitize::sanitize(&shown)
         ));
     };
     let arg = match (spec.arity, args.as_slice()) {

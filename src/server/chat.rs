@@ -20,10 +20,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{self, EncodeError};
-use crate::compress::DeflatedTail;
-use crate::config::Config;
-use crate::protocol::{
+use crate::server::config::Config;
+use crate::wire::codec::{self, EncodeError};
+use crate::wire::compress::DeflatedTail;
+use crate::wire::protocol::{
     fold_name, validate_message, validate_name, ChatMessage, Notification, ServerPackage, Session,
 };
 
@@ -940,7 +940,7 @@ mod tests {
     fn listed(tail: &DeflatedTail) -> Vec<String> {
         let mut z = Vec::new();
         tail.splice_into(br#"{"type":"x","data":{"n":0"#, &mut z);
-        let text = crate::compress::inflate(&z, 1 << 20).unwrap();
+        let text = crate::wire::compress::inflate(&z, 1 << 20).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
         serde_json::from_value(v["data"]["channels"].clone()).unwrap()
     }
@@ -962,7 +962,7 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let name = pool[(seed >> 33) as usize % pool.len()];
-            let key = crate::protocol::fold_name(name);
+            let key = crate::wire::protocol::fold_name(name);
             if (seed >> 40) % 2 == 0 {
                 public.insert(key, name.to_owned(), config.max_list_names);
             } else {

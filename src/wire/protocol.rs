@@ -157,7 +157,7 @@ impl Session {
 
     /// A successful login without its `channels` list: the head that the
     /// server completes with a precompressed list
-    /// ([`crate::codec::encode_with_tail`]).
+    /// ([`crate::wire::codec::encode_with_tail`]).
     pub fn accepted_without_list(username: &str, channel: &str, channels_total: usize) -> Self {
         Session {
             channels: None,

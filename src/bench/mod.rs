@@ -58,13 +58,13 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientError;
-use crate::codec::{self, DecodeError};
-use crate::compress;
-use crate::config::{
+use crate::server::config::{
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PACKAGE_BYTES,
 };
-use crate::frame::FrameCodec;
-use crate::protocol::{ClientPackage, Command, OutgoingMessage, ServerPackage};
+use crate::wire::codec::{self, DecodeError};
+use crate::wire::compress;
+use crate::wire::frame::FrameCodec;
+use crate::wire::protocol::{ClientPackage, Command, OutgoingMessage, ServerPackage};
 use flate2::{Decompress, FlushDecompress, Status};
 
 /// Receiving connections when `--clients` is not given.
@@ -679,7 +679,7 @@ impl SetupFrames {
 fn encode_command(
     command: &str,
     parameters: serde_json::Value,
-) -> Result<Bytes, crate::codec::EncodeError> {
+) -> Result<Bytes, crate::wire::codec::EncodeError> {
     codec::encode(
         &ClientPackage::Command(Command::new(command, Some(parameters))),
         DEFAULT_MAX_PACKAGE_BYTES,
@@ -1387,7 +1387,7 @@ impl Sender {
                 let frame = codec::encode(
                     &package,
                     DEFAULT_MAX_PACKAGE_BYTES,
-                    crate::config::DEFAULT_COMPRESSION_LEVEL,
+                    crate::server::config::DEFAULT_COMPRESSION_LEVEL,
                 )
                 .map_err(|e| io::Error::other(e.to_string()))?;
                 buf.extend_from_slice(&frame);
@@ -1926,7 +1926,7 @@ mod tests {
         // A name that JSON escapes is never matched on raw text, but the
         // fallback still finds it.
         let quoted = codec::encode(
-            &ServerPackage::notification(crate::protocol::Notification::UserJoined {
+            &ServerPackage::notification(crate::wire::protocol::Notification::UserJoined {
                 username: "a\"b".into(),
                 channel: "c".into(),
                 users: Some(vec![pad.clone()]),
@@ -1944,7 +1944,7 @@ mod tests {
         };
         assert!(!json_plain("a\"b"));
         assert_eq!(
-            classify(&quoted[crate::frame::HEADER_LEN..], step).unwrap(),
+            classify(&quoted[crate::wire::frame::HEADER_LEN..], step).unwrap(),
             Verdict::Done
         );
     }
@@ -1983,7 +1983,7 @@ mod tests {
         let frames = SetupFrames::new("alice", "rust").unwrap();
         let decode = |frame: &Bytes| {
             codec::decode_body::<ClientPackage>(
-                &frame[crate::frame::HEADER_LEN..],
+                &frame[crate::wire::frame::HEADER_LEN..],
                 DEFAULT_MAX_PACKAGE_BYTES,
             )
             .unwrap()

@@ -17,13 +17,13 @@ pub mod session;
 use std::io::IsTerminal;
 
 use crate::client::ClientConnection;
-use crate::rate::TokenBucket;
+use crate::server::rate::TokenBucket;
 pub use args::{ClientArgs, Exit};
 
 /// Longest line the client sends or reads from stdin, in bytes: the
 /// protocol's default package cap, so no line is refused locally that
 /// a server could accept.
-pub const MAX_LINE_BYTES: usize = crate::config::DEFAULT_MAX_PACKAGE_BYTES;
+pub const MAX_LINE_BYTES: usize = crate::server::config::DEFAULT_MAX_PACKAGE_BYTES;
 
 /// Runs the client with `args` until the user leaves or the connection
 /// ends; returns how it ended.

@@ -11,8 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
 
-use crate::codec::{DecodeError, EncodeError, PackageCodec};
-use crate::protocol::{ClientPackage, Command, OutgoingMessage, ServerPackage, Session};
+use crate::wire::codec::{DecodeError, EncodeError, PackageCodec};
+use crate::wire::protocol::{ClientPackage, Command, OutgoingMessage, ServerPackage, Session};
 
 /// Why a client-side operation failed.
 #[derive(Debug, thiserror::Error)]

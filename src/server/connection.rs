@@ -10,7 +10,7 @@
 //!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
-//! [`crate::compress`]), and writes are built per batch.
+//! [`crate::wire::compress`]), and writes are built per batch.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,13 +26,13 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::chat::{Hub, Outbox, UserId};
-use crate::codec;
-use crate::commands::{self, parse_params, UsernameParams};
-use crate::config::Config;
-use crate::frame::FrameCodec;
-use crate::protocol::{ClientPackage, Notification, Request, ServerPackage, Session};
-use crate::rate::TokenBucket;
+use crate::server::chat::{Hub, Outbox, UserId};
+use crate::server::commands::{self, parse_params, UsernameParams};
+use crate::server::config::Config;
+use crate::server::rate::TokenBucket;
+use crate::wire::codec;
+use crate::wire::frame::FrameCodec;
+use crate::wire::protocol::{ClientPackage, Notification, Request, ServerPackage, Session};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
