@@ -316,9 +316,25 @@ pub fn validate_name(name: &str, max_chars: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The form names are compared in: `Alice` and `alice` are the same name.
+/// The form names are compared in, as ergo compares nicknames: NFKC
+/// normalisation, then full Unicode case folding, then NFKC again (folding
+/// can undo normalisation). `Alice`, `ALICE` and fullwidth `ＡＬＩＣＥ` are one
+/// name, and so are `Straße` and `strasse`.
 pub fn fold_name(name: &str) -> String {
-    name.to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    let folded = caseless::default_case_fold_str(&name.nfkc().collect::<String>());
+    folded.nfkc().collect()
+}
+
+/// The confusable skeleton of a name (Unicode TR39) after folding: two names
+/// with the same skeleton look alike, such as `alice` and `аlice` with a
+/// Cyrillic `а`. A new name whose skeleton matches another user's or a
+/// registered account's is refused, so nobody can pass for someone else.
+pub fn name_skeleton(name: &str) -> String {
+    // Skeletons are case-sensitive (`I` is confusable with `l`), so fold
+    // before and after: the skeleton of a folded name may hold capitals.
+    let skeleton: String = unicode_security::skeleton(&fold_name(name)).collect();
+    fold_name(&skeleton)
 }
 
 /// Checks chat text: 1..=`max_bytes` bytes, no control characters but
@@ -482,6 +498,21 @@ mod tests {
         assert!(validate_name(&"é".repeat(32), 32).is_ok());
         assert!(validate_name(&"é".repeat(33), 32).is_err());
         assert_eq!(fold_name("ALICE"), fold_name("alice"));
+    }
+
+    #[test]
+    fn names_fold_like_ergo() {
+        assert_eq!(fold_name("ＡＬＩＣＥ"), "alice");
+        assert_eq!(fold_name("Straße"), fold_name("STRASSE"));
+        assert_eq!(fold_name("ǅemal"), fold_name("džemal"));
+        // Cyrillic а is another letter: a different name, but the same skeleton.
+        assert_ne!(fold_name("\u{430}lice"), fold_name("alice"));
+        assert_eq!(name_skeleton("\u{430}lice"), name_skeleton("alice"));
+        assert_eq!(name_skeleton("ALICE"), name_skeleton("alice"));
+        assert_eq!(name_skeleton("ａｌｉｃｅ"), name_skeleton("alice"));
+        assert_eq!(name_skeleton("paypal"), name_skeleton("paypa1"));
+        assert_ne!(name_skeleton("alice"), name_skeleton("alicia"));
+        assert_ne!(name_skeleton("bob"), name_skeleton("rob"));
     }
 
     #[test]
