@@ -275,6 +275,9 @@ impl Client {
                 | Notification::InviteSent { .. }
                 | Notification::ChannelList { .. } => {}
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
+                Notification::Registered { .. } | Notification::PasswordChanged {} => {
+                    return Err(fail(format!("unexpected account notice {n:?}")))
+                }
             },
             ServerPackage::Message(m) => {
                 if m.channel != v.channel

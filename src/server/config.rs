@@ -47,6 +47,30 @@ pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 128;
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
+/// Password hashes computed at once (each takes 19 MiB); 0 means two per core.
+pub const DEFAULT_HASH_CONCURRENCY: usize = 0;
+/// Wrong passwords for one account within the window before further
+/// attempts on it are refused, from any connection or address.
+pub const DEFAULT_LOGIN_FAILURES_PER_ACCOUNT: usize = 5;
+/// Wrong passwords from one client address within the window before its
+/// further attempts are refused.
+pub const DEFAULT_LOGIN_FAILURES_PER_ADDRESS: usize = 20;
+/// Seconds a wrong password counts against its account and address.
+pub const DEFAULT_LOGIN_THROTTLE_WINDOW_SECS: u64 = 15 * 60;
+/// Accounts (and, separately, addresses) whose failures are remembered at
+/// once; past it the entry idle longest is forgotten.
+pub const DEFAULT_LOGIN_THROTTLE_ENTRIES: usize = 65_536;
+
+/// Whether users may register their names (`register`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Registration {
+    /// Anyone logged in may register their name.
+    #[default]
+    Open,
+    /// `register` is refused; accounts are made with `chatmaster-server accounts add`.
+    Closed,
+}
+
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
 #[derive(Debug, Clone)]
@@ -83,6 +107,18 @@ pub struct Config {
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
     pub compress_min_bytes: usize,
+    /// Password hashes computed at once; 0 means two per core.
+    pub hash_concurrency: usize,
+    /// Wrong passwords per account within the window before refusing.
+    pub login_failures_per_account: usize,
+    /// Wrong passwords per client address within the window before refusing.
+    pub login_failures_per_address: usize,
+    /// How long a wrong password counts.
+    pub login_throttle_window: Duration,
+    /// Entries remembered in each throttle map.
+    pub login_throttle_entries: usize,
+    /// Whether `register` is allowed.
+    pub registration: Registration,
 }
 
 impl Default for Config {
@@ -104,6 +140,12 @@ impl Default for Config {
             rate_strikes: DEFAULT_RATE_STRIKES,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
+            hash_concurrency: DEFAULT_HASH_CONCURRENCY,
+            login_failures_per_account: DEFAULT_LOGIN_FAILURES_PER_ACCOUNT,
+            login_failures_per_address: DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
+            login_throttle_window: Duration::from_secs(DEFAULT_LOGIN_THROTTLE_WINDOW_SECS),
+            login_throttle_entries: DEFAULT_LOGIN_THROTTLE_ENTRIES,
+            registration: Registration::Open,
         }
     }
 }
@@ -180,6 +222,28 @@ pub struct ServerArgs {
     /// more: each cross-thread wake-up costs a futex call and a context switch.
     #[arg(long, default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
+    /// Whether users may register their names with `register` (accounts can
+    /// always be made with `chatmaster-server accounts add`).
+    #[arg(long, value_enum, default_value_t = Registration::Open)]
+    pub registration: Registration,
+    /// Password hashes (argon2id, 19 MiB each) computed at once; 0 = two per core.
+    #[arg(long, default_value_t = DEFAULT_HASH_CONCURRENCY)]
+    pub hash_concurrency: usize,
+    /// Wrong passwords for one account within the throttle window after
+    /// which attempts on it are refused, from anywhere.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_FAILURES_PER_ACCOUNT, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub login_failures_per_account: usize,
+    /// Wrong passwords from one client address within the throttle window
+    /// after which its attempts are refused.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_FAILURES_PER_ADDRESS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub login_failures_per_address: usize,
+    /// Seconds a wrong password counts against its account and address.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_THROTTLE_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_throttle_window_secs: u64,
+    /// Accounts, and addresses, whose wrong passwords are remembered at once
+    /// (past it the one idle longest is forgotten).
+    #[arg(long, default_value_t = DEFAULT_LOGIN_THROTTLE_ENTRIES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub login_throttle_entries: usize,
 }
 
 impl ServerArgs {
@@ -202,6 +266,12 @@ impl ServerArgs {
             rate_strikes: self.rate_strikes,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
+            hash_concurrency: self.hash_concurrency,
+            login_failures_per_account: self.login_failures_per_account,
+            login_failures_per_address: self.login_failures_per_address,
+            login_throttle_window: Duration::from_secs(self.login_throttle_window_secs),
+            login_throttle_entries: self.login_throttle_entries,
+            registration: self.registration,
         }
     }
 }

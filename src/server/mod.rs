@@ -10,6 +10,7 @@
 //! receive it, and returns once every connection task has ended. Tests bind
 //! `127.0.0.1:0` themselves and drive shutdown with their own future.
 
+pub mod accounts;
 pub mod chat;
 pub mod commands;
 pub mod config;

@@ -121,6 +121,9 @@ pub struct Session {
     /// The name as registered (the spelling the user chose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// Whether the user is logged in to an account (on success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<bool>,
     /// The channel the user is now in (`general`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
@@ -134,6 +137,10 @@ pub struct Session {
     /// Why the login was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set on a refusal when the name is registered and the login needs
+    /// its password (it was missing or wrong): a client may prompt for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_required: Option<bool>,
 }
 
 impl Session {
@@ -151,7 +158,17 @@ impl Session {
             channel: Some(channel.to_owned()),
             channels: Some(channels),
             channels_total: Some(channels_total),
+            account: Some(false),
             reason: None,
+            password_required: None,
+        }
+    }
+
+    /// The same session, saying whether it is logged in to an account.
+    pub fn with_account(self, account: bool) -> Self {
+        Session {
+            account: Some(account),
+            ..self
         }
     }
 
@@ -171,6 +188,15 @@ impl Session {
             status: false,
             reason: Some(reason.into()),
             ..Session::default()
+        }
+    }
+
+    /// A refused login to a registered name whose password was missing or
+    /// wrong: the client may ask its user for the password.
+    pub fn password_required(reason: impl Into<String>) -> Self {
+        Session {
+            password_required: Some(true),
+            ..Session::refused(reason)
         }
     }
 }
@@ -251,6 +277,13 @@ pub enum Notification {
     },
     /// The server is shutting down; the connection closes next.
     ServerShutdown {},
+    /// The answer to `register`: the user's name is now an account.
+    Registered {
+        /// The registered name, as spelled.
+        username: String,
+    },
+    /// The answer to `password`: the account's password is changed.
+    PasswordChanged {},
 }
 
 /// `data` of an `error` package.
@@ -429,11 +462,37 @@ mod tests {
                     1,
                 )),
                 json!({"type": "session", "data": {"status": true, "username": "alice",
-                    "channel": "general", "channels": ["general"], "channels_total": 1}}),
+                    "channel": "general", "channels": ["general"], "channels_total": 1,
+                    "account": false}}),
+            ),
+            (
+                ServerPackage::Session(
+                    Session::accepted("bob", "general", vec![], 1).with_account(true),
+                ),
+                json!({"type": "session", "data": {"status": true, "username": "bob",
+                    "channel": "general", "channels": [], "channels_total": 1,
+                    "account": true}}),
             ),
             (
                 ServerPackage::Session(Session::refused("Username is already taken.")),
                 json!({"type": "session", "data": {"status": false, "reason": "Username is already taken."}}),
+            ),
+            (
+                ServerPackage::Session(Session::password_required(
+                    "bob is registered: give its password.",
+                )),
+                json!({"type": "session", "data": {"status": false,
+                    "reason": "bob is registered: give its password.", "password_required": true}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Registered {
+                    username: "bob".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "registered", "username": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::PasswordChanged {}),
+                json!({"type": "notification", "data": {"event_type": "password_changed"}}),
             ),
             (
                 ServerPackage::notification(Notification::UserJoined {

@@ -247,6 +247,12 @@ impl ChatState {
                 sanitize(channel),
                 sanitize(username)
             ),
+            Notification::Registered { username } => format!(
+                "{} is now registered: from now on logging in as {} needs your password",
+                sanitize(username),
+                sanitize(username)
+            ),
+            Notification::PasswordChanged {} => "your password is changed".to_owned(),
             Notification::Pong { .. } => return None,
             Notification::ServerShutdown {} => {
                 return Some(theme.error("the server is shutting down"))
@@ -338,8 +344,13 @@ impl ChatState {
 fn describe_session(s: &Session, theme: &Theme) -> String {
     if s.status {
         let channels = s.channels.as_deref().unwrap_or(&[]);
+        let account = match s.account {
+            Some(true) => " (account)",
+            Some(false) => " (guest, not registered)",
+            None => "",
+        };
         theme.note(&format!(
-            "logged in as {}; channels {}",
+            "logged in as {}{account}; channels {}",
             sanitize(s.username.as_deref().unwrap_or("?")),
             name_list(channels, s.channels_total.unwrap_or(channels.len()))
         ))
