@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::config::Config;
+use crate::store::{SqliteStore, Store};
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
@@ -286,6 +287,8 @@ struct Shared {
     state: Mutex<State>,
     /// The limits.
     config: Arc<Config>,
+    /// The durable store (never called under `state`'s lock).
+    store: Arc<dyn Store>,
 }
 
 /// A cheap, cloneable handle on the chat state.
@@ -296,8 +299,17 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Empty state holding only `general`.
+    /// Empty state holding only `general`, over a fresh in-memory store
+    /// (`config.db` is not opened: see [`Hub::with_store`]).
     pub fn new(config: Arc<Config>) -> Self {
+        // Opening an in-memory database reads no input; it fails only when
+        // SQLite cannot allocate its first page, and then nothing can run.
+        let store = SqliteStore::open_in_memory().expect("an in-memory SQLite database opens");
+        Hub::with_store(config, Arc::new(store))
+    }
+
+    /// Empty state holding only `general`, over `store`.
+    pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
         let mut channels = HashMap::new();
         channels.insert(
             GENERAL.to_owned(),
@@ -322,6 +334,7 @@ impl Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 config,
+                store,
             }),
         }
     }
@@ -329,6 +342,13 @@ impl Hub {
     /// The limits in force (shared, so connections need not copy them).
     pub fn config(&self) -> &Arc<Config> {
         &self.shared.config
+    }
+
+    /// The durable store. Its methods block on disk: call them from
+    /// `spawn_blocking` or a thread of their own, never on an async worker
+    /// or while holding the chat state's lock.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
     }
 
     fn lock(&self) -> Guard<'_> {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 
+use crate::store::{Durability, StoreOptions, MEMORY};
+
 /// Largest frame body (compressed bytes after the 4-byte length) accepted.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest inflated JSON package accepted or sent.
@@ -70,6 +72,18 @@ pub enum Registration {
     /// `register` is refused; accounts are made with `chatmaster-server accounts add`.
     Closed,
 }
+/// The database file `chatmaster-server` uses, in its working directory.
+/// (`Config::default()` keeps the store in memory instead, so tests and
+/// embedders leave no files behind.)
+pub const DEFAULT_DB: &str = "chatmaster.db";
+/// Milliseconds a database operation waits for another process (the admin
+/// CLI) holding the file's lock before it fails.
+pub const DEFAULT_DB_BUSY_TIMEOUT_MS: u64 = 5000;
+/// Accepted messages (and pings) waiting for the store's writer; when it is
+/// full, connections that send more are not read until there is room.
+pub const DEFAULT_STORE_QUEUE: usize = 8192;
+/// Most messages the writer commits in one transaction.
+pub const DEFAULT_STORE_BATCH: usize = 1024;
 
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
@@ -119,6 +133,26 @@ pub struct Config {
     pub login_throttle_entries: usize,
     /// Whether `register` is allowed.
     pub registration: Registration,
+    /// Database file, or `:memory:`.
+    pub db: String,
+    /// What a commit waits for before messages are acknowledged.
+    pub db_durability: Durability,
+    /// Time a database operation waits for another process's lock.
+    pub db_busy_timeout: Duration,
+    /// Messages waiting for the writer, at most.
+    pub store_queue: usize,
+    /// Messages per transaction, at most.
+    pub store_batch: usize,
+}
+
+impl Config {
+    /// How the store is to be opened.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            busy_timeout: self.db_busy_timeout,
+            durability: self.db_durability,
+        }
+    }
 }
 
 impl Default for Config {
@@ -146,6 +180,11 @@ impl Default for Config {
             login_throttle_window: Duration::from_secs(DEFAULT_LOGIN_THROTTLE_WINDOW_SECS),
             login_throttle_entries: DEFAULT_LOGIN_THROTTLE_ENTRIES,
             registration: Registration::Open,
+            db: MEMORY.to_owned(),
+            db_durability: Durability::Normal,
+            db_busy_timeout: Duration::from_millis(DEFAULT_DB_BUSY_TIMEOUT_MS),
+            store_queue: DEFAULT_STORE_QUEUE,
+            store_batch: DEFAULT_STORE_BATCH,
         }
     }
 }
@@ -244,6 +283,26 @@ pub struct ServerArgs {
     /// (past it the one idle longest is forgotten).
     #[arg(long, default_value_t = DEFAULT_LOGIN_THROTTLE_ENTRIES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub login_throttle_entries: usize,
+    /// Database file holding accounts, registered channels and messages
+    /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
+    #[arg(long, default_value = DEFAULT_DB)]
+    pub db: String,
+    /// What a commit waits for before `message_sent` is sent: `normal`
+    /// survives the server being killed, `full` also a power cut (each
+    /// commit is synced to the disk).
+    #[arg(long, value_enum, default_value_t = Durability::Normal)]
+    pub db_sync: Durability,
+    /// Milliseconds a database operation waits for another process (such
+    /// as the admin CLI) holding the file's lock.
+    #[arg(long, default_value_t = DEFAULT_DB_BUSY_TIMEOUT_MS)]
+    pub db_busy_timeout_ms: u64,
+    /// Accepted messages waiting to be committed; when full, clients that
+    /// send more are not read until the writer catches up.
+    #[arg(long, default_value_t = DEFAULT_STORE_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub store_queue: usize,
+    /// Most messages committed in one transaction.
+    #[arg(long, default_value_t = DEFAULT_STORE_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub store_batch: usize,
 }
 
 impl ServerArgs {
@@ -272,6 +331,11 @@ impl ServerArgs {
             login_throttle_window: Duration::from_secs(self.login_throttle_window_secs),
             login_throttle_entries: self.login_throttle_entries,
             registration: self.registration,
+            db: self.db.clone(),
+            db_durability: self.db_sync,
+            db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
+            store_queue: self.store_queue,
+            store_batch: self.store_batch,
         }
     }
 }
@@ -285,7 +349,12 @@ mod tests {
     fn flag_defaults_match_config_defaults() {
         let args = ServerArgs::parse_from(["chatmaster-server"]);
         let from_flags = format!("{:?}", args.config());
-        assert_eq!(from_flags, format!("{:?}", Config::default()));
+        // The binary keeps a file; `Config::default()` keeps memory.
+        let expected = Config {
+            db: DEFAULT_DB.to_owned(),
+            ..Config::default()
+        };
+        assert_eq!(from_flags, format!("{expected:?}"));
         assert_eq!(args.port, 9000);
         assert_eq!(args.host, "127.0.0.1");
     }

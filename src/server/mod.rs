@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::store::{self, Store, StoreError};
 use crate::wire::codec;
 use crate::wire::protocol::ServerPackage;
 use chat::Hub;
@@ -50,10 +51,26 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server with empty state.
+    /// A server with empty state over a fresh in-memory store; `config.db`
+    /// is not opened (tests and embedders that want no files). The binary
+    /// uses [`Server::open`].
     pub fn new(config: Config) -> Self {
         Server {
             hub: Hub::new(Arc::new(config)),
+        }
+    }
+
+    /// A server over the store `config.db` names, opened (and migrated)
+    /// now: a file that cannot be used is refused with the reason.
+    pub fn open(config: Config) -> Result<Self, StoreError> {
+        let store = store::open(&config.db, &config.store_options())?;
+        Ok(Server::with_store(config, store))
+    }
+
+    /// A server over an already opened store (any [`Store`] implementation).
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Self {
+        Server {
+            hub: Hub::with_store(Arc::new(config), store),
         }
     }
 
