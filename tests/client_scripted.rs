@@ -180,7 +180,7 @@ async fn name_from_the_first_line_and_refusal_exit_code() {
     // Without --username the first line is the name.
     let mut c = Scripted::start(server.addr, "first-line", &[]);
     c.send("newbie");
-    c.expect("-- logged in as newbie; channels (1): general");
+    c.expect("-- logged in as newbie (guest); channels (1): general");
     let (status, _, _) = c.finish();
     assert_eq!(status.code(), Some(0));
 

@@ -1,477 +1,424 @@
-//! Accounts: the password rules, argon2id hashing on a bounded pool of
-//! blocking threads, and login throttling per account and per address.
+//! Accounts as the server uses them: checking a login against the store,
+//! and the commands that need the store or a password hash (`register`,
+//! `password`, `rename`, and `join`, which registers the channels an
+//! account holder creates).
 //!
-//! Hashing a password at OWASP's cost takes 19 MiB and tens of
-//! milliseconds of one core. Done on an async worker it would stall every
-//! connection on that worker; done without a bound, a storm of logins
-//! would take gigabytes. So every hash runs under a permit of [`Hasher`]'s
-//! semaphore (at most `hash_concurrency` at once, by default two per core)
-//! on tokio's blocking pool; a login waiting for a permit costs a parked
-//! task, not memory.
-//!
-//! [`Throttle`] counts wrong passwords in a sliding window, per account
-//! (whatever connection or address the attempts come from) and per client
-//! address. Both maps are bounded: an attacker cycling addresses evicts
-//! the stalest entries rather than growing memory.
-//!
-//! Passwords are never logged: they live in `String`s handed straight to
-//! the hasher, and no type here that holds one derives `Debug`.
+//! Everything here is async and keeps off the async workers: store calls
+//! run on tokio's blocking pool behind a semaphore of `store_concurrency`
+//! permits, password hashes on the [`Hasher`]'s own bounded pool, and the
+//! chat state is touched only through [`Hub`] calls, never across an
+//! `.await`. Accounts are read from the store at each login, so the admin
+//! commands (`chatmaster-server accounts ...`), run while the server is up,
+//! take effect at the next login.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 
-use crate::server::config::Config;
+use crate::server::chat::{ChatError, Hub, Persist, UserId};
+use crate::server::commands::{
+    parse_params, ChannelParams, CommandError, PasswordParams, RegisterParams, UsernameParams,
+};
+use crate::server::config::{Config, Registration};
+use crate::server::passwords::{check_password_rules, Hasher, Throttle};
+use crate::store::{self, Account, AccountId, NewAccount, NewChannel, Store, StoreError};
+use crate::wire::protocol::{fold_name, name_skeleton, validate_name, Notification, ServerPackage};
 
-/// Fewest characters (Unicode scalar values) in a password.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Most bytes (UTF-8) in a password: argon2 takes any length, but hashing
-/// megabytes per attempt would be a cheap way to burn server time.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Store operations running at once; the rest wait for a permit (a parked
+/// task each, bounded by the connection cap).
+const STORE_CONCURRENCY: usize = 8;
 
-/// argon2id memory cost in KiB: OWASP's minimum, 19 MiB.
-pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
-/// argon2id iterations: OWASP's 2 for 19 MiB.
-pub const ARGON2_ITERATIONS: u32 = 2;
-/// argon2id lanes.
-pub const ARGON2_LANES: u32 = 1;
-
-/// Checks a new password against the rules: 8 characters at least, 1,024
-/// bytes at most. Returns why it is refused.
-pub fn check_password_rules(password: &str) -> Result<(), String> {
-    let chars = password.chars().count();
-    if chars < MIN_PASSWORD_CHARS {
-        return Err(format!(
-            "A password has at least {MIN_PASSWORD_CHARS} characters (this one has {chars})."
-        ));
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!(
-            "A password has at most {MAX_PASSWORD_BYTES} bytes (this one has {}).",
-            password.len()
-        ));
-    }
-    Ok(())
+/// A refused login: the reason for the user, and whether a password would
+/// help (the client may then prompt for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Shown to the user.
+    pub reason: String,
+    /// The name is registered and the password was missing or wrong.
+    pub password_required: bool,
 }
 
-/// Why a hash could not be made or checked (never because of a wrong password).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HashError {
-    /// The stored hash is not a PHC string argon2 can read.
-    #[error("stored password hash is unreadable: {0}")]
-    BadHash(String),
-    /// argon2 refused the input.
-    #[error("password hashing failed: {0}")]
-    Hashing(String),
-    /// The blocking task died (panicked or was cancelled at shutdown).
-    #[error("password hashing was interrupted")]
-    Interrupted,
-}
-
-/// The argon2id hasher: OWASP parameters, at most `concurrency` hashes at once.
-#[derive(Debug, Clone)]
-pub struct Hasher {
-    /// One permit per hash running.
-    permits: Arc<Semaphore>,
-}
-
-impl Hasher {
-    /// A hasher running at most `concurrency` hashes at once (at least one).
-    pub fn new(concurrency: usize) -> Self {
-        Hasher {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+impl Refusal {
+    fn plain(reason: impl Into<String>) -> Self {
+        Refusal {
+            reason: reason.into(),
+            password_required: false,
         }
     }
 
-    /// The hasher `config` asks for: `hash_concurrency`, or two per core when 0.
-    pub fn from_config(config: &Config) -> Self {
-        Hasher::new(hash_concurrency(config.hash_concurrency))
-    }
-
-    fn argon2() -> Argon2<'static> {
-        // The constants are within argon2's bounds, so this cannot fail;
-        // the fallback is the crate's default, which is the same values.
-        let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_LANES, None)
-            .unwrap_or_default();
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-    }
-
-    /// Runs `work` on the blocking pool once a permit is free.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
-    ) -> Result<T, HashError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::Interrupted)?;
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = work();
-            drop(permit);
-            result
-        })
-        .await;
-        joined.map_err(|_| HashError::Interrupted)?
-    }
-
-    /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$...`) of `password`
-    /// with a fresh random salt.
-    pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.run(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Hasher::argon2()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| HashError::Hashing(e.to_string()))
-        })
-        .await
-    }
-
-    /// Whether `password` matches the stored PHC string.
-    pub async fn verify(&self, password: String, phc: String) -> Result<bool, HashError> {
-        self.run(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| HashError::BadHash(e.to_string()))?;
-            match Hasher::argon2().verify_password(password.as_bytes(), &parsed) {
-                Ok(()) => Ok(true),
-                Err(argon2::password_hash::Error::Password) => Ok(false),
-                Err(e) => Err(HashError::BadHash(e.to_string())),
-            }
-        })
-        .await
-    }
-
-    /// Hashes on the calling thread, for tools that are not async (the
-    /// admin commands).
-    pub fn hash_blocking(password: &str) -> Result<String, HashError> {
-        let salt = SaltString::generate(&mut OsRng);
-        Hasher::argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| HashError::Hashing(e.to_string()))
-    }
-}
-
-/// Hashes allowed at once for a `--hash-concurrency` value: the value, or
-/// two per core when it is 0.
-pub fn hash_concurrency(configured: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    2 * cores
-}
-
-/// Failure times of one account or address, oldest first, at most `limit`.
-#[derive(Debug, Default)]
-struct Failures {
-    /// When each counted failure happened.
-    times: VecDeque<Instant>,
-}
-
-impl Failures {
-    /// Forgets failures older than `window`.
-    fn expire(&mut self, now: Instant, window: Duration) {
-        while self
-            .times
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
-            self.times.pop_front();
+    fn password(reason: impl Into<String>) -> Self {
+        Refusal {
+            reason: reason.into(),
+            password_required: true,
         }
     }
-
-    /// How long until another attempt is allowed, if `limit` failures lie
-    /// within the window.
-    fn wait(&self, now: Instant, window: Duration, limit: usize) -> Option<Duration> {
-        if self.times.len() < limit {
-            return None;
-        }
-        let oldest = self.times.front()?;
-        Some(window.saturating_sub(now.saturating_duration_since(*oldest)))
-    }
-
-    fn record(&mut self, now: Instant, limit: usize) {
-        self.times.push_back(now);
-        while self.times.len() > limit {
-            self.times.pop_front();
-        }
-    }
-
-    fn newest(&self) -> Option<Instant> {
-        self.times.back().copied()
-    }
 }
 
-/// A bounded map of failure windows.
+/// The accounts service: the store, the hasher and the throttle.
 #[derive(Debug)]
-struct Windows<K> {
-    /// Failures per key.
-    map: HashMap<K, Failures>,
-    /// Failures that lock a key out.
-    limit: usize,
+pub struct Accounts {
+    /// Where accounts and registered channels live.
+    store: Arc<dyn Store>,
+    /// argon2id on a bounded pool.
+    hasher: Hasher,
+    /// Wrong-password counts; a short critical section, never held across `.await`.
+    throttle: Mutex<Throttle<AccountId>>,
+    /// Store calls running at once.
+    store_permits: Arc<Semaphore>,
+    /// Whether `register` is allowed.
+    registration: Registration,
+    /// Longest name.
+    max_name_chars: usize,
 }
 
-impl<K: Hash + Eq + Clone> Windows<K> {
-    fn new(limit: usize) -> Self {
-        Windows {
-            map: HashMap::new(),
-            limit: limit.max(1),
+/// A store failure as the user sees it.
+fn unavailable(e: &StoreError) -> String {
+    tracing::error!(error = %e, "store operation failed");
+    format!("The server's database failed ({e}); try again later.")
+}
+
+impl Accounts {
+    /// The service over `store` with the limits of `config`.
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
+        Accounts {
+            store,
+            hasher: Hasher::from_config(config),
+            throttle: Mutex::new(Throttle::new(config)),
+            store_permits: Arc::new(Semaphore::new(STORE_CONCURRENCY)),
+            registration: config.registration,
+            max_name_chars: config.max_name_chars,
         }
     }
 
-    fn wait(&mut self, key: &K, now: Instant, window: Duration) -> Option<Duration> {
-        let failures = self.map.get_mut(key)?;
-        failures.expire(now, window);
-        let wait = failures.wait(now, window, self.limit);
-        if failures.times.is_empty() {
-            self.map.remove(key);
-        }
-        wait
+    /// Runs a store call on the blocking pool.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _permit = self
+            .store_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Backend("the store is closing".into()))?;
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || call(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 
-    fn record(&mut self, key: K, now: Instant, window: Duration, max_entries: usize) {
-        if !self.map.contains_key(&key) && self.map.len() >= max_entries {
-            self.map.retain(|_, f| {
-                f.expire(now, window);
-                !f.times.is_empty()
-            });
-            if self.map.len() >= max_entries {
-                // Still full of live entries: drop the one idle longest, so
-                // memory stays bounded whatever an attacker cycles through.
-                let stalest = self
-                    .map
-                    .iter()
-                    .min_by_key(|(_, f)| f.newest())
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = stalest {
-                    self.map.remove(&k);
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle<AccountId>> {
+        self.throttle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Checks a password against an account, throttled: a wrong one counts
+    /// against the account and the address, a right one clears the
+    /// account's count.
+    async fn check_password(
+        &self,
+        account: &Account,
+        password: String,
+        addr: IpAddr,
+    ) -> Result<(), Refusal> {
+        if let Err(throttled) = self.throttle().check(&account.id, addr) {
+            return Err(Refusal::password(throttled.reason(&account.name)));
+        }
+        let right = self
+            .hasher
+            .verify(password, account.password_hash.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(account = %account.name, error = %e, "password check failed");
+                Refusal::plain(format!(
+                    "The password of {} cannot be checked; ask the server's operator.",
+                    account.name
+                ))
+            })?;
+        if right {
+            self.throttle().succeeded(&account.id);
+            Ok(())
+        } else {
+            self.throttle().failed(account.id, addr);
+            Err(Refusal::password(format!(
+                "Wrong password for {}.",
+                account.name
+            )))
+        }
+    }
+
+    /// The accounts holding `name`'s key and those whose skeleton matches it.
+    async fn lookup(&self, name: &str) -> Result<(Option<Account>, Vec<Account>), StoreError> {
+        let (key, skeleton) = (fold_name(name), name_skeleton(name));
+        self.db(move |s| Ok((s.account_by_key(&key)?, s.accounts_by_skeleton(&skeleton)?)))
+            .await
+    }
+
+    /// Decides whether `name` may log in with `password`: returns the
+    /// account logged in to (`None` for a guest), or why not.
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        password: Option<String>,
+        addr: IpAddr,
+    ) -> Result<Option<Account>, Refusal> {
+        validate_name(name, self.max_name_chars).map_err(Refusal::plain)?;
+        let (exact, alike) = self
+            .lookup(name)
+            .await
+            .map_err(|e| Refusal::plain(unavailable(&e)))?;
+        if let Some(account) = exact {
+            let Some(password) = password else {
+                return Err(Refusal::password(format!(
+                    "{} is a registered name: log in with its password.",
+                    account.name
+                )));
+            };
+            self.check_password(&account, password, addr).await?;
+            return Ok(Some(account));
+        }
+        if let Some(other) = alike.first() {
+            return Err(Refusal::plain(format!(
+                "{name} looks too much like the registered name {}; choose another name.",
+                other.name
+            )));
+        }
+        if password.is_some() {
+            return Err(Refusal::plain(format!(
+                "{name} has no account: log in without a password, then register it."
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Carries out the store steps a chat operation returned.
+    pub async fn persist(&self, steps: Vec<Persist>) -> Result<(), String> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.db(move |s| {
+            for step in steps {
+                match step {
+                    Persist::SetPrivate { channel, private } => {
+                        s.set_channel_private(channel, private)?
+                    }
+                    Persist::Admit { channel, account } => s.admit(channel, account)?,
+                    Persist::Unregister(channel) => s.delete_channel(channel)?,
                 }
             }
-        }
-        let limit = self.limit;
-        let failures = self.map.entry(key).or_default();
-        failures.expire(now, window);
-        failures.record(now, limit);
+            Ok(())
+        })
+        .await
+        .map_err(|e| unavailable(&e))
     }
-}
 
-/// Why a login attempt is refused before its password is even checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Throttled {
-    /// Too many wrong passwords for this account lately; wait this long.
-    Account(Duration),
-    /// Too many wrong passwords from this address lately; wait this long.
-    Address(Duration),
-}
-
-impl Throttled {
-    /// The reason shown to the user, giving the wait in whole seconds.
-    pub fn reason(&self, name: &str) -> String {
-        match self {
-            Throttled::Account(wait) => format!(
-                "Too many wrong passwords for {name}: try again in {} s.",
-                whole_secs(*wait)
-            ),
-            Throttled::Address(wait) => format!(
-                "Too many wrong passwords from your address: try again in {} s.",
-                whole_secs(*wait)
-            ),
-        }
-    }
-}
-
-fn whole_secs(d: Duration) -> u64 {
-    // Round up: "try again in 0 s" while still refused would be a lie.
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// Wrong-password counts per account and per client address.
-///
-/// Uses tokio's clock, so tests with a paused clock can step through the
-/// window.
-#[derive(Debug)]
-pub struct Throttle<A> {
-    /// Failures per account.
-    accounts: Windows<A>,
-    /// Failures per client address.
-    addresses: Windows<IpAddr>,
-    /// How far back failures count.
-    window: Duration,
-    /// Most entries in each map.
-    max_entries: usize,
-}
-
-impl<A: Hash + Eq + Clone> Throttle<A> {
-    /// A throttle with the limits of `config`.
-    pub fn new(config: &Config) -> Self {
-        Throttle {
-            accounts: Windows::new(config.login_failures_per_account),
-            addresses: Windows::new(config.login_failures_per_address),
-            window: config.login_throttle_window,
-            max_entries: config.login_throttle_entries.max(1),
+    /// Runs one of the commands the command table marks as accounts
+    /// commands; returns the package to answer with, if any (the others
+    /// answer through the hub, as chat commands do).
+    pub async fn run_command(
+        &self,
+        hub: &Hub,
+        id: UserId,
+        command: &'static str,
+        parameters: Option<serde_json::Value>,
+        addr: IpAddr,
+    ) -> Result<Option<ServerPackage>, CommandError> {
+        let failed = |message: String| CommandError::Failed { command, message };
+        let chat = |e: ChatError| CommandError::Failed {
+            command,
+            message: e.0,
+        };
+        match command {
+            "join" => {
+                let p: ChannelParams =
+                    parse_params(command, parameters).map_err(CommandError::Protocol)?;
+                self.join(hub, id, &p.channel).await.map_err(failed)?;
+                Ok(None)
+            }
+            "rename" => {
+                let p: UsernameParams =
+                    parse_params(command, parameters).map_err(CommandError::Protocol)?;
+                self.rename(hub, id, &p.username).await.map_err(failed)?;
+                Ok(None)
+            }
+            "register" => {
+                let p: RegisterParams =
+                    parse_params(command, parameters).map_err(CommandError::Protocol)?;
+                let name = self.register(hub, id, p.password).await.map_err(failed)?;
+                Ok(Some(ServerPackage::notification(
+                    Notification::Registered { username: name },
+                )))
+            }
+            "password" => {
+                let p: PasswordParams =
+                    parse_params(command, parameters).map_err(CommandError::Protocol)?;
+                self.change_password(hub, id, p, addr)
+                    .await
+                    .map_err(failed)?;
+                Ok(Some(ServerPackage::notification(
+                    Notification::PasswordChanged {},
+                )))
+            }
+            other => Err(chat(ChatError(format!(
+                "{other} is not an accounts command"
+            )))),
         }
     }
 
-    /// Whether an attempt on `account` from `addr` may be checked now.
-    pub fn check(&mut self, account: &A, addr: IpAddr) -> Result<(), Throttled> {
-        let now = Instant::now();
-        if let Some(wait) = self.accounts.wait(account, now, self.window) {
-            return Err(Throttled::Account(wait));
+    /// `join`: an account holder creating a channel registers it first.
+    async fn join(&self, hub: &Hub, id: UserId, channel: &str) -> Result<(), String> {
+        let registration = match hub.needs_registration(id, channel).map_err(|e| e.0)? {
+            None => None,
+            Some(owner) => {
+                let new = NewChannel {
+                    name: channel.to_owned(),
+                    key: fold_name(channel),
+                    owner,
+                    private: false,
+                    created_at: store::now_millis(),
+                };
+                match self.db(move |s| s.register_channel(&new)).await {
+                    Ok(cid) => Some(cid),
+                    Err(StoreError::Conflict { existing }) => {
+                        return Err(format!(
+                            "{existing} is registered but not loaded; ask the server's operator."
+                        ))
+                    }
+                    Err(e) => return Err(unavailable(&e)),
+                }
+            }
+        };
+        match hub.join_with(id, channel, registration) {
+            Ok(steps) => self.persist(steps).await,
+            Err(e) => {
+                if let Some(cid) = registration {
+                    // Undo the registration the failed join asked for.
+                    let _ = self.db(move |s| s.delete_channel(cid)).await;
+                }
+                Err(e.0)
+            }
         }
-        if let Some(wait) = self.addresses.wait(&addr, now, self.window) {
-            return Err(Throttled::Address(wait));
+    }
+
+    /// `rename`: the new name must not be another account's, or look like
+    /// one; an account holder's account is renamed with them.
+    async fn rename(&self, hub: &Hub, id: UserId, new_name: &str) -> Result<(), String> {
+        validate_name(new_name, self.max_name_chars)?;
+        let account = hub.account(id);
+        let old_name = hub.username(id).ok_or("You are not logged in.")?;
+        let (exact, alike) = self.lookup(new_name).await.map_err(|e| unavailable(&e))?;
+        if let Some(other) = exact.filter(|a| Some(a.id) != account) {
+            return Err(format!(
+                "{} is a registered name: log in with its password to use it.",
+                other.name
+            ));
+        }
+        if let Some(other) = alike.iter().find(|a| Some(a.id) != account) {
+            return Err(format!(
+                "{new_name} looks too much like the registered name {}; choose another name.",
+                other.name
+            ));
+        }
+        let Some(account) = account else {
+            return hub.rename(id, new_name).map_err(|e| e.0);
+        };
+        let rename_to = |name: &str| {
+            let (name, key, skeleton) = (name.to_owned(), fold_name(name), name_skeleton(name));
+            move |s: &dyn Store| s.rename_account(account, &name, &key, &skeleton)
+        };
+        match self.db(rename_to(new_name)).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { existing }) => {
+                return Err(format!(
+                    "{new_name} is too close to the registered name {existing}."
+                ))
+            }
+            Err(e) => return Err(unavailable(&e)),
+        }
+        if let Err(e) = hub.rename(id, new_name) {
+            // Someone online holds the name: the account keeps the old one.
+            if let Err(undo) = self.db(rename_to(&old_name)).await {
+                tracing::error!(error = %undo, "could not undo an account rename");
+            }
+            return Err(e.0);
         }
         Ok(())
     }
 
-    /// Counts a wrong password for `account` from `addr`.
-    pub fn failed(&mut self, account: A, addr: IpAddr) {
-        let now = Instant::now();
-        self.accounts
-            .record(account, now, self.window, self.max_entries);
-        self.addresses
-            .record(addr, now, self.window, self.max_entries);
-    }
-
-    /// A right password: the account's count starts again (the address's
-    /// does not, or one known password would unlock guessing at others).
-    pub fn succeeded(&mut self, account: &A) {
-        self.accounts.map.remove(account);
-    }
-
-    /// Entries held, accounts plus addresses (for tests of the bound).
-    pub fn len(&self) -> usize {
-        self.accounts.map.len() + self.addresses.map.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> Config {
-        Config::default()
-    }
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
-    }
-
-    #[test]
-    fn password_rules() {
-        assert!(check_password_rules("1234567").is_err());
-        assert!(check_password_rules("12345678").is_ok());
-        // Characters, not bytes, count towards the minimum.
-        assert!(check_password_rules("ééééééé").is_err());
-        assert!(check_password_rules("éééééééé").is_ok());
-        assert!(check_password_rules(&"x".repeat(1024)).is_ok());
-        assert!(check_password_rules(&"x".repeat(1025)).is_err());
-    }
-
-    #[tokio::test]
-    async fn hashes_are_argon2id_phc_strings_at_owasp_cost() {
-        let hasher = Hasher::new(2);
-        let phc = hasher.hash("correct horse".into()).await.unwrap();
-        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(hasher
-            .verify("correct horse".into(), phc.clone())
-            .await
-            .unwrap());
-        assert!(!hasher
-            .verify("wrong horse".into(), phc.clone())
-            .await
-            .unwrap());
-        let again = hasher.hash("correct horse".into()).await.unwrap();
-        assert_ne!(phc, again, "salts must differ");
-        assert!(hasher
-            .verify("x".into(), "not a hash".into())
-            .await
-            .is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn account_throttle_counts_five_in_fifteen_minutes() {
-        let mut t: Throttle<i64> = Throttle::new(&config());
-        for n in 0..5 {
-            assert_eq!(t.check(&1, ip(n)), Ok(()));
-            t.failed(1, ip(n));
-        }
-        // Any address is refused now, with the wait.
-        let Err(Throttled::Account(wait)) = t.check(&1, ip(99)) else {
-            panic!("not throttled");
-        };
-        assert_eq!(wait, Duration::from_secs(900));
-        assert!(
-            t.check(&2, ip(99)).is_ok(),
-            "other accounts are not affected"
-        );
-        tokio::time::advance(Duration::from_secs(600)).await;
-        let Err(Throttled::Account(wait)) = t.check(&1, ip(1)) else {
-            panic!("not throttled");
-        };
-        assert_eq!(wait, Duration::from_secs(300));
-        assert!(Throttled::Account(wait).reason("bob").contains("300 s"));
-        tokio::time::advance(Duration::from_secs(300)).await;
-        assert_eq!(t.check(&1, ip(1)), Ok(()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn success_resets_the_account_not_the_address() {
-        let mut t: Throttle<i64> = Throttle::new(&config());
-        for _ in 0..4 {
-            t.failed(1, ip(1));
-        }
-        t.succeeded(&1);
-        for _ in 0..4 {
-            t.failed(1, ip(1));
-        }
-        assert!(t.check(&1, ip(1)).is_ok());
-        for n in 0..12 {
-            t.failed(100 + n, ip(1));
-        }
-        assert!(matches!(t.check(&7, ip(1)), Err(Throttled::Address(_))));
-        assert!(t.check(&7, ip(2)).is_ok());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn maps_stay_bounded_under_cycling() {
-        let mut t: Throttle<i64> = Throttle::new(&Config {
-            login_throttle_entries: 100,
-            ..config()
-        });
-        for n in 0..10_000i64 {
-            t.failed(
-                n,
-                IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]),
+    /// `register`: the user's current name becomes an account. Returns the name.
+    async fn register(&self, hub: &Hub, id: UserId, password: String) -> Result<String, String> {
+        if self.registration == Registration::Closed {
+            return Err(
+                "Registration is closed on this server; ask its operator for an account.".into(),
             );
         }
-        assert!(t.len() <= 200, "{}", t.len());
-        // The newest entries are the ones kept.
-        t.failed(9_999, ip(0));
-        for _ in 0..3 {
-            t.failed(9_999, ip(0));
+        let name = hub.username(id).ok_or("You are not logged in.")?;
+        if hub.account(id).is_some() {
+            return Err(format!(
+                "{name} is already registered, and you are logged in to it."
+            ));
         }
-        assert!(t.check(&9_999, ip(250)).is_err());
+        check_password_rules(&password)?;
+        let (exact, alike) = self.lookup(&name).await.map_err(|e| unavailable(&e))?;
+        if let Some(other) = exact.or_else(|| alike.into_iter().next()) {
+            return Err(format!("{} is already registered.", other.name));
+        }
+        let password_hash = self.hasher.hash(password).await.map_err(|e| {
+            tracing::error!(error = %e, "hashing failed");
+            "The password could not be hashed; try again.".to_owned()
+        })?;
+        let new = NewAccount {
+            name: name.clone(),
+            key: fold_name(&name),
+            skeleton: name_skeleton(&name),
+            password_hash,
+            created_at: store::now_millis(),
+        };
+        let account = match self.db(move |s| s.create_account(&new)).await {
+            Ok(a) => a,
+            Err(StoreError::Conflict { existing }) => {
+                return Err(format!("{existing} is already registered."))
+            }
+            Err(e) => return Err(unavailable(&e)),
+        };
+        if let Err(e) = hub.set_account(id, &name, account) {
+            let _ = self.db(move |s| s.delete_account(account)).await;
+            return Err(e.0);
+        }
+        tracing::info!(account = %name, "account registered");
+        Ok(name)
     }
 
-    #[test]
-    fn concurrency_defaults_to_two_per_core() {
-        assert_eq!(hash_concurrency(3), 3);
-        assert!(hash_concurrency(0) >= 2);
-        assert_eq!(hash_concurrency(0) % 2, 0);
+    /// `password`: the old password, checked (and throttled) as at login,
+    /// then the new one.
+    async fn change_password(
+        &self,
+        hub: &Hub,
+        id: UserId,
+        p: PasswordParams,
+        addr: IpAddr,
+    ) -> Result<(), String> {
+        let Some(account_id) = hub.account(id) else {
+            return Err("You are not logged in to an account; register your name first.".into());
+        };
+        let account = self
+            .db(move |s| s.account_by_id(account_id))
+            .await
+            .map_err(|e| unavailable(&e))?
+            .ok_or("Your account no longer exists.")?;
+        self.check_password(&account, p.old, addr)
+            .await
+            .map_err(|r| r.reason)?;
+        check_password_rules(&p.new)?;
+        let hash = self.hasher.hash(p.new).await.map_err(|e| {
+            tracing::error!(error = %e, "hashing failed");
+            "The password could not be hashed; try again.".to_owned()
+        })?;
+        self.db(move |s| s.set_password(account_id, &hash))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tracing::info!(account = %account.name, "password changed");
+        Ok(())
     }
 }

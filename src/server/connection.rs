@@ -12,9 +12,11 @@
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), and writes are built per batch.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +28,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::server::chat::Persist;
 use crate::server::chat::{Hub, Outbox, UserId};
-use crate::server::commands::{self, parse_params, UsernameParams};
+use crate::server::commands::{self, parse_params, Dispatched, LoginParams};
 use crate::server::config::Config;
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
@@ -52,6 +55,8 @@ enum Close {
     WriteStalled(Duration),
     #[error("dropped by the server (slow consumer)")]
     Killed,
+    #[error("replaced by a new login to the same account")]
+    Replaced,
     #[error("server shutdown")]
     Shutdown,
 }
@@ -126,6 +131,8 @@ struct Connection {
     frames: FrameCodec,
     /// The logged-in user, once there is one.
     user: Option<UserId>,
+    /// Set by the hub when a new login to this user's account took over.
+    replaced: Arc<AtomicBool>,
     /// Flood control.
     rate: RateLimit,
 }
@@ -145,6 +152,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
         buf: BytesMut::new(),
         frames: FrameCodec::new(config.max_frame_bytes),
         user: None,
+        replaced: Arc::new(AtomicBool::new(false)),
         rate: RateLimit::new(&config),
         rx,
         hub,
@@ -172,7 +180,7 @@ impl Connection {
             match self.frames.decode(&mut self.buf) {
                 Ok(Some(body)) => {
                     frame_deadline = None;
-                    if let Err(close) = self.handle_frame(&body) {
+                    if let Err(close) = self.handle_frame(&body).await {
                         // The reply explaining why is queued: let it out first.
                         let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
                         return Err(close);
@@ -208,7 +216,7 @@ impl Connection {
             };
             match event {
                 Event::Shutdown => return self.goodbye().await,
-                Event::Killed => return Err(Close::Killed),
+                Event::Killed => return self.killed().await,
                 Event::Outbound(first) => self.write_batch(first).await?,
                 Event::Readable(r) => {
                     r?;
@@ -240,7 +248,7 @@ impl Connection {
     }
 
     /// Handles one complete frame body.
-    fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
+    async fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
         if !self.rate.allow() {
             let message = format!(
                 "Too fast: at most {} packages per second (bursts of {}); this package was dropped.",
@@ -266,8 +274,8 @@ impl Connection {
         };
         match (package, self.user) {
             (ClientPackage::Command(c), None) if c.command == "login" => {
-                match parse_params::<UsernameParams>("login", c.parameters) {
-                    Ok(p) => self.login(&p.username),
+                match parse_params::<LoginParams>("login", c.parameters) {
+                    Ok(p) => self.login(p).await,
                     Err(m) => self.reply_error("protocol", m),
                 }
             }
@@ -279,23 +287,117 @@ impl Connection {
                 Ok(()) => Ok(()),
                 Err(e) => self.reply_error("message", e.0),
             },
-            (ClientPackage::Command(c), Some(id)) => match commands::dispatch(&self.hub, id, c) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let (kind, message) = e.to_error();
-                    let package = ServerPackage::error(kind, message);
-                    self.reply(&package)
+            (ClientPackage::Command(c), Some(id)) => {
+                let name = c.command.clone();
+                let result = match commands::dispatch(&self.hub, id, c) {
+                    Ok(Dispatched::Done(steps)) => self.persist(&name, steps).await?,
+                    Ok(Dispatched::Accounts {
+                        command,
+                        parameters,
+                    }) => {
+                        let (hub, addr) = (self.hub.clone(), self.peer.ip());
+                        let run = async move {
+                            let accounts = Arc::clone(hub.accounts());
+                            accounts
+                                .run_command(&hub, id, command, parameters, addr)
+                                .await
+                        };
+                        match self.serving_while(run).await? {
+                            Ok(Some(answer)) => {
+                                self.reply(&answer)?;
+                                Ok(())
+                            }
+                            Ok(None) => Ok(()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let (kind, message) = e.to_error();
+                        let package = ServerPackage::error(kind, message);
+                        self.reply(&package)
+                    }
                 }
-            },
+            }
         }
     }
 
-    fn login(&mut self, name: &str) -> Result<(), Close> {
+    /// Writes what a chat command changed to the store before its answer
+    /// leaves (the answer is queued, and written after this returns).
+    async fn persist(
+        &mut self,
+        command: &str,
+        steps: Vec<Persist>,
+    ) -> Result<Result<(), commands::CommandError>, Close> {
+        if steps.is_empty() {
+            return Ok(Ok(()));
+        }
+        let accounts = Arc::clone(self.hub.accounts());
+        let stored = self
+            .serving_while(async move { accounts.persist(steps).await })
+            .await?;
+        Ok(stored.map_err(|message| commands::CommandError::Failed {
+            command: commands::find(command).map_or("server", |c| c.name),
+            message,
+        }))
+    }
+
+    /// Waits for `work` (a store call or a password hash) while still
+    /// writing this connection's queue, so that broadcasts to it do not pile
+    /// up meanwhile. The socket is not read: packages stay in order.
+    async fn serving_while<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Close> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.as_mut() => {
+                    return Err(if self.shutdown.is_cancelled() {
+                        let _ = self.goodbye().await;
+                        Close::Shutdown
+                    } else {
+                        match self.killed().await {
+                            Err(close) => close,
+                            Ok(()) => Close::Killed,
+                        }
+                    })
+                }
+                done = &mut work => return Ok(done),
+                Some(first) = self.rx.recv() => self.write_batch(first).await?,
+            }
+        }
+    }
+
+    async fn login(&mut self, p: LoginParams) -> Result<(), Close> {
+        let LoginParams { username, password } = p;
+        let accounts = Arc::clone(self.hub.accounts());
+        let addr = self.peer.ip();
+        let name = username.clone();
+        let checked = self
+            .serving_while(async move { accounts.authenticate(&name, password, addr).await })
+            .await?;
+        let (name, account) = match checked {
+            // The account's own spelling is what others see.
+            Ok(Some(account)) => (account.name, Some(account.id)),
+            Ok(None) => (username, None),
+            Err(refusal) => {
+                let session = if refusal.password_required {
+                    Session::password_required(refusal.reason)
+                } else {
+                    Session::refused(refusal.reason)
+                };
+                self.reply(&ServerPackage::Session(session))?;
+                return self.reply(&ServerPackage::Request(Request::login()));
+            }
+        };
         let outbox = Outbox::new(self.tx.clone(), self.kill.clone());
-        match self.hub.login(name, outbox) {
+        self.replaced = outbox.replaced();
+        match self.hub.login_as(&name, account, outbox) {
             Ok(id) => {
                 self.user = Some(id);
-                tracing::debug!(peer = %self.peer, user = name, "logged in");
+                tracing::debug!(peer = %self.peer, user = %name, account = account.is_some(), "logged in");
                 Ok(())
             }
             Err(e) => {
@@ -303,6 +405,19 @@ impl Connection {
                 self.reply(&ServerPackage::Request(Request::login()))
             }
         }
+    }
+
+    /// The hub dropped this connection: a slow consumer closes at once; a
+    /// user replaced by a new login first gets the `login` error queued
+    /// for it.
+    async fn killed(&mut self) -> Result<(), Close> {
+        if !self.replaced.load(Ordering::Acquire) {
+            return Err(Close::Killed);
+        }
+        let limit = self.config.shutdown_timeout;
+        let _ = timeout(limit, self.flush_queue()).await;
+        let _ = timeout(limit, self.stream.shutdown()).await;
+        Err(Close::Replaced)
     }
 
     /// Queues a package for this connection.

@@ -15,6 +15,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod passwords;
 pub mod rate;
 
 use std::future::Future;
@@ -64,14 +65,14 @@ impl Server {
     /// now: a file that cannot be used is refused with the reason.
     pub fn open(config: Config) -> Result<Self, StoreError> {
         let store = store::open(&config.db, &config.store_options())?;
-        Ok(Server::with_store(config, store))
+        Server::with_store(config, store)
     }
 
     /// A server over an already opened store (any [`Store`] implementation).
-    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Self {
-        Server {
-            hub: Hub::with_store(Arc::new(config), store),
-        }
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let hub = Hub::with_store(Arc::new(config), store);
+        hub.load_registered_from_store()?;
+        Ok(Server { hub })
     }
 
     /// A handle on the chat state (for inspection in tests and tools).

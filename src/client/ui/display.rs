@@ -346,7 +346,7 @@ fn describe_session(s: &Session, theme: &Theme) -> String {
         let channels = s.channels.as_deref().unwrap_or(&[]);
         let account = match s.account {
             Some(true) => " (account)",
-            Some(false) => " (guest, not registered)",
+            Some(false) => " (guest)",
             None => "",
         };
         theme.note(&format!(
