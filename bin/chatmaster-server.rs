@@ -1,8 +1,11 @@
 //! `chatmaster-server`: parses flags, sets up logging, binds, and runs the
-//! library's server until SIGINT or SIGTERM.
+//! library's server until SIGINT or SIGTERM; or runs an admin command
+//! (`accounts ...`) on the database and exits.
 
 use std::process::ExitCode;
 
+use chatmaster::server::admin;
+use chatmaster::server::config::ServerCommand;
 use chatmaster::{Server, ServerArgs};
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -10,6 +13,22 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
+    if let Some(ServerCommand::Accounts(accounts)) = &args.command {
+        let db = accounts.db.as_deref().unwrap_or(&args.db);
+        let options = args.config().store_options();
+        return match admin::run(db, &options, &accounts.action, &mut admin::Terminal) {
+            Ok(out) => {
+                if !out.is_empty() {
+                    println!("{out}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chatmaster-server accounts: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     match chatmaster::runtime::build(args.threads) {
         // Spawned rather than run in block_on, so that the accept loop runs
         // on a worker thread, next to the connections it starts.

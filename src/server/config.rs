@@ -189,6 +189,13 @@ impl Default for Config {
     }
 }
 
+/// What `chatmaster-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Manage accounts in the database (also while a server runs on it).
+    Accounts(crate::server::admin::AccountsArgs),
+}
+
 /// Command-line flags of `chatmaster-server`. Kept in the library so the
 /// flag set is testable and shared with anything that embeds the server.
 #[derive(Debug, Clone, clap::Parser)]
@@ -201,6 +208,9 @@ impl Default for Config {
                   every client is told `server_shutdown` and the process exits 0."
 )]
 pub struct ServerArgs {
+    /// Maintenance instead of serving (`accounts add|list|delete|passwd`).
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

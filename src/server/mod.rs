@@ -11,6 +11,7 @@
 //! `127.0.0.1:0` themselves and drive shutdown with their own future.
 
 pub mod accounts;
+pub mod admin;
 pub mod chat;
 pub mod commands;
 pub mod config;
