@@ -64,10 +64,7 @@ async fn registered(server: &TestServer, name: &str, password: &str) -> ClientCo
 async fn register_then_logins_need_the_password() {
     let server = TestServer::start_default().await;
     let mut bob = fresh(&server).await;
-    assert_eq!(
-        login_with(&mut bob, "Bob", None).await.account,
-        Some(false)
-    );
+    assert_eq!(login_with(&mut bob, "Bob", None).await.account, Some(false));
     for (bad, why) in [
         ("short", "at least 8"),
         (&*"x".repeat(1025), "at most 1024"),
@@ -195,7 +192,10 @@ async fn password_change() {
     let server = TestServer::start_default().await;
     let mut erin = registered(&server, "erin", PW).await;
     let cases = [
-        (json!({"old": "wrong password", "new": "another one!"}), "Wrong password"),
+        (
+            json!({"old": "wrong password", "new": "another one!"}),
+            "Wrong password",
+        ),
         (json!({"old": PW, "new": "short"}), "at least 8"),
     ];
     for (params, why) in cases {
@@ -210,7 +210,11 @@ async fn password_change() {
     assert_eq!(next_note(&mut erin).await, Notification::PasswordChanged {});
     let mut c = fresh(&server).await;
     assert!(!login_with(&mut c, "erin", Some(PW)).await.status);
-    assert!(login_with(&mut c, "erin", Some("another one!")).await.status);
+    assert!(
+        login_with(&mut c, "erin", Some("another one!"))
+            .await
+            .status
+    );
     // A guest has no password to change.
     let mut guest = server.login("guest").await;
     guest
@@ -253,7 +257,11 @@ async fn throttle_per_account_whatever_the_connection() {
     // Four wrong, one right: the right one clears the count.
     let mut c = fresh(&server).await;
     for _ in 0..4 {
-        assert!(!login_with(&mut c, "gina", Some("wrong password")).await.status);
+        assert!(
+            !login_with(&mut c, "gina", Some("wrong password"))
+                .await
+                .status
+        );
     }
     assert!(login_with(&mut c, "gina", Some(PW)).await.status);
     drop(c);

@@ -55,6 +55,16 @@ impl Refusal {
     }
 }
 
+/// What an accounts command leaves to do: the package to answer with, and
+/// store steps to write before any answer leaves.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// Sent to the user once `persist` is written.
+    pub reply: Option<ServerPackage>,
+    /// Written to the store first.
+    pub persist: Vec<Persist>,
+}
+
 /// The accounts service: the store, the hasher and the throttle.
 #[derive(Debug)]
 pub struct Accounts {
@@ -214,8 +224,9 @@ impl Accounts {
     }
 
     /// Runs one of the commands the command table marks as accounts
-    /// commands; returns the package to answer with, if any (the others
-    /// answer through the hub, as chat commands do).
+    /// commands; returns what is left to do (the others answer through the
+    /// hub, as chat commands do, and their answers are queued already: the
+    /// caller writes `persist` before it writes its queue).
     pub async fn run_command(
         &self,
         hub: &Hub,
@@ -223,7 +234,7 @@ impl Accounts {
         command: &'static str,
         parameters: Option<serde_json::Value>,
         addr: IpAddr,
-    ) -> Result<Option<ServerPackage>, CommandError> {
+    ) -> Result<Answer, CommandError> {
         let failed = |message: String| CommandError::Failed { command, message };
         let chat = |e: ChatError| CommandError::Failed {
             command,
@@ -233,22 +244,28 @@ impl Accounts {
             "join" => {
                 let p: ChannelParams =
                     parse_params(command, parameters).map_err(CommandError::Protocol)?;
-                self.join(hub, id, &p.channel).await.map_err(failed)?;
-                Ok(None)
+                let persist = self.join(hub, id, &p.channel).await.map_err(failed)?;
+                Ok(Answer {
+                    reply: None,
+                    persist,
+                })
             }
             "rename" => {
                 let p: UsernameParams =
                     parse_params(command, parameters).map_err(CommandError::Protocol)?;
                 self.rename(hub, id, &p.username).await.map_err(failed)?;
-                Ok(None)
+                Ok(Answer::default())
             }
             "register" => {
                 let p: RegisterParams =
                     parse_params(command, parameters).map_err(CommandError::Protocol)?;
                 let name = self.register(hub, id, p.password).await.map_err(failed)?;
-                Ok(Some(ServerPackage::notification(
-                    Notification::Registered { username: name },
-                )))
+                Ok(Answer {
+                    reply: Some(ServerPackage::notification(Notification::Registered {
+                        username: name,
+                    })),
+                    persist: Vec::new(),
+                })
             }
             "password" => {
                 let p: PasswordParams =
@@ -256,9 +273,12 @@ impl Accounts {
                 self.change_password(hub, id, p, addr)
                     .await
                     .map_err(failed)?;
-                Ok(Some(ServerPackage::notification(
-                    Notification::PasswordChanged {},
-                )))
+                Ok(Answer {
+                    reply: Some(ServerPackage::notification(
+                        Notification::PasswordChanged {},
+                    )),
+                    persist: Vec::new(),
+                })
             }
             other => Err(chat(ChatError(format!(
                 "{other} is not an accounts command"
@@ -267,7 +287,8 @@ impl Accounts {
     }
 
     /// `join`: an account holder creating a channel registers it first.
-    async fn join(&self, hub: &Hub, id: UserId, channel: &str) -> Result<(), String> {
+    /// Returns the store steps the join left.
+    async fn join(&self, hub: &Hub, id: UserId, channel: &str) -> Result<Vec<Persist>, String> {
         let registration = match hub.needs_registration(id, channel).map_err(|e| e.0)? {
             None => None,
             Some(owner) => {
@@ -290,7 +311,7 @@ impl Accounts {
             }
         };
         match hub.join_with(id, channel, registration) {
-            Ok(steps) => self.persist(steps).await,
+            Ok(steps) => Ok(steps),
             Err(e) => {
                 if let Some(cid) = registration {
                     // Undo the registration the failed join asked for.

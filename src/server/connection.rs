@@ -303,11 +303,16 @@ impl Connection {
                                 .await
                         };
                         match self.serving_while(run).await? {
-                            Ok(Some(answer)) => {
-                                self.reply(&answer)?;
-                                Ok(())
-                            }
-                            Ok(None) => Ok(()),
+                            Ok(answer) => match self.persist(&name, answer.persist).await? {
+                                Ok(()) => match answer.reply {
+                                    Some(reply) => {
+                                        self.reply(&reply)?;
+                                        Ok(())
+                                    }
+                                    None => Ok(()),
+                                },
+                                Err(e) => Err(e),
+                            },
                             Err(e) => Err(e),
                         }
                     }
@@ -325,8 +330,9 @@ impl Connection {
         }
     }
 
-    /// Writes what a chat command changed to the store before its answer
-    /// leaves (the answer is queued, and written after this returns).
+    /// Writes what a command changed to the store before its answer
+    /// leaves: the answer is queued already, and this connection's queue is
+    /// not written until the store has committed.
     async fn persist(
         &mut self,
         command: &str,
@@ -336,9 +342,11 @@ impl Connection {
             return Ok(Ok(()));
         }
         let accounts = Arc::clone(self.hub.accounts());
-        let stored = self
-            .serving_while(async move { accounts.persist(steps).await })
-            .await?;
+        let stored = tokio::select! {
+            biased;
+            _ = self.stop.as_mut() => return Err(Close::Shutdown),
+            stored = accounts.persist(steps) => stored,
+        };
         Ok(stored.map_err(|message| commands::CommandError::Failed {
             command: commands::find(command).map_or("server", |c| c.name),
             message,
