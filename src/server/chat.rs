@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::accounts::Accounts;
 use crate::server::config::Config;
-use crate::store::{AccountId, ChannelId, SqliteStore, Store, StoreError};
+use crate::server::journal::{Job, Journal, Slot};
+use crate::store::{
+    AccountId, ChannelId, MessageId, SqliteStore, Store, StoreError, StoredMessage,
+};
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
@@ -114,6 +117,18 @@ impl Outbox {
     /// Whether the user was replaced by a new login (read once `kill` fired).
     pub fn replaced(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.replaced)
+    }
+
+    /// Queues a package from outside the hub (the store writer): a full
+    /// queue makes its owner a slow consumer, dropped as the hub drops
+    /// one; a closed queue means the owner has gone.
+    pub(crate) fn offer(&self, bytes: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(bytes) {
+            tracing::warn!(
+                "disconnecting slow consumer: outbound queue full (store acknowledgement)"
+            );
+            self.kill.cancel();
+        }
     }
 }
 
@@ -285,6 +300,8 @@ struct State {
     kicks: Vec<UserId>,
     /// Next id to hand out.
     next_id: UserId,
+    /// Id of the next chat message: one above the highest stored at start.
+    next_message_id: MessageId,
     /// Set at shutdown: departures are then not announced.
     closing: bool,
     /// Public channels in list order, with the list every login sends.
@@ -393,6 +410,8 @@ struct Shared {
     store: Arc<dyn Store>,
     /// Logins, passwords and the other account operations, over `store`.
     accounts: Arc<Accounts>,
+    /// The queue to the store's writer thread.
+    journal: Journal,
 }
 
 /// A cheap, cloneable handle on the chat state.
@@ -409,11 +428,16 @@ impl Hub {
         // Opening an in-memory database reads no input; it fails only when
         // SQLite cannot allocate its first page, and then nothing can run.
         let store = SqliteStore::open_in_memory().expect("an in-memory SQLite database opens");
-        Hub::with_store(config, Arc::new(store))
+        Hub::with_store(config, Arc::new(store)).expect("an empty in-memory store serves")
     }
 
-    /// Empty state holding only `general`, over `store`.
-    pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
+    /// Empty state holding only `general`, over `store`: message ids go on
+    /// from the highest it holds, and its writer thread starts. Reads the
+    /// store, so call it before serving, not on a busy async worker.
+    pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let next_message_id = store.max_message_id()? + 1;
+        let journal = Journal::start(Arc::clone(&store), Arc::clone(&config))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         let mut channels = HashMap::new();
         channels.insert(
             GENERAL.to_owned(),
@@ -434,17 +458,19 @@ impl Hub {
             channels,
             kicks: Vec::new(),
             next_id: 1,
+            next_message_id,
             closing: false,
             public: PublicChannels::new(),
         };
-        Hub {
+        Ok(Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 accounts: Arc::new(Accounts::new(Arc::clone(&store), &config)),
                 config,
                 store,
+                journal,
             }),
-        }
+        })
     }
 
     /// The limits in force (shared, so connections need not copy them).
@@ -488,6 +514,11 @@ impl Hub {
         self.load_registered(loaded);
         tracing::info!(channels = count, "registered channels loaded");
         Ok(())
+    }
+
+    /// The queue to the store's writer: [`Hub::message`] needs a slot of it.
+    pub fn journal(&self) -> &Journal {
+        &self.shared.journal
     }
 
     fn lock(&self) -> Guard<'_> {
@@ -639,27 +670,37 @@ impl Hub {
         self.lock().state.closing = true;
     }
 
-    /// Sends chat text to every other member of the sender's channel.
-    pub fn message(&self, id: UserId, text: String) -> Result<(), ChatError> {
+    /// Sends chat text to every other member of the sender's channel and
+    /// queues it for the store through `slot`: the message gets the next
+    /// id, its recipients get it at once, and the sender gets
+    /// `message_sent` once it is committed. On failure nothing is stored
+    /// or sent, and the slot goes back to the queue.
+    pub fn message(&self, id: UserId, text: String, slot: Slot) -> Result<(), ChatError> {
         let config = self.config();
         validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
-        // Encode outside the lock: it is the expensive part, and only this
-        // user's own connection can change their name or channel meanwhile.
-        let (username, channel, key) = {
-            let g = self.lock();
-            let user = g.user(id)?;
-            let channel = g.channel(&user.channel)?;
-            (
-                user.name.clone(),
-                channel.name.clone(),
-                user.channel.clone(),
-            )
+        let mut g = self.lock();
+        let user = g.user(id)?;
+        let channel = g.channel(&user.channel)?;
+        let message_id = g.state.next_message_id;
+        // Encoding happens under the lock: the id must be in the package,
+        // and ids must reach the store queue, and every recipient, in the
+        // order they are handed out. (Short messages are stored, not
+        // compressed, so this is a copy, not a deflate.)
+        let record = StoredMessage {
+            id: message_id,
+            channel_key: user.channel.clone(),
+            channel: channel.name.clone(),
+            sender: user.name.clone(),
+            account: user.account,
+            text,
+            timestamp: timestamp_now(),
         };
         let package = ServerPackage::Message(ChatMessage {
-            message: text,
-            username,
-            channel,
-            timestamp: timestamp_now(),
+            message: record.text.clone(),
+            username: record.sender.clone(),
+            channel: record.channel.clone(),
+            timestamp: record.timestamp.clone(),
+            id: message_id,
         });
         let bytes = codec::encode_packed(
             &package,
@@ -668,9 +709,15 @@ impl Hub {
             config.compress_min_bytes,
         )
         .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
-        let mut g = self.lock();
+        let ack = user.outbox.clone();
+        g.state.next_message_id += 1;
+        slot.send(Job::Message { record, ack });
         let state = &mut *g.state;
-        if let Some(ch) = state.channels.get(&key) {
+        if let Some(ch) = state
+            .users
+            .get(&id)
+            .and_then(|u| state.channels.get(&u.channel))
+        {
             for m in ch.members.iter().filter(|m| m.id != id) {
                 deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
             }
@@ -932,7 +979,9 @@ impl Hub {
     }
 
     /// Answers `ping` with `pong`, through the same queue as everything
-    /// else, so the answer proves all earlier packages were handled.
+    /// else, so the answer proves all earlier packages were handled. (The
+    /// connection first waits for a store barrier, so the pong also
+    /// follows the `message_sent` of every earlier message.)
     pub fn ping(&self, id: UserId, token: Option<String>) -> Result<(), ChatError> {
         let mut g = self.lock();
         g.user(id)?;

@@ -32,6 +32,7 @@ use crate::server::chat::Persist;
 use crate::server::chat::{Hub, Outbox, UserId};
 use crate::server::commands::{self, parse_params, Dispatched, LoginParams};
 use crate::server::config::Config;
+use crate::server::journal::{Slot, SlotError};
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
@@ -69,6 +70,29 @@ enum Event {
     Readable(io::Result<()>),
     LoginTimeout,
     FrameTimeout,
+    /// The store is ready for the package waiting on it.
+    StoreReady(StoreReady),
+}
+
+/// What a package parked on the store was waiting for.
+enum StoreReady {
+    /// A slot in the writer's queue (a message, when the queue was full).
+    Slot(Slot),
+    /// The writer passed a barrier (a ping).
+    Barrier,
+    /// The writer has stopped.
+    Closed,
+}
+
+/// A package parked until the store is ready for it. While there is one
+/// the socket is not read: a writer that falls behind slows its senders
+/// down instead of growing memory, and a ping's answer keeps its place
+/// between the acknowledgements before it and the replies after it.
+struct Stalled {
+    /// The package, decoded and counted against the rate limit already.
+    package: ClientPackage,
+    /// Completes when the store is ready.
+    wait: Pin<Box<dyn Future<Output = StoreReady> + Send>>,
 }
 
 /// Flood control: the token bucket plus how many packages in a row it refused.
@@ -135,6 +159,8 @@ struct Connection {
     replaced: Arc<AtomicBool>,
     /// Flood control.
     rate: RateLimit,
+    /// A package waiting for a store slot; reading stops meanwhile.
+    stalled: Option<Stalled>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -154,6 +180,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
         user: None,
         replaced: Arc::new(AtomicBool::new(false)),
         rate: RateLimit::new(&config),
+        stalled: None,
         rx,
         hub,
         config,
@@ -176,8 +203,14 @@ impl Connection {
         let login_deadline = Instant::now() + self.config.login_timeout;
         let mut frame_deadline: Option<Instant> = None;
         loop {
-            // Handle one buffered frame at a time, flushing its replies.
-            match self.frames.decode(&mut self.buf) {
+            // Handle one buffered frame at a time, flushing its replies;
+            // none while a package waits for the store.
+            let decoded = if self.stalled.is_some() {
+                Ok(None)
+            } else {
+                self.frames.decode(&mut self.buf)
+            };
+            match decoded {
                 Ok(Some(body)) => {
                     frame_deadline = None;
                     if let Err(close) = self.handle_frame(&body).await {
@@ -195,11 +228,15 @@ impl Connection {
                 Ok(None) => {}
                 Err(e) => return self.close_with("protocol", e.to_string()).await,
             }
-            if self.buf.is_empty() {
+            if self.buf.is_empty() || self.stalled.is_some() {
+                // A stalled connection is not reading: a half-arrived frame
+                // is the server's delay, not the client's.
                 frame_deadline = None;
+            }
+            if self.buf.is_empty() {
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
-            } else if frame_deadline.is_none() {
+            } else if frame_deadline.is_none() && self.stalled.is_none() {
                 frame_deadline = Some(Instant::now() + self.config.frame_timeout);
             }
             let event = tokio::select! {
@@ -210,7 +247,8 @@ impl Connection {
                     Event::Killed
                 },
                 Some(first) = self.rx.recv() => Event::Outbound(first),
-                r = self.stream.readable() => Event::Readable(r),
+                ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
+                r = self.stream.readable(), if self.stalled.is_none() => Event::Readable(r),
                 _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
                 _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() => Event::FrameTimeout,
             };
@@ -218,6 +256,23 @@ impl Connection {
                 Event::Shutdown => return self.goodbye().await,
                 Event::Killed => return self.killed().await,
                 Event::Outbound(first) => self.write_batch(first).await?,
+                Event::StoreReady(ready) => {
+                    let Some(stalled) = self.stalled.take() else {
+                        continue;
+                    };
+                    let handled = match ready {
+                        StoreReady::Slot(slot) => {
+                            self.handle_package(stalled.package, Some(slot)).await
+                        }
+                        StoreReady::Barrier => self.handle_package(stalled.package, None).await,
+                        StoreReady::Closed => self.store_unavailable(),
+                    };
+                    if let Err(close) = handled {
+                        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
+                        return Err(close);
+                    }
+                    self.flush_queue().await?;
+                }
                 Event::Readable(r) => {
                     r?;
                     self.buf.reserve(READ_CHUNK);
@@ -272,6 +327,57 @@ impl Connection {
             }
             Err(e) => return self.reply_error("protocol", e.to_string()),
         };
+        if self.user.is_none() {
+            return self.handle_package(package, None).await;
+        }
+        // A message takes a place in the store's queue first, or is parked
+        // until there is one; a ping is parked until the writer has
+        // acknowledged everything queued before it.
+        let journal = self.hub.journal();
+        let wait: Pin<Box<dyn Future<Output = StoreReady> + Send>> = match &package {
+            ClientPackage::Message(_) => match journal.try_slot() {
+                Ok(slot) => return self.handle_package(package, Some(slot)).await,
+                Err(SlotError::Closed) => return self.store_unavailable(),
+                Err(SlotError::Full) => {
+                    let journal = journal.clone();
+                    Box::pin(async move {
+                        match journal.slot().await {
+                            Ok(slot) => StoreReady::Slot(slot),
+                            Err(_) => StoreReady::Closed,
+                        }
+                    })
+                }
+            },
+            ClientPackage::Command(c) if commands::waits_for_store(c) => {
+                let journal = journal.clone();
+                Box::pin(async move {
+                    match journal.barrier().await {
+                        Ok(()) => StoreReady::Barrier,
+                        Err(_) => StoreReady::Closed,
+                    }
+                })
+            }
+            ClientPackage::Command(_) => return self.handle_package(package, None).await,
+        };
+        self.stalled = Some(Stalled { package, wait });
+        Ok(())
+    }
+
+    /// The store's writer has stopped (it panicked): nothing more can be
+    /// acknowledged, so say so rather than accept messages silently.
+    fn store_unavailable(&mut self) -> Result<(), Close> {
+        self.reply_error(
+            "server",
+            "Messages cannot be stored right now; nothing was sent.",
+        )
+    }
+
+    /// Handles a decoded package; `slot` is a store slot if it wanted one.
+    async fn handle_package(
+        &mut self,
+        package: ClientPackage,
+        slot: Option<Slot>,
+    ) -> Result<(), Close> {
         match (package, self.user) {
             (ClientPackage::Command(c), None) if c.command == "login" => {
                 match parse_params::<LoginParams>("login", c.parameters) {
@@ -283,10 +389,16 @@ impl Connection {
                 "login",
                 "Log in first: answer the login request with the login command.",
             ),
-            (ClientPackage::Message(m), Some(id)) => match self.hub.message(id, m.message) {
-                Ok(()) => Ok(()),
-                Err(e) => self.reply_error("message", e.0),
-            },
+            (ClientPackage::Message(m), Some(id)) => {
+                let result = match slot {
+                    Some(slot) => self.hub.message(id, m.message, slot),
+                    None => return self.store_unavailable(),
+                };
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(e) => self.reply_error("message", e.0),
+                }
+            }
             (ClientPackage::Command(c), Some(id)) => {
                 let name = c.command.clone();
                 let result = match commands::dispatch(&self.hub, id, c) {
@@ -532,5 +644,14 @@ impl Connection {
         let _ = timeout(limit, self.flush_queue()).await;
         let _ = timeout(limit, self.stream.shutdown()).await;
         Err(Close::Shutdown)
+    }
+}
+
+/// Completes when the store is ready for the stalled package; never, when
+/// nothing is stalled.
+async fn store_ready(stalled: &mut Option<Stalled>) -> StoreReady {
+    match stalled {
+        Some(s) => s.wait.as_mut().await,
+        None => std::future::pending().await,
     }
 }

@@ -16,6 +16,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod journal;
 pub mod passwords;
 pub mod rate;
 
@@ -45,6 +46,10 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// so the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Longest wait at shutdown for the store to commit what is queued (it
+/// only takes long when the disk is failing).
+const STORE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A server: the chat state plus the limits, ready to run on a listener.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -71,7 +76,7 @@ impl Server {
 
     /// A server over an already opened store (any [`Store`] implementation).
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let hub = Hub::with_store(Arc::new(config), store);
+        let hub = Hub::with_store(Arc::new(config), store)?;
         hub.load_registered_from_store()?;
         Ok(Server { hub })
     }
@@ -148,6 +153,16 @@ impl Server {
         token.cancel();
         tracker.close();
         tracker.wait().await;
+        // Every connection is gone, so nothing more is queued: commit what is.
+        let journal = self.hub.journal();
+        match tokio::time::timeout(STORE_DRAIN_TIMEOUT, journal.clone().barrier()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("the store writer had stopped; queued messages are lost"),
+            Err(_) => tracing::error!(
+                queued = journal.queued(),
+                "the store did not take the queued messages in time; they were never acknowledged"
+            ),
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }

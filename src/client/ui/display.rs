@@ -253,7 +253,9 @@ impl ChatState {
                 sanitize(username)
             ),
             Notification::PasswordChanged {} => "your password is changed".to_owned(),
-            Notification::Pong { .. } => return None,
+            // The acknowledgement that one's own message is stored: the
+            // line was already shown when it was typed.
+            Notification::Pong { .. } | Notification::MessageSent { .. } => return None,
             Notification::ServerShutdown {} => {
                 return Some(theme.error("the server is shutting down"))
             }
@@ -391,6 +393,7 @@ mod tests {
             username: user.into(),
             channel: "general".into(),
             timestamp: ts.into(),
+            id: 1,
         })
     }
 
