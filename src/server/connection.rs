@@ -456,7 +456,7 @@ impl Connection {
         let accounts = Arc::clone(self.hub.accounts());
         let stored = tokio::select! {
             biased;
-            _ = self.stop.as_mut() => return Err(Close::Shutdown),
+            _ = self.stop.as_mut() => return Err(self.stopped().await),
             stored = accounts.persist(steps) => stored,
         };
         Ok(stored.map_err(|message| commands::CommandError::Failed {
@@ -473,20 +473,23 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => {
-                    return Err(if self.shutdown.is_cancelled() {
-                        let _ = self.goodbye().await;
-                        Close::Shutdown
-                    } else {
-                        match self.killed().await {
-                            Err(close) => close,
-                            Ok(()) => Close::Killed,
-                        }
-                    })
-                }
+                _ = self.stop.as_mut() => return Err(self.stopped().await),
                 done = &mut work => return Ok(done),
                 Some(first) = self.rx.recv() => self.write_batch(first).await?,
             }
+        }
+    }
+
+    /// `stop` fired while waiting on the store or the hasher: says goodbye
+    /// at shutdown, or closes as [`Connection::killed`] does.
+    async fn stopped(&mut self) -> Close {
+        if self.shutdown.is_cancelled() {
+            let _ = self.goodbye().await;
+            return Close::Shutdown;
+        }
+        match self.killed().await {
+            Err(close) => close,
+            Ok(()) => Close::Killed,
         }
     }
 
