@@ -148,8 +148,9 @@ pub enum Scenario {
     version,
     about = "Load generator for a ChatMaster 3000 server",
     long_about = "Load generator for a ChatMaster 3000 server.\n\n\
-        Start the server with rate limiting off, e.g. `chatmaster-server --rate-per-sec 0`: \
-        its default of 20 packages per second per client refuses most benchmark traffic.\n\n\
+        Start the server with flood control off, e.g. `chatmaster-server --rate-per-sec 0`: \
+        by default it slows every client down to 20 packages per second, so the run would \
+        measure the limit, not the server (the report says so when it looks like it).\n\n\
         fanout: --clients receivers and --senders senders spread over --channels channels; \
         reports deliveries expected/received (loss), deliveries/s, latency percentiles, bytes. \
         Every frame is counted, one in --sample is decoded for its latency.\n\
