@@ -132,7 +132,7 @@ impl Accounts {
         password: String,
         addr: IpAddr,
     ) -> Result<(), Refusal> {
-        if let Err(throttled) = self.throttle().check(&account.id, addr) {
+        if let Err(throttled) = self.throttle().attempt(&account.id, addr) {
             return Err(Refusal::password(throttled.reason(&account.name)));
         }
         let right = self
@@ -147,10 +147,10 @@ impl Accounts {
                 ))
             })?;
         if right {
-            self.throttle().succeeded(&account.id);
+            self.throttle().succeeded(&account.id, addr);
             Ok(())
         } else {
-            self.throttle().failed(account.id, addr);
+            // Counted when the attempt began.
             Err(Refusal::password(format!(
                 "Wrong password for {}.",
                 account.name

@@ -273,7 +273,8 @@ pub struct ServerArgs {
     /// always be made with `chatmaster-server accounts add`).
     #[arg(long, value_enum, default_value_t = Registration::Open)]
     pub registration: Registration,
-    /// Password hashes (argon2id, 19 MiB each) computed at once; 0 = two per core.
+    /// Password hashes (argon2id, 19 MiB each) computed at once; 0 = two per
+    /// core, which is also the most allowed.
     #[arg(long, default_value_t = DEFAULT_HASH_CONCURRENCY)]
     pub hash_concurrency: usize,
     /// Wrong passwords for one account within the throttle window after

@@ -160,14 +160,15 @@ impl Hasher {
     }
 }
 
-/// Hashes allowed at once for a `--hash-concurrency` value: the value, or
-/// two per core when it is 0.
+/// Hashes allowed at once for a `--hash-concurrency` value: the value, but
+/// never more than two per core (each hash holds 19 MiB and a core); two
+/// per core when it is 0.
 pub fn hash_concurrency(configured: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    2 * cores
+    match configured {
+        0 => 2 * cores,
+        n => n.min(2 * cores),
+    }
 }
 
 /// Failure times of one account or address, oldest first, at most `limit`.
@@ -342,10 +343,28 @@ impl<A: Hash + Eq + Clone> Throttle<A> {
             .record(addr, now, self.window, self.max_entries);
     }
 
-    /// A right password: the account's count starts again (the address's
-    /// does not, or one known password would unlock guessing at others).
-    pub fn succeeded(&mut self, account: &A) {
+    /// Starts checking a password: refused if throttled, otherwise counted
+    /// as a failure at once, so that attempts checked at the same time
+    /// (many connections guessing together) cannot slip past the limit;
+    /// [`Throttle::succeeded`] takes it back if the password is right.
+    pub fn attempt(&mut self, account: &A, addr: IpAddr) -> Result<(), Throttled> {
+        self.check(account, addr)?;
+        self.failed(account.clone(), addr);
+        Ok(())
+    }
+
+    /// A right password: the account's count starts again, and the
+    /// attempt no longer counts against the address (whose earlier
+    /// failures still do, or one known password would unlock guessing at
+    /// other accounts).
+    pub fn succeeded(&mut self, account: &A, addr: IpAddr) {
         self.accounts.map.remove(account);
+        if let Some(f) = self.addresses.map.get_mut(&addr) {
+            f.times.pop_back();
+            if f.times.is_empty() {
+                self.addresses.map.remove(&addr);
+            }
+        }
     }
 
     /// Entries held, accounts plus addresses (for tests of the bound).
@@ -435,14 +454,18 @@ mod tests {
         for _ in 0..4 {
             t.failed(1, ip(1));
         }
-        t.succeeded(&1);
+        assert!(t.attempt(&1, ip(1)).is_ok());
+        t.succeeded(&1, ip(1));
         for _ in 0..4 {
             t.failed(1, ip(1));
         }
         assert!(t.check(&1, ip(1)).is_ok());
-        for n in 0..12 {
+        // 8 failures and a taken-back attempt: 12 more lock the address.
+        for n in 0..11 {
             t.failed(100 + n, ip(1));
         }
+        assert!(t.check(&7, ip(1)).is_ok());
+        t.failed(200, ip(1));
         assert!(matches!(t.check(&7, ip(1)), Err(Throttled::Address(_))));
         assert!(t.check(&7, ip(2)).is_ok());
     }
@@ -468,10 +491,19 @@ mod tests {
         assert!(t.check(&9_999, ip(250)).is_err());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn attempts_in_flight_count_before_they_are_checked() {
+        let mut t: Throttle<i64> = Throttle::new(&config());
+        // Ten connections start checking at once: only five get through.
+        let admitted = (0..10).filter(|n| t.attempt(&1, ip(*n)).is_ok()).count();
+        assert_eq!(admitted, 5);
+    }
+
     #[test]
     fn concurrency_defaults_to_two_per_core() {
-        assert_eq!(hash_concurrency(3), 3);
+        assert_eq!(hash_concurrency(1), 1);
         assert!(hash_concurrency(0) >= 2);
         assert_eq!(hash_concurrency(0) % 2, 0);
+        assert_eq!(hash_concurrency(1_000_000), hash_concurrency(0));
     }
 }
