@@ -156,7 +156,10 @@ pub enum Scenario {
         measure the limit, not the server (the report says so when it looks like it).\n\n\
         fanout: --clients receivers and --senders senders spread over --channels channels; \
         reports deliveries expected/received (loss), deliveries/s, latency percentiles, bytes. \
-        Every frame is counted, one in --sample is decoded for its latency.\n\
+        Every frame is counted, one in --sample is decoded for its latency. Senders decode \
+        everything: their message_sent acknowledgements give committed messages/s and the \
+        send-to-acknowledgement latency, and a sender stays within --window of its commits too. \
+        --clients 0 --senders 2N --channels N runs N two-member channels, all sending.\n\
         login: --clients connections connect, log in and join a channel, --concurrency at a time; reports logins/s.\n\
         idle: --clients connections log in and are held for --duration seconds; with --server-pid \
         reports the server's resident memory per connection.\n\n\
