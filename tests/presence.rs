@@ -295,3 +295,36 @@ async fn the_presence_task_sends_counts_on_its_own() {
     // And the task ends with the server.
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bench_storm_can_stay_in_general() {
+    use chatmaster::bench::{self, Options, Scenario, Stop};
+    let server = crowded_server(5).await;
+    let clients = 40;
+    let options = Options {
+        scenario: Scenario::Idle,
+        clients,
+        concurrency: 4,
+        stay_in_general: true,
+        // Held long enough to look; the check below ends as soon as it holds.
+        stop: Stop::Duration(Duration::from_secs(3)),
+        ..Options::fanout(server.addr.to_string())
+    };
+    // Every connection ends up in general at once, and no channel of the
+    // bench's was created.
+    let watch = async {
+        until_state(&server, "the whole storm in general", |s| {
+            s.users.len() == clients
+                && s.users.iter().all(|(_, c)| c == "general")
+                && s.channels.len() == 1
+        })
+        .await;
+        check_state(&server);
+    };
+    let (report, ()) = tokio::join!(bench::run(&options), watch);
+    let report = report.expect("bench run");
+    assert_eq!(report.connections, clients);
+    assert_eq!(report.connections_lost, 0);
+    assert!(report.logins_per_sec.is_some());
+    server.shutdown().await;
+}
