@@ -925,9 +925,7 @@ impl Guard<'_> {
             }
             // The joiner learns the count from its own copy.
             Presence::Crossed => self.send_stats(key, true, Some(id)),
-            Presence::Count => {
-                self.state.presence_dirty.insert(key.to_owned());
-            }
+            Presence::Count => mark_dirty(&mut self.state.presence_dirty, key),
         }
 
         // The joiner's own copy describes the channel it arrived in; its
@@ -1025,9 +1023,7 @@ impl Guard<'_> {
                 self.send_to_channel(&key, None, &left);
             }
             Presence::Crossed => self.send_stats(&key, true, None),
-            Presence::Count => {
-                state.presence_dirty.insert(key.clone());
-            }
+            Presence::Count => mark_dirty(&mut state.presence_dirty, &key),
         }
         if owner_left {
             let update = self.channel_update(&key);
@@ -1086,6 +1082,14 @@ fn presence(before: usize, after: usize, limit: usize) -> Presence {
         (false, false) => Presence::Announce,
         (true, true) => Presence::Count,
         _ => Presence::Crossed,
+    }
+}
+
+/// Notes that channel `key`'s count changed; in a storm the channel is
+/// nearly always marked already, so the key is copied only when it is not.
+fn mark_dirty(dirty: &mut HashSet<String>, key: &str) {
+    if !dirty.contains(key) {
+        dirty.insert(key.to_owned());
     }
 }
 
