@@ -175,6 +175,29 @@ async fn registered_channels_outlive_their_members_and_keep_their_owner() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_owner_renamed_elsewhere_is_announced_in_its_channels() {
+    let server = TestServer::start_default().await;
+    let addr = server.addr.to_string();
+    let mut alice = account(&addr, "alice", true).await;
+    let mut guest = server.login("guest").await;
+    join(&mut alice, "club").await;
+    command(&mut alice, "leave", json!({})).await;
+    assert_quiet_after_join(&mut alice).await;
+    assert_eq!(join(&mut guest, "club").await.0, Some("alice".into()));
+    command(&mut alice, "rename", json!({"username": "alicia"})).await;
+    loop {
+        if let Notification::ChannelUpdate { channel, owner, .. } = next_note(&mut guest).await {
+            assert_eq!(
+                (channel.as_str(), owner.as_deref()),
+                ("club", Some("alicia"))
+            );
+            break;
+        }
+    }
+    server.shutdown().await;
+}
+
 /// After `leave`, the own `user_joined` for general arrives; skip it.
 async fn assert_quiet_after_join(c: &mut ClientConnection) {
     loop {

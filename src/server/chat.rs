@@ -888,11 +888,17 @@ impl Hub {
             user.name = new_name.to_owned();
             user.account
         });
+        // The account's channels show its new name as their owner; their
+        // members are told, but for those of the user's own channel, whom
+        // the rename itself tells.
+        let mut owned = Vec::new();
         if let Some(account) = account {
-            // The account's channels show its new name as their owner.
-            for ch in g.state.channels.values_mut() {
+            for (key, ch) in g.state.channels.iter_mut() {
                 if let Some(reg) = ch.registered.as_mut().filter(|r| r.owner == account) {
                     reg.owner_name = new_name.to_owned();
+                    if *key != channel {
+                        owned.push(key.clone());
+                    }
                 }
             }
         }
@@ -914,6 +920,10 @@ impl Hub {
             g.send_to(id, &note);
         } else {
             g.send_to_channel(&channel, None, &note);
+        }
+        for key in owned {
+            let update = g.channel_update(&key);
+            g.send_to_channel(&key, None, &update);
         }
         g.finish();
         Ok(())
