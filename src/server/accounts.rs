@@ -4,8 +4,8 @@
 //! account holder creates).
 //!
 //! Everything here is async and keeps off the async workers: store calls
-//! run on tokio's blocking pool behind a semaphore of `store_concurrency`
-//! permits, password hashes on the [`Hasher`]'s own bounded pool, and the
+//! run on tokio's blocking pool behind a semaphore of `account_store_calls`
+//! permits (a waiting call is a parked task, bounded by the connection cap), password hashes on the [`Hasher`]'s own bounded pool, and the
 //! chat state is touched only through [`Hub`] calls, never across an
 //! `.await`. Accounts are read from the store at each login, so the admin
 //! commands (`chatmaster-server accounts ...`), run while the server is up,
@@ -24,10 +24,6 @@ use crate::server::config::{Config, Registration};
 use crate::server::passwords::{check_password_rules, Hasher, Throttle};
 use crate::store::{self, Account, AccountId, NewAccount, NewChannel, Store, StoreError};
 use crate::wire::protocol::{fold_name, name_skeleton, validate_name, Notification, ServerPackage};
-
-/// Store operations running at once; the rest wait for a permit (a parked
-/// task each, bounded by the connection cap).
-const STORE_CONCURRENCY: usize = 8;
 
 /// A refused login: the reason for the user, and whether a password would
 /// help (the client may then prompt for one).
@@ -95,7 +91,7 @@ impl Accounts {
             store,
             hasher: Hasher::from_config(config),
             throttle: Mutex::new(Throttle::new(config)),
-            store_permits: Arc::new(Semaphore::new(STORE_CONCURRENCY)),
+            store_permits: Arc::new(Semaphore::new(config.account_store_calls.max(1))),
             registration: config.registration,
             max_name_chars: config.max_name_chars,
         }

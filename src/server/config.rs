@@ -71,6 +71,10 @@ pub const DEFAULT_LOGIN_THROTTLE_WINDOW_SECS: u64 = 15 * 60;
 /// once; past it the entry idle longest is forgotten.
 pub const DEFAULT_LOGIN_THROTTLE_ENTRIES: usize = 65_536;
 
+/// Account and registered-channel store calls (logins, `register`, ...)
+/// running at once on the blocking pool; the rest wait their turn.
+pub const DEFAULT_ACCOUNT_STORE_CALLS: usize = 8;
+
 /// Whether users may register their names (`register`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Registration {
@@ -140,6 +144,8 @@ pub struct Config {
     pub login_throttle_entries: usize,
     /// Whether `register` is allowed.
     pub registration: Registration,
+    /// Account store calls running at once.
+    pub account_store_calls: usize,
     /// Database file, or `:memory:`.
     pub db: String,
     /// What a commit waits for before messages are acknowledged.
@@ -191,6 +197,7 @@ impl Default for Config {
             login_throttle_window: Duration::from_secs(DEFAULT_LOGIN_THROTTLE_WINDOW_SECS),
             login_throttle_entries: DEFAULT_LOGIN_THROTTLE_ENTRIES,
             registration: Registration::Open,
+            account_store_calls: DEFAULT_ACCOUNT_STORE_CALLS,
             db: MEMORY.to_owned(),
             db_durability: Durability::Normal,
             db_busy_timeout: Duration::from_millis(DEFAULT_DB_BUSY_TIMEOUT_MS),
@@ -315,6 +322,10 @@ pub struct ServerArgs {
     /// (past it the one idle longest is forgotten).
     #[arg(long, default_value_t = DEFAULT_LOGIN_THROTTLE_ENTRIES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub login_throttle_entries: usize,
+    /// Account and registered-channel store calls (logins, register, ...)
+    /// running at once; the rest wait their turn.
+    #[arg(long, default_value_t = DEFAULT_ACCOUNT_STORE_CALLS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub account_store_calls: usize,
     /// Database file holding accounts, registered channels and messages
     /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
     #[arg(long, default_value = DEFAULT_DB)]
@@ -362,6 +373,7 @@ impl ServerArgs {
             login_throttle_window: Duration::from_secs(self.login_throttle_window_secs),
             login_throttle_entries: self.login_throttle_entries,
             registration: self.registration,
+            account_store_calls: self.account_store_calls,
             db: self.db.clone(),
             db_durability: self.db_sync,
             db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
