@@ -422,6 +422,35 @@ mod tests {
             .is_err());
     }
 
+    #[tokio::test]
+    async fn hashing_runs_off_the_async_thread_at_most_n_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hasher = Hasher::new(2);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let worker = std::thread::current().id();
+        let jobs = (0..8).map(|_| {
+            let (hasher, running, most) = (hasher.clone(), running.clone(), most.clone());
+            async move {
+                hasher
+                    .run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        // Real work, so that jobs overlap if the bound let them.
+                        let hash = Hasher::hash_blocking("some password");
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok((std::thread::current().id(), hash.is_ok()))
+                    })
+                    .await
+                    .unwrap()
+            }
+        });
+        let done = futures_util::future::join_all(jobs).await;
+        assert_eq!(done.len(), 8);
+        assert!(done.iter().all(|(thread, ok)| *thread != worker && *ok));
+        assert!(most.load(Ordering::SeqCst) <= 2, "{most:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn account_throttle_counts_five_in_fifteen_minutes() {
         let mut t: Throttle<i64> = Throttle::new(&config());
