@@ -34,11 +34,13 @@
 //! only, no inflate), but only one in `sample` frames is inflated and
 //! parsed to read its send time for the latency histogram. Sender
 //! connections decode everything they receive, since they are the ones
-//! that get error packages such as `rate_limit`.
+//! that get error packages.
 //!
 //! The server should be started with `--rate-per-sec 0` for benchmarks:
 //! its default flood control (20 packages per second per client) would
-//! otherwise refuse most messages, which the bench reports with a hint.
+//! otherwise slow every sender down to that rate (it stops reading a fast
+//! client; nothing is lost), which the report points out when the senders
+//! were no faster than that.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -63,6 +65,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::ClientError;
 use crate::server::config::{
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PACKAGE_BYTES,
+    DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
 };
 use crate::wire::codec::{self, DecodeError};
 use crate::wire::compress;
@@ -148,8 +151,9 @@ pub enum Scenario {
     version,
     about = "Load generator for a ChatMaster 3000 server",
     long_about = "Load generator for a ChatMaster 3000 server.\n\n\
-        Start the server with rate limiting off, e.g. `chatmaster-server --rate-per-sec 0`: \
-        its default of 20 packages per second per client refuses most benchmark traffic.\n\n\
+        Start the server with flood control off, e.g. `chatmaster-server --rate-per-sec 0`: \
+        by default it slows every client down to 20 packages per second, so the run would \
+        measure the limit, not the server (the report says so when it looks like it).\n\n\
         fanout: --clients receivers and --senders senders spread over --channels channels; \
         reports deliveries expected/received (loss), deliveries/s, latency percentiles, bytes. \
         Every frame is counted, one in --sample is decoded for its latency. Senders decode \
@@ -486,8 +490,8 @@ pub struct Report {
     pub bytes_sent: u64,
     /// Bytes the bench read during the measured phase, frame headers included.
     pub bytes_received: u64,
-    /// `rate_limit` errors received.
-    pub rate_limited: u64,
+    /// Sending connections (fanout).
+    pub senders: usize,
     /// Other unexpected packages received (errors, notifications).
     pub unexpected_packages: u64,
     /// The server's CPU and memory, with `--server-pid`.
@@ -500,8 +504,21 @@ impl Report {
     pub fn lossless(&self) -> bool {
         self.deliveries_lost == 0
             && self.connections_lost == 0
-            && self.rate_limited == 0
             && (self.scenario != "fanout" || self.messages_acknowledged == self.messages_sent)
+    }
+
+    /// Whether the senders were no faster than a server's default flood
+    /// control lets a client be (the burst at once, then the rate), which
+    /// suggests the server ran with it: every sender sent more than the
+    /// burst, and beyond it no more than the rate (plus 5 %) allows.
+    pub fn looks_throttled(&self) -> bool {
+        if self.senders == 0 || self.rate > 0.0 {
+            return false;
+        }
+        let per_sender = self.messages_sent as f64 / self.senders as f64;
+        let burst = f64::from(DEFAULT_RATE_BURST);
+        let allowed = burst + 1.05 * f64::from(DEFAULT_RATE_PER_SEC) * self.run_secs;
+        per_sender > burst && per_sender <= allowed
     }
 
     /// The human-readable report.
@@ -611,11 +628,11 @@ impl Report {
                 self.unexpected_packages
             );
         }
-        if self.rate_limited != 0 {
+        if self.looks_throttled() {
             let _ = writeln!(
                 s,
-                "!!! {} messages refused with rate_limit: start the server with --rate-per-sec 0 for benchmarks !!!",
-                self.rate_limited
+                "!!! the senders were no faster than the server's default flood control ({} per second per client, bursts of {}): start the server with --rate-per-sec 0 for benchmarks !!!",
+                DEFAULT_RATE_PER_SEC, DEFAULT_RATE_BURST
             );
         }
         s
@@ -1197,8 +1214,6 @@ struct Totals {
     bytes_received: AtomicU64,
     /// Frames received by all members.
     frames: AtomicU64,
-    /// `rate_limit` errors seen.
-    rate_limited: AtomicU64,
     /// Other packages that are not chat messages.
     unexpected: AtomicU64,
     /// `message_sent` acknowledgements received.
@@ -1346,10 +1361,6 @@ impl Reader {
                     true
                 }
             },
-            Ok(ServerPackage::Error(e)) if e.error_type == "rate_limit" => {
-                self.totals.rate_limited.fetch_add(1, Ordering::Relaxed);
-                false
-            }
             Ok(other) => {
                 if self.totals.unexpected.fetch_add(1, Ordering::Relaxed) < MAX_WARNINGS {
                     tracing::warn!(package = ?other, "unexpected package during the run");
@@ -1722,7 +1733,7 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
         logins_per_sec: None,
         bytes_sent: totals.bytes_sent.load(Ordering::Relaxed),
         bytes_received: totals.bytes_received.load(Ordering::Relaxed),
-        rate_limited: totals.rate_limited.load(Ordering::Relaxed),
+        senders: o.senders,
         unexpected_packages: totals.unexpected.load(Ordering::Relaxed),
         server: usage(before, after, None),
         prepare_cpu_secs,

@@ -32,12 +32,13 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// Simultaneous connections; the next one gets an error and is closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Messages per second a client may send on average (0 turns the limit off).
+/// Packages per second the server handles from one client on average (0
+/// turns flood control off). A client sending faster is not refused: the
+/// server stops reading its socket until the next token is due.
 pub const DEFAULT_RATE_PER_SEC: u32 = 20;
-/// Messages a client may send in one burst above its average rate.
+/// Packages a client may send in one burst, handled at once, before the
+/// rate applies.
 pub const DEFAULT_RATE_BURST: u32 = 40;
-/// Rate-limit violations in a row after which the client is disconnected.
-pub const DEFAULT_RATE_STRIKES: u32 = 50;
 /// zlib level for outgoing packages: 1 is fastest; chat text is short, so
 /// stronger levels buy little and cost CPU on every broadcast.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
@@ -88,12 +89,11 @@ pub struct Config {
     pub outbound_queue: usize,
     /// Maximum simultaneous connections.
     pub max_connections: usize,
-    /// Sustained messages and commands per second per client; 0 disables.
+    /// Packages per second handled per client on average; past it the
+    /// connection stops being read until the next token is due. 0 disables.
     pub rate_per_sec: u32,
-    /// Burst allowance above `rate_per_sec`.
+    /// Packages handled at once before `rate_per_sec` applies.
     pub rate_burst: u32,
-    /// Consecutive rate-limited packages before disconnecting.
-    pub rate_strikes: u32,
     /// zlib compression level (0..=9) for outgoing packages.
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
@@ -136,7 +136,6 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_per_sec: DEFAULT_RATE_PER_SEC,
             rate_burst: DEFAULT_RATE_BURST,
-            rate_strikes: DEFAULT_RATE_STRIKES,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
             db: MEMORY.to_owned(),
@@ -199,15 +198,14 @@ pub struct ServerArgs {
     /// Simultaneous connections; past it a new client gets an error and is closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_connections: usize,
-    /// Sustained packages per second per client (token bucket); 0 turns rate limiting off.
+    /// Packages per second handled per client (token bucket; 0 turns flood control off).
+    /// A faster client is slowed down, never refused: its socket is not read until the
+    /// next token is due, so TCP pushes back on it.
     #[arg(long, default_value_t = DEFAULT_RATE_PER_SEC)]
     pub rate_per_sec: u32,
-    /// Packages a client may send in a burst above the sustained rate.
+    /// Packages a client may send at once, handled without delay, before the rate applies.
     #[arg(long, default_value_t = DEFAULT_RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
-    /// Rate-limited packages in a row after which the client is disconnected.
-    #[arg(long, default_value_t = DEFAULT_RATE_STRIKES, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_strikes: u32,
     /// zlib level for outgoing packages (0 = store, 1 = fastest, 9 = smallest).
     #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
@@ -259,7 +257,6 @@ impl ServerArgs {
             max_connections: self.max_connections,
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst,
-            rate_strikes: self.rate_strikes,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
             db: self.db.clone(),

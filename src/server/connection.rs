@@ -8,6 +8,25 @@
 //! next one is read, so a client that pipelines requests without reading
 //! answers is slowed by TCP backpressure instead of growing our queue.
 //!
+//! Flood control works the same way ("fakelag"): when the connection's
+//! token bucket is empty, reading is *paused* until the next token is due.
+//! While paused no frame is decoded or handled and the socket is not read,
+//! so what the client sends waits in its order, first in our bounded read
+//! buffer, then in the kernel's buffers, until TCP stops the sender; the
+//! outbound queue keeps being written and shutdown and kill are obeyed as
+//! always. Nothing is refused or dropped for rate. A pause is a reason and
+//! a deadline ([`Pause`]), so that other reasons to stop reading fit the
+//! same loop.
+//!
+//! The store is the other reason: a package that must wait for the store's
+//! writer ([`crate::server::journal`]) is parked with the future it waits
+//! on ([`Stalled`]), and reading stops the same way until that completes.
+//! A message waits for a place in the writer's bounded queue when it is
+//! full (a writer that falls behind slows its senders instead of growing
+//! memory); a `ping` waits for a barrier, so its `pong` comes after the
+//! `message_sent` of every earlier message and before the answer to
+//! anything later.
+//!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), and writes are built per batch.
@@ -66,7 +85,9 @@ enum Event {
     Readable(io::Result<()>),
     LoginTimeout,
     FrameTimeout,
-    /// The store is ready for the package waiting on it.
+    /// A pause's deadline passed.
+    Resume,
+    /// The store is ready for the package parked on it.
     StoreReady(StoreReady),
 }
 
@@ -80,44 +101,37 @@ enum StoreReady {
     Closed,
 }
 
-/// A package parked until the store is ready for it. While there is one
-/// the socket is not read: a writer that falls behind slows its senders
-/// down instead of growing memory, and a ping's answer keeps its place
-/// between the acknowledgements before it and the replies after it.
+/// A package parked until the store is ready for it; reading is paused
+/// meanwhile, as for [`Pause`], but the end is an event, not a deadline.
 struct Stalled {
     /// The package, decoded and counted against the rate limit already.
     package: ClientPackage,
+    /// When the wait began (the frame timeout does not run meanwhile).
+    since: Instant,
     /// Completes when the store is ready.
     wait: Pin<Box<dyn Future<Output = StoreReady> + Send>>,
 }
 
-/// Flood control: the token bucket plus how many packages in a row it refused.
-#[derive(Debug)]
-struct RateLimit {
-    /// `rate_per_sec` tokens per second, `rate_burst` at once.
-    bucket: TokenBucket,
-    /// Packages refused in a row.
-    strikes: u32,
+/// Why reading a connection is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PauseReason {
+    /// The client's token bucket is empty: its next package waits for the
+    /// next token.
+    Rate,
 }
 
-impl RateLimit {
-    fn new(config: &Config) -> Self {
-        RateLimit {
-            bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst),
-            strikes: 0,
-        }
-    }
-
-    /// Takes a token; false when the bucket is empty.
-    fn allow(&mut self) -> bool {
-        if self.bucket.try_take() {
-            self.strikes = 0;
-            true
-        } else {
-            self.strikes += 1;
-            false
-        }
-    }
+/// A stop to reading and handling this connection's packages: nothing is
+/// decoded or read from the socket before `until`, while writing and
+/// shutdown go on.
+#[derive(Debug, Clone, Copy)]
+struct Pause {
+    /// Why, for the log line when it ends.
+    reason: PauseReason,
+    /// When it began: the time paused does not count against the frame
+    /// timeout, since a frame cannot complete while we do not read.
+    since: Instant,
+    /// When reading may start again.
+    until: Instant,
 }
 
 /// The state of one connection.
@@ -151,9 +165,12 @@ struct Connection {
     frames: FrameCodec,
     /// The logged-in user, once there is one.
     user: Option<UserId>,
-    /// Flood control.
-    rate: RateLimit,
-    /// A package waiting for a store slot; reading stops meanwhile.
+    /// Flood control: `rate_per_sec` tokens per second, `rate_burst` at
+    /// once; one token per package handled.
+    rate: TokenBucket,
+    /// Set while reading is paused.
+    pause: Option<Pause>,
+    /// A package waiting for the store; reading is paused meanwhile.
     stalled: Option<Stalled>,
 }
 
@@ -172,7 +189,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
         buf: BytesMut::new(),
         frames: FrameCodec::new(config.max_frame_bytes),
         user: None,
-        rate: RateLimit::new(&config),
+        rate: TokenBucket::new(config.rate_per_sec, config.rate_burst),
+        pause: None,
         stalled: None,
         rx,
         hub,
@@ -196,42 +214,58 @@ impl Connection {
         let login_deadline = Instant::now() + self.config.login_timeout;
         let mut frame_deadline: Option<Instant> = None;
         loop {
-            // Handle one buffered frame at a time, flushing its replies;
-            // none while a package waits for the store.
-            let decoded = if self.stalled.is_some() {
-                Ok(None)
-            } else {
-                self.frames.decode(&mut self.buf)
-            };
-            match decoded {
-                Ok(Some(body)) => {
-                    frame_deadline = None;
-                    if let Err(close) = self.handle_frame(&body) {
-                        // The reply explaining why is queued: let it out first.
-                        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
-                        return Err(close);
-                    }
-                    self.flush_queue().await?;
-                    // A burst of buffered frames must not monopolise the
-                    // thread: recipients' tasks need to drain the queues
-                    // this fills, or fast readers look like slow consumers.
-                    tokio::task::coop::consume_budget().await;
-                    continue;
+            if let Some(pause) = self.pause {
+                let now = Instant::now();
+                if now >= pause.until {
+                    self.pause = None;
+                    tracing::trace!(peer = %self.peer, reason = ?pause.reason, paused = ?(now - pause.since), "reading resumed");
+                    // A frame left incomplete while we did not read gets
+                    // back the time it lost.
+                    frame_deadline = frame_deadline.map(|d| d + (now - pause.since));
                 }
-                Ok(None) => {}
-                Err(e) => return self.close_with("protocol", e.to_string()).await,
             }
-            if self.buf.is_empty() || self.stalled.is_some() {
-                // A stalled connection is not reading: a half-arrived frame
-                // is the server's delay, not the client's.
-                frame_deadline = None;
+            if self.pause.is_none() && self.stalled.is_none() {
+                // Flood control: the next package, buffered or not, waits
+                // for a token; until then nothing is decoded or read.
+                if let Some(until) = self.rate.ready_at() {
+                    self.pause_until(PauseReason::Rate, until);
+                }
             }
-            if self.buf.is_empty() {
+            if self.pause.is_none() && self.stalled.is_none() {
+                // Handle one buffered frame at a time, flushing its replies.
+                match self.frames.decode(&mut self.buf) {
+                    Ok(Some(body)) => {
+                        frame_deadline = None;
+                        // Checked above: a token is there.
+                        self.rate.try_take();
+                        if let Err(close) = self.handle_frame(&body) {
+                            // The reply explaining why is queued: let it out first.
+                            let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
+                            return Err(close);
+                        }
+                        self.flush_queue().await?;
+                        // A burst of buffered frames must not monopolise the
+                        // thread: recipients' tasks need to drain the queues
+                        // this fills, or fast readers look like slow consumers.
+                        tokio::task::coop::consume_budget().await;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.close_with("protocol", e.to_string()).await,
+                }
+                if self.buf.is_empty() {
+                    frame_deadline = None;
+                } else if frame_deadline.is_none() {
+                    frame_deadline = Some(Instant::now() + self.config.frame_timeout);
+                }
+            }
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
-            } else if frame_deadline.is_none() && self.stalled.is_none() {
-                frame_deadline = Some(Instant::now() + self.config.frame_timeout);
             }
+            let timed = self.pause.is_some();
+            let paused = timed || self.stalled.is_some();
+            let resume_at = self.pause.map_or(login_deadline, |p| p.until);
             let event = tokio::select! {
                 biased;
                 _ = self.stop.as_mut() => if self.shutdown.is_cancelled() {
@@ -241,18 +275,33 @@ impl Connection {
                 },
                 Some(first) = self.rx.recv() => Event::Outbound(first),
                 ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
-                r = self.stream.readable(), if self.stalled.is_none() => Event::Readable(r),
+                r = self.stream.readable(), if !paused => Event::Readable(r),
+                _ = sleep_until(resume_at), if timed => Event::Resume,
                 _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
-                _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() => Event::FrameTimeout,
+                _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() && !paused => Event::FrameTimeout,
             };
             match event {
                 Event::Shutdown => return self.goodbye().await,
                 Event::Killed => return Err(Close::Killed),
                 Event::Outbound(first) => self.write_batch(first).await?,
+                Event::Readable(r) => {
+                    r?;
+                    self.buf.reserve(READ_CHUNK);
+                    match self.stream.try_read_buf(&mut self.buf) {
+                        Ok(0) => return Err(Close::Eof),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // The loop's head ends the pause.
+                Event::Resume => {}
                 Event::StoreReady(ready) => {
                     let Some(stalled) = self.stalled.take() else {
                         continue;
                     };
+                    let waited = Instant::now() - stalled.since;
+                    frame_deadline = frame_deadline.map(|d| d + waited);
                     let handled = match ready {
                         StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
                         StoreReady::Barrier => self.handle_package(stalled.package, None),
@@ -263,16 +312,6 @@ impl Connection {
                         return Err(close);
                     }
                     self.flush_queue().await?;
-                }
-                Event::Readable(r) => {
-                    r?;
-                    self.buf.reserve(READ_CHUNK);
-                    match self.stream.try_read_buf(&mut self.buf) {
-                        Ok(0) => return Err(Close::Eof),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
-                    }
                 }
                 Event::LoginTimeout => {
                     let secs = self.config.login_timeout.as_secs_f64();
@@ -293,22 +332,22 @@ impl Connection {
         }
     }
 
+    /// Stops reading until `until` (or extends a pause already running).
+    fn pause_until(&mut self, reason: PauseReason, until: Instant) {
+        match &mut self.pause {
+            Some(p) => p.until = p.until.max(until),
+            None => {
+                self.pause = Some(Pause {
+                    reason,
+                    since: Instant::now(),
+                    until,
+                });
+            }
+        }
+    }
+
     /// Handles one complete frame body.
     fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
-        if !self.rate.allow() {
-            let message = format!(
-                "Too fast: at most {} packages per second (bursts of {}); this package was dropped.",
-                self.config.rate_per_sec, self.config.rate_burst
-            );
-            if self.rate.strikes >= self.config.rate_strikes {
-                self.reply_error(
-                    "rate_limit",
-                    format!("{message} Disconnecting after repeated flooding."),
-                )?;
-                return Err(Close::Fatal("rate limit exceeded repeatedly".into()));
-            }
-            return self.reply_error("rate_limit", message);
-        }
         let package = match codec::decode_body::<ClientPackage>(body, self.config.max_package_bytes)
         {
             Ok(p) => p,
@@ -350,7 +389,11 @@ impl Connection {
             }
             ClientPackage::Command(_) => return self.handle_package(package, None),
         };
-        self.stalled = Some(Stalled { package, wait });
+        self.stalled = Some(Stalled {
+            package,
+            since: Instant::now(),
+            wait,
+        });
         Ok(())
     }
 
