@@ -404,8 +404,10 @@ fn message_frame(text: &str) -> Vec<u8> {
     frame_of(&serde_json::json!({"type": "message", "data": {"message": text}}).to_string())
 }
 
-/// Waits for the next pong, which must carry `token`; nothing else may come first.
-async fn expect_pong(c: &mut ClientConnection, token: &str) {
+/// Waits for the next pong, which must carry `token`; before it exactly
+/// `acks` acknowledgements of the sender's own messages, and nothing else.
+async fn expect_pong(c: &mut ClientConnection, token: &str, acks: usize) {
+    expect_acks(c, acks).await;
     match next(c).await {
         ServerPackage::Notification(Notification::Pong { token: t }) => {
             assert_eq!(t.as_deref(), Some(token), "pongs out of order")
@@ -474,12 +476,15 @@ async fn two_hundred_messages_at_once_all_arrive_in_order_throttled() {
     assert_eq!(carol_pings, 3);
     // The flooder's pings are answered in order after its messages, and
     // nothing else comes: no error, no refusal.
-    // Each ping follows the acknowledgements of the messages before it.
     for i in 0..MESSAGES / PING_EVERY {
-        expect_acks(&mut flooder, PING_EVERY as usize).await;
-        expect_pong(&mut flooder, &(i * PING_EVERY + PING_EVERY - 1).to_string()).await;
+        expect_pong(
+            &mut flooder,
+            &(i * PING_EVERY + PING_EVERY - 1).to_string(),
+            PING_EVERY as usize,
+        )
+        .await;
     }
-    expect_pong(&mut flooder, "end").await;
+    expect_pong(&mut flooder, "end", 0).await;
     let elapsed = started.elapsed();
     println!("{MESSAGES} messages at once: all delivered in {elapsed:?} (bucket floor {floor:?})");
     assert!(
@@ -527,8 +532,7 @@ async fn paused_reading_does_not_trip_the_frame_timeout() {
             other => panic!("{other:?}"),
         }
     }
-    expect_acks(&mut flooder, texts.len()).await;
-    expect_pong(&mut flooder, "end").await;
+    expect_pong(&mut flooder, "end", texts.len()).await;
     let floor = bucket_time(&config, 1 + 4 + 1);
     assert!(
         started.elapsed() >= floor,

@@ -18,6 +18,15 @@
 //! a deadline ([`Pause`]), so that other reasons to stop reading fit the
 //! same loop.
 //!
+//! The store is the other reason: a package that must wait for the store's
+//! writer ([`crate::server::journal`]) is parked with the future it waits
+//! on ([`Stalled`]), and reading stops the same way until that completes.
+//! A message waits for a place in the writer's bounded queue when it is
+//! full (a writer that falls behind slows its senders instead of growing
+//! memory); a `ping` waits for a barrier, so its `pong` comes after the
+//! `message_sent` of every earlier message and before the answer to
+//! anything later.
+//!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), and writes are built per batch.
@@ -82,7 +91,7 @@ enum Event {
     FrameTimeout,
     /// A pause's deadline passed.
     Resume,
-    /// The store is ready for the package waiting on it.
+    /// The store is ready for the package parked on it.
     StoreReady(StoreReady),
 }
 
@@ -96,13 +105,13 @@ enum StoreReady {
     Closed,
 }
 
-/// A package parked until the store is ready for it. While there is one
-/// the socket is not read: a writer that falls behind slows its senders
-/// down instead of growing memory, and a ping's answer keeps its place
-/// between the acknowledgements before it and the replies after it.
+/// A package parked until the store is ready for it; reading is paused
+/// meanwhile, as for [`Pause`], but the end is an event, not a deadline.
 struct Stalled {
     /// The package, decoded and counted against the rate limit already.
     package: ClientPackage,
+    /// When the wait began (the frame timeout does not run meanwhile).
+    since: Instant,
     /// Completes when the store is ready.
     wait: Pin<Box<dyn Future<Output = StoreReady> + Send>>,
 }
@@ -167,7 +176,7 @@ struct Connection {
     rate: TokenBucket,
     /// Set while reading is paused.
     pause: Option<Pause>,
-    /// A package waiting for a store slot; reading stops meanwhile.
+    /// A package waiting for the store; reading is paused meanwhile.
     stalled: Option<Stalled>,
 }
 
@@ -229,8 +238,6 @@ impl Connection {
                     self.pause_until(PauseReason::Rate, until);
                 }
             }
-            // Nothing is decoded while paused, nor while a package waits
-            // for the store.
             if self.pause.is_none() && self.stalled.is_none() {
                 // Handle one buffered frame at a time, flushing its replies.
                 match self.frames.decode(&mut self.buf) {
@@ -259,16 +266,12 @@ impl Connection {
                     frame_deadline = Some(Instant::now() + self.config.frame_timeout);
                 }
             }
-            if self.stalled.is_some() {
-                // A stalled connection is not reading: a half-arrived frame
-                // is the server's delay, not the client's.
-                frame_deadline = None;
-            }
             if self.buf.is_empty() && self.buf.capacity() > 0 {
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
             }
-            let paused = self.pause.is_some();
+            let timed = self.pause.is_some();
+            let paused = timed || self.stalled.is_some();
             let resume_at = self.pause.map_or(login_deadline, |p| p.until);
             let event = tokio::select! {
                 biased;
@@ -279,8 +282,8 @@ impl Connection {
                 },
                 Some(first) = self.rx.recv() => Event::Outbound(first),
                 ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
-                r = self.stream.readable(), if !paused && self.stalled.is_none() => Event::Readable(r),
-                _ = sleep_until(resume_at), if paused => Event::Resume,
+                r = self.stream.readable(), if !paused => Event::Readable(r),
+                _ = sleep_until(resume_at), if timed => Event::Resume,
                 _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
                 _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() && !paused => Event::FrameTimeout,
             };
@@ -288,10 +291,24 @@ impl Connection {
                 Event::Shutdown => return self.goodbye().await,
                 Event::Killed => return self.killed().await,
                 Event::Outbound(first) => self.write_batch(first).await?,
+                Event::Readable(r) => {
+                    r?;
+                    self.buf.reserve(READ_CHUNK);
+                    match self.stream.try_read_buf(&mut self.buf) {
+                        Ok(0) => return Err(Close::Eof),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // The loop's head ends the pause.
+                Event::Resume => {}
                 Event::StoreReady(ready) => {
                     let Some(stalled) = self.stalled.take() else {
                         continue;
                     };
+                    let waited = Instant::now() - stalled.since;
+                    frame_deadline = frame_deadline.map(|d| d + waited);
                     let handled = match ready {
                         StoreReady::Slot(slot) => {
                             self.handle_package(stalled.package, Some(slot)).await
@@ -305,18 +322,6 @@ impl Connection {
                     }
                     self.flush_queue().await?;
                 }
-                Event::Readable(r) => {
-                    r?;
-                    self.buf.reserve(READ_CHUNK);
-                    match self.stream.try_read_buf(&mut self.buf) {
-                        Ok(0) => return Err(Close::Eof),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                // The loop's head ends the pause.
-                Event::Resume => {}
                 Event::LoginTimeout => {
                     let secs = self.config.login_timeout.as_secs_f64();
                     return self
@@ -393,7 +398,11 @@ impl Connection {
             }
             ClientPackage::Command(_) => return self.handle_package(package, None).await,
         };
-        self.stalled = Some(Stalled { package, wait });
+        self.stalled = Some(Stalled {
+            package,
+            since: Instant::now(),
+            wait,
+        });
         Ok(())
     }
 
