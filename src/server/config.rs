@@ -47,6 +47,13 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 /// 100-byte notification, while each compression clears a 128 KiB table.
 pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 128;
 
+/// Members a channel may have before arrivals, departures and renames in it
+/// are no longer announced to each member (`channel_stats` instead): in a
+/// crowded room presence costs the square of its size and tells nobody much.
+pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
+/// Milliseconds between two `channel_stats` of a channel above the presence limit.
+pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
+
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
@@ -113,6 +120,11 @@ pub struct Config {
     pub store_batch: usize,
     /// Least time between the starts of two commits of a busy writer.
     pub store_group: Duration,
+    /// Channels with more members than this announce arrivals, departures
+    /// and renames only as a periodic `channel_stats`.
+    pub presence_limit: usize,
+    /// Shortest time between two `channel_stats` of one channel.
+    pub presence_interval: Duration,
 }
 
 impl Config {
@@ -149,6 +161,8 @@ impl Default for Config {
             store_queue: DEFAULT_STORE_QUEUE,
             store_batch: DEFAULT_STORE_BATCH,
             store_group: Duration::from_micros(DEFAULT_STORE_GROUP_US),
+            presence_limit: DEFAULT_PRESENCE_LIMIT,
+            presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
         }
     }
 }
@@ -219,6 +233,15 @@ pub struct ServerArgs {
     /// stored zlib blocks, uncompressed (0 compresses everything).
     #[arg(long, default_value_t = DEFAULT_COMPRESS_MIN_BYTES)]
     pub compress_min_bytes: usize,
+    /// Members a channel may have before other people's arrivals, departures
+    /// and renames in it are no longer announced; its members get a
+    /// `channel_stats` with the member count instead, at most once per
+    /// --presence-interval-ms and only when the count changed.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_LIMIT, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub presence_limit: usize,
+    /// Milliseconds between two `channel_stats` of a channel above --presence-limit.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub presence_interval_ms: u64,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -276,6 +299,8 @@ impl ServerArgs {
             store_queue: self.store_queue,
             store_batch: self.store_batch,
             store_group: Duration::from_micros(self.store_group_us),
+            presence_limit: self.presence_limit,
+            presence_interval: Duration::from_millis(self.presence_interval_ms),
         }
     }
 }
