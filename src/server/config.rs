@@ -96,6 +96,9 @@ pub const DEFAULT_DB_BUSY_TIMEOUT_MS: u64 = 5000;
 pub const DEFAULT_STORE_QUEUE: usize = 8192;
 /// Most messages the writer commits in one transaction.
 pub const DEFAULT_STORE_BATCH: usize = 1024;
+/// Microseconds a busy writer lets pass between the starts of two commits,
+/// gathering messages meanwhile (an idle one commits at once).
+pub const DEFAULT_STORE_GROUP_US: u64 = 1000;
 
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
@@ -156,6 +159,8 @@ pub struct Config {
     pub store_queue: usize,
     /// Messages per transaction, at most.
     pub store_batch: usize,
+    /// Least time between the starts of two commits of a busy writer.
+    pub store_group: Duration,
     /// Channels with more members than this announce arrivals, departures
     /// and renames only as a periodic `channel_stats`.
     pub presence_limit: usize,
@@ -203,6 +208,7 @@ impl Default for Config {
             db_busy_timeout: Duration::from_millis(DEFAULT_DB_BUSY_TIMEOUT_MS),
             store_queue: DEFAULT_STORE_QUEUE,
             store_batch: DEFAULT_STORE_BATCH,
+            store_group: Duration::from_micros(DEFAULT_STORE_GROUP_US),
             presence_limit: DEFAULT_PRESENCE_LIMIT,
             presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
         }
@@ -346,6 +352,11 @@ pub struct ServerArgs {
     /// Most messages committed in one transaction.
     #[arg(long, default_value_t = DEFAULT_STORE_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub store_batch: usize,
+    /// Microseconds a busy store writer lets pass between the starts of two
+    /// commits, gathering messages meanwhile; 0 commits whenever anything
+    /// is queued (an idle writer always commits at once).
+    #[arg(long, default_value_t = DEFAULT_STORE_GROUP_US)]
+    pub store_group_us: u64,
 }
 
 impl ServerArgs {
@@ -379,6 +390,7 @@ impl ServerArgs {
             db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
             store_queue: self.store_queue,
             store_batch: self.store_batch,
+            store_group: Duration::from_micros(self.store_group_us),
             presence_limit: self.presence_limit,
             presence_interval: Duration::from_millis(self.presence_interval_ms),
         }
