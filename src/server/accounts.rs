@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
-use crate::server::chat::{ChatError, Hub, Persist, UserId};
+use crate::server::chat::{Hub, Persist, UserId};
 use crate::server::commands::{
     parse_params, ChannelParams, CommandError, PasswordParams, RegisterParams, UsernameParams,
 };
@@ -232,10 +232,6 @@ impl Accounts {
         addr: IpAddr,
     ) -> Result<Answer, CommandError> {
         let failed = |message: String| CommandError::Failed { command, message };
-        let chat = |e: ChatError| CommandError::Failed {
-            command,
-            message: e.0,
-        };
         match command {
             "join" => {
                 let p: ChannelParams =
@@ -276,9 +272,11 @@ impl Accounts {
                     persist: Vec::new(),
                 })
             }
-            other => Err(chat(ChatError(format!(
-                "{other} is not an accounts command"
-            )))),
+            // The command table and this match are kept in step by the
+            // unit test of the table; reaching here would be a bug.
+            other => Err(CommandError::Protocol(format!(
+                "`{other}` is not an accounts command"
+            ))),
         }
     }
 

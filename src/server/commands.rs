@@ -365,6 +365,16 @@ mod tests {
     }
 
     #[test]
+    fn accounts_commands_are_the_ones_the_accounts_service_runs() {
+        let accounts: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|c| matches!(c.handler, Handler::Accounts))
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(accounts, ["join", "rename", "register", "password"]);
+    }
+
+    #[test]
     fn parameters_are_strict() {
         assert!(parse_params::<NoParams>("leave", None).is_ok());
         assert!(parse_params::<NoParams>("leave", Some(json!(null))).is_ok());
