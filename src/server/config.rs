@@ -429,6 +429,30 @@ mod tests {
     }
 
     #[test]
+    fn store_flags_reach_the_config() {
+        let config = ServerArgs::parse_from([
+            "chatmaster-server",
+            "--db",
+            ":memory:",
+            "--db-sync",
+            "full",
+            "--store-queue",
+            "7",
+            "--store-batch",
+            "3",
+            "--store-group-us",
+            "0",
+        ])
+        .config();
+        assert_eq!(config.db, MEMORY);
+        assert_eq!(config.db_durability, Durability::Full);
+        assert_eq!((config.store_queue, config.store_batch), (7, 3));
+        assert_eq!(config.store_group, Duration::ZERO);
+        // A queue of none would stop every sender for good.
+        assert!(ServerArgs::try_parse_from(["chatmaster-server", "--store-queue", "0"]).is_err());
+    }
+
+    #[test]
     fn flags_override_limits() {
         let args = ServerArgs::parse_from([
             "chatmaster-server",

@@ -571,6 +571,23 @@ mod tests {
     }
 
     #[test]
+    fn durability_sets_the_sync_level() {
+        for (durability, level) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let (_dir, path) = on_disk();
+            let options = StoreOptions {
+                durability,
+                ..StoreOptions::default()
+            };
+            let store = SqliteStore::open(&path, &options).unwrap();
+            let got: i64 = store
+                .lock()
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(got, level, "{durability:?}");
+        }
+    }
+
+    #[test]
     fn an_empty_file_is_migrated() {
         let (_dir, path) = on_disk();
         std::fs::write(&path, b"").unwrap();
