@@ -12,10 +12,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chatmaster::client::ClientConnection;
-use chatmaster::wire::protocol::{Notification, Session};
+use chatmaster::wire::protocol::{Notification, ServerPackage, Session};
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -128,7 +128,7 @@ async fn join_refused(c: &mut ClientConnection, channel: &str) {
     command(c, "join", json!({ "channel": channel })).await;
     loop {
         match next(c).await {
-            chatmaster::wire::protocol::ServerPackage::Error(e) => {
+            ServerPackage::Error(e) => {
                 assert_eq!(e.error_type, "join");
                 assert!(e.message.contains("private"), "{}", e.message);
                 return;
@@ -403,12 +403,10 @@ async fn admin_commands_work_on_a_running_server() {
     let (code, _, err) = admin(&db, &["add", "yann"], "short\n");
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("at least 8"), "{err}");
-    // The running server sees the account at the next login.
+    // The running server enforces the account once it has polled.
+    let s = guest_until_refused(&addr, "zoe", |s| s.password_required == Some(true)).await;
+    assert!(s.reason.unwrap().contains("registered name"));
     let mut c = fresh(&addr).await;
-    assert_eq!(
-        login_with(&mut c, "zoe", None).await.password_required,
-        Some(true)
-    );
     let s = login_with(&mut c, "zoe", Some(PW)).await;
     assert_eq!((s.status, s.username.as_deref()), (true, Some("Zoe")));
 
@@ -434,5 +432,98 @@ async fn admin_commands_work_on_a_running_server() {
     let s = login_with(&mut e, "zoe", None).await;
     assert_eq!(s.password_required, None);
     assert_eq!(s.reason.as_deref(), Some("Username is already taken."));
+    server.stop(Signal::SIGTERM);
+}
+
+/// How long an account added by the admin command may take to be enforced
+/// in these tests: the default `--accounts-poll-ms` (1 s), with room for a
+/// loaded machine.
+const POLL_BOUND: Duration = Duration::from_secs(15);
+
+/// Logs in as the guest `name` on fresh connections until the server's
+/// refusal is the one `wanted` accepts (a guest let in is disconnected and
+/// the next attempt made). Fails after [`POLL_BOUND`].
+async fn guest_until_refused(addr: &str, name: &str, wanted: impl Fn(&Session) -> bool) -> Session {
+    let deadline = Instant::now() + POLL_BOUND;
+    loop {
+        let mut c = fresh(addr).await;
+        let s = login_with(&mut c, name, None).await;
+        if wanted(&s) {
+            return s;
+        }
+        // Let in as a guest (or still "taken" by the previous attempt,
+        // whose close the server has not seen yet): not enforced yet.
+        drop(c);
+        assert!(
+            Instant::now() < deadline,
+            "{name} still not refused after {POLL_BOUND:?}: {s:?}"
+        );
+        // Paces the retries; the loop waits on the refusal, not on this.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_added_and_deleted_by_the_admin_command_are_seen_by_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Binary::start(&db);
+    let addr = server.addr.clone();
+    // A guest holds the name before it is made an account elsewhere.
+    let mut early = account_guest(&addr, "yves").await;
+    assert_eq!(admin(&db, &["add", "Yves"], &format!("{PW}\n")).0, 0);
+    // Once polled, the name needs its password (the guest holding it keeps
+    // it until a login with the password takes over).
+    let s = guest_until_refused(&addr, "yves", |s| s.password_required == Some(true)).await;
+    assert!(s.reason.unwrap().contains("Yves is a registered name"));
+    let mut owner = fresh(&addr).await;
+    assert!(login_with(&mut owner, "YVES", Some(PW)).await.status);
+    loop {
+        match next(&mut early).await {
+            ServerPackage::Error(e) if e.error_type == "login" => {
+                assert!(e.message.contains("another connection"), "{e:?}");
+                break;
+            }
+            ServerPackage::Notification(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(owner);
+
+    // Deleted: the next login needs no password (no poll to wait for).
+    assert_eq!(admin(&db, &["delete", "yves"], "").0, 0);
+    let s = guest_until_refused(&addr, "yves", |s| s.status).await;
+    assert_eq!(s.username.as_deref(), Some("yves"));
+    server.stop(Signal::SIGTERM);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_of_an_account_added_by_the_admin_command_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Binary::start(&db);
+    let addr = server.addr.clone();
+    assert_eq!(admin(&db, &["add", "alice"], &format!("{PW}\n")).0, 0);
+    // Cyrillic а: another name, which looks like alice.
+    let s = guest_until_refused(&addr, "\u{430}lice", |s| {
+        s.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("looks too much like"))
+    })
+    .await;
+    assert_eq!(s.password_required, None);
+    // Renaming to it is refused too.
+    let mut carol = account_guest(&addr, "carol").await;
+    command(&mut carol, "rename", json!({"username": "a1ice"})).await;
+    match next(&mut carol).await {
+        ServerPackage::Error(e) => {
+            assert!(e.message.contains("looks too much like"), "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Once the account is deleted the look-alike is free.
+    assert_eq!(admin(&db, &["delete", "alice"], "").0, 0);
+    let mut d = fresh(&addr).await;
+    assert!(login_with(&mut d, "\u{430}lice", None).await.status);
     server.stop(Signal::SIGTERM);
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chatmaster::server::chat::Hub;
 use chatmaster::store::{
-    Account, AccountId, ChannelId, MessageId, NewAccount, NewChannel, RegisteredChannel,
-    SqliteStore, Store, StoreError, StoredMessage,
+    Account, AccountId, AccountsVersion, ChannelId, MessageId, NewAccount, NewChannel,
+    RegisteredChannel, SqliteStore, Store, StoreError, StoredMessage,
 };
 use chatmaster::wire::protocol::{Notification, OutgoingMessage, ServerPackage};
 use chatmaster::{ClientPackage, Config, Server};
@@ -80,7 +80,7 @@ impl Store for GatedStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.messages_after(channel_key, after, limit)
     }
-    fn create_account(&self, a: &NewAccount) -> Result<AccountId, StoreError> {
+    fn create_account(&self, a: &NewAccount) -> Result<(AccountId, AccountsVersion), StoreError> {
         self.inner.create_account(a)
     }
     fn account_by_key(&self, key: &str) -> Result<Option<Account>, StoreError> {
@@ -104,11 +104,20 @@ impl Store for GatedStore {
         name: &str,
         key: &str,
         skeleton: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AccountsVersion, StoreError> {
         self.inner.rename_account(id, name, key, skeleton)
     }
-    fn delete_account(&self, id: AccountId) -> Result<(), StoreError> {
+    fn delete_account(&self, id: AccountId) -> Result<AccountsVersion, StoreError> {
         self.inner.delete_account(id)
+    }
+    fn accounts_version(&self) -> Result<AccountsVersion, StoreError> {
+        self.inner.accounts_version()
+    }
+    fn account_names(
+        &self,
+        each: &mut dyn FnMut(AccountId, &str, &str),
+    ) -> Result<AccountsVersion, StoreError> {
+        self.inner.account_names(each)
     }
     fn registered_channels(&self) -> Result<Vec<RegisteredChannel>, StoreError> {
         self.inner.registered_channels()

@@ -7,15 +7,25 @@
 //! run on tokio's blocking pool behind a semaphore of `account_store_calls`
 //! permits (a waiting call is a parked task, bounded by the connection cap), password hashes on the [`Hasher`]'s own bounded pool, and the
 //! chat state is touched only through [`Hub`] calls, never across an
-//! `.await`. Accounts are read from the store at each login, so the admin
-//! commands (`chatmaster-server accounts ...`), run while the server is up,
-//! take effect at the next login.
+//! `.await`.
+//!
+//! A login (and a `rename`, a `register`) first asks the [`AccountIndex`]
+//! in memory whether the name, or its skeleton, is an account's: a guest's
+//! name that is neither is decided without the store, on the async worker.
+//! Any other goes to the store, which holds the password: so a password
+//! changed or an account deleted by the admin commands
+//! (`chatmaster-server accounts ...`), run while the server is up, counts
+//! from the next login, and an account they add counts once the index has
+//! polled the store's version (every `accounts_poll`, [`Accounts::watch`]).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
+use crate::server::account_index::{AccountIndex, Change};
 use crate::server::chat::{Hub, Persist, UserId};
 use crate::server::commands::{
     parse_params, ChannelParams, CommandError, PasswordParams, RegisterParams, UsernameParams,
@@ -66,6 +76,10 @@ pub struct Answer {
 pub struct Accounts {
     /// Where accounts and registered channels live.
     store: Arc<dyn Store>,
+    /// Which names are accounts', so guests need no store call.
+    index: Arc<AccountIndex>,
+    /// How often `watch` polls the store for other processes' changes.
+    poll: Duration,
     /// argon2id on a bounded pool.
     hasher: Hasher,
     /// Wrong-password counts; a short critical section, never held across `.await`.
@@ -85,15 +99,51 @@ fn unavailable(e: &StoreError) -> String {
 }
 
 impl Accounts {
-    /// The service over `store` with the limits of `config`.
-    pub fn new(store: Arc<dyn Store>, config: &Config) -> Self {
-        Accounts {
+    /// The service over `store` with the limits of `config`. Loads the
+    /// accounts' names from the store (blocks on it: call it at start).
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Result<Self, StoreError> {
+        let index = Arc::new(AccountIndex::load(store.as_ref())?);
+        tracing::info!(accounts = index.len(), "account names loaded");
+        Ok(Accounts {
             store,
+            index,
+            poll: config.accounts_poll,
             hasher: Hasher::from_config(config),
             throttle: Mutex::new(Throttle::new(config)),
             store_permits: Arc::new(Semaphore::new(config.account_store_calls.max(1))),
             registration: config.registration,
             max_name_chars: config.max_name_chars,
+        })
+    }
+
+    /// The index of account names (for tests and diagnostics).
+    pub fn index(&self) -> &AccountIndex {
+        &self.index
+    }
+
+    /// Polls the store's accounts version every `accounts_poll` until
+    /// `stop`, reloading the index when another process changed the
+    /// accounts. Each poll is one small read on the blocking pool; a
+    /// failed one is logged and the next tried.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.poll);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the index was loaded just now.
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let (index, store) = (Arc::clone(&self.index), Arc::clone(&self.store));
+            match tokio::task::spawn_blocking(move || index.refresh(store.as_ref())).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(accounts = self.index.len(), "account names reloaded")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot poll the accounts version"),
+                Err(e) => tracing::warn!(error = %e, "accounts poll failed"),
+            }
         }
     }
 
@@ -154,9 +204,13 @@ impl Accounts {
         }
     }
 
-    /// The accounts holding `name`'s key and those whose skeleton matches it.
+    /// The accounts holding `name`'s key and those whose skeleton matches
+    /// it. A name the index knows nothing like is nobody's: no store call.
     async fn lookup(&self, name: &str) -> Result<(Option<Account>, Vec<Account>), StoreError> {
         let (key, skeleton) = (fold_name(name), name_skeleton(name));
+        if !self.index.may_be_taken(&key, &skeleton) {
+            return Ok((None, Vec::new()));
+        }
         self.db(move |s| Ok((s.account_by_key(&key)?, s.accounts_by_skeleton(&skeleton)?)))
             .await
     }
@@ -338,11 +392,26 @@ impl Accounts {
         let Some(account) = account else {
             return hub.rename(id, new_name).map_err(|e| e.0);
         };
-        let rename_to = |name: &str| {
+        let rename_to = |from: &str, name: &str| {
             let (name, key, skeleton) = (name.to_owned(), fold_name(name), name_skeleton(name));
-            move |s: &dyn Store| s.rename_account(account, &name, &key, &skeleton)
+            let (index, old_key) = (Arc::clone(&self.index), fold_name(from));
+            move |s: &dyn Store| {
+                let version = s.rename_account(account, &name, &key, &skeleton)?;
+                // On the blocking thread, so the index has the new name
+                // before anyone can learn the rename happened.
+                index.apply(
+                    Change::Renamed {
+                        id: account,
+                        old_key: &old_key,
+                        key: &key,
+                        skeleton: &skeleton,
+                    },
+                    version,
+                );
+                Ok(())
+            }
         };
-        match self.db(rename_to(new_name)).await {
+        match self.db(rename_to(&old_name, new_name)).await {
             Ok(()) => {}
             Err(StoreError::Conflict { existing }) => {
                 return Err(format!(
@@ -353,7 +422,7 @@ impl Accounts {
         }
         if let Err(e) = hub.rename(id, new_name) {
             // Someone online holds the name: the account keeps the old one.
-            if let Err(undo) = self.db(rename_to(&old_name)).await {
+            if let Err(undo) = self.db(rename_to(new_name, &old_name)).await {
                 tracing::error!(error = %undo, "could not undo an account rename");
             }
             return Err(e.0);
@@ -390,7 +459,20 @@ impl Accounts {
             password_hash,
             created_at: store::now_millis(),
         };
-        let account = match self.db(move |s| s.create_account(&new)).await {
+        let index = Arc::clone(&self.index);
+        let created = move |s: &dyn Store| {
+            let (id, version) = s.create_account(&new)?;
+            index.apply(
+                Change::Added {
+                    id,
+                    key: &new.key,
+                    skeleton: &new.skeleton,
+                },
+                version,
+            );
+            Ok(id)
+        };
+        let account = match self.db(created).await {
             Ok(a) => a,
             Err(StoreError::Conflict { existing }) => {
                 return Err(format!("{existing} is already registered."))
@@ -398,7 +480,20 @@ impl Accounts {
             Err(e) => return Err(unavailable(&e)),
         };
         if let Err(e) = hub.set_account(id, &name, account) {
-            let _ = self.db(move |s| s.delete_account(account)).await;
+            let (index, key) = (Arc::clone(&self.index), fold_name(&name));
+            let _ = self
+                .db(move |s| {
+                    let version = s.delete_account(account)?;
+                    index.apply(
+                        Change::Removed {
+                            id: account,
+                            key: &key,
+                        },
+                        version,
+                    );
+                    Ok(())
+                })
+                .await;
             return Err(e.0);
         }
         tracing::info!(account = %name, "account registered");

@@ -1,7 +1,10 @@
 //! The admin commands, `chatmaster-server accounts add|list|delete|passwd`:
 //! account maintenance straight on the database file, also while a server
-//! runs on it (SQLite's WAL and busy timeout let both write; a running
-//! server reads accounts at each login, so changes count from the next one).
+//! runs on it (SQLite's WAL and busy timeout let both write). A running
+//! server reads an account at each login under its name, so a deletion or
+//! a new password counts from the next login; it learns of a new account
+//! within its `--accounts-poll-ms` (the store's accounts version, which
+//! every change bumps, tells it to reload its names).
 //!
 //! The binary only parses flags and reads the password; everything else is
 //! here so tests can drive it. Passwords come from the terminal without

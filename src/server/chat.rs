@@ -507,7 +507,7 @@ impl Hub {
         Ok(Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
-                accounts: Arc::new(Accounts::new(Arc::clone(&store), &config)),
+                accounts: Arc::new(Accounts::new(Arc::clone(&store), &config)?),
                 config,
                 store,
                 journal,

@@ -74,6 +74,10 @@ pub const DEFAULT_LOGIN_THROTTLE_ENTRIES: usize = 65_536;
 /// Account and registered-channel store calls (logins, `register`, ...)
 /// running at once on the blocking pool; the rest wait their turn.
 pub const DEFAULT_ACCOUNT_STORE_CALLS: usize = 8;
+/// Milliseconds between two checks of the database for accounts added,
+/// deleted or renamed by another process (the admin commands): an account
+/// added there is enforced within this time.
+pub const DEFAULT_ACCOUNTS_POLL_MS: u64 = 1000;
 
 /// Whether users may register their names (`register`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -149,6 +153,8 @@ pub struct Config {
     pub registration: Registration,
     /// Account store calls running at once.
     pub account_store_calls: usize,
+    /// Time between two checks for other processes' account changes.
+    pub accounts_poll: Duration,
     /// Database file, or `:memory:`.
     pub db: String,
     /// What a commit waits for before messages are acknowledged.
@@ -203,6 +209,7 @@ impl Default for Config {
             login_throttle_entries: DEFAULT_LOGIN_THROTTLE_ENTRIES,
             registration: Registration::Open,
             account_store_calls: DEFAULT_ACCOUNT_STORE_CALLS,
+            accounts_poll: Duration::from_millis(DEFAULT_ACCOUNTS_POLL_MS),
             db: MEMORY.to_owned(),
             db_durability: Durability::Normal,
             db_busy_timeout: Duration::from_millis(DEFAULT_DB_BUSY_TIMEOUT_MS),
@@ -332,6 +339,12 @@ pub struct ServerArgs {
     /// running at once; the rest wait their turn.
     #[arg(long, default_value_t = DEFAULT_ACCOUNT_STORE_CALLS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub account_store_calls: usize,
+    /// Milliseconds between two checks of the database for accounts added,
+    /// deleted or renamed by another process (`chatmaster-server accounts`):
+    /// an account added there is enforced within this time; deletions and
+    /// password changes count from the next login anyway.
+    #[arg(long, default_value_t = DEFAULT_ACCOUNTS_POLL_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub accounts_poll_ms: u64,
     /// Database file holding accounts, registered channels and messages
     /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
     #[arg(long, default_value = DEFAULT_DB)]
@@ -385,6 +398,7 @@ impl ServerArgs {
             login_throttle_entries: self.login_throttle_entries,
             registration: self.registration,
             account_store_calls: self.account_store_calls,
+            accounts_poll: Duration::from_millis(self.accounts_poll_ms),
             db: self.db.clone(),
             db_durability: self.db_sync,
             db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),

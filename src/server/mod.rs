@@ -11,6 +11,7 @@
 //! receive it, and returns once every connection task has ended. Tests bind
 //! `127.0.0.1:0` themselves and drive shutdown with their own future.
 
+pub mod account_index;
 pub mod accounts;
 pub mod admin;
 pub mod chat;
@@ -98,6 +99,8 @@ impl Server {
         // One presence task per server, whatever the number of channels:
         // it walks only the channels whose count changed.
         tracker.spawn(self.hub.clone().run_presence(token.clone()));
+        // Other processes' account changes (the admin commands).
+        tracker.spawn(Arc::clone(self.hub.accounts()).watch(token.clone()));
         tracing::info!(addr = %listener.local_addr()?, "listening");
         loop {
             let accepted = tokio::select! {

@@ -15,7 +15,9 @@
 //! the file's lock, up to the busy timeout), so none may run on an async
 //! worker or under the chat state's lock. Messages go through one writer
 //! thread; anything else (account and channel reads and writes)
-//! runs in `tokio::task::spawn_blocking` or on a thread of its own. The
+//! runs in `tokio::task::spawn_blocking` or on a thread of its own. A
+//! store may read on connections of its own, so reads need not wait for
+//! the writer's commits ([`SqliteStore`] does, on a file). The
 //! store orders nothing itself: message ids are assigned by the caller.
 //!
 //! This layer depends on nothing else in the crate.
@@ -177,6 +179,11 @@ pub struct RegisteredChannel {
     pub admitted: Vec<AccountId>,
 }
 
+/// The store's count of changes to the set of account names: one more
+/// with every account created, deleted or renamed, by any process, in the
+/// same transaction as the change. Password changes leave it alone.
+pub type AccountsVersion = i64;
+
 /// A chat message, as stored and as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -202,9 +209,13 @@ pub struct StoredMessage {
 /// Methods take `&self`: an implementation serialises what it must inside.
 /// Writes are atomic (one transaction each, one per batch for messages).
 pub trait Store: Send + Sync + fmt::Debug {
-    /// Creates an account. [`StoreError::Conflict`] when its key, or its
+    /// Creates an account; returns its id and the [`AccountsVersion`] its
+    /// creation made. [`StoreError::Conflict`] when its key, or its
     /// skeleton, is already an account's (the existing name is returned).
-    fn create_account(&self, account: &NewAccount) -> Result<AccountId, StoreError>;
+    fn create_account(
+        &self,
+        account: &NewAccount,
+    ) -> Result<(AccountId, AccountsVersion), StoreError>;
     /// The account with this folded name.
     fn account_by_key(&self, key: &str) -> Result<Option<Account>, StoreError>;
     /// The account with this id.
@@ -215,18 +226,29 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
     /// Replaces an account's password hash.
     fn set_password(&self, id: AccountId, password_hash: &str) -> Result<(), StoreError>;
-    /// Renames an account; [`StoreError::Conflict`] as for creation (the
-    /// account's own old key and skeleton do not count).
+    /// Renames an account; returns the [`AccountsVersion`] the rename made.
+    /// [`StoreError::Conflict`] as for creation (the account's own old key
+    /// and skeleton do not count).
     fn rename_account(
         &self,
         id: AccountId,
         name: &str,
         key: &str,
         skeleton: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<AccountsVersion, StoreError>;
     /// Deletes an account, its registered channels and its admissions; its
-    /// messages stay, without the account link.
-    fn delete_account(&self, id: AccountId) -> Result<(), StoreError>;
+    /// messages stay, without the account link. Returns the
+    /// [`AccountsVersion`] the deletion made.
+    fn delete_account(&self, id: AccountId) -> Result<AccountsVersion, StoreError>;
+    /// The current [`AccountsVersion`]: one small read, for polling.
+    fn accounts_version(&self) -> Result<AccountsVersion, StoreError>;
+    /// Calls `each(id, key, skeleton)` for every account and returns the
+    /// [`AccountsVersion`] of what it saw: the version and the names are
+    /// read in one transaction, so they agree.
+    fn account_names(
+        &self,
+        each: &mut dyn FnMut(AccountId, &str, &str),
+    ) -> Result<AccountsVersion, StoreError>;
 
     /// Every registered channel with its admitted accounts (loaded at start).
     fn registered_channels(&self) -> Result<Vec<RegisteredChannel>, StoreError>;

@@ -9,9 +9,12 @@
 //! same file while the server runs: each waits for the other's lock
 //! instead of failing at once.
 //!
-//! One connection serves every method, behind a mutex: writes to SQLite
-//! are serialised anyway, and the message writer holds it only for one
-//! batch's transaction at a time.
+//! One connection writes, behind a mutex: writes to SQLite are serialised
+//! anyway, and the message writer holds it only for one batch's
+//! transaction at a time. On a file, reads (accounts, registered channels,
+//! history) go through a second connection of their own, so a login that
+//! reads an account never waits for a commit: WAL lets readers run while
+//! the writer commits. An in-memory database has one connection for both.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -20,13 +23,16 @@ use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension,
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
 use super::{
-    Account, AccountId, ChannelId, Durability, MessageId, NewAccount, NewChannel,
+    Account, AccountId, AccountsVersion, ChannelId, Durability, MessageId, NewAccount, NewChannel,
     RegisteredChannel, Store, StoreError, StoreOptions, StoredMessage,
 };
 
 /// The schema's history, oldest first: version N is the database after
 /// the first N scripts. Scripts are never edited once released, only added.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_initial.sql")),
+    M::up(include_str!("migrations/0002_accounts_version.sql")),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -34,8 +40,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
-    /// The one connection; see the module docs for why one is enough.
+    /// The writing connection; see the module docs for why one is enough.
     conn: Mutex<Connection>,
+    /// The reading connection of a file store (`None`: reads use `conn`).
+    reader: Option<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -79,8 +87,18 @@ impl SqliteStore {
             .map_err(classify)?;
         configure(&conn)?;
         migrate(&mut conn)?;
+        // Opened once the schema is current; it never writes.
+        let reader = Connection::open_with_flags(path, flags).map_err(classify)?;
+        reader
+            .busy_timeout(options.busy_timeout)
+            .map_err(classify)?;
+        configure(&reader)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(classify)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            reader: Some(Mutex::new(reader)),
         })
     }
 
@@ -91,6 +109,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            reader: None,
         })
     }
 
@@ -104,6 +123,7 @@ impl SqliteStore {
         configure(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            reader: None,
         })
     }
 
@@ -119,6 +139,22 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The connection to read on: the reader, or the one connection.
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader
+            .as_ref()
+            .unwrap_or(&self.conn)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The accounts version as `conn` sees it (inside its transaction, if any).
+fn version_of(conn: &Connection) -> Result<AccountsVersion, StoreError> {
+    conn.prepare_cached("SELECT value FROM meta WHERE name = 'accounts_version'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(classify)
 }
 
 /// Settings every connection needs.
@@ -249,7 +285,10 @@ fn admitted_to(conn: &Connection, channel: ChannelId) -> Result<Vec<AccountId>, 
 }
 
 impl Store for SqliteStore {
-    fn create_account(&self, account: &NewAccount) -> Result<AccountId, StoreError> {
+    fn create_account(
+        &self,
+        account: &NewAccount,
+    ) -> Result<(AccountId, AccountsVersion), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(classify)?;
         if let Some(existing) = account_conflict(&tx, &account.key, &account.skeleton, None)? {
@@ -270,29 +309,30 @@ impl Store for SqliteStore {
         })
         .map_err(classify)?;
         let id = tx.last_insert_rowid();
+        let version = version_of(&tx)?;
         tx.commit().map_err(classify)?;
-        Ok(id)
+        Ok((id, version))
     }
 
     fn account_by_key(&self, key: &str) -> Result<Option<Account>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_key = ?1");
-        Ok(query_accounts(&self.lock(), &sql, [key])?.pop())
+        Ok(query_accounts(&self.read(), &sql, [key])?.pop())
     }
 
     fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
-        Ok(query_accounts(&self.lock(), &sql, [id])?.pop())
+        Ok(query_accounts(&self.read(), &sql, [id])?.pop())
     }
 
     fn accounts_by_skeleton(&self, skeleton: &str) -> Result<Vec<Account>, StoreError> {
         let sql =
             format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE skeleton = ?1 ORDER BY name_key");
-        query_accounts(&self.lock(), &sql, [skeleton])
+        query_accounts(&self.read(), &sql, [skeleton])
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name_key");
-        query_accounts(&self.lock(), &sql, [])
+        query_accounts(&self.read(), &sql, [])
     }
 
     fn set_password(&self, id: AccountId, password_hash: &str) -> Result<(), StoreError> {
@@ -310,7 +350,7 @@ impl Store for SqliteStore {
         name: &str,
         key: &str,
         skeleton: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<AccountsVersion, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(classify)?;
         if let Some(existing) = account_conflict(&tx, key, skeleton, Some(id))? {
@@ -323,20 +363,54 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute(params![id, name, key, skeleton]))
             .map_err(classify)?;
         touched(rows, "account")?;
-        tx.commit().map_err(classify)
+        let version = version_of(&tx)?;
+        tx.commit().map_err(classify)?;
+        Ok(version)
     }
 
-    fn delete_account(&self, id: AccountId) -> Result<(), StoreError> {
-        let rows = self
-            .lock()
+    fn delete_account(&self, id: AccountId) -> Result<AccountsVersion, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        let rows = tx
             .prepare_cached("DELETE FROM accounts WHERE id = ?1")
             .and_then(|mut s| s.execute([id]))
             .map_err(classify)?;
-        touched(rows, "account")
+        touched(rows, "account")?;
+        let version = version_of(&tx)?;
+        tx.commit().map_err(classify)?;
+        Ok(version)
+    }
+
+    fn accounts_version(&self) -> Result<AccountsVersion, StoreError> {
+        version_of(&self.read())
+    }
+
+    fn account_names(
+        &self,
+        each: &mut dyn FnMut(AccountId, &str, &str),
+    ) -> Result<AccountsVersion, StoreError> {
+        let mut conn = self.read();
+        // One read transaction: the version and the rows are one snapshot.
+        let tx = conn.transaction().map_err(classify)?;
+        let version = version_of(&tx)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("SELECT id, name_key, skeleton FROM accounts")
+                .map_err(classify)?;
+            let mut rows = stmt.query([]).map_err(classify)?;
+            while let Some(row) = rows.next().map_err(classify)? {
+                let id: AccountId = row.get(0).map_err(classify)?;
+                let key: String = row.get(1).map_err(classify)?;
+                let skeleton: String = row.get(2).map_err(classify)?;
+                each(id, &key, &skeleton);
+            }
+        }
+        tx.commit().map_err(classify)?;
+        Ok(version)
     }
 
     fn registered_channels(&self) -> Result<Vec<RegisteredChannel>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut channels: Vec<RegisteredChannel> = {
             let mut stmt = conn
                 .prepare_cached(
@@ -424,7 +498,7 @@ impl Store for SqliteStore {
     }
 
     fn admitted(&self, channel: ChannelId) -> Result<Vec<AccountId>, StoreError> {
-        admitted_to(&self.lock(), channel)
+        admitted_to(&self.read(), channel)
     }
 
     fn delete_channel(&self, id: ChannelId) -> Result<(), StoreError> {
@@ -480,7 +554,7 @@ impl Store for SqliteStore {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, channel_key, channel, sender, account, text, timestamp FROM messages \
@@ -588,6 +662,78 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_is_migrated_to_version_2_and_keeps_its_data() {
+        let (_dir, path) = on_disk();
+        {
+            // The file as the first release left it: schema v1 only.
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::new(MIGRATIONS[..1].to_vec())
+                .to_latest(&mut conn)
+                .unwrap();
+            assert_eq!(user_version(&conn).unwrap(), 1);
+            conn.execute_batch(
+                "INSERT INTO accounts (name, name_key, skeleton, password_hash, created_at) \
+                 VALUES ('Alice', 'alice', 'a1ice', '$argon2id$h', 1); \
+                 INSERT INTO channels (name, name_key, owner, private, created_at) \
+                 VALUES ('Rust', 'rust', 1, 1, 2); \
+                 INSERT INTO messages (id, channel_key, channel, sender, account, text, timestamp) \
+                 VALUES (7, 'rust', 'Rust', 'Alice', 1, 'hi', '2026-12-01T07:00:00.000Z');",
+            )
+            .unwrap();
+        }
+        let store = open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let alice = store.account_by_key("alice").unwrap().unwrap();
+        assert_eq!(
+            (alice.name.as_str(), alice.password_hash.as_str()),
+            ("Alice", "$argon2id$h")
+        );
+        let channels = store.registered_channels().unwrap();
+        assert_eq!(
+            (channels[0].name.as_str(), channels[0].owner),
+            ("Rust", alice.id)
+        );
+        assert_eq!(store.messages_after("rust", 0, 10).unwrap()[0].text, "hi");
+        // The version starts at 0 and every change to the names bumps it.
+        assert_eq!(store.accounts_version().unwrap(), 0);
+        let (bob, v) = store.create_account(&account("bob", "b0b")).unwrap();
+        assert_eq!(v, 1);
+        store.set_password(bob, "$argon2id$other").unwrap();
+        assert_eq!(
+            store.accounts_version().unwrap(),
+            1,
+            "passwords do not count"
+        );
+        assert_eq!(store.rename_account(bob, "Bob", "bob", "b0b").unwrap(), 2);
+        assert_eq!(store.delete_account(bob).unwrap(), 3);
+        let mut names = Vec::new();
+        let v = store
+            .account_names(&mut |id, key, skeleton| {
+                names.push((id, key.to_owned(), skeleton.to_owned()))
+            })
+            .unwrap();
+        assert_eq!(
+            (v, names),
+            (3, vec![(alice.id, "alice".into(), "a1ice".into())])
+        );
+    }
+
+    #[test]
+    fn another_processs_account_changes_bump_the_version_the_server_reads() {
+        let (_dir, path) = on_disk();
+        let server = open(&path).unwrap();
+        let admin = open(&path).unwrap();
+        let before = server.accounts_version().unwrap();
+        admin.create_account(&account("zoe", "z0e")).unwrap();
+        assert_eq!(server.accounts_version().unwrap(), before + 1);
+        // Reads go through the reader while the writer holds a transaction.
+        let writer = server.lock();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert_eq!(server.account_by_key("zoe").unwrap().unwrap().name, "zoe");
+        writer.execute_batch("ROLLBACK").unwrap();
+    }
+
+    #[test]
     fn an_empty_file_is_migrated() {
         let (_dir, path) = on_disk();
         std::fs::write(&path, b"").unwrap();
@@ -661,8 +807,8 @@ mod tests {
     #[test]
     fn accounts_are_created_found_changed_and_deleted() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let alice = store.create_account(&account("Alice", "a1ice")).unwrap();
-        let bob = store.create_account(&account("bob", "b0b")).unwrap();
+        let alice = store.create_account(&account("Alice", "a1ice")).unwrap().0;
+        let bob = store.create_account(&account("bob", "b0b")).unwrap().0;
         assert_ne!(alice, bob);
 
         // Same key, and a look-alike (same skeleton), are both conflicts.
@@ -726,9 +872,9 @@ mod tests {
     #[test]
     fn registered_channels_keep_owner_privacy_and_admissions() {
         let store = SqliteStore::open_in_memory().unwrap();
-        let alice = store.create_account(&account("alice", "a")).unwrap();
-        let bob = store.create_account(&account("bob", "b")).unwrap();
-        let carol = store.create_account(&account("carol", "c")).unwrap();
+        let alice = store.create_account(&account("alice", "a")).unwrap().0;
+        let bob = store.create_account(&account("bob", "b")).unwrap().0;
+        let carol = store.create_account(&account("carol", "c")).unwrap().0;
         let rust = store
             .register_channel(&channel("Rust", alice, false))
             .unwrap();
@@ -793,7 +939,7 @@ mod tests {
     fn messages_are_appended_in_batches_and_read_back_by_channel() {
         let store = SqliteStore::open_in_memory().unwrap();
         assert_eq!(store.max_message_id().unwrap(), 0);
-        let alice = store.create_account(&account("alice", "a")).unwrap();
+        let alice = store.create_account(&account("alice", "a")).unwrap().0;
         let batch: Vec<StoredMessage> = (1..=10)
             .map(|id| {
                 message(
@@ -845,7 +991,7 @@ mod tests {
             .append_messages(&[message(1, "general", None)])
             .unwrap();
         let admin = open(&path).unwrap();
-        let id = admin.create_account(&account("alice", "a")).unwrap();
+        let (id, _) = admin.create_account(&account("alice", "a")).unwrap();
         assert_eq!(server.account_by_key("alice").unwrap().unwrap().id, id);
         server
             .append_messages(&[message(2, "general", None)])
