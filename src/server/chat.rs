@@ -5,8 +5,8 @@
 //! never held across an `.await`: every operation is a short, synchronous
 //! critical section that updates the maps and pushes already-encoded
 //! packages into the bounded outbound queues of the users concerned
-//! (`try_send`, never waiting). A queue that is full marks its owner as a
-//! slow consumer; such users are removed at the end of the operation, their
+//! ([`Outbox::push`], never waiting). A queue that is full (in packages or
+//! in bytes) marks its owner as a slow consumer; such users are removed at the end of the operation, their
 //! connection is told to close, and the rest of the channel is not slowed.
 //!
 //! The [`Hub`] API is what the command table calls; it speaks user ids and
@@ -17,10 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::server::config::Config;
+use crate::server::outbox::{Outbox, PushError};
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
@@ -33,23 +32,6 @@ pub const GENERAL: &str = "general";
 /// Server-internal identity of a logged-in user; never reused while the
 /// server runs, so a stale id can never alias somebody else.
 pub type UserId = u64;
-
-/// A connection's delivery handle: its bounded queue of encoded packages
-/// and the token that tells it to close.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    /// Encoded frames waiting to be written to the socket.
-    tx: mpsc::Sender<Bytes>,
-    /// Cancelled when the server drops this connection (slow consumer).
-    kill: CancellationToken,
-}
-
-impl Outbox {
-    /// A handle on the given queue and close signal.
-    pub fn new(tx: mpsc::Sender<Bytes>, kill: CancellationToken) -> Self {
-        Outbox { tx, kill }
-    }
-}
 
 /// A failed chat operation; the text is meant for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,14 +126,14 @@ struct User {
     invited_to: HashSet<String>,
 }
 
-/// A member slot: the id plus a clone of its queue sender, so a broadcast
-/// walks one vector instead of looking every member up in the user map.
+/// A member slot: the id plus a handle on its queue, so a broadcast walks
+/// one vector instead of looking every member up in the user map.
 #[derive(Debug)]
 struct Member {
     /// Who.
     id: UserId,
     /// That user's queue.
-    tx: mpsc::Sender<Bytes>,
+    outbox: Outbox,
 }
 
 /// A channel.
@@ -178,8 +160,9 @@ struct State {
     names: HashMap<String, UserId>,
     /// Folded channel name to channel.
     channels: HashMap<String, Channel>,
-    /// Users whose queue overflowed during the current operation.
-    kicks: Vec<UserId>,
+    /// Users whose queue overflowed (or closed) during the current
+    /// operation, and why.
+    kicks: Vec<(UserId, PushError)>,
     /// Next id to hand out.
     next_id: UserId,
     /// Set at shutdown: departures are then not announced.
@@ -416,7 +399,7 @@ impl Hub {
         let state = &mut *g.state;
         if let Some(ch) = state.channels.get(&key) {
             for m in ch.members.iter().filter(|m| m.id != id) {
-                deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
+                deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
         }
         g.finish();
@@ -695,7 +678,7 @@ impl Guard<'_> {
     fn send_bytes(&mut self, id: UserId, bytes: Bytes) {
         let state = &mut *self.state;
         if let Some(u) = state.users.get(&id) {
-            deliver(&u.outbox.tx, id, bytes, &mut state.kicks);
+            deliver(&u.outbox, id, bytes, &mut state.kicks);
         }
     }
 
@@ -712,7 +695,7 @@ impl Guard<'_> {
             return;
         };
         for m in ch.members.iter().filter(|m| Some(m.id) != skip) {
-            deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
+            deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
         }
     }
 
@@ -766,7 +749,7 @@ impl Guard<'_> {
         ch.invited.remove(&id);
         ch.members.push(Member {
             id,
-            tx: user.outbox.tx.clone(),
+            outbox: user.outbox.clone(),
         });
         let username = user.name.clone();
         let channel = ch.name.clone();
@@ -866,20 +849,20 @@ impl Guard<'_> {
                     ch.invited.remove(&id);
                 }
             }
-            user.outbox.kill.cancel();
+            user.outbox.close();
         }
     }
 
     /// Ends an operation: drops users whose queues overflowed meanwhile
     /// (which may overflow further queues, hence the loop).
     fn finish(&mut self) {
-        while let Some(id) = self.state.kicks.pop() {
+        while let Some((id, why)) = self.state.kicks.pop() {
             if let Some(user) = self.state.users.get(&id) {
-                if !user.outbox.tx.is_closed() {
+                if why != PushError::Closed {
                     tracing::warn!(
                         user = %user.name,
-                        queue = self.config.outbound_queue,
-                        "disconnecting slow consumer: outbound queue full"
+                        reason = %why,
+                        "disconnecting slow consumer"
                     );
                 }
                 self.remove_user(id);
@@ -907,9 +890,9 @@ fn encode_with(config: &Config, package: &ServerPackage) -> Option<Bytes> {
 }
 
 /// Queues `bytes` for one recipient; a full or closed queue marks it for removal.
-fn deliver(tx: &mpsc::Sender<Bytes>, id: UserId, bytes: Bytes, kicks: &mut Vec<UserId>) {
-    if tx.try_send(bytes).is_err() {
-        kicks.push(id);
+fn deliver(outbox: &Outbox, id: UserId, bytes: Bytes, kicks: &mut Vec<(UserId, PushError)>) {
+    if let Err(why) = outbox.push(bytes) {
+        kicks.push((id, why));
     }
 }
 

@@ -1,8 +1,8 @@
 //! One task per TCP connection: reads frames, runs them against the chat
 //! state, and writes the connection's outbound queue to the socket.
 //!
-//! The task is a single `select!` loop over cancel-safe futures (socket
-//! readable, queue receive, shutdown, kill, deadlines); the reads and
+//! The task is a single `select!` loop over cancel-safe futures (shutdown,
+//! queue non-empty or closed, socket readable, deadlines); the reads and
 //! writes themselves happen in the loop body. Frames already buffered are
 //! handled one at a time and the replies they cause are flushed before the
 //! next one is read, so a client that pipelines requests without reading
@@ -10,25 +10,33 @@
 //!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
-//! [`crate::wire::compress`]), and writes are built per batch.
+//! [`crate::wire::compress`]), no timer exists once logged in unless a
+//! frame is half-read, the outbound queue ([`Outbox`]) gives back its
+//! buffer when empty, and the kill signal is the queue's own close flag
+//! rather than a token of its own. A batch is written straight from the
+//! queued packages with one vectored write, without copying them.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
-use crate::server::chat::{Hub, Outbox, UserId};
+use crate::server::chat::{Hub, UserId};
 use crate::server::commands::{self, parse_params, UsernameParams};
 use crate::server::config::Config;
+use crate::server::outbox::{Outbox, Taken};
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
@@ -38,6 +46,19 @@ use crate::wire::protocol::{ClientPackage, Notification, Request, ServerPackage,
 const READ_CHUNK: usize = 8 * 1024;
 /// Most bytes gathered from the queue into one write.
 const MAX_WRITE_BATCH: usize = 64 * 1024;
+/// Spare batch capacity (in packages) a connection keeps while idle; a
+/// larger one, left from a burst, is given back before waiting.
+const IDLE_BATCH_SLOTS: usize = 64;
+
+thread_local! {
+    /// Where a batch of several packages is copied to be written with one
+    /// plain `write`, shared by every connection the thread runs. A
+    /// vectored write of hundreds of short packages cost the kernel twice
+    /// as much copying as one contiguous buffer, and a buffer per batch
+    /// was an allocation per write; one per thread is neither, and holds
+    /// nothing per connection.
+    static STAGING: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(MAX_WRITE_BATCH * 2));
+}
 
 /// Why a connection ended; logged, and sometimes told to the peer first.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +81,7 @@ enum Close {
 enum Event {
     Shutdown,
     Killed,
-    Outbound(Bytes),
+    Outbound,
     Readable(io::Result<()>),
     LoginTimeout,
     FrameTimeout,
@@ -105,21 +126,22 @@ struct Connection {
     hub: Hub,
     /// Limits.
     config: Arc<Config>,
-    /// Packages waiting to be written.
-    rx: mpsc::Receiver<Bytes>,
-    /// Sender side of `rx`: replies go through the queue too, so they keep
-    /// their order relative to broadcasts.
-    tx: mpsc::Sender<Bytes>,
-    /// Cancelled by the hub to drop this connection; a child of
-    /// `shutdown`, so it is also cancelled when the server shuts down.
-    kill: CancellationToken,
+    /// Packages waiting to be written. Replies go through it too, so they
+    /// keep their order relative to broadcasts; the hub closes it to drop
+    /// this connection (slow consumer).
+    outbox: Outbox,
+    /// Packages taken from the queue and not yet fully written, the first
+    /// possibly in part.
+    batch: VecDeque<Bytes>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
-    /// Completes when `kill` is cancelled. Built and registered once per
-    /// connection: making a fresh `cancelled()` future on every turn of the
-    /// loop (one for shutdown, one for kill) cost about 8 % of the server's
-    /// CPU in fan-out profiles.
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Fires when the login time is up; dropped once logged in.
+    login_timer: Option<Pin<Box<Sleep>>>,
+    /// Fires when a started frame took too long; kept (and reset) only
+    /// while the read buffer holds part of a frame.
+    frame_timer: Option<Pin<Box<Sleep>>>,
+    /// Whether `frame_timer` is counting for the frame now buffered.
+    frame_armed: bool,
     /// Bytes read but not yet framed; empty (no allocation) while idle.
     buf: BytesMut,
     /// Frame splitter.
@@ -133,24 +155,26 @@ struct Connection {
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: CancellationToken) {
     let config = Arc::clone(hub.config());
-    let (tx, rx) = mpsc::channel(config.outbound_queue);
-    let kill = shutdown.child_token();
     let mut conn = Connection {
         stream,
         peer,
-        tx,
-        stop: Box::pin(kill.clone().cancelled_owned()),
-        kill,
+        outbox: Outbox::new(config.outbound_queue, config.max_queue_bytes),
+        batch: VecDeque::new(),
         shutdown,
+        login_timer: Some(Box::pin(sleep_until(Instant::now() + config.login_timeout))),
+        frame_timer: None,
+        frame_armed: false,
         buf: BytesMut::new(),
         frames: FrameCodec::new(config.max_frame_bytes),
         user: None,
         rate: RateLimit::new(&config),
-        rx,
         hub,
         config,
     };
     let result = conn.run().await;
+    // Nothing more can be written: refuse further packages at once and
+    // free what is queued, before the hub lets go of its clones.
+    conn.outbox.close();
     if let Some(id) = conn.user.take() {
         conn.hub.disconnect(id);
     }
@@ -164,14 +188,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
 
 impl Connection {
     async fn run(&mut self) -> Result<(), Close> {
+        // Registered once: after its first poll the future keeps this
+        // task's waker in the shutdown token's list, and a cancel wakes the
+        // task; each turn then only needs the token's flag. (Polling it on
+        // every turn takes the token's lock; a fresh `cancelled()` per turn
+        // cost about 8 % of the server's CPU in fan-out profiles.)
+        let stop = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(stop);
+        let mut stop_registered = false;
         self.reply(&ServerPackage::Request(Request::login()))?;
-        let login_deadline = Instant::now() + self.config.login_timeout;
-        let mut frame_deadline: Option<Instant> = None;
         loop {
             // Handle one buffered frame at a time, flushing its replies.
             match self.frames.decode(&mut self.buf) {
                 Ok(Some(body)) => {
-                    frame_deadline = None;
+                    self.frame_armed = false;
                     if let Err(close) = self.handle_frame(&body) {
                         // The reply explaining why is queued: let it out first.
                         let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
@@ -188,28 +218,48 @@ impl Connection {
                 Err(e) => return self.close_with("protocol", e.to_string()).await,
             }
             if self.buf.is_empty() {
-                frame_deadline = None;
+                self.frame_armed = false;
+                self.frame_timer = None;
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
-            } else if frame_deadline.is_none() {
-                frame_deadline = Some(Instant::now() + self.config.frame_timeout);
+            } else if !self.frame_armed {
+                let deadline = Instant::now() + self.config.frame_timeout;
+                match &mut self.frame_timer {
+                    Some(t) => t.as_mut().reset(deadline),
+                    None => self.frame_timer = Some(Box::pin(sleep_until(deadline))),
+                }
+                self.frame_armed = true;
+            }
+            if self.batch.capacity() > IDLE_BATCH_SLOTS {
+                self.batch = VecDeque::new();
             }
             let event = tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => if self.shutdown.is_cancelled() {
-                    Event::Shutdown
-                } else {
-                    Event::Killed
+                _ = poll_fn(|cx| {
+                    if self.shutdown.is_cancelled() {
+                        return Poll::Ready(());
+                    }
+                    if !stop_registered {
+                        stop_registered = true;
+                        return stop.as_mut().poll(cx);
+                    }
+                    Poll::Pending
+                }) => Event::Shutdown,
+                taken = poll_fn(|cx| self.outbox.poll_take(cx, &mut self.batch, MAX_WRITE_BATCH)) => match taken {
+                    Taken::Packages => Event::Outbound,
+                    Taken::Closed => Event::Killed,
                 },
-                Some(first) = self.rx.recv() => Event::Outbound(first),
-                r = self.stream.readable() => Event::Readable(r),
-                _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
-                _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() => Event::FrameTimeout,
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)) => Event::Readable(r),
+                _ = poll_timer(&mut self.login_timer), if self.login_timer.is_some() => Event::LoginTimeout,
+                _ = poll_timer(&mut self.frame_timer), if self.frame_armed => Event::FrameTimeout,
             };
             match event {
                 Event::Shutdown => return self.goodbye().await,
                 Event::Killed => return Err(Close::Killed),
-                Event::Outbound(first) => self.write_batch(first).await?,
+                Event::Outbound => {
+                    self.write_batch().await?;
+                    self.flush_queue().await?;
+                }
                 Event::Readable(r) => {
                     r?;
                     self.buf.reserve(READ_CHUNK);
@@ -291,10 +341,10 @@ impl Connection {
     }
 
     fn login(&mut self, name: &str) -> Result<(), Close> {
-        let outbox = Outbox::new(self.tx.clone(), self.kill.clone());
-        match self.hub.login(name, outbox) {
+        match self.hub.login(name, self.outbox.clone()) {
             Ok(id) => {
                 self.user = Some(id);
+                self.login_timer = None;
                 tracing::debug!(peer = %self.peer, user = name, "logged in");
                 Ok(())
             }
@@ -314,77 +364,110 @@ impl Connection {
             self.config.compress_min_bytes,
         )
         .map_err(|e| Close::Fatal(format!("cannot encode reply: {e}")))?;
-        self.tx
-            .try_send(bytes)
-            .map_err(|_| Close::Fatal("outbound queue full".into()))
+        self.outbox
+            .push(bytes)
+            .map_err(|e| Close::Fatal(format!("cannot queue a reply: {e}")))
     }
 
     fn reply_error(&mut self, error_type: &str, message: impl Into<String>) -> Result<(), Close> {
         self.reply(&ServerPackage::error(error_type, message))
     }
 
-    /// Writes everything queued, without waiting for more (`write_batch`
-    /// keeps taking from the queue until it is empty).
+    /// Writes everything queued, without waiting for more.
     async fn flush_queue(&mut self) -> Result<(), Close> {
-        match self.rx.try_recv() {
-            Ok(first) => self.write_batch(first).await,
-            Err(_) => Ok(()),
+        loop {
+            match self.outbox.try_take(&mut self.batch, MAX_WRITE_BATCH) {
+                Err(_closed) => return Err(Close::Killed),
+                Ok(false) => return Ok(()),
+                Ok(true) => self.write_batch().await?,
+            }
         }
     }
 
-    /// Writes `first` and whatever else is queued, up to a batch size, in
-    /// as few syscalls as possible.
-    async fn write_batch(&mut self, first: Bytes) -> Result<(), Close> {
-        let mut pending = Some(first);
-        while let Some(first) = pending.take() {
-            let batch = match self.rx.try_recv() {
-                Err(_) => first,
-                Ok(second) => {
-                    let mut buf = BytesMut::with_capacity(MAX_WRITE_BATCH.min(first.len() * 8));
-                    buf.extend_from_slice(&first);
-                    buf.extend_from_slice(&second);
-                    while buf.len() < MAX_WRITE_BATCH {
-                        match self.rx.try_recv() {
-                            Ok(next) => buf.extend_from_slice(&next),
-                            Err(_) => break,
-                        }
-                    }
-                    buf.freeze()
-                }
+    /// Writes the packages in `batch`, in as few syscalls as possible (one
+    /// when the socket has room), and leaves it empty. The packages stay in
+    /// `batch` until written, so a write the socket takes only in part
+    /// goes on where it stopped.
+    async fn write_batch(&mut self) -> Result<(), Close> {
+        let mut deadline = None;
+        while !self.batch.is_empty() {
+            let written = match self.try_write_front() {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => Some(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) => return Err(e.into()),
             };
-            self.write_all(&batch).await?;
-            pending = self.rx.try_recv().ok();
+            match written {
+                Some(n) => self.consume(n),
+                // The socket pushes back: only now arm the write timeout
+                // (arming a timer per write was a timer-wheel insert and
+                // removal per batch).
+                None => {
+                    let limit = self.config.write_timeout;
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + limit);
+                    self.wait_writable(until, limit).await?;
+                }
+            }
         }
         Ok(())
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Close> {
-        // Fast path: a socket with room takes the whole batch at once, and
-        // then no timer needs arming (that was a timer-wheel insert and
-        // removal per write).
-        let written = match self.stream.try_write(bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e.into()),
-        };
-        let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) else {
-            return Ok(());
-        };
-        let limit = self.config.write_timeout;
-        let write = timeout(limit, self.stream.write_all(rest));
-        let result = if self.shutdown.is_cancelled() {
-            // Saying goodbye: `stop` has fired, and the caller bounds the
-            // whole goodbye with the shutdown timeout.
-            write.await
-        } else {
+    /// One write of the start of `batch`: a lone package as it is, several
+    /// copied together (up to [`MAX_WRITE_BATCH`]) into the thread's
+    /// staging buffer.
+    fn try_write_front(&self) -> io::Result<usize> {
+        match (self.batch.front(), self.batch.len()) {
+            (None, _) => Ok(0),
+            (Some(only), 1) => self.stream.try_write(only),
+            (Some(_), _) => STAGING.with(|staging| {
+                let mut staging = staging.borrow_mut();
+                staging.clear();
+                for b in &self.batch {
+                    if !staging.is_empty() && staging.len() + b.len() > MAX_WRITE_BATCH {
+                        break;
+                    }
+                    staging.extend_from_slice(b);
+                }
+                let result = self.stream.try_write(&staging);
+                if staging.capacity() > MAX_WRITE_BATCH * 4 {
+                    // A lone huge package passed through: do not keep its size.
+                    *staging = Vec::with_capacity(MAX_WRITE_BATCH * 2);
+                }
+                result
+            }),
+        }
+    }
+
+    /// Drops the first `n` written bytes from `batch`.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.batch.front_mut() else {
+                return;
+            };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.batch.pop_front();
+        }
+    }
+
+    /// Waits until the socket takes more, the connection is dropped, or
+    /// the server shuts down (unless this is the goodbye, which the caller
+    /// bounds with the shutdown timeout).
+    async fn wait_writable(&mut self, until: Instant, limit: Duration) -> Result<(), Close> {
+        let goodbye = self.shutdown.is_cancelled();
+        let wait = async {
             tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => return Err(Close::Killed),
-                r = write => r,
+                _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => Err(Close::Killed),
+                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::Killed),
+                r = self.stream.writable() => r.map_err(Close::Io),
             }
         };
-        match result {
-            Ok(r) => Ok(r?),
+        match timeout_at(until, wait).await {
+            Ok(r) => r,
             Err(_) => Err(Close::WriteStalled(limit)),
         }
     }
@@ -409,5 +492,13 @@ impl Connection {
         let _ = timeout(limit, self.flush_queue()).await;
         let _ = timeout(limit, self.stream.shutdown()).await;
         Err(Close::Shutdown)
+    }
+}
+
+/// Polls an optional timer; one that is not there never fires.
+async fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }
