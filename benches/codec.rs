@@ -7,7 +7,6 @@
 //! server's outboxes, and tokio mpsc channels for comparison) and through
 //! the real [`Hub::message`], lock included.
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -74,12 +73,13 @@ fn broadcast(c: &mut Criterion) {
     group.throughput(Throughput::Elements(MEMBERS as u64));
 
     // The bare path: encode once, hand a clone of the same Bytes to every
-    // queue, then drain each queue as a connection does.
+    // queue, then take each queue out as a connection does (copied into
+    // one staging buffer per batch).
     let package = chat_message();
     let outboxes: Vec<Outbox> = (0..MEMBERS)
         .map(|_| Outbox::new(DEFAULT_OUTBOUND_QUEUE, DEFAULT_MAX_QUEUE_BYTES))
         .collect();
-    let mut batch = VecDeque::new();
+    let mut staging = Vec::new();
     group.bench_function(BenchmarkId::new("encode_once_to_queues", MEMBERS), |b| {
         b.iter(|| {
             let bytes = encode(
@@ -92,8 +92,8 @@ fn broadcast(c: &mut Criterion) {
                 let _ = q.push(bytes.clone());
             }
             for q in &outboxes {
-                while q.try_take(&mut batch, usize::MAX).unwrap_or(false) {
-                    batch.clear();
+                while let Ok(Some(_)) = q.take(&mut staging, 64 * 1024) {
+                    staging.clear();
                 }
             }
         })
@@ -135,8 +135,8 @@ fn broadcast(c: &mut Criterion) {
         queues.push(q);
         // Drain as we go: each login notifies everybody already present.
         for q in &queues {
-            while q.try_take(&mut batch, usize::MAX).unwrap_or(false) {
-                batch.clear();
+            while let Ok(Some(_)) = q.take(&mut staging, 64 * 1024) {
+                staging.clear();
             }
         }
     }
@@ -146,8 +146,8 @@ fn broadcast(c: &mut Criterion) {
             hub.message(sender, "hello everybody, how is the weather?".into())
                 .expect("message");
             for q in &queues {
-                while q.try_take(&mut batch, usize::MAX).unwrap_or(false) {
-                    batch.clear();
+                while let Ok(Some(_)) = q.take(&mut staging, 64 * 1024) {
+                    staging.clear();
                 }
             }
         })

@@ -13,11 +13,12 @@
 //! [`crate::wire::compress`]), no timer exists once logged in unless a
 //! frame is half-read, the outbound queue ([`Outbox`]) gives back its
 //! buffer when empty, and the kill signal is the queue's own close flag
-//! rather than a token of its own. A batch is written straight from the
-//! queued packages with one vectored write, without copying them.
+//! rather than a token of its own. Nothing of a write is kept between
+//! writes either: several queued packages are copied into one per-thread
+//! staging buffer and written with one `write`; only what the socket
+//! refuses is kept, until it takes it.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::server::chat::{Hub, UserId};
 use crate::server::commands::{self, parse_params, UsernameParams};
 use crate::server::config::Config;
-use crate::server::outbox::{Outbox, Taken};
+use crate::server::outbox::{Outbox, Take, Taken};
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
@@ -46,17 +47,13 @@ use crate::wire::protocol::{ClientPackage, Notification, Request, ServerPackage,
 const READ_CHUNK: usize = 8 * 1024;
 /// Most bytes gathered from the queue into one write.
 const MAX_WRITE_BATCH: usize = 64 * 1024;
-/// Spare batch capacity (in packages) a connection keeps while idle; a
-/// larger one, left from a burst, is given back before waiting.
-const IDLE_BATCH_SLOTS: usize = 64;
-
 thread_local! {
     /// Where a batch of several packages is copied to be written with one
     /// plain `write`, shared by every connection the thread runs. A
     /// vectored write of hundreds of short packages cost the kernel twice
     /// as much copying as one contiguous buffer, and a buffer per batch
     /// was an allocation per write; one per thread is neither, and holds
-    /// nothing per connection.
+    /// nothing per connection. Used only between two awaits.
     static STAGING: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(MAX_WRITE_BATCH * 2));
 }
 
@@ -130,9 +127,9 @@ struct Connection {
     /// keep their order relative to broadcasts; the hub closes it to drop
     /// this connection (slow consumer).
     outbox: Outbox,
-    /// Packages taken from the queue and not yet fully written, the first
-    /// possibly in part.
-    batch: VecDeque<Bytes>,
+    /// The part of a write the socket did not take (it goes before anything
+    /// still queued); `None` almost always.
+    unsent: Option<Bytes>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
     /// Fires when the login time is up; dropped once logged in.
@@ -152,14 +149,33 @@ struct Connection {
     rate: RateLimit,
 }
 
+/// What one synchronous write attempt did.
+enum Progress {
+    /// Nothing was waiting.
+    Idle,
+    /// Bytes went out (maybe not all: then `unsent` holds the rest).
+    Wrote,
+    /// The socket took nothing.
+    Blocked,
+}
+
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: CancellationToken) {
+///
+/// Not an `async fn`: the returned future holds only the connection, not
+/// also the arguments it was built from (a task is as large as its future,
+/// for as long as the connection lives).
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Hub,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send {
     let config = Arc::clone(hub.config());
     let mut conn = Connection {
         stream,
         peer,
         outbox: Outbox::new(config.outbound_queue, config.max_queue_bytes),
-        batch: VecDeque::new(),
+        unsent: None,
         shutdown,
         login_timer: Some(Box::pin(sleep_until(Instant::now() + config.login_timeout))),
         frame_timer: None,
@@ -171,22 +187,28 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
         hub,
         config,
     };
-    let result = conn.run().await;
-    // Nothing more can be written: refuse further packages at once and
-    // free what is queued, before the hub lets go of its clones.
-    conn.outbox.close();
-    if let Some(id) = conn.user.take() {
-        conn.hub.disconnect(id);
-    }
-    match result {
-        Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {
-            tracing::debug!(peer = %conn.peer, "connection closed")
-        }
-        Err(e) => tracing::info!(peer = %conn.peer, reason = %e, "connection closed"),
-    }
+    async move { conn.serve().await }
 }
 
 impl Connection {
+    /// Runs the connection, then lets go of it.
+    async fn serve(&mut self) {
+        let conn = self;
+        let result = conn.run().await;
+        // Nothing more can be written: refuse further packages at once and
+        // free what is queued, before the hub lets go of its clones.
+        conn.outbox.close();
+        if let Some(id) = conn.user.take() {
+            conn.hub.disconnect(id);
+        }
+        match result {
+            Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {
+                tracing::debug!(peer = %conn.peer, "connection closed")
+            }
+            Err(e) => tracing::info!(peer = %conn.peer, reason = %e, "connection closed"),
+        }
+    }
+
     async fn run(&mut self) -> Result<(), Close> {
         // Registered once: after its first poll the future keeps this
         // task's waker in the shutdown token's list, and a cancel wakes the
@@ -204,7 +226,8 @@ impl Connection {
                     self.frame_armed = false;
                     if let Err(close) = self.handle_frame(&body) {
                         // The reply explaining why is queued: let it out first.
-                        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
+                        let limit = self.config.shutdown_timeout;
+                        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
                         return Err(close);
                     }
                     self.flush_queue().await?;
@@ -230,9 +253,6 @@ impl Connection {
                 }
                 self.frame_armed = true;
             }
-            if self.batch.capacity() > IDLE_BATCH_SLOTS {
-                self.batch = VecDeque::new();
-            }
             let event = tokio::select! {
                 biased;
                 _ = poll_fn(|cx| {
@@ -245,7 +265,7 @@ impl Connection {
                     }
                     Poll::Pending
                 }) => Event::Shutdown,
-                taken = poll_fn(|cx| self.outbox.poll_take(cx, &mut self.batch, MAX_WRITE_BATCH)) => match taken {
+                taken = poll_fn(|cx| self.outbox.poll_ready(cx)) => match taken {
                     Taken::Packages => Event::Outbound,
                     Taken::Closed => Event::Killed,
                 },
@@ -256,10 +276,7 @@ impl Connection {
             match event {
                 Event::Shutdown => return self.goodbye().await,
                 Event::Killed => return Err(Close::Killed),
-                Event::Outbound => {
-                    self.write_batch().await?;
-                    self.flush_queue().await?;
-                }
+                Event::Outbound => self.flush_queue().await?,
                 Event::Readable(r) => {
                     r?;
                     self.buf.reserve(READ_CHUNK);
@@ -373,83 +390,85 @@ impl Connection {
         self.reply(&ServerPackage::error(error_type, message))
     }
 
-    /// Writes everything queued, without waiting for more.
+    /// Writes everything queued, without waiting for more, in as few
+    /// syscalls as possible (one per batch while the socket has room).
     async fn flush_queue(&mut self) -> Result<(), Close> {
-        loop {
-            match self.outbox.try_take(&mut self.batch, MAX_WRITE_BATCH) {
-                Err(_closed) => return Err(Close::Killed),
-                Ok(false) => return Ok(()),
-                Ok(true) => self.write_batch().await?,
-            }
-        }
-    }
-
-    /// Writes the packages in `batch`, in as few syscalls as possible (one
-    /// when the socket has room), and leaves it empty. The packages stay in
-    /// `batch` until written, so a write the socket takes only in part
-    /// goes on where it stopped.
-    async fn write_batch(&mut self) -> Result<(), Close> {
         let mut deadline = None;
-        while !self.batch.is_empty() {
-            let written = match self.try_write_front() {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Ok(n) => Some(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                Err(e) => return Err(e.into()),
-            };
-            match written {
-                Some(n) => self.consume(n),
+        loop {
+            match self.write_some()? {
+                Progress::Idle => return Ok(()),
+                Progress::Wrote => {
+                    if self.unsent.is_none() {
+                        deadline = None;
+                    }
+                }
                 // The socket pushes back: only now arm the write timeout
                 // (arming a timer per write was a timer-wheel insert and
-                // removal per batch).
-                None => {
+                // removal per batch). Boxed: a task's size is that of its
+                // largest state, and this wait (a timer, two wakers) would
+                // otherwise be carried by every idle connection.
+                Progress::Blocked => {
                     let limit = self.config.write_timeout;
                     let until = *deadline.get_or_insert_with(|| Instant::now() + limit);
-                    self.wait_writable(until, limit).await?;
+                    Box::pin(self.wait_writable(until, limit)).await?;
                 }
             }
         }
-        Ok(())
     }
 
-    /// One write of the start of `batch`: a lone package as it is, several
-    /// copied together (up to [`MAX_WRITE_BATCH`]) into the thread's
-    /// staging buffer.
-    fn try_write_front(&self) -> io::Result<usize> {
-        match (self.batch.front(), self.batch.len()) {
-            (None, _) => Ok(0),
-            (Some(only), 1) => self.stream.try_write(only),
-            (Some(_), _) => STAGING.with(|staging| {
-                let mut staging = staging.borrow_mut();
-                staging.clear();
-                for b in &self.batch {
-                    if !staging.is_empty() && staging.len() + b.len() > MAX_WRITE_BATCH {
-                        break;
+    /// One write: the rest of an earlier one if there is one, else the
+    /// next batch from the queue (a lone package as it is, several copied
+    /// together into the thread's staging buffer).
+    fn write_some(&mut self) -> Result<Progress, Close> {
+        if let Some(rest) = self.unsent.take() {
+            return self.write_bytes(rest);
+        }
+        STAGING.with(|staging| {
+            let mut staging = staging.borrow_mut();
+            staging.clear();
+            let progress = match self.outbox.take(&mut staging, MAX_WRITE_BATCH) {
+                Err(_closed) => return Err(Close::Killed),
+                Ok(None) => Ok(Progress::Idle),
+                Ok(Some(Take::One(bytes))) => self.write_bytes(bytes),
+                Ok(Some(Take::Copied)) => match self.stream.try_write(&staging) {
+                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(n) => {
+                        if let Some(rest) = staging.get(n..).filter(|r| !r.is_empty()) {
+                            self.unsent = Some(Bytes::copy_from_slice(rest));
+                        }
+                        Ok(Progress::Wrote)
                     }
-                    staging.extend_from_slice(b);
-                }
-                let result = self.stream.try_write(&staging);
-                if staging.capacity() > MAX_WRITE_BATCH * 4 {
-                    // A lone huge package passed through: do not keep its size.
-                    *staging = Vec::with_capacity(MAX_WRITE_BATCH * 2);
-                }
-                result
-            }),
-        }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.unsent = Some(Bytes::copy_from_slice(&staging));
+                        Ok(Progress::Blocked)
+                    }
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if staging.capacity() > MAX_WRITE_BATCH * 4 {
+                // A huge package passed through: do not keep its size.
+                *staging = Vec::with_capacity(MAX_WRITE_BATCH * 2);
+            }
+            progress
+        })
     }
 
-    /// Drops the first `n` written bytes from `batch`.
-    fn consume(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.batch.front_mut() else {
-                return;
-            };
-            if n < front.len() {
-                front.advance(n);
-                return;
+    /// Writes what it can of `bytes`, keeping the rest in `unsent`.
+    fn write_bytes(&mut self, mut bytes: Bytes) -> Result<Progress, Close> {
+        match self.stream.try_write(&bytes) {
+            Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+            Ok(n) => {
+                if n < bytes.len() {
+                    bytes.advance(n);
+                    self.unsent = Some(bytes);
+                }
+                Ok(Progress::Wrote)
             }
-            n -= front.len();
-            self.batch.pop_front();
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.unsent = Some(bytes);
+                Ok(Progress::Blocked)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -479,7 +498,8 @@ impl Connection {
         // goes last, after what is queued, so order is kept.
         let _ = self.reply_error(error_type, message);
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.flush_queue()).await;
+        // Boxed, like every wait on the way out: see `flush_queue`.
+        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
         Err(Close::Fatal(reason))
     }
 
@@ -489,8 +509,8 @@ impl Connection {
             Notification::ServerShutdown {},
         ));
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.flush_queue()).await;
-        let _ = timeout(limit, self.stream.shutdown()).await;
+        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
+        let _ = Box::pin(timeout(limit, self.stream.shutdown())).await;
         Err(Close::Shutdown)
     }
 }

@@ -4,13 +4,13 @@
 //!
 //! One [`Outbox`] is shared by the chat state (which pushes broadcasts and
 //! replies into it under the hub lock) and the connection's task (which
-//! takes everything queued in one go and writes it). It is a `VecDeque`
+//! takes what is queued, up to a batch, and writes it). It is a `VecDeque`
 //! behind a short per-connection mutex rather than a `tokio::sync::mpsc`
 //! channel because fan-out is a push into hundreds of queues per message:
 //! a push here is one uncontended lock, one slot and a wake-up only when
 //! the queue goes from empty to non-empty while the task waits, and the
-//! task takes the whole queue with one lock instead of one atomic
-//! hand-over per package. An idle queue holds no buffer blocks (mpsc kept a
+//! task takes a whole batch with one lock instead of one atomic hand-over
+//! per package. An idle queue holds no buffer blocks (mpsc kept a
 //! block of 32 slots, about 1 KiB, per channel), and the byte count that
 //! the byte bound needs is kept beside the queue for free.
 //!
@@ -31,7 +31,7 @@ use bytes::Bytes;
 /// Queue capacity (in packages) kept while a queue is empty; a larger
 /// buffer, left over from a burst, is given back then, so an idle
 /// connection holds a few slots at most.
-const IDLE_SLOTS: usize = 64;
+const IDLE_SLOTS: usize = 16;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,13 +52,22 @@ pub enum PushError {
 #[error("outbox closed")]
 pub struct Closed;
 
-/// What [`Outbox::poll_take`] found.
+/// What [`Outbox::poll_ready`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
-    /// Packages were moved into the caller's batch.
+    /// Packages are queued.
     Packages,
     /// The outbox was closed: the connection is to end.
     Closed,
+}
+
+/// What one [`Outbox::take`] handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Take {
+    /// The only package queued.
+    One(Bytes),
+    /// Several packages, copied in order to the end of the staging buffer.
+    Copied,
 }
 
 /// The queue and its state, behind the mutex.
@@ -181,65 +190,56 @@ impl Outbox {
         (inner.items.len(), inner.bytes)
     }
 
-    /// Moves queued packages, oldest first, to the end of `batch` until
-    /// the queue is empty or `batch` holds at least `max_bytes` (it always
-    /// takes one). Returns whether anything was moved; `Err` once closed.
+    /// Takes the oldest packages for one write: a lone package as it is
+    /// (no copy), or as many as fit in `max_bytes` (always at least one)
+    /// appended to `staging`, in order. `Ok(None)` when nothing is queued;
+    /// `Err` once closed.
     ///
-    /// When the whole queue fits and `batch` is empty, the two buffers are
-    /// swapped instead of copied, so the caller's spare buffer becomes the
-    /// queue's and no allocation happens in either.
-    pub fn try_take(&self, batch: &mut VecDeque<Bytes>, max_bytes: usize) -> Result<bool, Closed> {
+    /// Copying under the lock keeps the connection from holding a batch
+    /// of its own between writes: a push waits at most for one copy of
+    /// `max_bytes`, and nothing but the queue exists per connection.
+    pub fn take(&self, staging: &mut Vec<u8>, max_bytes: usize) -> Result<Option<Take>, Closed> {
         let mut inner = self.lock();
-        Self::take_locked(&mut inner, batch, max_bytes)
-    }
-
-    fn take_locked(
-        inner: &mut Inner,
-        batch: &mut VecDeque<Bytes>,
-        max_bytes: usize,
-    ) -> Result<bool, Closed> {
         if inner.closed {
             return Err(Closed);
         }
-        if inner.items.is_empty() {
-            if inner.items.capacity() > IDLE_SLOTS {
-                inner.items = VecDeque::new();
+        let taken = match inner.items.len() {
+            0 => None,
+            1 => {
+                inner.bytes = 0;
+                inner.items.pop_front().map(Take::One)
             }
-            return Ok(false);
-        }
-        if batch.is_empty() && inner.bytes <= max_bytes {
-            std::mem::swap(&mut inner.items, batch);
-            inner.bytes = 0;
-            return Ok(true);
-        }
-        let mut taken: usize = batch.iter().map(Bytes::len).sum();
-        while let Some(next) = inner.items.pop_front() {
-            inner.bytes -= next.len();
-            taken += next.len();
-            batch.push_back(next);
-            if taken >= max_bytes {
-                break;
+            _ => {
+                let start = staging.len();
+                while let Some(front) = inner.items.front() {
+                    let len = front.len();
+                    if staging.len() > start && staging.len() - start + len > max_bytes {
+                        break;
+                    }
+                    staging.extend_from_slice(front);
+                    inner.bytes -= len;
+                    inner.items.pop_front();
+                }
+                Some(Take::Copied)
             }
+        };
+        if inner.items.is_empty() && inner.items.capacity() > IDLE_SLOTS {
+            inner.items = VecDeque::new();
         }
-        Ok(true)
+        Ok(taken)
     }
 
-    /// Like [`try_take`](Self::try_take), but when nothing is queued,
+    /// Ready when something is queued or the outbox is closed; otherwise
     /// registers the task to be woken by the next push or by a close.
-    pub fn poll_take(
-        &self,
-        cx: &mut Context<'_>,
-        batch: &mut VecDeque<Bytes>,
-        max_bytes: usize,
-    ) -> Poll<Taken> {
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Taken> {
         let mut inner = self.lock();
-        match Self::take_locked(&mut inner, batch, max_bytes) {
-            Err(Closed) => Poll::Ready(Taken::Closed),
-            Ok(true) => Poll::Ready(Taken::Packages),
-            Ok(false) => {
-                Self::register(&mut inner, cx);
-                Poll::Pending
-            }
+        if inner.closed {
+            Poll::Ready(Taken::Closed)
+        } else if !inner.items.is_empty() {
+            Poll::Ready(Taken::Packages)
+        } else {
+            Self::register(&mut inner, cx);
+            Poll::Pending
         }
     }
 
@@ -286,21 +286,27 @@ mod tests {
         c.0.load(Ordering::SeqCst)
     }
 
+    /// A package of `len` bytes (at least 8) carrying the number `n`.
     fn package(n: usize, len: usize) -> Bytes {
         let mut v = vec![0u8; len.max(8)];
         v[..8].copy_from_slice(&(n as u64).to_be_bytes());
         Bytes::from(v)
     }
 
-    fn number(b: &Bytes) -> usize {
-        u64::from_be_bytes(b[..8].try_into().unwrap()) as usize
+    /// Takes once and splits what came out back into packages of `len`.
+    fn take_numbers(q: &Outbox, len: usize, max: usize) -> Option<Vec<usize>> {
+        let mut staging = Vec::new();
+        let number = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().unwrap()) as usize;
+        match q.take(&mut staging, max).unwrap()? {
+            Take::One(b) => Some(vec![number(&b)]),
+            Take::Copied => Some(staging.chunks(len).map(number).collect()),
+        }
     }
 
     #[test]
-    fn packages_come_out_in_order_across_batches() {
+    fn packages_come_out_in_order_across_takes() {
         let q = Outbox::new(10_000, usize::MAX);
         let mut seen = Vec::new();
-        let mut batch = VecDeque::new();
         let mut next = 0;
         // Pushes interleaved with takes of different sizes.
         for round in 0..200 {
@@ -309,8 +315,9 @@ mod tests {
                 next += 1;
             }
             let limit = 16 * (1 + round % 3);
-            while q.try_take(&mut batch, limit).unwrap() {
-                seen.extend(batch.drain(..).map(|b| number(&b)));
+            while let Some(got) = take_numbers(&q, 16, limit) {
+                assert!(got.len() <= 1 + round % 3);
+                seen.extend(got);
             }
         }
         assert_eq!(seen, (0..next).collect::<Vec<_>>());
@@ -323,22 +330,18 @@ mod tests {
         for n in 0..10 {
             q.push(package(n, 100)).unwrap();
         }
-        let mut batch = VecDeque::new();
-        assert!(q.try_take(&mut batch, 250).unwrap());
-        assert_eq!(batch.len(), 3, "takes until it holds at least 250 bytes");
-        assert_eq!(q.queued(), (7, 700));
-        batch.clear();
-        assert!(q.try_take(&mut batch, 1).unwrap());
-        assert_eq!(batch.len(), 1);
-        batch.clear();
-        // The rest fits: the whole queue moves at once.
-        assert!(q.try_take(&mut batch, 10_000).unwrap());
-        assert_eq!(
-            batch.iter().map(number).collect::<Vec<_>>(),
-            (4..10).collect::<Vec<_>>()
-        );
+        assert_eq!(take_numbers(&q, 100, 250), Some(vec![0, 1]));
+        assert_eq!(q.queued(), (8, 800));
+        assert_eq!(take_numbers(&q, 100, 1), Some(vec![2]));
+        assert_eq!(take_numbers(&q, 100, 10_000), Some((3..10).collect()));
         assert_eq!(q.queued(), (0, 0));
-        assert!(!q.try_take(&mut batch, 10_000).unwrap());
+        assert_eq!(take_numbers(&q, 100, 10_000), None);
+        // A lone package is handed over as it is.
+        let lone = package(11, 100);
+        q.push(lone.clone()).unwrap();
+        let mut staging = Vec::new();
+        assert_eq!(q.take(&mut staging, 1), Ok(Some(Take::One(lone))));
+        assert!(staging.is_empty());
     }
 
     #[test]
@@ -348,8 +351,7 @@ mod tests {
             q.push(package(n, 10)).unwrap();
         }
         assert_eq!(q.push(package(3, 10)), Err(PushError::Packages(3)));
-        let mut batch = VecDeque::new();
-        q.try_take(&mut batch, 5).unwrap();
+        take_numbers(&q, 10, 1);
         q.push(package(4, 10)).unwrap();
         assert_eq!(q.queued().0, 3);
     }
@@ -362,8 +364,7 @@ mod tests {
         assert_eq!(q.queued(), (2, 100));
         assert_eq!(q.push(package(2, 1)), Err(PushError::Bytes(100)));
         // What the task took out no longer counts.
-        let mut batch = VecDeque::new();
-        q.try_take(&mut batch, 1).unwrap();
+        take_numbers(&q, 60, 1);
         assert_eq!(q.queued(), (1, 40));
         q.push(package(3, 60)).unwrap();
         assert_eq!(q.push(package(4, 8)), Err(PushError::Bytes(100)));
@@ -381,27 +382,19 @@ mod tests {
         let q = Outbox::new(100, usize::MAX);
         let (count, waker) = counter();
         let mut cx = Context::from_waker(&waker);
-        let mut batch = VecDeque::new();
-        assert_eq!(q.poll_take(&mut cx, &mut batch, 1000), Poll::Pending);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Pending);
         q.push(package(0, 10)).unwrap();
         assert_eq!(wakes(&count), 1);
         q.push(package(1, 10)).unwrap();
         q.push(package(2, 10)).unwrap();
         assert_eq!(wakes(&count), 1, "the task is already woken");
-        assert_eq!(
-            q.poll_take(&mut cx, &mut batch, 1000),
-            Poll::Ready(Taken::Packages)
-        );
-        assert_eq!(batch.len(), 3);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Ready(Taken::Packages));
+        assert_eq!(take_numbers(&q, 10, 1000), Some(vec![0, 1, 2]));
         // Not waiting (no poll since): a push does not wake.
         q.push(package(3, 10)).unwrap();
         assert_eq!(wakes(&count), 1);
-        batch.clear();
-        assert_eq!(
-            q.poll_take(&mut cx, &mut batch, 1000),
-            Poll::Ready(Taken::Packages)
-        );
-        assert_eq!(q.poll_take(&mut cx, &mut batch, 1000), Poll::Pending);
+        take_numbers(&q, 10, 1000);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Pending);
         q.push(package(4, 10)).unwrap();
         assert_eq!(wakes(&count), 2);
     }
@@ -412,35 +405,26 @@ mod tests {
         let (count, waker) = counter();
         let mut cx = Context::from_waker(&waker);
         assert_eq!(q.poll_closed(&mut cx), Poll::Pending);
-        let big = package(0, 1000);
-        q.push(big.clone()).unwrap();
+        q.push(package(0, 1000)).unwrap();
         q.close();
         assert!(wakes(&count) >= 1);
         assert!(q.is_closed());
         assert_eq!(q.queued(), (0, 0));
-        assert_eq!(big.len(), 1000);
         assert_eq!(q.push(package(1, 10)), Err(PushError::Closed));
-        let mut batch = VecDeque::new();
-        assert_eq!(
-            q.poll_take(&mut cx, &mut batch, 1000),
-            Poll::Ready(Taken::Closed)
-        );
+        assert_eq!(q.poll_ready(&mut cx), Poll::Ready(Taken::Closed));
         assert_eq!(q.poll_closed(&mut cx), Poll::Ready(()));
-        assert!(q.try_take(&mut batch, 1000).is_err());
+        assert_eq!(q.take(&mut Vec::new(), 1000), Err(Closed));
         q.close();
     }
 
     #[test]
-    fn an_empty_queue_gives_back_a_large_buffer() {
+    fn an_emptied_queue_gives_back_a_large_buffer() {
         let q = Outbox::new(10_000, usize::MAX);
-        let mut batch = VecDeque::new();
         for n in 0..500 {
             q.push(package(n, 8)).unwrap();
         }
-        // Partial takes leave the queue's own (large) buffer in place.
-        while q.try_take(&mut batch, 800).unwrap() {
-            batch.clear();
-        }
+        assert!(q.lock().items.capacity() >= 500);
+        while take_numbers(&q, 8, 800).is_some() {}
         assert!(q.lock().items.capacity() <= IDLE_SLOTS);
     }
 
@@ -468,18 +452,18 @@ mod tests {
         };
         let seen = rt.block_on(async {
             let mut seen = Vec::new();
-            let mut batch = VecDeque::new();
             while seen.len() < N {
-                let taken = std::future::poll_fn(|cx| q.poll_take(cx, &mut batch, 256)).await;
-                assert_eq!(taken, Taken::Packages);
-                seen.extend(batch.drain(..).map(|b| number(&b)));
+                let ready = std::future::poll_fn(|cx| q.poll_ready(cx)).await;
+                assert_eq!(ready, Taken::Packages);
+                while let Some(got) = take_numbers(&q, 8, 256) {
+                    seen.extend(got);
+                }
             }
             seen
         });
         producer.join().unwrap();
         assert_eq!(seen, (0..N).collect::<Vec<_>>());
         q.close();
-        let mut batch = VecDeque::new();
-        assert!(q.try_take(&mut batch, 1).is_err());
+        assert_eq!(q.take(&mut Vec::new(), 1), Err(Closed));
     }
 }
