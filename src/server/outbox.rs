@@ -224,7 +224,9 @@ impl Outbox {
             }
         };
         if inner.items.is_empty() && inner.items.capacity() > IDLE_SLOTS {
-            inner.items = VecDeque::new();
+            // Shrunk, not dropped: a busy queue that empties between bursts
+            // then regrows from IDLE_SLOTS, not from nothing.
+            inner.items.shrink_to(IDLE_SLOTS);
         }
         Ok(taken)
     }
