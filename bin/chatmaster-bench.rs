@@ -59,9 +59,6 @@ async fn run(args: BenchArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("chatmaster-bench: {e}");
-            if e.to_string().contains("rate_limit") {
-                eprintln!("hint: start the server with --rate-per-sec 0 for benchmarks");
-            }
             ExitCode::FAILURE
         }
     }

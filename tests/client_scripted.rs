@@ -254,8 +254,8 @@ fn help_lists_exit_codes_and_bad_flags_exit_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paste_is_paced_under_the_default_flood_limit() {
     // A server with its default flood control (20 per second, bursts of
-    // 40, cut off after 50 refusals): an unpaced paste of 60 lines would be
-    // partly refused, then disconnected.
+    // 40): the client's own pacing keeps under it, every line arrives in
+    // order and nothing comes back as an error.
     let server = TestServer::start(chatmaster::Config::default()).await;
     let mut watcher = server.login("watcher").await;
     let mut client = Scripted::start(server.addr, "paster", &["--username", "paster"]);
@@ -279,5 +279,58 @@ async fn a_paste_is_paced_under_the_default_flood_limit() {
             other => panic!("line {i}: {other:?}"),
         }
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_name_from_stdin_is_followed_by_the_next_line() {
+    let server = TestServer::start_default().await;
+    // alice is taken, and waits in channel x.
+    let mut alice = server.login("alice").await;
+    alice
+        .command("join", Some(serde_json::json!({"channel": "x"})))
+        .await
+        .unwrap();
+    match next_note(&mut alice).await {
+        Notification::UserJoined { channel, .. } => assert_eq!(channel, "x"),
+        other => panic!("{other:?}"),
+    }
+
+    // No --username: the first line is refused, the next one is the next
+    // try. All lines are written at once; the client reads one per need.
+    let mut c = Scripted::start(server.addr, "retry", &[]);
+    for line in ["alice", "alice2", "/join x", "hello"] {
+        c.send(line);
+    }
+    c.expect("!! login refused: Username is already taken.");
+    c.expect("-- logged in as alice2; channels (2): general, x");
+    match next_note(&mut alice).await {
+        Notification::UserJoined { username, .. } => assert_eq!(username, "alice2"),
+        other => panic!("{other:?}"),
+    }
+    match next(&mut alice).await {
+        ServerPackage::Message(m) => {
+            assert_eq!(
+                (m.username.as_str(), m.message.as_str()),
+                ("alice2", "hello")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let (status, out, stderr) = c.finish();
+    assert_eq!(status.code(), Some(0), "{out:?} {stderr}");
+    match next_note(&mut alice).await {
+        Notification::UserLeft { username, .. } => assert_eq!(username, "alice2"),
+        other => panic!("{other:?}"),
+    }
+
+    // Input that ends after a refused name: exit 6, with the reason.
+    let mut c = Scripted::start(server.addr, "gives-up", &[]);
+    c.send("ALICE");
+    c.expect("!! login refused: Username is already taken.");
+    let (status, out, stderr) = c.finish();
+    assert_eq!(status.code(), Some(6), "{out:?} {stderr}");
+    assert!(stderr.contains("login refused"), "{stderr}");
+    assert_quiet(&mut alice).await;
     server.shutdown().await;
 }

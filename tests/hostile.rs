@@ -391,130 +391,192 @@ async fn flood_in_one_channel_does_not_starve_another() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn rate_limit_answers_recovers_and_disconnects() {
-    let server = TestServer::start(Config {
-        rate_per_sec: 2,
-        rate_burst: 3,
-        rate_strikes: 5,
-        ..fast_config()
-    })
-    .await;
-    let mut c = server.login("hasty").await; // the login used one token
-    for i in 0..3 {
-        c.feed(&chatmaster::ClientPackage::Command(
-            chatmaster::Command::new("ping", Some(serde_json::json!({"token": i.to_string()}))),
-        ))
-        .await
-        .unwrap();
+/// The least time, from before the connection was opened, in which the
+/// server can have handled `packages` from one client: the burst at once,
+/// then one per token.
+fn bucket_time(config: &Config, packages: u32) -> Duration {
+    let waited = packages.saturating_sub(config.rate_burst);
+    Duration::from_secs_f64(f64::from(waited) / f64::from(config.rate_per_sec))
+}
+
+fn message_frame(text: &str) -> Vec<u8> {
+    frame_of(&serde_json::json!({"type": "message", "data": {"message": text}}).to_string())
+}
+
+/// Waits for the next pong, which must carry `token`; nothing else may come first.
+async fn expect_pong(c: &mut ClientConnection, token: &str) {
+    match next(c).await {
+        ServerPackage::Notification(Notification::Pong { token: t }) => {
+            assert_eq!(t.as_deref(), Some(token), "pongs out of order")
+        }
+        other => panic!("expected pong {token}, got {other:?}"),
     }
-    c.flush().await.unwrap();
-    for expected in ["0", "1"] {
-        match next_note(&mut c).await {
-            Notification::Pong { token } => assert_eq!(token.as_deref(), Some(expected)),
-            other => panic!("{other:?}"),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_messages_at_once_all_arrive_in_order_throttled() {
+    // Default flood control: 20 packages per second, bursts of 40.
+    let config = Config::default();
+    let server = TestServer::start(config.clone()).await;
+    let mut bob = server.login("bob").await;
+    let mut carol = server.login("carol").await;
+    const MESSAGES: u32 = 200;
+    const PING_EVERY: u32 = 50;
+    let started = Instant::now();
+    let mut flooder = server.login("flooder").await;
+    // 200 messages and a ping after every 50th, written in one go.
+    let mut burst = Vec::new();
+    for i in 0..MESSAGES {
+        burst.extend_from_slice(&message_frame(&format!("flood {i}")));
+        if i % PING_EVERY == PING_EVERY - 1 {
+            burst.extend_from_slice(&ping_frame(&i.to_string()));
         }
     }
-    let (kind, message) = next_error(&mut c).await;
-    assert_eq!(kind, "rate_limit");
-    assert!(!message.contains("Disconnecting"), "{message}");
-    // The bucket refills at 2 per second: wait out one token.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_quiet(&mut c).await;
-    // Now flood: five refusals in a row end the connection.
-    for i in 0..12 {
-        c.feed(&chatmaster::ClientPackage::Command(
-            chatmaster::Command::new("ping", Some(serde_json::json!({"token": i.to_string()}))),
-        ))
-        .await
-        .unwrap();
-    }
-    let _ = c.flush().await;
-    let mut refusals = 0;
-    let last = loop {
-        match c.recv_timeout(WAIT).await {
-            Ok(ServerPackage::Error(e)) => {
-                assert_eq!(e.error_type, "rate_limit");
-                refusals += 1;
-                if e.message.contains("Disconnecting") {
-                    break e.message;
+    burst.extend_from_slice(&ping_frame("end"));
+    // Every package counts: the login, the messages, the pings.
+    let packages = 1 + MESSAGES + MESSAGES / PING_EVERY + 1;
+    let floor = bucket_time(&config, packages);
+    flooder.stream_mut().write_all(&burst).await.unwrap();
+
+    // Bob gets every message, in order; a few times during the flood carol
+    // (same channel) pings and is answered while the flooder is still held
+    // back: before the bucket can possibly have let its last package in.
+    let mut got = 0u32;
+    let mut carol_pings = 0;
+    while got < MESSAGES {
+        match next(&mut bob).await {
+            ServerPackage::Message(m) => {
+                assert_eq!(m.username, "flooder");
+                assert_eq!(m.message, format!("flood {got}"), "flood out of order");
+                got += 1;
+                if got % PING_EVERY == 0 && got < MESSAGES {
+                    carol_pings += 1;
+                    let asked = Instant::now();
+                    assert_quiet_after_joins(&mut carol).await;
+                    let answered = started.elapsed();
+                    println!(
+                        "carol's ping after {got} flood messages: answered in {:?}",
+                        asked.elapsed()
+                    );
+                    assert!(
+                        answered < floor,
+                        "carol was answered only after the flood could have ended ({answered:?})"
+                    );
                 }
             }
-            Ok(ServerPackage::Notification(Notification::Pong { .. })) => {}
+            ServerPackage::Notification(Notification::UserJoined { username, .. }) => {
+                assert!(username == "carol" || username == "flooder", "{username}")
+            }
             other => panic!("{other:?}"),
         }
-    };
-    assert_eq!(refusals, 5, "{last}");
-    expect_closed(&mut c).await;
-    until_state(&server, "hasty removed", |s| s.users.is_empty()).await;
+    }
+    assert_eq!(carol_pings, 3);
+    // The flooder's pings are answered in order after its messages, and
+    // nothing else comes: no error, no refusal.
+    for i in 0..MESSAGES / PING_EVERY {
+        expect_pong(&mut flooder, &(i * PING_EVERY + PING_EVERY - 1).to_string()).await;
+    }
+    expect_pong(&mut flooder, "end").await;
+    let elapsed = started.elapsed();
+    println!("{MESSAGES} messages at once: all delivered in {elapsed:?} (bucket floor {floor:?})");
+    assert!(
+        elapsed >= floor,
+        "{packages} packages handled in {elapsed:?}: the bucket allows no less than {floor:?}"
+    );
+    // Still connected and served.
+    assert_quiet(&mut flooder).await;
+    assert_quiet(&mut bob).await;
+    assert_eq!(server.hub.user_count(), 3);
     server.shutdown().await;
 }
 
 #[tokio::test]
-async fn flooder_is_throttled_then_dropped_while_the_channel_talks() {
-    // Default limits: 20/s, bursts of 40, disconnect after 50 refusals in a row.
+async fn paused_reading_does_not_trip_the_frame_timeout() {
+    // Each pause (half a second) outlasts the frame timeout, and the frames
+    // are large enough that a read ends in the middle of one: the partial
+    // frame waits in the read buffer while the connection is paused.
+    let config = Config {
+        rate_per_sec: 2,
+        rate_burst: 2,
+        frame_timeout: Duration::from_millis(300),
+        // Stored, not compressed, so the frames stay large.
+        compression_level: 0,
+        ..fast_config()
+    };
+    let server = TestServer::start(config.clone()).await;
+    let mut bob = server.login("bob").await;
+    let started = Instant::now();
+    let mut flooder = server.login("big").await;
+    let _ = next_note(&mut bob).await; // big joined
+    let mut rng = StdRng::seed_from_u64(11);
+    let texts: Vec<String> = (0..4)
+        .map(|i| format!("{i} {}", Alphanumeric.sample_string(&mut rng, 3000)))
+        .collect();
+    let mut burst = Vec::new();
+    for t in &texts {
+        burst.extend_from_slice(&message_frame(t));
+    }
+    burst.extend_from_slice(&ping_frame("end"));
+    flooder.stream_mut().write_all(&burst).await.unwrap();
+    for t in &texts {
+        match next(&mut bob).await {
+            ServerPackage::Message(m) => assert_eq!(&m.message, t),
+            other => panic!("{other:?}"),
+        }
+    }
+    expect_pong(&mut flooder, "end").await;
+    let floor = bucket_time(&config, 1 + 4 + 1);
+    assert!(
+        started.elapsed() >= floor,
+        "{:?} < {floor:?}",
+        started.elapsed()
+    );
+    assert_quiet(&mut flooder).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_paused_flooder_is_held_back_by_tcp_not_by_memory() {
+    // 16 MiB of messages against 20 per second: the server reads only as
+    // the bucket allows, so the kernel buffers (a few MiB at most) fill and
+    // the writer blocks, while the server's own buffers stay bounded.
     let server = TestServer::start(Config {
         rate_per_sec: chatmaster::server::config::DEFAULT_RATE_PER_SEC,
         ..fast_config()
     })
     .await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    let mut flooder = server.login("flooder").await;
-    // Every package counts, so logging in spent one token of the burst.
-    const BURST_LEFT: u32 = chatmaster::server::config::DEFAULT_RATE_BURST - 1;
-    let started = Instant::now();
-    for i in 0..1000 {
-        let r = flooder
-            .feed(&chatmaster::ClientPackage::Message(
-                chatmaster::wire::protocol::OutgoingMessage {
-                    message: format!("spam {i}"),
-                },
-            ))
-            .await;
-        if r.is_err() {
-            break;
-        }
+    let (mut a, mut b) = bystanders(&server).await;
+    let mut ear = server.login("ear").await;
+    let flooder = server.login("firehose").await;
+    let _ = next_note(&mut ear).await; // firehose joined
+    let frame = message_frame("m");
+    let mut burst = Vec::with_capacity((16 << 20) + frame.len());
+    while burst.len() < 16 << 20 {
+        burst.extend_from_slice(&frame);
     }
-    let _ = flooder.flush().await;
-    // The flooder hears about its refusals and is then cut off.
-    let (kind, _) = until_error(&mut flooder).await;
-    assert_eq!(kind, "rate_limit");
-    expect_closed(&mut flooder).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    // Bob saw at most the burst plus what the rate allowed meanwhile.
-    let mut spam = 0u32;
-    let mut last: Option<u32> = None;
-    let allowed = 40.0 + 20.0 * (elapsed + 1.0);
-    alice.message("still here").await.unwrap();
-    loop {
-        match next(&mut bob).await {
-            ServerPackage::Message(m) if m.username == "flooder" => {
-                let n: u32 = m.message["spam ".len()..].parse().unwrap();
-                // The burst passes whole (less the token the login command
-                // took); later ones only as tokens refill.
-                if spam < BURST_LEFT {
-                    assert_eq!(n, spam, "the burst was not delivered whole");
-                }
-                assert!(last.is_none_or(|l| n > l), "spam out of order");
-                last = Some(n);
-                spam += 1;
-            }
-            ServerPackage::Message(m) => {
-                assert_eq!(m.message, "still here");
-                break;
-            }
-            ServerPackage::Notification(_) => {}
+    let before = memory_kib();
+    let (stream, _) = flooder.into_parts();
+    let writing = tokio::spawn(async move {
+        let mut stream = stream;
+        let r = stream.write_all(&burst).await;
+        (r, stream)
+    });
+    // Past the burst, the rate lets the messages through one by one.
+    let past_burst = chatmaster::server::config::DEFAULT_RATE_BURST + 20;
+    for _ in 0..past_burst {
+        match next(&mut ear).await {
+            ServerPackage::Message(m) => assert_eq!(m.message, "m"),
             other => panic!("{other:?}"),
         }
     }
-    println!("flooder: {spam} messages got through in {elapsed:.2} s");
-    assert!(spam >= BURST_LEFT, "the burst should pass: {spam}");
     assert!(
-        f64::from(spam) <= allowed,
-        "{spam} messages passed the limiter"
+        !writing.is_finished(),
+        "16 MiB were taken in while the server handled {past_burst} packages"
     );
-    until_state(&server, "flooder removed", |s| s.users.len() == 2).await;
+    bystanders_talk(&mut a, &mut b, "while the firehose is held back").await;
+    report_memory("16 MiB flood held back", before);
+    writing.abort();
+    assert_eq!(server.hub.user_count(), 4, "nobody was disconnected");
     server.shutdown().await;
 }
 

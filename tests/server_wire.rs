@@ -227,6 +227,16 @@ async fn bad_content_gets_a_protocol_error_and_the_connection_survives() {
             "unknown field",
         ),
         (
+            "unknown member of the envelope",
+            zlib(br#"{"type":"command","data":{"command":"channels"},"extra":1}"#),
+            r#""extra", expected "type" or "data""#,
+        ),
+        (
+            "unknown member of the envelope, first",
+            zlib(br#"{"extra":1,"type":"message","data":{"message":"x"}}"#),
+            r#""extra", expected "type" or "data""#,
+        ),
+        (
             "unknown command",
             zlib(br#"{"type":"command","data":{"command":"fly"}}"#),
             "unknown command",

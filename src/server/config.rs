@@ -34,12 +34,13 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 1024 * 1024;
 /// Simultaneous connections; the next one gets an error and is closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Messages per second a client may send on average (0 turns the limit off).
+/// Packages per second the server handles from one client on average (0
+/// turns flood control off). A client sending faster is not refused: the
+/// server stops reading its socket until the next token is due.
 pub const DEFAULT_RATE_PER_SEC: u32 = 20;
-/// Messages a client may send in one burst above its average rate.
+/// Packages a client may send in one burst, handled at once, before the
+/// rate applies.
 pub const DEFAULT_RATE_BURST: u32 = 40;
-/// Rate-limit violations in a row after which the client is disconnected.
-pub const DEFAULT_RATE_STRIKES: u32 = 50;
 /// zlib level for outgoing packages: 1 is fastest; chat text is short, so
 /// stronger levels buy little and cost CPU on every broadcast.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
@@ -47,6 +48,13 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 /// stored (uncompressed) zlib blocks: deflate saves about a tenth of a
 /// 100-byte notification, while each compression clears a 128 KiB table.
 pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 128;
+
+/// Members a channel may have before arrivals, departures and renames in it
+/// are no longer announced to each member (`channel_stats` instead): in a
+/// crowded room presence costs the square of its size and tells nobody much.
+pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
+/// Milliseconds between two `channel_stats` of a channel above the presence limit.
+pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
 
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
@@ -80,16 +88,20 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// Maximum simultaneous connections.
     pub max_connections: usize,
-    /// Sustained messages and commands per second per client; 0 disables.
+    /// Packages per second handled per client on average; past it the
+    /// connection stops being read until the next token is due. 0 disables.
     pub rate_per_sec: u32,
-    /// Burst allowance above `rate_per_sec`.
+    /// Packages handled at once before `rate_per_sec` applies.
     pub rate_burst: u32,
-    /// Consecutive rate-limited packages before disconnecting.
-    pub rate_strikes: u32,
     /// zlib compression level (0..=9) for outgoing packages.
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
     pub compress_min_bytes: usize,
+    /// Channels with more members than this announce arrivals, departures
+    /// and renames only as a periodic `channel_stats`.
+    pub presence_limit: usize,
+    /// Shortest time between two `channel_stats` of one channel.
+    pub presence_interval: Duration,
 }
 
 impl Default for Config {
@@ -109,9 +121,10 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_per_sec: DEFAULT_RATE_PER_SEC,
             rate_burst: DEFAULT_RATE_BURST,
-            rate_strikes: DEFAULT_RATE_STRIKES,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
+            presence_limit: DEFAULT_PRESENCE_LIMIT,
+            presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
         }
     }
 }
@@ -170,15 +183,14 @@ pub struct ServerArgs {
     /// Simultaneous connections; past it a new client gets an error and is closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_connections: usize,
-    /// Sustained packages per second per client (token bucket); 0 turns rate limiting off.
+    /// Packages per second handled per client (token bucket; 0 turns flood control off).
+    /// A faster client is slowed down, never refused: its socket is not read until the
+    /// next token is due, so TCP pushes back on it.
     #[arg(long, default_value_t = DEFAULT_RATE_PER_SEC)]
     pub rate_per_sec: u32,
-    /// Packages a client may send in a burst above the sustained rate.
+    /// Packages a client may send at once, handled without delay, before the rate applies.
     #[arg(long, default_value_t = DEFAULT_RATE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
-    /// Rate-limited packages in a row after which the client is disconnected.
-    #[arg(long, default_value_t = DEFAULT_RATE_STRIKES, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_strikes: u32,
     /// zlib level for outgoing packages (0 = store, 1 = fastest, 9 = smallest).
     #[arg(long, default_value_t = DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
@@ -186,6 +198,15 @@ pub struct ServerArgs {
     /// stored zlib blocks, uncompressed (0 compresses everything).
     #[arg(long, default_value_t = DEFAULT_COMPRESS_MIN_BYTES)]
     pub compress_min_bytes: usize,
+    /// Members a channel may have before other people's arrivals, departures
+    /// and renames in it are no longer announced; its members get a
+    /// `channel_stats` with the member count instead, at most once per
+    /// --presence-interval-ms and only when the count changed.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_LIMIT, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub presence_limit: usize,
+    /// Milliseconds between two `channel_stats` of a channel above --presence-limit.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub presence_interval_ms: u64,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -211,9 +232,10 @@ impl ServerArgs {
             max_connections: self.max_connections,
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst,
-            rate_strikes: self.rate_strikes,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
+            presence_limit: self.presence_limit,
+            presence_interval: Duration::from_millis(self.presence_interval_ms),
         }
     }
 }

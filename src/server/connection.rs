@@ -8,6 +8,16 @@
 //! next one is read, so a client that pipelines requests without reading
 //! answers is slowed by TCP backpressure instead of growing our queue.
 //!
+//! Flood control works the same way ("fakelag"): when the connection's
+//! token bucket is empty, reading is *paused* until the next token is due.
+//! While paused no frame is decoded or handled and the socket is not read,
+//! so what the client sends waits in its order, first in our bounded read
+//! buffer, then in the kernel's buffers, until TCP stops the sender; the
+//! outbound queue keeps being written and shutdown and kill are obeyed as
+//! always. Nothing is refused or dropped for rate. A pause is a reason and
+//! a deadline ([`Pause`]), so that other reasons to stop reading fit the
+//! same loop.
+//!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), no timer exists once logged in unless a
@@ -82,35 +92,30 @@ enum Event {
     Readable(io::Result<()>),
     LoginTimeout,
     FrameTimeout,
+    /// A pause's deadline passed.
+    Resume,
 }
 
-/// Flood control: the token bucket plus how many packages in a row it refused.
-#[derive(Debug)]
-struct RateLimit {
-    /// `rate_per_sec` tokens per second, `rate_burst` at once.
-    bucket: TokenBucket,
-    /// Packages refused in a row.
-    strikes: u32,
+/// Why reading a connection is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PauseReason {
+    /// The client's token bucket is empty: its next package waits for the
+    /// next token.
+    Rate,
 }
 
-impl RateLimit {
-    fn new(config: &Config) -> Self {
-        RateLimit {
-            bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst),
-            strikes: 0,
-        }
-    }
-
-    /// Takes a token; false when the bucket is empty.
-    fn allow(&mut self) -> bool {
-        if self.bucket.try_take() {
-            self.strikes = 0;
-            true
-        } else {
-            self.strikes += 1;
-            false
-        }
-    }
+/// A stop to reading and handling this connection's packages: nothing is
+/// decoded or read from the socket before `until`, while writing and
+/// shutdown go on.
+#[derive(Debug, Clone, Copy)]
+struct Pause {
+    /// Why, for the log line when it ends.
+    reason: PauseReason,
+    /// When it began: the time paused does not count against the frame
+    /// timeout, since a frame cannot complete while we do not read.
+    since: Instant,
+    /// When reading may start again.
+    until: Instant,
 }
 
 /// The state of one connection.
@@ -132,21 +137,22 @@ struct Connection {
     unsent: Option<Bytes>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
-    /// Fires when the login time is up; dropped once logged in.
-    login_timer: Option<Pin<Box<Sleep>>>,
-    /// Fires when a started frame took too long; kept (and reset) only
-    /// while the read buffer holds part of a frame.
-    frame_timer: Option<Pin<Box<Sleep>>>,
-    /// Whether `frame_timer` is counting for the frame now buffered.
-    frame_armed: bool,
+    /// The one timer, set to the earliest deadline that applies (login,
+    /// a started frame, the end of a pause). An idle logged-in connection
+    /// has none: two `Sleep`s built on every turn of the loop were a
+    /// cost per wake-up, and kept ones would be 112 bytes each.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Bytes read but not yet framed; empty (no allocation) while idle.
     buf: BytesMut,
     /// Frame splitter.
     frames: FrameCodec,
     /// The logged-in user, once there is one.
     user: Option<UserId>,
-    /// Flood control.
-    rate: RateLimit,
+    /// Flood control: `rate_per_sec` tokens per second, `rate_burst` at
+    /// once; one token per package handled.
+    rate: TokenBucket,
+    /// Set while reading is paused.
+    pause: Option<Pause>,
 }
 
 /// What one synchronous write attempt did.
@@ -177,13 +183,12 @@ pub fn serve(
         outbox: Outbox::new(config.outbound_queue, config.max_queue_bytes),
         unsent: None,
         shutdown,
-        login_timer: Some(Box::pin(sleep_until(Instant::now() + config.login_timeout))),
-        frame_timer: None,
-        frame_armed: false,
+        timer: None,
         buf: BytesMut::new(),
         frames: FrameCodec::new(config.max_frame_bytes),
         user: None,
-        rate: RateLimit::new(&config),
+        rate: TokenBucket::new(config.rate_per_sec, config.rate_burst),
+        pause: None,
         hub,
         config,
     };
@@ -219,40 +224,63 @@ impl Connection {
         tokio::pin!(stop);
         let mut stop_registered = false;
         self.reply(&ServerPackage::Request(Request::login()))?;
+        let login_deadline = Instant::now() + self.config.login_timeout;
+        let mut frame_deadline: Option<Instant> = None;
         loop {
-            // Handle one buffered frame at a time, flushing its replies.
-            match self.frames.decode(&mut self.buf) {
-                Ok(Some(body)) => {
-                    self.frame_armed = false;
-                    if let Err(close) = self.handle_frame(&body) {
-                        // The reply explaining why is queued: let it out first.
-                        let limit = self.config.shutdown_timeout;
-                        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
-                        return Err(close);
-                    }
-                    self.flush_queue().await?;
-                    // A burst of buffered frames must not monopolise the
-                    // thread: recipients' tasks need to drain the queues
-                    // this fills, or fast readers look like slow consumers.
-                    tokio::task::coop::consume_budget().await;
-                    continue;
+            if let Some(pause) = self.pause {
+                let now = Instant::now();
+                if now >= pause.until {
+                    self.pause = None;
+                    tracing::trace!(peer = %self.peer, reason = ?pause.reason, paused = ?(now - pause.since), "reading resumed");
+                    // A frame left incomplete while we did not read gets
+                    // back the time it lost.
+                    frame_deadline = frame_deadline.map(|d| d + (now - pause.since));
                 }
-                Ok(None) => {}
-                Err(e) => return self.close_with("protocol", e.to_string()).await,
             }
-            if self.buf.is_empty() {
-                self.frame_armed = false;
-                self.frame_timer = None;
+            if self.pause.is_none() {
+                // Flood control: the next package, buffered or not, waits
+                // for a token; until then nothing is decoded or read.
+                if let Some(until) = self.rate.ready_at() {
+                    self.pause_until(PauseReason::Rate, until);
+                }
+            }
+            if self.pause.is_none() {
+                // Handle one buffered frame at a time, flushing its replies.
+                match self.frames.decode(&mut self.buf) {
+                    Ok(Some(body)) => {
+                        frame_deadline = None;
+                        // Checked above: a token is there.
+                        self.rate.try_take();
+                        if let Err(close) = self.handle_frame(&body) {
+                            // The reply explaining why is queued: let it out first.
+                            let limit = self.config.shutdown_timeout;
+                            let _ = Box::pin(timeout(limit, self.flush_queue())).await;
+                            return Err(close);
+                        }
+                        self.flush_queue().await?;
+                        // A burst of buffered frames must not monopolise the
+                        // thread: recipients' tasks need to drain the queues
+                        // this fills, or fast readers look like slow consumers.
+                        tokio::task::coop::consume_budget().await;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.close_with("protocol", e.to_string()).await,
+                }
+                if self.buf.is_empty() {
+                    frame_deadline = None;
+                } else if frame_deadline.is_none() {
+                    frame_deadline = Some(Instant::now() + self.config.frame_timeout);
+                }
+            }
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
-            } else if !self.frame_armed {
-                let deadline = Instant::now() + self.config.frame_timeout;
-                match &mut self.frame_timer {
-                    Some(t) => t.as_mut().reset(deadline),
-                    None => self.frame_timer = Some(Box::pin(sleep_until(deadline))),
-                }
-                self.frame_armed = true;
             }
+            let paused = self.pause.map(|p| p.until);
+            let login = self.user.is_none().then_some(login_deadline);
+            let frame = frame_deadline.filter(|_| paused.is_none());
+            self.set_timer([paused, login, frame].into_iter().flatten().min());
             let event = tokio::select! {
                 biased;
                 _ = poll_fn(|cx| {
@@ -269,9 +297,19 @@ impl Connection {
                     Taken::Packages => Event::Outbound,
                     Taken::Closed => Event::Killed,
                 },
-                r = poll_fn(|cx| self.stream.poll_read_ready(cx)) => Event::Readable(r),
-                _ = poll_timer(&mut self.login_timer), if self.login_timer.is_some() => Event::LoginTimeout,
-                _ = poll_timer(&mut self.frame_timer), if self.frame_armed => Event::FrameTimeout,
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if paused.is_none() => Event::Readable(r),
+                _ = poll_timer(&mut self.timer), if self.timer.is_some() => {
+                    let now = Instant::now();
+                    if paused.is_some_and(|d| now >= d) {
+                        Event::Resume
+                    } else if login.is_some_and(|d| now >= d) {
+                        Event::LoginTimeout
+                    } else if frame.is_some_and(|d| now >= d) {
+                        Event::FrameTimeout
+                    } else {
+                        Event::Resume
+                    }
+                }
             };
             match event {
                 Event::Shutdown => return self.goodbye().await,
@@ -287,6 +325,8 @@ impl Connection {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                // The loop's head ends the pause.
+                Event::Resume => {}
                 Event::LoginTimeout => {
                     let secs = self.config.login_timeout.as_secs_f64();
                     return self
@@ -306,22 +346,32 @@ impl Connection {
         }
     }
 
+    /// Points the one timer at `deadline`, or drops it when there is none.
+    fn set_timer(&mut self, deadline: Option<Instant>) {
+        match (deadline, &mut self.timer) {
+            (None, _) => self.timer = None,
+            (Some(d), Some(t)) if t.deadline() == d => {}
+            (Some(d), Some(t)) => t.as_mut().reset(d),
+            (Some(d), None) => self.timer = Some(Box::pin(sleep_until(d))),
+        }
+    }
+
+    /// Stops reading until `until` (or extends a pause already running).
+    fn pause_until(&mut self, reason: PauseReason, until: Instant) {
+        match &mut self.pause {
+            Some(p) => p.until = p.until.max(until),
+            None => {
+                self.pause = Some(Pause {
+                    reason,
+                    since: Instant::now(),
+                    until,
+                });
+            }
+        }
+    }
+
     /// Handles one complete frame body.
     fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
-        if !self.rate.allow() {
-            let message = format!(
-                "Too fast: at most {} packages per second (bursts of {}); this package was dropped.",
-                self.config.rate_per_sec, self.config.rate_burst
-            );
-            if self.rate.strikes >= self.config.rate_strikes {
-                self.reply_error(
-                    "rate_limit",
-                    format!("{message} Disconnecting after repeated flooding."),
-                )?;
-                return Err(Close::Fatal("rate limit exceeded repeatedly".into()));
-            }
-            return self.reply_error("rate_limit", message);
-        }
         let package = match codec::decode_body::<ClientPackage>(body, self.config.max_package_bytes)
         {
             Ok(p) => p,
@@ -361,7 +411,6 @@ impl Connection {
         match self.hub.login(name, self.outbox.clone()) {
             Ok(id) => {
                 self.user = Some(id);
-                self.login_timer = None;
                 tracing::debug!(peer = %self.peer, user = name, "logged in");
                 Ok(())
             }

@@ -1,7 +1,8 @@
 //! The token bucket: the one flood-control primitive. The server uses it to
-//! refuse packages past a client's allowed rate; the terminal client uses
-//! the same bucket to pace its own sending below that rate, so a paste or a
-//! script is slowed down instead of refused.
+//! decide when to stop reading a client that sends faster than its allowed
+//! rate (and when to start again: [`TokenBucket::ready_at`]); the terminal
+//! client uses the same bucket to pace its own sending below that rate, so
+//! it never has to be held back.
 //!
 //! It reads tokio's clock (not the OS clock directly) so that it follows
 //! `tokio::time::pause` in tests like every other deadline in the crate.
@@ -9,6 +10,11 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// What counts as a whole token: refilling in small steps adds up float
+/// errors, and a token that is 0.9999999999 full at the instant it was due
+/// would otherwise cost another wake-up.
+const WHOLE: f64 = 1.0 - 1e-9;
 
 /// `rate` tokens per second, up to `burst` saved up.
 #[derive(Debug, Clone)]
@@ -48,19 +54,34 @@ impl TokenBucket {
             return true;
         }
         self.refill();
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= WHOLE {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             true
         } else {
             false
         }
     }
 
+    /// `None` when a token is available now (nothing is taken), otherwise
+    /// when the next whole token is due.
+    pub fn ready_at(&mut self) -> Option<Instant> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        self.refill();
+        if self.tokens >= WHOLE {
+            return None;
+        }
+        let missing = 1.0 - self.tokens;
+        Some(self.updated + Duration::from_secs_f64(missing / self.rate))
+    }
+
     /// Waits until a token is available, then takes it.
     pub async fn take(&mut self) {
         while !self.try_take() {
-            let missing = 1.0 - self.tokens;
-            tokio::time::sleep(Duration::from_secs_f64(missing / self.rate)).await;
+            if let Some(at) = self.ready_at() {
+                tokio::time::sleep_until(at).await;
+            }
         }
     }
 }
@@ -99,11 +120,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn ready_at_says_when_the_next_token_is_due() {
+        let mut b = TokenBucket::new(4, 2);
+        let start = Instant::now();
+        assert_eq!(b.ready_at(), None, "a full bucket is ready");
+        assert_eq!(b.ready_at(), None, "asking takes nothing");
+        assert!(b.try_take() && b.try_take());
+        assert_eq!(b.ready_at(), Some(start + Duration::from_millis(250)));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let due = b.ready_at().unwrap();
+        let error = due.max(start + Duration::from_millis(250))
+            - due.min(start + Duration::from_millis(250));
+        assert!(error < Duration::from_micros(10), "due {:?}", due - start);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(b.ready_at(), None);
+        assert!(b.try_take());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn zero_rate_is_unlimited() {
         let mut b = TokenBucket::new(0, 1);
         for _ in 0..10_000 {
             assert!(b.try_take());
         }
         b.take().await;
+        assert_eq!(b.ready_at(), None);
     }
 }

@@ -4,15 +4,25 @@
 //! One enum per direction: [`ClientPackage`] is what a client may send,
 //! [`ServerPackage`] what the server sends. Both serialize as
 //! `{"type": ..., "data": {...}}`. Client input is parsed strictly (unknown
-//! fields are errors) because a silently ignored typo is a bug report
-//! waiting to happen; the unit tests below pin the exact JSON of each
-//! variant so a refactor cannot change the public contract by accident.
+//! fields are errors, in the envelope as in `data`) because a silently
+//! ignored typo is a bug report waiting to happen. Server packages are
+//! parsed leniently (unknown members are ignored, in the envelope as in
+//! `data`), as protocol.md asks of every client: a later server may add
+//! optional members without breaking this client. The unit tests below pin
+//! the exact JSON of each variant so a refactor cannot change the public
+//! contract by accident.
 
 use serde::{Deserialize, Serialize};
 
-/// A package sent by a client.
+/// A package sent by a client. The envelope is closed: a member other than
+/// `type` and `data` is an error, like an unknown member of `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+#[serde(
+    tag = "type",
+    content = "data",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum ClientPackage {
     /// Chat text for the sender's current channel.
     #[serde(deserialize_with = "object_only")]
@@ -78,7 +88,8 @@ impl Command {
     }
 }
 
-/// A package sent by the server.
+/// A package sent by the server. Deliberately open, envelope and `data`
+/// alike: members this version does not know are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum ServerPackage {
@@ -96,7 +107,6 @@ pub enum ServerPackage {
 
 /// `data` of a `request` package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Request {
     /// What is requested: `"login"`.
     pub request: String,
@@ -114,7 +124,6 @@ impl Request {
 /// `data` of a `session` package. On success `username`, `channel`,
 /// `channels` and `channels_total` are set; on failure only `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct Session {
     /// Whether the login succeeded.
     pub status: bool,
@@ -177,7 +186,7 @@ impl Session {
 
 /// `data` of a `notification` package: the event type and its fields, flat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event_type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "event_type", rename_all = "snake_case")]
 pub enum Notification {
     /// Someone joined a channel. The joiner's own copy carries the member list.
     UserJoined {
@@ -185,7 +194,8 @@ pub enum Notification {
         username: String,
         /// Which channel.
         channel: String,
-        /// Members, sorted, at most `max_list_names` (joiner's copy only).
+        /// Members, sorted, at most `max_list_names` (joiner's copy only;
+        /// the server sends it as the last member of `data`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         users: Option<Vec<String>>,
         /// How many members the channel has (joiner's copy only).
@@ -211,6 +221,16 @@ pub enum Notification {
         old_username: String,
         /// The name now.
         new_username: String,
+    },
+    /// How many members the recipient's channel has: sent instead of
+    /// other people's `user_joined`, `user_left` and `user_rename` while
+    /// the channel has more than `presence_limit` members, and once when
+    /// it crosses that limit either way.
+    ChannelStats {
+        /// Which channel.
+        channel: String,
+        /// How many members it has now.
+        users_total: usize,
     },
     /// The answer to `channels`.
     ChannelList {
@@ -255,9 +275,9 @@ pub enum Notification {
 
 /// `data` of an `error` package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorData {
-    /// The command that failed, or `message`, `login`, `protocol`, `rate_limit`, `server`.
+    /// The command that failed, or `message`, `login`, `protocol`, `server`;
+    /// a client must expect types it does not know.
     pub error_type: String,
     /// Human-readable explanation.
     pub message: String,
@@ -265,7 +285,6 @@ pub struct ErrorData {
 
 /// `data` of a server `message` package: chat text with its origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     /// The text as sent.
     pub message: String,
@@ -390,12 +409,60 @@ mod tests {
             json!({"data": {"message": "x"}}),
             json!({"type": "message", "data": ["x"]}),
             json!({"type": "command", "data": ["join", {"channel": "x"}]}),
+            // The envelope is closed too, wherever the stray member is.
+            json!({"type": "command", "data": {"command": "channels"}, "extra": 1}),
+            json!({"extra": 1, "type": "message", "data": {"message": "x"}}),
+            json!({"type": "message", "extra": null, "data": {"message": "x"}}),
         ] {
             assert!(
                 serde_json::from_value::<ClientPackage>(bad.clone()).is_err(),
                 "accepted {bad}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_envelope_members_are_named_in_the_error() {
+        let err = serde_json::from_str::<ClientPackage>(
+            r#"{"type":"command","data":{"command":"channels"},"extra":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        // serde's wording for adjacently tagged enums: it names the member
+        // and the two that are allowed.
+        assert!(
+            err.contains(r#""extra", expected "type" or "data""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_packages_are_read_leniently() {
+        // What a later server may add: members in the envelope and in data.
+        let pong: ServerPackage = serde_json::from_value(json!({
+            "type": "notification",
+            "id": 7,
+            "data": {"event_type": "pong", "token": "t", "server_time": 1}
+        }))
+        .unwrap();
+        assert_eq!(
+            pong,
+            ServerPackage::notification(Notification::Pong {
+                token: Some("t".into())
+            })
+        );
+        let error: ServerPackage = serde_json::from_value(json!({
+            "type": "error",
+            "data": {"error_type": "slow_down", "message": "m", "retry_after_ms": 50}
+        }))
+        .unwrap();
+        assert_eq!(error, ServerPackage::error("slow_down", "m"));
+        let session: ServerPackage = serde_json::from_value(json!({
+            "type": "session",
+            "data": {"status": false, "reason": "r", "hint": "h"}
+        }))
+        .unwrap();
+        assert_eq!(session, ServerPackage::Session(Session::refused("r")));
     }
 
     #[test]
@@ -444,6 +511,13 @@ mod tests {
                     owner: Some("bob".into()),
                 }),
                 json!({"type": "notification", "data": {"event_type": "channel_update", "channel": "rust", "private": true, "owner": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ChannelStats {
+                    channel: "general".into(),
+                    users_total: 10_001,
+                }),
+                json!({"type": "notification", "data": {"event_type": "channel_stats", "channel": "general", "users_total": 10_001}}),
             ),
             (
                 ServerPackage::notification(Notification::ServerShutdown {}),

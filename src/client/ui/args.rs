@@ -18,8 +18,9 @@ pub const DEFAULT_HISTORY_SIZE: usize = 1000;
 /// Lines waiting to be printed before reading from the server pauses.
 pub const DEFAULT_PRINT_QUEUE: usize = 256;
 /// Packages per second the client sends at most, on average: a fifth under
-/// the server's default flood limit (20 per second), so a paste or a piped
-/// file is slowed down rather than refused.
+/// the server's default flood limit (20 per second). The server never
+/// refuses a fast sender, it stops reading it; pacing here keeps a paste or
+/// a piped file flowing evenly instead of in stalls.
 pub const DEFAULT_SEND_RATE: u32 = 16;
 /// Packages the client sends at once before pacing starts (the server's
 /// default burst is 40).
@@ -43,7 +44,8 @@ pub enum Exit {
     ConnectionLost = 4,
     /// The server announced it is shutting down.
     ServerShutdown = 5,
-    /// Scriptable mode: the server refused the name.
+    /// Scriptable mode: the server refused the `--username` name, or input
+    /// ended after a refused name without another one being accepted.
     LoginRefused = 6,
 }
 
@@ -66,7 +68,9 @@ Modes:
   Without a terminal on stdin it is scriptable: each input line is sent in order,
   every event is printed to stdout as one line (server errors too, starting with
   '!! '), and at the end of input it exits only after the server has confirmed
-  everything sent. Without --username the first input line is the name.
+  everything sent. Without --username the first input line is the name; if the
+  server refuses it, the reason is printed ('!! login refused: ...') and the next
+  line is the next name to try. With --username a refused name ends the client (6).
   Problems of the client itself (cannot connect, connection lost) go to stderr.
 
 Exit codes:
@@ -76,7 +80,8 @@ Exit codes:
   3  cannot connect to the server
   4  connection lost, bad data from the server, or no confirmation in time
   5  the server shut down
-  6  scriptable mode: the server refused the name";
+  6  scriptable mode: the server refused the --username name, or input ended
+     after a refused name";
 
 /// Command-line flags of `chatmaster-client`.
 #[derive(Debug, Clone, clap::Parser)]

@@ -76,6 +76,10 @@ pub struct Session {
     phase: Phase,
     /// Whether `--username` has been tried already.
     given_name_used: bool,
+    /// Scriptable mode: why the last name read from stdin was refused,
+    /// until a login succeeds; the last word if input ends before another
+    /// name is accepted.
+    refused: Option<String>,
     /// Whether a line was requested and not yet answered.
     reading: bool,
     /// Whether the input side has ended (end of input or failure).
@@ -101,6 +105,7 @@ impl Session {
             state: ChatState::default(),
             phase: Phase::LoggingIn,
             given_name_used: false,
+            refused: None,
             reading: false,
             input_done: false,
             waiting_for: None,
@@ -140,8 +145,9 @@ impl Session {
     }
 
     async fn send(&mut self, package: &ClientPackage) -> Result<(), End> {
-        // Every package counts against the server's limit, pings included:
-        // a refused final ping would leave the exit unconfirmed.
+        // Every package counts against the server's flood control, pings
+        // included; staying under it means the server never has to stop
+        // reading us, so answers (and the final confirmation) come promptly.
         self.settings.pacer.take().await;
         self.conn.send(package).await.map_err(lost)
     }
@@ -170,7 +176,17 @@ impl Session {
     /// Starts leaving: everything sent must be confirmed first.
     async fn leave(&mut self) -> Result<(), End> {
         if self.phase != Phase::Chatting {
-            return Err((Exit::Normal, None));
+            // Input ended while asking for a name: if the last one was
+            // refused, the login failed for good.
+            return Err(match self.refused.take() {
+                Some(reason) => (
+                    Exit::LoginRefused,
+                    Some(format!(
+                        "chatmaster-client: login refused: {reason}; no other name given"
+                    )),
+                ),
+                None => (Exit::Normal, None),
+            });
         }
         self.phase = Phase::Draining;
         let limit = self.settings.drain_timeout;
@@ -197,22 +213,28 @@ impl Session {
         match package {
             ServerPackage::Request(r) if r.request == "login" => self.on_login_request().await,
             ServerPackage::Session(s) if s.status => {
+                self.refused = None;
                 self.phase = Phase::Chatting;
                 self.ask(LineKind::Chat);
                 Ok(())
             }
             ServerPackage::Session(s) => {
+                let reason = crate::client::ui::sanitize::sanitize(
+                    s.reason.as_deref().unwrap_or("no reason given"),
+                );
                 if self.console.is_interactive() {
                     // A new `request login` follows; it asks for another name.
                     Ok(())
+                } else if self.settings.username.is_none() {
+                    // The name was a stdin line (the refusal was printed
+                    // above as a `!! ` line): the next line is the next try.
+                    self.refused = Some(reason.into_owned());
+                    Ok(())
                 } else {
-                    let reason = s.reason.unwrap_or_else(|| "no reason given".into());
+                    // A script that passed --username has nobody to ask.
                     Err((
                         Exit::LoginRefused,
-                        Some(format!(
-                            "chatmaster-client: login refused: {}",
-                            crate::client::ui::sanitize::sanitize(&reason)
-                        )),
+                        Some(format!("chatmaster-client: login refused: {reason}")),
                     ))
                 }
             }
