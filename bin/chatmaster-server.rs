@@ -32,6 +32,18 @@ async fn serve(args: ServerArgs) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The store first: a database that cannot be used stops the start
+    // before anything listens, with one line saying why.
+    let server = match Server::open(args.config()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "chatmaster-server: cannot use the database {}: {e}",
+                args.db
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = format!("{}:{}", args.host, args.port);
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -40,10 +52,7 @@ async fn serve(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match Server::new(args.config())
-        .run(listener, shutdown_signal())
-        .await
-    {
+    match server.run(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

@@ -4,7 +4,9 @@
 //! One folder per layer, data flowing one way through them: [`wire`]
 //! (length prefix, zlib, JSON, typed packages) is spoken by [`server`]
 //! (accept loop, connections, command table, chat state, limits) and by
-//! [`client`] (the typed transport and the terminal client); [`bench`] is
+//! [`client`] (the typed transport and the terminal client); [`store`]
+//! keeps what must survive a restart, behind a trait the server calls;
+//! [`bench`] is
 //! the load generator; [`runtime`] builds the binaries' tokio runtime.
 //! `protocol.md` at the crate root is the normative description.
 
@@ -15,6 +17,7 @@ pub mod bench;
 pub mod client;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod wire;
 
 pub use server::config::{Config, ServerArgs};

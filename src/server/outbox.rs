@@ -162,6 +162,20 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a package from outside the hub (the store writer's
+    /// acknowledgements): a full queue makes its owner a slow consumer,
+    /// dropped as the hub drops one (closed, so its connection ends and
+    /// leaves the hub); a closed queue means the owner has gone.
+    pub(crate) fn offer(&self, bytes: Bytes) {
+        match self.push(bytes) {
+            Ok(()) | Err(PushError::Closed) => {}
+            Err(why) => {
+                tracing::warn!(reason = %why, "disconnecting slow consumer (store acknowledgement)");
+                self.close();
+            }
+        }
+    }
+
     /// Closes the queue: drops what is queued, refuses further pushes and
     /// wakes the connection task, which then ends. Idempotent.
     pub fn close(&self) {
