@@ -22,10 +22,13 @@
 //! the version gap causes), and a reload older than a change already
 //! applied is not installed: neither can drop a registered name.
 //!
-//! Memory: per account, one entry in each of two hash maps holding the
-//! folded name and the skeleton (each a boxed string: 16 bytes plus its
-//! length), the id and a count: about 100 bytes plus twice the name's
-//! length, 120-170 bytes for names of 10-32 characters.
+//! Memory: per account, an entry in each of two hash maps (64 bytes of
+//! slots: the folded name, the id and the skeleton in one, the skeleton
+//! and a count in the other) and three short heap strings (the folded
+//! name and the skeleton twice, 32 bytes each with the allocator's
+//! header for names up to 24 bytes). With the maps' spare capacity that is
+//! about 200 bytes per account (an estimate from the layout, not a
+//! measurement): 2 MB for 10,000 accounts.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
