@@ -8,17 +8,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::{Notification, ServerPackage, Session};
+use common::binary::Binary;
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 const PW: &str = "correct horse battery";
@@ -27,24 +26,6 @@ async fn fresh(addr: &str) -> ClientConnection {
     let mut c = ClientConnection::connect(addr).await.expect("connect");
     next_login_request(&mut c).await;
     c
-}
-
-async fn login_with(c: &mut ClientConnection, name: &str, password: Option<&str>) -> Session {
-    let params = match password {
-        Some(p) => json!({"username": name, "password": p}),
-        None => json!({"username": name}),
-    };
-    c.command("login", Some(params)).await.expect("send login");
-    let session = next_session(c).await;
-    if session.status {
-        assert!(matches!(
-            next_note(c).await,
-            Notification::UserJoined { .. }
-        ));
-    } else {
-        next_login_request(c).await;
-    }
-    session
 }
 
 /// Logs in `name` with `PW`, registering it first if `register`.
@@ -239,73 +220,6 @@ async fn admitted_accounts_keep_access_and_guests_need_an_invitation_each_time()
     server.shutdown().await;
 }
 
-/// The `chatmaster-server` binary on a database file.
-struct Binary {
-    child: Option<Child>,
-    addr: String,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-const BIN_WAIT: Duration = Duration::from_secs(20);
-
-impl Binary {
-    fn start(db: &Path) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatmaster-server"))
-            .args(["--port", "0", "--rate-per-sec", "0", "--db"])
-            .arg(db)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chatmaster-server");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    if let Some(at) = line.find("127.0.0.1:") {
-                        let port: String = line[at + 10..]
-                            .chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect();
-                        let _ = tx.send(format!("127.0.0.1:{port}"));
-                    }
-                }
-            }
-        });
-        let addr = rx.recv_timeout(BIN_WAIT).expect("the server starts");
-        Binary {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    /// Stops the server with `signal` and waits for it to exit.
-    fn stop(mut self, signal: Signal) {
-        let mut child = self.child.take().expect("running");
-        kill(Pid::from_raw(child.id() as i32), signal).expect("signal");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        let status = rx.recv_timeout(BIN_WAIT).expect("the server exits");
-        let status = status.expect("status");
-        if signal == Signal::SIGTERM {
-            assert!(status.success(), "{status:?}");
-        }
-    }
-}
-
 /// Runs `chatmaster-server accounts ARGS` with `stdin` piped in.
 fn admin(db: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatmaster-server"))
@@ -338,7 +252,7 @@ fn admin(db: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
 async fn survives_restart(signal: Signal) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let addr = server.addr.clone();
     let mut alice = account(&addr, "alice", true).await;
     let mut bob = account(&addr, "bob", true).await;
@@ -352,9 +266,12 @@ async fn survives_restart(signal: Signal) {
     wait_invited(&mut bob).await;
     join(&mut bob, "secret").await;
     join(&mut guest, "guestroom").await;
-    server.stop(signal);
+    let status = server.stop(signal);
+    if signal == Signal::SIGTERM {
+        assert!(status.success(), "{status:?}");
+    }
 
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let addr = server.addr.clone();
     let mut guest = fresh(&addr).await;
     assert!(login_with(&mut guest, "guest", None).await.status);
@@ -371,7 +288,7 @@ async fn survives_restart(signal: Signal) {
         (Some("alice".into()), Some(true)),
         "admitted bob keeps access; alice still owns it"
     );
-    server.stop(Signal::SIGTERM);
+    server.shut_down();
 }
 
 async fn account_guest(addr: &str, name: &str) -> ClientConnection {
@@ -394,7 +311,7 @@ async fn registered_state_survives_sigterm() {
 async fn admin_commands_work_on_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let addr = server.addr.clone();
 
     assert_eq!(admin(&db, &["add", "Zoe"], &format!("{PW}\n")).0, 0);
@@ -432,7 +349,7 @@ async fn admin_commands_work_on_a_running_server() {
     let s = login_with(&mut e, "zoe", None).await;
     assert_eq!(s.password_required, None);
     assert_eq!(s.reason.as_deref(), Some("Username is already taken."));
-    server.stop(Signal::SIGTERM);
+    server.shut_down();
 }
 
 /// How long an account added by the admin command may take to be enforced
@@ -467,7 +384,7 @@ async fn guest_until_refused(addr: &str, name: &str, wanted: impl Fn(&Session) -
 async fn accounts_added_and_deleted_by_the_admin_command_are_seen_by_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let addr = server.addr.clone();
     // A guest holds the name before it is made an account elsewhere.
     let mut early = account_guest(&addr, "yves").await;
@@ -494,14 +411,14 @@ async fn accounts_added_and_deleted_by_the_admin_command_are_seen_by_a_running_s
     assert_eq!(admin(&db, &["delete", "yves"], "").0, 0);
     let s = guest_until_refused(&addr, "yves", |s| s.status).await;
     assert_eq!(s.username.as_deref(), Some("yves"));
-    server.stop(Signal::SIGTERM);
+    server.shut_down();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_look_alike_of_an_account_added_by_the_admin_command_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let addr = server.addr.clone();
     assert_eq!(admin(&db, &["add", "alice"], &format!("{PW}\n")).0, 0);
     // Cyrillic а: another name, which looks like alice.
@@ -525,5 +442,5 @@ async fn a_look_alike_of_an_account_added_by_the_admin_command_is_refused() {
     assert_eq!(admin(&db, &["delete", "alice"], "").0, 0);
     let mut d = fresh(&addr).await;
     assert!(login_with(&mut d, "\u{430}lice", None).await.status);
-    server.stop(Signal::SIGTERM);
+    server.shut_down();
 }

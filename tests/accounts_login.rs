@@ -9,33 +9,12 @@ use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::server::config::Registration;
-use chatmaster::wire::protocol::{Notification, ServerPackage, Session};
+use chatmaster::wire::protocol::{Notification, ServerPackage};
 use chatmaster::Config;
 use common::*;
 use serde_json::json;
 
 const PW: &str = "correct horse battery";
-
-/// Sends `login` with an optional password and returns the session; on
-/// success the own `user_joined` is consumed too, on refusal the
-/// `request login` that follows.
-async fn login_with(c: &mut ClientConnection, name: &str, password: Option<&str>) -> Session {
-    let params = match password {
-        Some(p) => json!({"username": name, "password": p}),
-        None => json!({"username": name}),
-    };
-    c.command("login", Some(params)).await.expect("send login");
-    let session = next_session(c).await;
-    if session.status {
-        match next_note(c).await {
-            Notification::UserJoined { .. } => {}
-            other => panic!("expected own user_joined, got {other:?}"),
-        }
-    } else {
-        next_login_request(c).await;
-    }
-    session
-}
 
 async fn fresh(server: &TestServer) -> ClientConnection {
     let mut c = server.connect().await;

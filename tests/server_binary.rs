@@ -5,100 +5,17 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::{Notification, ServerPackage};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::binary::{listening_addr, Binary};
 use serde_json::json;
 
-/// How long the binary gets to start, answer and stop.
+/// How long the binary gets to answer.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A running server binary and the address it reported. Dropping it
-/// kills the process, so a failing test leaves no server behind.
-struct Binary {
-    child: Option<Child>,
-    addr: String,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Binary {
-    /// Starts the binary on a free loopback port and waits for its
-    /// "listening" log line, which carries the address.
-    fn start(threads: &str) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chatmaster-server"))
-            .args(["--port", "0", "--threads", threads, "--db", ":memory:"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chatmaster-server");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        // Reads the log to its end, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let mut binary = Binary {
-            child: Some(child),
-            addr: String::new(),
-        };
-        binary.addr = rx
-            .recv_timeout(WAIT)
-            .expect("the server logs the address it listens on");
-        binary
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("still running");
-        let pid = Pid::from_raw(child.id() as i32);
-        kill(pid, Signal::SIGTERM).expect("signal the server");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let status = child.wait();
-            let _ = tx.send(status);
-        });
-        match rx.recv_timeout(WAIT) {
-            Ok(status) => status.expect("exit status"),
-            Err(_) => {
-                // Leave no server behind, then fail.
-                let _ = kill(pid, Signal::SIGKILL);
-                panic!("the server did not exit within {WAIT:?} of SIGTERM");
-            }
-        }
-    }
-}
-
-/// `127.0.0.1:PORT` out of the server's `listening addr=...` line.
-fn listening_addr(line: &str) -> Option<String> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let start = line.find("127.0.0.1:")?;
-    let rest = &line[start + "127.0.0.1:".len()..];
-    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    (!port.is_empty()).then(|| format!("127.0.0.1:{port}"))
-}
 
 async fn next(c: &mut ClientConnection) -> ServerPackage {
     c.recv_timeout(WAIT).await.expect("a package in time")
@@ -106,7 +23,7 @@ async fn next(c: &mut ClientConnection) -> ServerPackage {
 
 /// Two users talk through the binary, then SIGTERM ends it gracefully.
 async fn serves_and_shuts_down(threads: &str) {
-    let server = Binary::start(threads);
+    let server = Binary::start(["--threads", threads, "--db", ":memory:"]);
     let mut alice = ClientConnection::connect(server.addr.as_str())
         .await
         .expect("connect");

@@ -5,121 +5,23 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::store::{SqliteStore, Store, StoreOptions};
 use chatmaster::wire::protocol::{Notification, ServerPackage};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::binary::{db_command, run_to_exit, Binary};
 
-/// How long the binary gets to start, answer and stop.
+/// How long the binary gets to answer.
 const WAIT: Duration = Duration::from_secs(10);
-
-fn server_command(db: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-server"));
-    cmd.args(["--port", "0", "--rate-per-sec", "0", "--db"])
-        .arg(db)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// A running server binary; dropping it kills the process.
-struct Binary {
-    child: Option<Child>,
-    addr: String,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Binary {
-    /// Starts the server on `db` and waits for its "listening" line.
-    fn start(db: &Path) -> Binary {
-        let mut child = server_command(db).spawn().expect("start chatmaster-server");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening addr=") {
-                    let addr = line[at + "listening addr=".len()..].trim().to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx.recv_timeout(WAIT).expect("the server starts listening");
-        Binary {
-            child: Some(child),
-            addr,
-        }
-    }
-
-    /// `kill -9`: no chance to flush or commit anything.
-    fn kill_hard(mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("SIGKILL");
-        let status = child.wait().expect("reaped");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9)
-        );
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = Pid::from_raw(child.id() as i32);
-        kill(pid, Signal::SIGTERM).expect("signal the server");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(WAIT) {
-            Ok(status) => status.expect("exit status"),
-            Err(_) => {
-                let _ = kill(pid, Signal::SIGKILL);
-                panic!("the server did not exit within {WAIT:?} of SIGTERM");
-            }
-        }
-    }
-}
 
 /// Runs the binary on a database it must refuse; returns its stderr.
 fn refused(db: &Path) -> String {
-    let mut child = server_command(db).spawn().expect("start chatmaster-server");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
-    let (tx, rx) = mpsc::channel();
-    let pid = Pid::from_raw(child.id() as i32);
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = match rx.recv_timeout(WAIT) {
-        Ok(status) => status.expect("exit status"),
-        Err(_) => {
-            let _ = kill(pid, Signal::SIGKILL);
-            panic!("the server kept running on {db:?}: {stderr}");
-        }
-    };
+    let (status, stderr) = run_to_exit(db_command(db));
+    let status = status.unwrap_or_else(|| panic!("the server kept running on {db:?}: {stderr}"));
     assert_eq!(status.code(), Some(1), "{db:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.contains("listening"), "{stderr}");
@@ -287,14 +189,14 @@ async fn acknowledged_messages_survive_kill_9_and_ids_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
 
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let mut alice = login(&server.addr, "alice").await;
     let first = send_acknowledged(&mut alice, "before", N).await;
     server.kill_hard();
     assert_all_stored(&db, "before", &first);
 
     // The same file again: ids continue above everything stored.
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let mut alice = login(&server.addr, "alice").await;
     let mut bob = login(&server.addr, "bob").await;
     let second = send_acknowledged(&mut alice, "after", N).await;
@@ -321,7 +223,7 @@ async fn sigterm_commits_everything_queued_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
 
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let mut alice = login(&server.addr, "alice").await;
     let acked = send_acknowledged(&mut alice, "acked", N).await;
     // These are not waited for: SIGTERM follows at once, and the server
@@ -374,7 +276,7 @@ async fn sigterm_commits_everything_queued_and_exits_0() {
     );
     let highest = rows.iter().map(|(id, _)| *id).max().unwrap();
 
-    let server = Binary::start(&db);
+    let server = Binary::on_db(&db);
     let mut alice = login(&server.addr, "alice").await;
     let next_ids = send_acknowledged(&mut alice, "next", 1).await;
     assert!(next_ids[0] > highest);

@@ -2,13 +2,17 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(unix)]
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::server::chat::Hub;
-use chatmaster::wire::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{Notification, ServerPackage, Session};
 use chatmaster::{Config, Server};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -103,7 +107,7 @@ pub async fn next_note(c: &mut ClientConnection) -> Notification {
 }
 
 /// Receives the next package and asserts it is a `session`.
-pub async fn next_session(c: &mut ClientConnection) -> chatmaster::wire::protocol::Session {
+pub async fn next_session(c: &mut ClientConnection) -> Session {
     match next(c).await {
         ServerPackage::Session(s) => s,
         other => panic!("expected a session, got {other:?}"),
@@ -116,6 +120,27 @@ pub async fn next_login_request(c: &mut ClientConnection) {
         ServerPackage::Request(r) => assert_eq!(r.request, "login"),
         other => panic!("expected request login, got {other:?}"),
     }
+}
+
+/// Sends `login` with an optional password and returns the session; on
+/// success the own `user_joined` is consumed too, on refusal the
+/// `request login` that follows.
+pub async fn login_with(c: &mut ClientConnection, name: &str, password: Option<&str>) -> Session {
+    let params = match password {
+        Some(p) => json!({"username": name, "password": p}),
+        None => json!({"username": name}),
+    };
+    c.command("login", Some(params)).await.expect("send login");
+    let session = next_session(c).await;
+    if session.status {
+        match next_note(c).await {
+            Notification::UserJoined { .. } => {}
+            other => panic!("expected own user_joined, got {other:?}"),
+        }
+    } else {
+        next_login_request(c).await;
+    }
+    session
 }
 
 /// Receives the next package and asserts it is an error; returns (type, message).
