@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -16,8 +16,8 @@ use nix::unistd::Pid;
 /// may be busy building, and a timeout only ever fails a test.
 pub const BIN_WAIT: Duration = Duration::from_secs(20);
 
-/// The server's command line with `args` after `--port 0`: info logs
-/// without colour on a piped stderr, nothing on stdin or stdout.
+/// The server's command line with `args` after `--port 0`: info logs,
+/// nothing on stdin.
 pub fn server_command<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -27,11 +27,15 @@ where
     cmd.args(["--port", "0"])
         .args(args)
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The log without colour on a piped stderr, nothing on stdout.
+fn pipe_log(cmd: &mut Command) {
+    cmd.env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    cmd
 }
 
 /// The server on the database file `db`, without rate limiting (tests
@@ -74,6 +78,7 @@ fn exit_within(mut child: Child) -> Option<ExitStatus> {
 /// exit status and stderr, or `None` and what it logged if it was still
 /// running after [`BIN_WAIT`] (it is killed then).
 pub fn run_to_exit(mut cmd: Command) -> (Option<ExitStatus>, String) {
+    pipe_log(&mut cmd);
     let mut child = cmd.spawn().expect("start chatmaster-server");
     let stderr = child.stderr.take().expect("stderr is piped");
     // Read on a thread: a server that keeps running keeps the pipe open.
@@ -83,12 +88,16 @@ pub fn run_to_exit(mut cmd: Command) -> (Option<ExitStatus>, String) {
     (status, log)
 }
 
-/// A running server binary and the address it reported. Dropping it
-/// kills the process, so a failing test leaves no server behind.
+/// A running server binary, its log line by line and the address it
+/// reported. Dropping it kills the process, so a failing test leaves no
+/// server behind.
 pub struct Binary {
     child: Option<Child>,
-    /// `127.0.0.1:PORT`, from the log.
+    /// `127.0.0.1:PORT` from the "listening" line, once it came.
     pub addr: String,
+    lines: mpsc::Receiver<String>,
+    /// Every log line read so far.
+    pub seen: Vec<String>,
 }
 
 impl Drop for Binary {
@@ -101,7 +110,8 @@ impl Drop for Binary {
 }
 
 impl Binary {
-    /// Starts the binary with `args` (see [`server_command`]).
+    /// Starts the binary with `args` (see [`server_command`]) and waits
+    /// until it listens.
     pub fn start<I, S>(args: I) -> Binary
     where
         I: IntoIterator<Item = S>,
@@ -110,41 +120,87 @@ impl Binary {
         Self::spawn(server_command(args))
     }
 
-    /// Starts the binary on the database file `db` (see [`db_command`]).
+    /// Starts the binary on the database file `db` (see [`db_command`])
+    /// and waits until it listens.
     pub fn on_db(db: &Path) -> Binary {
         Self::spawn(db_command(db))
     }
 
     /// Spawns `cmd` and waits for its "listening" log line, which carries
     /// the address.
-    pub fn spawn(mut cmd: Command) -> Binary {
+    pub fn spawn(cmd: Command) -> Binary {
+        let mut binary = Self::launch(cmd);
+        binary.wait_addr();
+        binary
+    }
+
+    /// Spawns `cmd` (the server, or a shell that becomes it) with its log
+    /// piped; waits for nothing.
+    pub fn launch(mut cmd: Command) -> Binary {
+        pipe_log(&mut cmd);
         let mut child = cmd.spawn().expect("start chatmaster-server");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
+        let (tx, lines) = mpsc::channel();
         // Reads the log to its end, so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        // Owned before the wait, so a server that never listens is killed.
-        let mut binary = Binary {
+        Binary {
             child: Some(child),
             addr: String::new(),
-        };
-        binary.addr = rx
-            .recv_timeout(BIN_WAIT)
-            .expect("the server logs the address it listens on");
-        binary
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to [`BIN_WAIT`] for a log line matching `pred` and returns
+    /// it; fails the test with the log so far otherwise.
+    pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + BIN_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line {what} within {BIN_WAIT:?}; seen:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the "listening" line; keeps its address in `addr` and
+    /// returns it.
+    pub fn wait_addr(&mut self) -> String {
+        let line = self.wait_line("listening", |l| listening_addr(l).is_some());
+        self.addr = listening_addr(&line).expect("an address in the line");
+        self.addr.clone()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("still running").id() as i32)
+    }
+
+    /// Sends `signal` and returns at once (SIGHUP, say).
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal the server");
     }
 
     /// Sends `signal` and waits for the exit status; fails the test (after
     /// killing the server) if it does not exit within [`BIN_WAIT`].
     pub fn stop(mut self, signal: Signal) -> ExitStatus {
+        self.signal(signal);
         let child = self.child.take().expect("still running");
-        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the server");
         exit_within(child)
             .unwrap_or_else(|| panic!("the server did not exit within {BIN_WAIT:?} of {signal}"))
     }
