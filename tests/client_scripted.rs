@@ -93,6 +93,7 @@ async fn local_mistakes_send_nothing_and_server_errors_are_lines() {
     alice.expect_line(|l| l.starts_with("/join NAME"));
     // Only the usage lines came out, in order.
     let usage: Vec<_> = alice
+        .stdout
         .seen
         .iter()
         .filter(|l| l.starts_with("!! "))

@@ -93,3 +93,11 @@ fn listening_line_yields_the_address() {
     );
     assert_eq!(listening_addr("INFO shutdown complete"), None);
 }
+
+/// The runner does not wait out its timeout for a server that exits
+/// before it listens: the start fails at once, with the server's log.
+#[test]
+#[should_panic(expected = "no log line listening within 20s (Ended)")]
+fn a_server_that_never_listens_fails_the_start() {
+    Binary::start(["--no-such-flag"]);
+}

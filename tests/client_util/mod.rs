@@ -4,12 +4,13 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common::lines::{Lines, Missed};
 
 /// How long any one expected line or exit may take (generous: the
 /// machine may be loaded).
@@ -33,10 +34,10 @@ pub struct Scripted {
     pub name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+    /// Stdout; `stdout.seen` holds every line seen so far, for failure
+    /// messages.
+    pub stdout: Lines,
     stderr: Option<thread::JoinHandle<String>>,
-    /// Every stdout line seen so far, for failure messages.
-    pub seen: Vec<String>,
 }
 
 impl Scripted {
@@ -60,16 +61,7 @@ impl Scripted {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn client");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = Lines::read(child.stdout.take().expect("stdout"));
         let mut stderr_pipe = child.stderr.take().expect("stderr");
         let stderr = thread::spawn(move || {
             let mut s = String::new();
@@ -80,9 +72,8 @@ impl Scripted {
             name: name.to_owned(),
             stdin: child.stdin.take(),
             child,
-            lines,
+            stdout,
             stderr: Some(stderr),
-            seen: Vec::new(),
         }
     }
 
@@ -105,25 +96,14 @@ impl Scripted {
     /// Waits for the next stdout line satisfying `want`, skipping others;
     /// fails after [`LINE_WAIT`] or if stdout ends first.
     pub fn expect_line(&mut self, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + LINE_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if want(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "{}: expected line not seen; got {:#?}",
-                        self.name, self.seen
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("{}: stdout ended; got {:#?}", self.name, self.seen)
-                }
+        match self.stdout.until(LINE_WAIT, want) {
+            Ok(line) => line,
+            Err(Missed::Timeout) => panic!(
+                "{}: expected line not seen; got {:#?}",
+                self.name, self.stdout.seen
+            ),
+            Err(Missed::Ended) => {
+                panic!("{}: stdout ended; got {:#?}", self.name, self.stdout.seen)
             }
         }
     }
@@ -147,23 +127,17 @@ impl Scripted {
 
     /// Waits for the exit without closing stdin.
     pub fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
-        let mut rest = Vec::new();
-        let deadline = Instant::now() + LINE_WAIT;
         // stdout closes when the process exits; the lines come first.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => rest.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "{}: did not exit; seen {:#?} then {rest:#?}",
-                        self.name, self.seen
-                    )
-                }
+        let rest = match self.stdout.rest(LINE_WAIT) {
+            Ok(rest) => rest,
+            Err(rest) => {
+                let _ = self.child.kill();
+                panic!(
+                    "{}: did not exit; seen {:#?} then {rest:#?}",
+                    self.name, self.stdout.seen
+                )
             }
-        }
+        };
         let status = self.child.wait().expect("wait");
         let stderr = self
             .stderr

@@ -3,14 +3,15 @@
 //! and stopped with SIGTERM or `kill -9`; every wait is bounded.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use super::lines::Lines;
 
 /// How long the binary gets to start or to exit. Generous: the machine
 /// may be busy building, and a timeout only ever fails a test.
@@ -95,9 +96,8 @@ pub struct Binary {
     child: Option<Child>,
     /// `127.0.0.1:PORT` from the "listening" line, once it came.
     pub addr: String,
-    lines: mpsc::Receiver<String>,
-    /// Every log line read so far.
-    pub seen: Vec<String>,
+    /// The log (stderr); `log.seen` holds every line read so far.
+    pub log: Lines,
 }
 
 impl Drop for Binary {
@@ -140,42 +140,22 @@ impl Binary {
         pipe_log(&mut cmd);
         let mut child = cmd.spawn().expect("start chatmaster-server");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        // Reads the log to its end, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Binary {
             child: Some(child),
             addr: String::new(),
-            lines,
-            seen: Vec::new(),
+            log: Lines::read(stderr),
         }
     }
 
     /// Waits up to [`BIN_WAIT`] for a log line matching `pred` and returns
     /// it; fails the test with the log so far otherwise.
     pub fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + BIN_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line {what} within {BIN_WAIT:?}; seen:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        self.log.until(BIN_WAIT, pred).unwrap_or_else(|missed| {
+            panic!(
+                "no log line {what} within {BIN_WAIT:?} ({missed:?}); seen:\n{}",
+                self.log.seen.join("\n")
+            )
+        })
     }
 
     /// Waits for the "listening" line; keeps its address in `addr` and

@@ -4,6 +4,7 @@
 
 #[cfg(unix)]
 pub mod binary;
+pub mod lines;
 
 use std::net::SocketAddr;
 use std::time::Duration;
