@@ -5,7 +5,9 @@
 //! (length prefix, zlib, JSON, typed packages) is spoken by [`server`]
 //! (accept loop, connections, command table, chat state, limits) and by
 //! [`client`] (the typed transport and the terminal client); [`bench`] is
-//! the load generator; [`runtime`] builds the binaries' tokio runtime.
+//! the load generator; [`runtime`] builds the binaries' tokio runtime;
+//! [`ops`] is what running the server as a service needs (configuration
+//! file and environment, reload, log format, systemd).
 //! `protocol.md` at the crate root is the normative description.
 
 #![forbid(unsafe_code)]
@@ -13,6 +15,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod ops;
 pub mod runtime;
 pub mod server;
 pub mod wire;

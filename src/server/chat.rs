@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -284,8 +285,9 @@ impl PublicChannels {
 struct Shared {
     /// The state.
     state: Mutex<State>,
-    /// The limits.
-    config: Arc<Config>,
+    /// The limits in force: swapped whole when the configuration is
+    /// reloaded, so every operation sees one consistent set.
+    config: ArcSwap<Config>,
 }
 
 /// A cheap, cloneable handle on the chat state.
@@ -321,14 +323,30 @@ impl Hub {
         Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
-                config,
+                config: ArcSwap::new(config),
             }),
         }
     }
 
-    /// The limits in force (shared, so connections need not copy them).
-    pub fn config(&self) -> &Arc<Config> {
-        &self.shared.config
+    /// The limits in force now (shared, so connections need not copy
+    /// them). A reload replaces them; holders of the old `Arc` keep a
+    /// consistent old set until they ask again.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.load_full()
+    }
+
+    /// The limits in force if they are not `current` any more: a cheap
+    /// check (no reference count is touched when nothing changed) for a
+    /// connection to pick up a reload.
+    pub fn config_if_changed(&self, current: &Arc<Config>) -> Option<Arc<Config>> {
+        let now = self.shared.config.load();
+        (!Arc::ptr_eq(&now, current)).then(|| Arc::clone(&now))
+    }
+
+    /// Puts new limits in force (a configuration reload). Operations
+    /// already under way finish with the old ones.
+    pub fn reconfigure(&self, config: Config) {
+        self.shared.config.store(Arc::new(config));
     }
 
     fn lock(&self) -> Guard<'_> {
@@ -341,7 +359,7 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Guard {
             state,
-            config: &self.shared.config,
+            config: self.shared.config.load(),
         }
     }
 
@@ -657,8 +675,9 @@ impl Hub {
 struct Guard<'a> {
     /// The locked state.
     state: MutexGuard<'a, State>,
-    /// The limits.
-    config: &'a Config,
+    /// The limits, as they were when the lock was taken (a borrow from
+    /// the swap, cheaper than a reference count on every operation).
+    config: arc_swap::Guard<Arc<Config>>,
 }
 
 impl Guard<'_> {
@@ -686,7 +705,7 @@ impl Guard<'_> {
     }
 
     fn send_to(&mut self, id: UserId, package: &ServerPackage) {
-        if let Some(bytes) = encode_with(self.config, package) {
+        if let Some(bytes) = encode_with(&self.config, package) {
             self.send_bytes(id, bytes);
         }
     }
@@ -708,7 +727,7 @@ impl Guard<'_> {
         if ch.members.iter().all(|m| Some(m.id) == skip) {
             return;
         }
-        let Some(bytes) = encode_with(self.config, package) else {
+        let Some(bytes) = encode_with(&self.config, package) else {
             return;
         };
         for m in ch.members.iter().filter(|m| Some(m.id) != skip) {
@@ -719,7 +738,7 @@ impl Guard<'_> {
     /// Sends a new user their `session`: the channel list in it is the
     /// shared, precompressed one.
     fn send_session(&mut self, id: UserId, name: &str) {
-        let config = self.config;
+        let config = Arc::clone(&self.config);
         let state = &mut *self.state;
         let head = ServerPackage::Session(Session::accepted_without_list(
             name,
@@ -728,7 +747,7 @@ impl Guard<'_> {
         ));
         let encoded = state
             .public
-            .tail(config)
+            .tail(&config)
             .and_then(|tail| codec::encode_with_tail(&head, &tail, config.max_package_bytes));
         match encoded {
             Ok(bytes) => self.send_bytes(id, bytes),

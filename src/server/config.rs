@@ -4,9 +4,12 @@
 //! Limits live here, in one place, so `--help`, `protocol.md` and the code
 //! cannot drift apart: each default is a `pub const` that the docs cite.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
+
+use crate::ops::logging::LogFormat;
 
 /// Largest frame body (compressed bytes after the 4-byte length) accepted.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -107,6 +110,18 @@ impl Default for Config {
     }
 }
 
+/// `chatmaster-server --help`'s description: signals, and how flags,
+/// environment and configuration file combine.
+pub const SERVER_LONG_ABOUT: &str = "ChatMaster 3000 chat server.\n\nSpeaks the framed, zlib-compressed JSON protocol described in protocol.md. \
+                  Log level follows RUST_LOG (default: info). SIGINT or SIGTERM shut it down gracefully: \
+                  every client is told `server_shutdown` and the process exits 0. SIGHUP reloads the \
+                  configuration file.\n\n\
+                  Every flag can also be set in the --config file (TOML, the key spelled like the flag: \
+                  `rate-per-sec = 20`) or by an environment variable (CHATMASTER_ and the flag in upper \
+                  snake case: CHATMASTER_RATE_PER_SEC=20). Precedence: built-in default < file < \
+                  environment < command line. `chatmaster-server config` prints the effective values \
+                  and where each came from.";
+
 /// Command-line flags of `chatmaster-server`. Kept in the library so the
 /// flag set is testable and shared with anything that embeds the server.
 #[derive(Debug, Clone, clap::Parser)]
@@ -114,11 +129,16 @@ impl Default for Config {
     name = "chatmaster-server",
     version,
     about = "ChatMaster 3000 chat server",
-    long_about = "ChatMaster 3000 chat server.\n\nSpeaks the framed, zlib-compressed JSON protocol described in protocol.md. \
-                  Log level follows RUST_LOG (default: info). SIGINT or SIGTERM shut it down gracefully: \
-                  every client is told `server_shutdown` and the process exits 0."
+    long_about = SERVER_LONG_ABOUT
 )]
 pub struct ServerArgs {
+    /// Configuration file (TOML) to read flags from; also CHATMASTER_CONFIG.
+    /// SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log line format: `text` for people, `json` for one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

@@ -140,7 +140,7 @@ struct Connection {
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: CancellationToken) {
-    let config = Arc::clone(hub.config());
+    let config = hub.config();
     let (tx, rx) = mpsc::channel(config.outbound_queue);
     let kill = shutdown.child_token();
     let mut conn = Connection {
@@ -247,6 +247,7 @@ impl Connection {
                 Event::Outbound(first) => self.write_batch(first).await?,
                 Event::Readable(r) => {
                     r?;
+                    self.follow_reload();
                     self.buf.reserve(READ_CHUNK);
                     match self.stream.try_read_buf(&mut self.buf) {
                         Ok(0) => return Err(Close::Eof),
@@ -273,6 +274,21 @@ impl Connection {
                         .await;
                 }
             }
+        }
+    }
+
+    /// Picks up limits a configuration reload put in force. The rate
+    /// applies from the next package (the bucket starts full at the new
+    /// burst); the frame limit and queue length stay as this connection
+    /// was set up with (they size state already built).
+    fn follow_reload(&mut self) {
+        if let Some(config) = self.hub.config_if_changed(&self.config) {
+            if (config.rate_per_sec, config.rate_burst)
+                != (self.config.rate_per_sec, self.config.rate_burst)
+            {
+                self.rate = TokenBucket::new(config.rate_per_sec, config.rate_burst);
+            }
+            self.config = config;
         }
     }
 
@@ -332,6 +348,7 @@ impl Connection {
         match self.hub.login(name, outbox) {
             Ok(id) => {
                 self.user = Some(id);
+                tracing::Span::current().record("user", name);
                 tracing::debug!(peer = %self.peer, user = name, "logged in");
                 Ok(())
             }

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::wire::codec;
 use crate::wire::protocol::ServerPackage;
@@ -63,10 +64,13 @@ impl Server {
 
     /// Serves `listener` until `shutdown` completes, then shuts down gracefully.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
-        let config = Arc::clone(self.hub.config());
+        let mut config = self.hub.config();
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        // The slots the semaphore stands for; follows `max_connections`
+        // across reloads (see `resize`).
+        let mut capacity = config.max_connections;
         let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
         tokio::pin!(shutdown);
         tracing::info!(addr = %listener.local_addr()?, "listening");
@@ -87,14 +91,28 @@ impl Server {
             };
             // We batch writes ourselves; Nagle would only add latency.
             let _ = stream.set_nodelay(true);
+            if let Some(newer) = self.hub.config_if_changed(&config) {
+                config = newer;
+            }
+            resize(&slots, &mut capacity, config.max_connections);
             match slots.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let hub = self.hub.clone();
                     let token = token.clone();
-                    tracker.spawn(async move {
-                        connection::serve(stream, peer, hub, token).await;
-                        drop(permit);
-                    });
+                    // Every log line about this connection carries its peer,
+                    // and its user once logged in (recorded by `connection`).
+                    let span = tracing::info_span!(
+                        "conn",
+                        %peer,
+                        user = tracing::field::Empty
+                    );
+                    tracker.spawn(
+                        async move {
+                            connection::serve(stream, peer, hub, token).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(_) => {
                     tracing::warn!(%peer, max = config.max_connections, "connection refused: server full");
@@ -121,7 +139,7 @@ impl Server {
             }
         }
         tracing::info!(
-            connections = config.max_connections - slots.available_permits(),
+            connections = capacity.saturating_sub(slots.available_permits()),
             "shutting down"
         );
         self.hub.close();
@@ -130,6 +148,20 @@ impl Server {
         tracker.wait().await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Brings the connection slots to `wanted` after a reload changed
+/// `--max-connections`. Growing adds permits at once; shrinking takes free
+/// permits away and never drops anyone: while more connections are open
+/// than the new cap, the rest is taken as they close (the next accept
+/// tries again).
+fn resize(slots: &Semaphore, capacity: &mut usize, wanted: usize) {
+    if wanted > *capacity {
+        slots.add_permits(wanted - *capacity);
+        *capacity = wanted;
+    } else if wanted < *capacity {
+        *capacity -= slots.forget_permits(*capacity - wanted);
     }
 }
 

@@ -1,0 +1,83 @@
+//! What a configuration reload (SIGHUP) may change while the server runs,
+//! decided without a hand-kept list of keys.
+//!
+//! The server's live limits are one [`Config`] value, swapped whole by
+//! `Hub::reconfigure`. A changed key is applied live exactly when it feeds
+//! that value: the old settings are parsed again with only that key
+//! changed, and if the resulting `Config` differs, the key is live. Any
+//! other key (the address, the thread count, the log format, a database
+//! path) shapes something built once at start-up, so its change is logged
+//! as needing a restart and the running value stays. A flag added to the
+//! parser later is sorted the same way, with nothing to update here.
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use crate::ops::layers::Layered;
+use crate::server::config::Config;
+
+/// One key's change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The key (`rate-per-sec`).
+    pub key: String,
+    /// The values before (empty: unset).
+    pub old: Vec<String>,
+    /// The values in the new configuration.
+    pub new: Vec<String>,
+}
+
+/// What a reload does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Changes put in force now.
+    pub live: Vec<Change>,
+    /// Changes that wait for a restart: the running value stays.
+    pub restart: Vec<Change>,
+}
+
+/// Sorts the differences between the running settings and `new`.
+/// `started` is what the process started with (restart-only keys are
+/// compared against it, so they are reported until a restart), `current`
+/// what was last applied live; `config_of` picks the live limits out of a
+/// parsed value.
+pub fn plan<T>(
+    started: &Layered<T>,
+    current: &Layered<T>,
+    new: &Layered<T>,
+    config_of: impl Fn(&T) -> Config,
+) -> Plan
+where
+    T: Parser + CommandFactory + FromArgMatches,
+{
+    let is_live = |key: &str| {
+        let base = format!("{:?}", config_of(&current.value));
+        match T::try_parse_from(current.argv_with(new, key)) {
+            Ok(mixed) => format!("{:?}", config_of(&mixed)) != base,
+            // Valid on its own but not next to the old values: leave it
+            // for a restart rather than guess.
+            Err(_) => false,
+        }
+    };
+    let values =
+        |l: &Layered<T>, key: &str| l.setting(key).map(|s| s.values.clone()).unwrap_or_default();
+    let mut plan = Plan::default();
+    for key in current.changed_keys(new) {
+        if is_live(&key) {
+            plan.live.push(Change {
+                old: values(current, &key),
+                new: values(new, &key),
+                key,
+            });
+        }
+    }
+    for key in started.changed_keys(new) {
+        if !is_live(&key) {
+            plan.restart.push(Change {
+                old: values(started, &key),
+                new: values(new, &key),
+                key,
+            });
+        }
+    }
+    plan
+}
