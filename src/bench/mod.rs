@@ -219,6 +219,9 @@ pub struct BenchArgs {
     /// thread, the cheapest when the bench shares the machine with the server).
     #[arg(long, default_value_t = DEFAULT_THREADS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub threads: usize,
+    /// Print a completion script for this shell and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 impl BenchArgs {
