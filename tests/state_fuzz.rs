@@ -275,6 +275,13 @@ impl Client {
                 | Notification::InviteSent { .. }
                 | Notification::ChannelList { .. } => {}
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
+                // Channels here stay far below the presence limit, where
+                // every arrival and departure is announced instead.
+                Notification::ChannelStats { .. } => {
+                    return Err(fail(format!(
+                        "channel_stats below the presence limit: {n:?}"
+                    )))
+                }
             },
             ServerPackage::Message(m) => {
                 if m.channel != v.channel
@@ -712,6 +719,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     barrier.wait().await;
     barrier.wait().await;
     let snap = server.hub.snapshot();
+    server.hub.check_member_lists()?;
     barrier.wait().await;
     let mut logs = Vec::new();
     for t in tasks {

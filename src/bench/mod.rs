@@ -60,6 +60,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientError;
+use crate::server::chat::GENERAL;
 use crate::server::config::{
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PACKAGE_BYTES,
     DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
@@ -154,7 +155,8 @@ pub enum Scenario {
         fanout: --clients receivers and --senders senders spread over --channels channels; \
         reports deliveries expected/received (loss), deliveries/s, latency percentiles, bytes. \
         Every frame is counted, one in --sample is decoded for its latency.\n\
-        login: --clients connections connect, log in and join a channel, --concurrency at a time; reports logins/s.\n\
+        login: --clients connections connect, log in and join a channel (or, with --stay-in-general, stay in general), \
+        --concurrency at a time; reports logins/s.\n\
         idle: --clients connections log in and are held for --duration seconds; with --server-pid \
         reports the server's resident memory per connection.\n\n\
         Every connection's login and join frames are encoded before the clock starts. \
@@ -219,6 +221,11 @@ pub struct BenchArgs {
     /// thread, the cheapest when the bench shares the machine with the server).
     #[arg(long, default_value_t = DEFAULT_THREADS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub threads: usize,
+    /// login, idle: every connection stays in `general` instead of joining a
+    /// bench channel, and all stay connected until the end: a reconnect
+    /// storm into one crowded channel (--channels is then ignored).
+    #[arg(long)]
+    pub stay_in_general: bool,
     /// Print a completion script for this shell and exit.
     #[arg(long, value_name = "SHELL", exclusive = true)]
     pub completions: Option<clap_complete::Shell>,
@@ -245,6 +252,7 @@ impl BenchArgs {
             sample: self.sample.max(1),
             concurrency: self.concurrency.max(1),
             progress: !self.quiet,
+            stay_in_general: self.stay_in_general,
         }
     }
 }
@@ -287,6 +295,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Login and idle connections stay in `general` (no join).
+    pub stay_in_general: bool,
 }
 
 impl Options {
@@ -306,6 +316,7 @@ impl Options {
             sample: DEFAULT_SAMPLE,
             concurrency: DEFAULT_CONCURRENCY,
             progress: false,
+            stay_in_general: false,
         }
     }
 }
@@ -980,13 +991,45 @@ impl SetupStep<'_> {
                         br#"{"type":"notification","data":{"event_type":"user_joined","username":""#,
                     )?;
                     let rest = after(after(rest, name.as_bytes())?, br#"","channel":""#)?;
-                    after(after(rest, channel.as_bytes())?, br#"","users":["#)
+                    let rest = after(after(rest, channel.as_bytes())?, b"\"")?;
+                    // The server sends the list last, after the channel's
+                    // description; a list right after the channel is read too.
+                    after(skip_join_description(rest), br#","users":["#)
                 })()
                 .is_some()
             }
             _ => false,
         }
     }
+}
+
+/// `text` after the members an own `user_joined` carries between its
+/// `channel` and its `users`, as the server writes them:
+/// `,"users_total":N`, then `,"owner":"NAME"` if the channel has an owner,
+/// then `,"private":BOOL`. Each one that is not there is simply not skipped.
+fn skip_join_description(text: &[u8]) -> &[u8] {
+    let mut rest = text;
+    if let Some(r) = after(rest, br#","users_total":"#) {
+        let digits = r.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 {
+            rest = &r[digits..];
+        }
+    }
+    if let Some(r) = after(rest, br#","owner":""#) {
+        // Names never need escaping (letters, digits, `_-.`), so the next
+        // quote ends this one.
+        if let Some(end) = r.iter().position(|&b| b == b'"' || b == b'\\') {
+            if r[end] == b'"' {
+                rest = &r[end + 1..];
+            }
+        }
+    }
+    for private in [&br#","private":true"#[..], br#","private":false"#] {
+        if let Some(r) = after(rest, private) {
+            rest = r;
+        }
+    }
+    rest
 }
 
 /// A bench connection during set-up: the raw socket split into frame
@@ -1080,7 +1123,8 @@ async fn resolve(addr: &str) -> Result<Vec<SocketAddr>, BenchError> {
 }
 
 /// Connects, logs in as `name`, and joins `channel` (which `frames`
-/// carry, prebuilt); returns once the server has confirmed both.
+/// carry, prebuilt) unless it is `general`, where every login lands;
+/// returns once the server has confirmed both.
 async fn open(
     addrs: &[SocketAddr],
     name: &str,
@@ -1108,9 +1152,11 @@ async fn open(
         limit,
     )
     .await?;
-    c.write(&frames.join).await.map_err(setup)?;
-    c.wait(SetupStep::OwnJoin { name, channel }, name, limit)
-        .await?;
+    if channel != GENERAL {
+        c.write(&frames.join).await.map_err(setup)?;
+        c.wait(SetupStep::OwnJoin { name, channel }, name, limit)
+            .await?;
+    }
     Ok(c)
 }
 
@@ -1146,6 +1192,31 @@ fn plan(kind: &str, n: usize, channels: usize) -> Result<Vec<Member>, BenchError
                 name,
                 channel,
                 frames,
+            })
+        })
+        .collect()
+}
+
+/// Names `n` connections that stay in `general` after logging in.
+fn plan_general(kind: &str, n: usize) -> Result<Vec<Member>, BenchError> {
+    (0..n)
+        .map(|i| {
+            let name = bench_name(kind, i);
+            let login =
+                encode_command("login", serde_json::json!({ "username": name })).map_err(|e| {
+                    BenchError::Setup {
+                        name: name.clone(),
+                        source: ClientError::Encode(e),
+                    }
+                })?;
+            Ok(Member {
+                name,
+                channel: GENERAL.to_owned(),
+                // Never written: open() does not join general.
+                frames: SetupFrames {
+                    login,
+                    join: Bytes::new(),
+                },
             })
         })
         .collect()
@@ -1713,7 +1784,11 @@ async fn storm(o: &Options) -> Result<Report, BenchError> {
     let channels = o.channels.max(1);
     let addrs = resolve(&o.addr).await?;
     let prepare = ThreadCpu::start();
-    let members = plan("l", o.clients, channels)?;
+    let members = if o.stay_in_general {
+        plan_general("l", o.clients)?
+    } else {
+        plan("l", o.clients, channels)?
+    };
     let prepare_cpu_secs = prepare.secs();
     let before = server_stats(o.server_pid);
     let totals = Arc::new(Totals::default());
@@ -1779,7 +1854,7 @@ async fn storm(o: &Options) -> Result<Report, BenchError> {
         },
         addr: o.addr.clone(),
         connections: o.clients,
-        channels,
+        channels: if o.stay_in_general { 1 } else { channels },
         rate: 0.0,
         size: 0,
         setup_secs,
@@ -1962,6 +2037,35 @@ mod tests {
             classify(&quoted[crate::wire::frame::HEADER_LEN..], step).unwrap(),
             Verdict::Done
         );
+    }
+
+    #[test]
+    fn the_servers_own_join_is_recognised_from_its_start() {
+        // Laid out as the hub sends it: the description first, the cached
+        // member list spliced in last.
+        let names: Vec<String> = (0..1000).map(|i| format!("user{i}")).collect();
+        let tail = codec::list_tail("users", &names, DEFAULT_COMPRESSION_LEVEL).unwrap();
+        for owner in [None, Some("someone".to_owned())] {
+            let head =
+                ServerPackage::notification(crate::wire::protocol::Notification::UserJoined {
+                    username: "me".into(),
+                    channel: "c".into(),
+                    users: None,
+                    users_total: Some(12_345),
+                    owner: owner.clone(),
+                    private: Some(owner.is_some()),
+                });
+            let frame = codec::encode_with_tail(&head, &tail, DEFAULT_MAX_PACKAGE_BYTES).unwrap();
+            let text =
+                compress::inflate(&frame[crate::wire::frame::HEADER_LEN..], 1 << 20).unwrap();
+            assert!(text.len() > PREFIX_BYTES);
+            assert!(JOIN_ME.judge_start(&text[..PREFIX_BYTES]), "{owner:?}");
+            let elsewhere = SetupStep::OwnJoin {
+                name: "me",
+                channel: "d",
+            };
+            assert!(!elsewhere.judge_start(&text[..PREFIX_BYTES]));
+        }
     }
 
     #[test]

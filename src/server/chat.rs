@@ -9,6 +9,14 @@
 //! slow consumer; such users are removed at the end of the operation, their
 //! connection is told to close, and the rest of the channel is not slowed.
 //!
+//! Presence (who arrives, leaves or is renamed) is announced to every
+//! member of a channel only while it has at most `presence_limit` members:
+//! above that, each announcement would cost the square of the room. A
+//! crowded channel's members get a `channel_stats` with the member count
+//! instead, from [`Hub::presence_tick`] (at most once per
+//! `presence_interval`, only when the count changed), and one at once when
+//! the channel crosses the limit either way.
+//!
 //! The [`Hub`] API is what the command table calls; it speaks user ids and
 //! names, never sockets, so other transports (WebSocket, a cluster link)
 //! can drive the same state.
@@ -30,6 +38,9 @@ use crate::wire::protocol::{
 
 /// The channel every user starts in. It always exists, is public and has no owner.
 pub const GENERAL: &str = "general";
+
+/// Shortest period the presence task runs at, whatever the config says.
+const MIN_PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Server-internal identity of a logged-in user; never reused while the
 /// server runs, so a stale id can never alias somebody else.
@@ -168,6 +179,29 @@ struct Channel {
     members: Vec<Member>,
     /// Users holding a one-time invitation.
     invited: HashSet<UserId>,
+    /// Member names, sorted, and the capped `users` list every joiner's
+    /// own `user_joined` carries, compressed once per change: folding and
+    /// sorting every member per join made a storm into one channel
+    /// quadratic.
+    sorted: SortedNames,
+    /// The member count as last told to the members in a `channel_stats`,
+    /// so an interval in which people came and went again sends nothing.
+    stats_total: usize,
+}
+
+impl Channel {
+    /// An empty channel.
+    fn new(name: &str, owner: Option<UserId>) -> Self {
+        Channel {
+            name: name.to_owned(),
+            private: false,
+            owner,
+            members: Vec::new(),
+            invited: HashSet::new(),
+            sorted: SortedNames::new("users"),
+            stats_total: 0,
+        }
+    }
 }
 
 /// All chat state.
@@ -186,21 +220,28 @@ struct State {
     /// Set at shutdown: departures are then not announced.
     closing: bool,
     /// Public channels in list order, with the list every login sends.
-    public: PublicChannels,
+    public: SortedNames,
+    /// Folded keys of channels above the presence limit whose member count
+    /// changed since their last `channel_stats` (at most one per channel).
+    presence_dirty: HashSet<String>,
 }
 
-/// The public channels, folded key to display name, kept sorted as channels
-/// come, go and change privacy, plus the compressed `channels` list that
-/// every `session` carries.
+/// Names kept sorted, folded key to display name, plus the capped list of
+/// them as last sent, compressed: the public channels (the `channels` list
+/// every `session` carries) and each channel's members (the `users` list
+/// of every joiner's own `user_joined`).
 ///
 /// Both are here for login storms: sorting every channel name per login
 /// was once their largest cost, and after that, cloning, serializing and
-/// compressing the same list of up to `max_list_names` names per login was.
-/// The list changes far less often than people log in (only when a channel
-/// among the first `max_list_names` comes or goes), so it is compressed once
-/// per change and spliced into each session.
+/// compressing the same list of up to `max_list_names` names per login was;
+/// the same held for the members of a crowded `general`. The list changes
+/// far less often than people log in (only when a name among the first
+/// `max_list_names` comes or goes), so it is compressed once per change and
+/// spliced into each package.
 #[derive(Debug)]
-struct PublicChannels {
+struct SortedNames {
+    /// The package member the list is sent as (`channels`, `users`).
+    member: &'static str,
     /// Folded key to display name.
     names: BTreeMap<String, String>,
     /// The list as last sent; `None` until needed again after a change
@@ -219,15 +260,24 @@ struct Listed {
     tail: Arc<DeflatedTail>,
 }
 
-impl PublicChannels {
-    fn new() -> Self {
-        PublicChannels {
-            names: BTreeMap::from([(GENERAL.to_owned(), GENERAL.to_owned())]),
+impl SortedNames {
+    /// No names yet; the list is sent as `member`.
+    fn new(member: &'static str) -> Self {
+        SortedNames {
+            member,
+            names: BTreeMap::new(),
             listed: None,
         }
     }
 
-    /// How many public channels exist.
+    /// The public channels when the server starts: `general` alone.
+    fn public_channels() -> Self {
+        let mut public = SortedNames::new("channels");
+        public.names.insert(GENERAL.to_owned(), GENERAL.to_owned());
+        public
+    }
+
+    /// How many names there are.
     fn len(&self) -> usize {
         self.names.len()
     }
@@ -267,7 +317,7 @@ impl PublicChannels {
             last = key;
         }
         let tail = Arc::new(codec::list_tail(
-            "channels",
+            self.member,
             &names,
             config.compression_level,
         )?);
@@ -301,16 +351,7 @@ impl Hub {
     /// Empty state holding only `general`.
     pub fn new(config: Arc<Config>) -> Self {
         let mut channels = HashMap::new();
-        channels.insert(
-            GENERAL.to_owned(),
-            Channel {
-                name: GENERAL.to_owned(),
-                private: false,
-                owner: None,
-                members: Vec::new(),
-                invited: HashSet::new(),
-            },
-        );
+        channels.insert(GENERAL.to_owned(), Channel::new(GENERAL, None));
         let state = State {
             users: HashMap::new(),
             names: HashMap::new(),
@@ -318,7 +359,8 @@ impl Hub {
             kicks: Vec::new(),
             next_id: 1,
             closing: false,
-            public: PublicChannels::new(),
+            public: SortedNames::public_channels(),
+            presence_dirty: HashSet::new(),
         };
         Hub {
             shared: Arc::new(Shared {
@@ -365,8 +407,9 @@ impl Hub {
 
     /// Logs a user in under `name` and puts them in `general`. On success
     /// the user's queue gets the `session` package and a `user_joined` with
-    /// the member list; the channel's other members get `user_joined`. On
-    /// failure nothing is sent and the reason is returned.
+    /// the member list; the channel's other members get `user_joined`
+    /// (below the presence limit). On failure nothing is sent and the
+    /// reason is returned.
     pub fn login(&self, name: &str, outbox: Outbox) -> Result<UserId, ChatError> {
         let mut g = self.lock();
         g.check_new_name(name)?;
@@ -463,16 +506,9 @@ impl Hub {
                 g.state
                     .public
                     .insert(key.clone(), channel.to_owned(), g.config.max_list_names);
-                g.state.channels.insert(
-                    key.clone(),
-                    Channel {
-                        name: channel.to_owned(),
-                        private: false,
-                        owner: Some(id),
-                        members: Vec::new(),
-                        invited: HashSet::new(),
-                    },
-                );
+                g.state
+                    .channels
+                    .insert(key.clone(), Channel::new(channel, Some(id)));
             }
         }
         g.exit(id);
@@ -493,7 +529,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Renames the user; everybody in their channel is told.
+    /// Renames the user; everybody in their channel is told, or only the
+    /// user when the channel is above the presence limit.
     pub fn rename(&self, id: UserId, new_name: &str) -> Result<(), ChatError> {
         let mut g = self.lock();
         let user = g.user(id)?;
@@ -512,11 +549,25 @@ impl Hub {
         if let Some(user) = g.state.users.get_mut(&id) {
             user.name = new_name.to_owned();
         }
+        let cap = g.config.max_list_names;
+        let crowded = match g.state.channels.get_mut(&channel) {
+            Some(ch) => {
+                ch.sorted.remove(&fold_name(&old));
+                ch.sorted
+                    .insert(fold_name(new_name), new_name.to_owned(), cap);
+                ch.members.len() > g.config.presence_limit
+            }
+            None => false,
+        };
         let note = ServerPackage::notification(Notification::UserRename {
             old_username: old,
             new_username: new_name.to_owned(),
         });
-        g.send_to_channel(&channel, None, &note);
+        if crowded {
+            g.send_to(id, &note);
+        } else {
+            g.send_to_channel(&channel, None, &note);
+        }
         g.finish();
         Ok(())
     }
@@ -616,6 +667,93 @@ impl Hub {
         });
         g.send_to(id, &list);
         g.finish();
+        Ok(())
+    }
+
+    /// Sends `channel_stats` to the members of every channel above the
+    /// presence limit whose member count changed since they were last told.
+    /// The server's presence task calls this every `presence_interval`;
+    /// tests call it directly to step through intervals.
+    pub fn presence_tick(&self) {
+        let mut g = self.lock();
+        let dirty: Vec<String> = g.state.presence_dirty.drain().collect();
+        for key in dirty {
+            g.send_stats(&key, false, None);
+        }
+        g.finish();
+    }
+
+    /// Calls [`Hub::presence_tick`] every `presence_interval` until `stop`.
+    pub async fn run_presence(self, stop: CancellationToken) {
+        // interval() refuses a zero period; a Config built in code may hold one.
+        let mut period = self.config().presence_interval.max(MIN_PRESENCE_INTERVAL);
+        let mut tick = tokio::time::interval(period);
+        // After a stall, one late tick is enough: the next one carries the
+        // newer counts anyway.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.presence_tick(),
+            }
+            // A configuration reload may have changed the interval.
+            let wanted = self.config().presence_interval.max(MIN_PRESENCE_INTERVAL);
+            if wanted != period {
+                period = wanted;
+                tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+        }
+    }
+
+    /// Checks that every channel's sorted member index holds exactly its
+    /// members under their current names, and that a cached `users` list
+    /// is the first `max_list_names` of them. For tests; returns the first
+    /// violation found.
+    pub fn check_member_lists(&self) -> Result<(), String> {
+        let mut g = self.lock();
+        let config = Arc::clone(&g.config);
+        let state = &mut *g.state;
+        for ch in state.channels.values_mut() {
+            let mut expected: Vec<(String, String)> = ch
+                .members
+                .iter()
+                .filter_map(|m| state.users.get(&m.id))
+                .map(|u| (fold_name(&u.name), u.name.clone()))
+                .collect();
+            expected.sort();
+            let indexed: Vec<(String, String)> = ch
+                .sorted
+                .names
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if indexed != expected {
+                return Err(format!(
+                    "{}: index {indexed:?}, members {expected:?}",
+                    ch.name
+                ));
+            }
+            if let Some(listed) = &ch.sorted.listed {
+                let mut z = Vec::new();
+                listed.tail.splice_into(br#"{"data":{"n":0"#, &mut z);
+                let cached = crate::wire::compress::inflate(&z, config.max_package_bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        serde_json::from_slice::<serde_json::Value>(&text)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map(|v| v["data"]["users"].clone());
+                let first = serde_json::Value::from(ch.sorted.first(config.max_list_names));
+                if cached.as_ref() != Ok(&first) {
+                    return Err(format!(
+                        "{}: cached users list {cached:?}, members {first}",
+                        ch.name
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -774,8 +912,12 @@ impl Guard<'_> {
     }
 
     /// Puts a user (currently in no member list) into channel `key`, uses up
-    /// any invitation, and announces the arrival.
+    /// any invitation, and announces the arrival: to the other members while
+    /// the channel stays within the presence limit, as `channel_stats` when
+    /// this arrival takes it over, later by [`Hub::presence_tick`] when it
+    /// was over already. The joiner's own copy always comes.
     fn enter(&mut self, id: UserId, key: &str) {
+        let config = Arc::clone(&self.config);
         let state = &mut *self.state;
         let (Some(user), Some(ch)) = (state.users.get_mut(&id), state.channels.get_mut(key)) else {
             return;
@@ -787,40 +929,41 @@ impl Guard<'_> {
             id,
             tx: user.outbox.tx.clone(),
         });
+        ch.sorted.insert(
+            fold_name(&user.name),
+            user.name.clone(),
+            config.max_list_names,
+        );
         let username = user.name.clone();
         let channel = ch.name.clone();
-        let joined = ServerPackage::notification(Notification::UserJoined {
-            username: username.clone(),
-            channel: channel.clone(),
-            users: None,
-            users_total: None,
-            owner: None,
-            private: None,
-        });
-        self.send_to_channel(key, Some(id), &joined);
+        let total = ch.members.len();
+        match presence(total - 1, total, config.presence_limit) {
+            Presence::Announce => {
+                let joined = ServerPackage::notification(Notification::UserJoined {
+                    username: username.clone(),
+                    channel: channel.clone(),
+                    users: None,
+                    users_total: None,
+                    owner: None,
+                    private: None,
+                });
+                self.send_to_channel(key, Some(id), &joined);
+            }
+            // The joiner learns the count from its own copy.
+            Presence::Crossed => self.send_stats(key, true, Some(id)),
+            Presence::Count => mark_dirty(&mut self.state.presence_dirty, key),
+        }
 
-        // The joiner's own copy describes the channel it arrived in.
-        let state = &*self.state;
-        let Some(ch) = state.channels.get(key) else {
+        // The joiner's own copy describes the channel it arrived in; its
+        // member list is the channel's cached one, spliced in last.
+        let state = &mut *self.state;
+        let Some(ch) = state.channels.get_mut(key) else {
             return;
         };
-        let mut users: Vec<(String, &str)> = ch
-            .members
-            .iter()
-            .filter_map(|m| state.users.get(&m.id))
-            .map(|u| (fold_name(&u.name), u.name.as_str()))
-            .collect();
-        let total = users.len();
-        let cap = self.config.max_list_names;
-        if users.len() > cap {
-            users.select_nth_unstable(cap);
-            users.truncate(cap);
-        }
-        users.sort_unstable();
-        let own = ServerPackage::notification(Notification::UserJoined {
+        let head = ServerPackage::notification(Notification::UserJoined {
             username,
             channel,
-            users: Some(users.into_iter().map(|(_, n)| n.to_owned()).collect()),
+            users: None,
             users_total: Some(total),
             owner: ch
                 .owner
@@ -828,12 +971,43 @@ impl Guard<'_> {
                 .map(|u| u.name.clone()),
             private: Some(ch.private),
         });
-        self.send_to(id, &own);
+        let encoded = ch
+            .sorted
+            .tail(&config)
+            .and_then(|tail| codec::encode_with_tail(&head, &tail, config.max_package_bytes));
+        match encoded {
+            Ok(bytes) => self.send_bytes(id, bytes),
+            Err(e) => tracing::error!(error = %e, "could not encode a user_joined"),
+        }
+    }
+
+    /// Sends the members of channel `key` its member count, if it is above
+    /// the presence limit and the count is not what they were last told,
+    /// or in any case when `crossed` (the channel just crossed the limit,
+    /// so announcements stop or resume from here). `skip` is not told.
+    fn send_stats(&mut self, key: &str, crossed: bool, skip: Option<UserId>) {
+        let limit = self.config.presence_limit;
+        let Some(ch) = self.state.channels.get_mut(key) else {
+            return;
+        };
+        let total = ch.members.len();
+        if !crossed && (total <= limit || total == ch.stats_total) {
+            return;
+        }
+        ch.stats_total = total;
+        let stats = ServerPackage::notification(Notification::ChannelStats {
+            channel: ch.name.clone(),
+            users_total: total,
+        });
+        // Whatever was pending is now told.
+        self.state.presence_dirty.remove(key);
+        self.send_to_channel(key, skip, &stats);
     }
 
     /// Takes a user out of their channel's member list, announcing the
-    /// departure, handing ownership on and removing the channel if it is
-    /// now empty (unless it is `general`).
+    /// departure (or counting it, as [`Guard::enter`] does arrivals),
+    /// handing ownership on and removing the channel if it is now empty
+    /// (unless it is `general`).
     fn exit(&mut self, id: UserId) {
         let state = &mut *self.state;
         let Some(user) = state.users.get(&id) else {
@@ -845,8 +1019,10 @@ impl Guard<'_> {
             return;
         };
         ch.members.retain(|m| m.id != id);
+        ch.sorted.remove(&fold_name(&username));
         if ch.members.is_empty() && key != GENERAL {
             state.public.remove(&key);
+            state.presence_dirty.remove(&key);
             if let Some(ch) = state.channels.remove(&key) {
                 for invited in ch.invited {
                     if let Some(u) = state.users.get_mut(&invited) {
@@ -863,11 +1039,18 @@ impl Guard<'_> {
         if state.closing {
             return;
         }
-        let left = ServerPackage::notification(Notification::UserLeft {
-            username,
-            channel: ch.name.clone(),
-        });
-        self.send_to_channel(&key, None, &left);
+        let total = ch.members.len();
+        match presence(total + 1, total, self.config.presence_limit) {
+            Presence::Announce => {
+                let left = ServerPackage::notification(Notification::UserLeft {
+                    username,
+                    channel: ch.name.clone(),
+                });
+                self.send_to_channel(&key, None, &left);
+            }
+            Presence::Crossed => self.send_stats(&key, true, None),
+            Presence::Count => mark_dirty(&mut state.presence_dirty, &key),
+        }
         if owner_left {
             let update = self.channel_update(&key);
             self.send_to_channel(&key, None, &update);
@@ -904,6 +1087,35 @@ impl Guard<'_> {
                 self.remove_user(id);
             }
         }
+    }
+}
+
+/// How a change of a channel's member count is told to its other members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    /// Within the limit before and after: `user_joined` / `user_left`.
+    Announce,
+    /// The change crossed the limit, either way: `channel_stats` at once.
+    Crossed,
+    /// Above the limit before and after: counted for the next `channel_stats`.
+    Count,
+}
+
+/// Which [`Presence`] a change of member count from `before` to `after`
+/// calls for under `limit`.
+fn presence(before: usize, after: usize, limit: usize) -> Presence {
+    match (before > limit, after > limit) {
+        (false, false) => Presence::Announce,
+        (true, true) => Presence::Count,
+        _ => Presence::Crossed,
+    }
+}
+
+/// Notes that channel `key`'s count changed; in a storm the channel is
+/// nearly always marked already, so the key is copied only when it is not.
+fn mark_dirty(dirty: &mut HashSet<String>, key: &str) {
+    if !dirty.contains(key) {
+        dirty.insert(key.to_owned());
     }
 }
 
@@ -973,7 +1185,7 @@ mod tests {
             ..Config::default()
         };
         let pool = ["a", "B", "c", "D", "e", "F", "g", "H"];
-        let mut public = PublicChannels::new();
+        let mut public = SortedNames::public_channels();
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut rebuilt = 0;
         for step in 0..3000 {

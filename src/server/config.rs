@@ -48,6 +48,13 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 /// 100-byte notification, while each compression clears a 128 KiB table.
 pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 128;
 
+/// Members a channel may have before arrivals, departures and renames in it
+/// are no longer announced to each member (`channel_stats` instead): in a
+/// crowded room presence costs the square of its size and tells nobody much.
+pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
+/// Milliseconds between two `channel_stats` of a channel above the presence limit.
+pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
+
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
@@ -86,6 +93,11 @@ pub struct Config {
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
     pub compress_min_bytes: usize,
+    /// Channels with more members than this announce arrivals, departures
+    /// and renames only as a periodic `channel_stats`.
+    pub presence_limit: usize,
+    /// Shortest time between two `channel_stats` of one channel.
+    pub presence_interval: Duration,
 }
 
 impl Default for Config {
@@ -106,6 +118,8 @@ impl Default for Config {
             rate_burst: DEFAULT_RATE_BURST,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
+            presence_limit: DEFAULT_PRESENCE_LIMIT,
+            presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
         }
     }
 }
@@ -193,6 +207,15 @@ pub struct ServerArgs {
     /// stored zlib blocks, uncompressed (0 compresses everything).
     #[arg(long, default_value_t = DEFAULT_COMPRESS_MIN_BYTES)]
     pub compress_min_bytes: usize,
+    /// Members a channel may have before other people's arrivals, departures
+    /// and renames in it are no longer announced; its members get a
+    /// `channel_stats` with the member count instead, at most once per
+    /// --presence-interval-ms and only when the count changed.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_LIMIT, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub presence_limit: usize,
+    /// Milliseconds between two `channel_stats` of a channel above --presence-limit.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub presence_interval_ms: u64,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -219,6 +242,8 @@ impl ServerArgs {
             rate_burst: self.rate_burst,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
+            presence_limit: self.presence_limit,
+            presence_interval: Duration::from_millis(self.presence_interval_ms),
         }
     }
 }

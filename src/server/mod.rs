@@ -5,7 +5,8 @@
 //! (the token bucket) and [`config`] (every limit and its flag). It calls
 //! [`crate::wire`] for bytes and packages, never the other way round.
 //!
-//! [`run`] serves a bound listener until the given future completes, then
+//! [`run`] serves a bound listener, and runs the hub's presence task (the
+//! periodic `channel_stats` of crowded channels), until the given future completes, then
 //! tells every client `server_shutdown`, gives each a bounded time to
 //! receive it, and returns once every connection task has ended. Tests bind
 //! `127.0.0.1:0` themselves and drive shutdown with their own future.
@@ -73,6 +74,9 @@ impl Server {
         let mut capacity = config.max_connections;
         let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
         tokio::pin!(shutdown);
+        // One presence task per server, whatever the number of channels:
+        // it walks only the channels whose count changed.
+        tracker.spawn(self.hub.clone().run_presence(token.clone()));
         tracing::info!(addr = %listener.local_addr()?, "listening");
         loop {
             let accepted = tokio::select! {

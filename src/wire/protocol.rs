@@ -194,7 +194,8 @@ pub enum Notification {
         username: String,
         /// Which channel.
         channel: String,
-        /// Members, sorted, at most `max_list_names` (joiner's copy only).
+        /// Members, sorted, at most `max_list_names` (joiner's copy only;
+        /// the server sends it as the last member of `data`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         users: Option<Vec<String>>,
         /// How many members the channel has (joiner's copy only).
@@ -220,6 +221,16 @@ pub enum Notification {
         old_username: String,
         /// The name now.
         new_username: String,
+    },
+    /// How many members the recipient's channel has: sent instead of
+    /// other people's `user_joined`, `user_left` and `user_rename` while
+    /// the channel has more than `presence_limit` members, and once when
+    /// it crosses that limit either way.
+    ChannelStats {
+        /// Which channel.
+        channel: String,
+        /// How many members it has now.
+        users_total: usize,
     },
     /// The answer to `channels`.
     ChannelList {
@@ -500,6 +511,13 @@ mod tests {
                     owner: Some("bob".into()),
                 }),
                 json!({"type": "notification", "data": {"event_type": "channel_update", "channel": "rust", "private": true, "owner": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ChannelStats {
+                    channel: "general".into(),
+                    users_total: 10_001,
+                }),
+                json!({"type": "notification", "data": {"event_type": "channel_stats", "channel": "general", "users_total": 10_001}}),
             ),
             (
                 ServerPackage::notification(Notification::ServerShutdown {}),

@@ -231,6 +231,12 @@ impl ChatState {
                 channels,
                 channels_total,
             } => format!("channels {}", name_list(channels, *channels_total)),
+            Notification::ChannelStats {
+                channel,
+                users_total,
+                // Sent instead of each arrival and departure in a crowded
+                // channel: one quiet line with the count.
+            } => format!("{} has {users_total} users", sanitize(channel)),
             Notification::ChannelUpdate {
                 channel,
                 private,
@@ -467,6 +473,27 @@ mod tests {
             show(&s, &note(Notification::ServerShutdown {})).unwrap(),
             "!! the server is shutting down"
         );
+    }
+
+    #[test]
+    fn channel_stats_show_as_one_quiet_line_with_the_count() {
+        let s = ChatState::default();
+        let stats = note(Notification::ChannelStats {
+            channel: "general".into(),
+            users_total: 10_001,
+        });
+        assert_eq!(show(&s, &stats).unwrap(), "-- general has 10001 users");
+        // The channel name is the server's text: it is sanitized like any.
+        let odd = note(Notification::ChannelStats {
+            channel: "gen\u{1b}[2J".into(),
+            users_total: 2,
+        });
+        let line = show(&s, &odd).unwrap();
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+        // Nothing else about the session changes.
+        let mut applied = s.clone();
+        applied.apply(&stats);
+        assert_eq!(applied, s);
     }
 
     #[test]
