@@ -81,3 +81,55 @@ where
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::layers;
+    use crate::server::config::ServerArgs;
+    use std::ffi::OsString;
+
+    fn layered(argv: &[&str]) -> Layered<ServerArgs> {
+        let argv: Vec<OsString> = std::iter::once("server")
+            .chain(argv.iter().copied())
+            .map(OsString::from)
+            .collect();
+        layers::load(&argv, &|_| None, &[]).unwrap()
+    }
+
+    #[test]
+    fn limits_are_live_and_the_address_waits_for_a_restart() {
+        let started = layered(&["--rate-per-sec", "5", "--port", "1"]);
+        let new = layered(&[
+            "--rate-per-sec",
+            "6",
+            "--port",
+            "2",
+            "--max-name-chars",
+            "9",
+        ]);
+        let plan = plan(&started, &started, &new, ServerArgs::config);
+        let live: Vec<&str> = plan.live.iter().map(|c| c.key.as_str()).collect();
+        let restart: Vec<&str> = plan.restart.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(live, ["max-name-chars", "rate-per-sec"]);
+        assert_eq!(restart, ["port"]);
+        assert_eq!(plan.live[1].old, ["5"]);
+        assert_eq!(plan.live[1].new, ["6"]);
+    }
+
+    #[test]
+    fn a_restart_only_change_is_reported_until_the_restart() {
+        let started = layered(&["--threads", "1"]);
+        let current = layered(&["--threads", "2"]);
+        let again = layered(&["--threads", "2"]);
+        let plan = plan(&started, &current, &again, ServerArgs::config);
+        assert!(plan.live.is_empty());
+        assert_eq!(plan.restart.len(), 1);
+        assert_eq!(plan.restart[0].old, ["1"]);
+        let back = layered(&["--threads", "1"]);
+        assert_eq!(
+            super::plan(&started, &current, &back, ServerArgs::config),
+            Plan::default()
+        );
+    }
+}
