@@ -356,13 +356,26 @@ async fn json_logs_carry_peer_and_user() {
     let addr = proc.addr();
     let mut alice = login(&addr, "alice").await;
     let local = alice.stream_mut().local_addr().unwrap().to_string();
-    drop(alice);
-    let line = proc.wait_line("about alice's connection closing", |l| {
-        l.contains("connection closed")
-    });
+    let line = proc.wait_line("about alice logging in", |l| l.contains("logged in"));
     let event: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
     assert_eq!(event["span"]["name"], "conn", "{line}");
     assert_eq!(event["span"]["user"], "alice", "{line}");
+    assert_eq!(event["span"]["peer"], local, "{line}");
+    // A rename follows: later lines carry the new name.
+    alice
+        .command("rename", Some(serde_json::json!({"username": "alicia"})))
+        .await
+        .expect("rename");
+    assert!(matches!(
+        next(&mut alice).await,
+        ServerPackage::Notification(_)
+    ));
+    drop(alice);
+    let line = proc.wait_line("about the connection closing", |l| {
+        l.contains("connection closed")
+    });
+    let event: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(event["span"]["user"], "alicia", "{line}");
     assert_eq!(event["span"]["peer"], local, "{line}");
     for line in &proc.seen {
         serde_json::from_str::<serde_json::Value>(line)

@@ -157,7 +157,10 @@ pub static COMMANDS: &[CommandSpec] = &[
         summary: "change your name",
         run: |hub, id, p| {
             let p: UsernameParams = params("rename", p)?;
-            Ok(hub.rename(id, &p.username)?)
+            hub.rename(id, &p.username)?;
+            // Runs inside the connection's span: its later lines carry the new name.
+            tracing::Span::current().record("user", p.username.as_str());
+            Ok(())
         },
     },
     CommandSpec {
