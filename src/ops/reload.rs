@@ -9,6 +9,12 @@
 //! path) shapes something built once at start-up, so its change is logged
 //! as needing a restart and the running value stays. A flag added to the
 //! parser later is sorted the same way, with nothing to update here.
+//!
+//! So a setting that must change live goes into `Config` and is read
+//! through `Hub::config()` where it is used (as the presence settings
+//! are); operator lists and a TLS certificate, when they exist, belong
+//! there too (the certificate as the loaded key pair, so a reload that
+//! cannot read it fails like a broken file and keeps the old one).
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
