@@ -28,6 +28,7 @@ fn chat_message() -> ServerPackage {
         username: "alice".into(),
         channel: "general".into(),
         timestamp: "2026-11-21T10:00:00.123Z".into(),
+        id: 1_234_567,
     })
 }
 
@@ -114,7 +115,15 @@ fn broadcast(c: &mut Criterion) {
     let sender = sender.expect("at least one member");
     group.bench_function(BenchmarkId::new("hub_message", MEMBERS), |b| {
         b.iter(|| {
-            hub.message(sender, "hello everybody, how is the weather?".into())
+            // The store's writer commits behind; wait for room as a
+            // connection would (it stops reading its socket).
+            let slot = loop {
+                match hub.journal().try_slot() {
+                    Ok(slot) => break slot,
+                    Err(_) => std::thread::yield_now(),
+                }
+            };
+            hub.message(sender, "hello everybody, how is the weather?".into(), slot)
                 .expect("message");
             for rx in &mut queues {
                 while rx.try_recv().is_ok() {}

@@ -135,6 +135,18 @@ async fn serve(
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    // The store first: a database that cannot be used stops the start
+    // before anything listens, with one line saying why.
+    let server = match Server::open(args.config()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "chatmaster-server: cannot use the database {}: {e}",
+                args.db
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match inherited {
         Some(std) => match TcpListener::from_std(std) {
             Ok(l) => {
@@ -157,7 +169,6 @@ async fn serve(
             }
         }
     };
-    let server = Server::new(args.config());
     let hub = server.hub();
     if let Some(interval) = systemd::watchdog_interval() {
         tracing::info!(?interval, "watchdog keep-alives enabled");
@@ -220,7 +231,8 @@ async fn reload_on_sighup(
                     for c in &plan.restart {
                         tracing::warn!(key = %c.key, running = ?c.old, configured = ?c.new, "configuration reload: this change needs a restart; the running value stays");
                     }
-                    hub.reconfigure(new.value.server.config());
+                    // What was set up at start stays as it runs.
+                    hub.reconfigure(new.value.server.config().keep_startup(&hub.config()));
                     tracing::info!(
                         applied = plan.live.len(),
                         need_restart = plan.restart.len(),

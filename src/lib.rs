@@ -4,10 +4,11 @@
 //! One folder per layer, data flowing one way through them: [`wire`]
 //! (length prefix, zlib, JSON, typed packages) is spoken by [`server`]
 //! (accept loop, connections, command table, chat state, limits) and by
-//! [`client`] (the typed transport and the terminal client); [`bench`] is
-//! the load generator; [`runtime`] builds the binaries' tokio runtime;
-//! [`ops`] is what running the server as a service needs (configuration
-//! file and environment, reload, log format, systemd).
+//! [`client`] (the typed transport and the terminal client); [`store`]
+//! keeps what must survive a restart, behind a trait the server calls;
+//! [`bench`] is the load generator; [`runtime`] builds the binaries'
+//! tokio runtime; [`ops`] is what running the server as a service needs
+//! (configuration file and environment, reload, log format, systemd).
 //! `protocol.md` at the crate root is the normative description.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod client;
 pub mod ops;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod wire;
 
 pub use server::config::{Config, ServerArgs};

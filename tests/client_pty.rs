@@ -67,6 +67,11 @@ async fn incoming_message_keeps_the_half_typed_line() {
     // Finishing the line sends it whole, as one message.
     p.send("ne\r").unwrap();
     p.flush().unwrap();
+    // bob's own message was acknowledged meanwhile.
+    assert!(matches!(
+        next(&mut bob).await,
+        ServerPackage::Notification(chatmaster::Notification::MessageSent { .. })
+    ));
     match next(&mut bob).await {
         ServerPackage::Message(m) => {
             assert_eq!(m.message, "half a line");

@@ -235,14 +235,17 @@ fn arb_server_package() -> impl Strategy<Value = ServerPackage> {
             error_type,
             message
         })),
-        (s(), s(), s(), s()).prop_map(|(message, username, channel, timestamp)| {
-            ServerPackage::Message(ChatMessage {
-                message,
-                username,
-                channel,
-                timestamp,
-            })
-        }),
+        (s(), s(), s(), s(), any::<i64>()).prop_map(
+            |(message, username, channel, timestamp, id)| {
+                ServerPackage::Message(ChatMessage {
+                    message,
+                    username,
+                    channel,
+                    timestamp,
+                    id,
+                })
+            }
+        ),
     ]
 }
 

@@ -386,6 +386,7 @@ async fn flood_in_one_channel_does_not_starve_another() {
         "flood: {FLOOD} messages written in {flood_time:?}; {during} of 20 bystander exchanges overlapped it, worst latency {worst:?}"
     );
     assert_eq!(got, FLOOD);
+    expect_acks(&mut flooder, FLOOD as usize).await;
     assert_quiet(&mut flooder).await;
     assert_quiet(&mut audience).await;
     server.shutdown().await;
@@ -403,8 +404,10 @@ fn message_frame(text: &str) -> Vec<u8> {
     frame_of(&serde_json::json!({"type": "message", "data": {"message": text}}).to_string())
 }
 
-/// Waits for the next pong, which must carry `token`; nothing else may come first.
-async fn expect_pong(c: &mut ClientConnection, token: &str) {
+/// Waits for the next pong, which must carry `token`; before it exactly
+/// `acks` acknowledgements of the sender's own messages, and nothing else.
+async fn expect_pong(c: &mut ClientConnection, token: &str, acks: usize) {
+    expect_acks(c, acks).await;
     match next(c).await {
         ServerPackage::Notification(Notification::Pong { token: t }) => {
             assert_eq!(t.as_deref(), Some(token), "pongs out of order")
@@ -474,9 +477,14 @@ async fn two_hundred_messages_at_once_all_arrive_in_order_throttled() {
     // The flooder's pings are answered in order after its messages, and
     // nothing else comes: no error, no refusal.
     for i in 0..MESSAGES / PING_EVERY {
-        expect_pong(&mut flooder, &(i * PING_EVERY + PING_EVERY - 1).to_string()).await;
+        expect_pong(
+            &mut flooder,
+            &(i * PING_EVERY + PING_EVERY - 1).to_string(),
+            PING_EVERY as usize,
+        )
+        .await;
     }
-    expect_pong(&mut flooder, "end").await;
+    expect_pong(&mut flooder, "end", 0).await;
     let elapsed = started.elapsed();
     println!("{MESSAGES} messages at once: all delivered in {elapsed:?} (bucket floor {floor:?})");
     assert!(
@@ -524,7 +532,7 @@ async fn paused_reading_does_not_trip_the_frame_timeout() {
             other => panic!("{other:?}"),
         }
     }
-    expect_pong(&mut flooder, "end").await;
+    expect_pong(&mut flooder, "end", texts.len()).await;
     let floor = bucket_time(&config, 1 + 4 + 1);
     assert!(
         started.elapsed() >= floor,
@@ -649,6 +657,7 @@ async fn slow_consumer_is_dropped_and_others_are_served() {
     loop {
         match next_note(&mut talker).await {
             Notification::Pong { .. } => break,
+            Notification::MessageSent { .. } => {}
             n => notes.push(n),
         }
     }

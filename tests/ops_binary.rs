@@ -208,6 +208,7 @@ async fn try_message(
         .await
         .expect("ping");
     let mut refused = false;
+    let mut acked = false;
     loop {
         match next(from).await {
             ServerPackage::Error(e) => {
@@ -215,9 +216,17 @@ async fn try_message(
                 refused = true;
             }
             ServerPackage::Notification(chatmaster::Notification::Pong { .. }) => break,
+            // The acknowledgement of a stored message.
+            ServerPackage::Notification(chatmaster::Notification::MessageSent { .. }) => {
+                acked = true;
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
+    assert_ne!(
+        refused, acked,
+        "a message is either refused or acknowledged"
+    );
     if !refused {
         match next(other).await {
             ServerPackage::Message(m) => assert_eq!(m.message, text),
@@ -289,7 +298,7 @@ async fn sighup_reloads_limits_without_dropping_anyone() {
     let dir = Scratch::new();
     let file = dir.write(
         "chatmaster.toml",
-        "port = 0\nthreads = 1\nrate-per-sec = 0\nmax-message-bytes = 100\n",
+        "port = 0\nthreads = 1\ndb = \":memory:\"\nrate-per-sec = 0\nmax-message-bytes = 100\n",
     );
     let mut proc = Proc::spawn({
         let mut c = server();
@@ -311,7 +320,7 @@ async fn sighup_reloads_limits_without_dropping_anyone() {
 
     dir.write(
         "chatmaster.toml",
-        "port = 0\nthreads = 2\nrate-per-sec = 0\nmax-message-bytes = 10\n",
+        "port = 0\nthreads = 2\ndb = \":memory:\"\nrate-per-sec = 0\nmax-message-bytes = 10\n",
     );
     proc.signal(Signal::SIGHUP);
     let restart = proc.wait_line("about threads", |l| l.contains("needs a restart"));
@@ -349,8 +358,17 @@ async fn sighup_reloads_limits_without_dropping_anyone() {
 async fn json_logs_carry_peer_and_user() {
     let mut proc = Proc::spawn({
         let mut c = server();
-        c.args(["--port", "0", "--threads", "1", "--log-format", "json"])
-            .env("RUST_LOG", "debug");
+        c.args([
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--db",
+            ":memory:",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "debug");
         c
     });
     let addr = proc.addr();
@@ -395,7 +413,7 @@ fn notifies_systemd_ready_watchdog_and_stopping() {
     // WATCHDOG_PID must be the server's own pid: `exec` keeps the shell's.
     let mut proc = Proc::spawn({
         let mut c = shell(&format!(
-            "WATCHDOG_PID=$$ exec {SERVER} --port 0 --threads 1"
+            "WATCHDOG_PID=$$ exec {SERVER} --port 0 --threads 1 --db :memory:"
         ));
         c.env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "100000");
@@ -434,7 +452,7 @@ async fn serves_a_socket_passed_by_the_service_manager() {
     // The listener goes in as stdin; the shell moves it to fd 3 and sets
     // LISTEN_PID to its own pid, which `exec` hands to the server.
     let mut sh = shell(&format!(
-        "LISTEN_PID=$$ exec {SERVER} --port {taken_port} --threads 1 3<&0 0</dev/null"
+        "LISTEN_PID=$$ exec {SERVER} --port {taken_port} --threads 1 --db :memory: 3<&0 0</dev/null"
     ));
     sh.env("LISTEN_FDS", "1")
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(passed)));

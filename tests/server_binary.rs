@@ -40,7 +40,7 @@ impl Binary {
     /// "listening" log line, which carries the address.
     fn start(threads: &str) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatmaster-server"))
-            .args(["--port", "0", "--threads", threads])
+            .args(["--port", "0", "--threads", threads, "--db", ":memory:"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -132,10 +132,15 @@ async fn serves_and_shuts_down(threads: &str) {
         ServerPackage::Message(m) => assert_eq!(m.message, "hello from bob"),
         other => panic!("expected bob's message, got {other:?}"),
     }
-    // A round trip through a command, so bob's side is idle too.
+    // A round trip through a command, so bob's side is idle too; the
+    // pong follows the message's acknowledgement.
     bob.command("ping", Some(json!({"token": "t"})))
         .await
         .expect("ping");
+    assert!(matches!(
+        next(&mut bob).await,
+        ServerPackage::Notification(Notification::MessageSent { .. })
+    ));
     assert!(matches!(
         next(&mut bob).await,
         ServerPackage::Notification(Notification::Pong { .. })

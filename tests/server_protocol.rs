@@ -181,7 +181,7 @@ async fn messages_reach_the_channel_but_not_the_sender() {
     move_to(&mut carol, "elsewhere", [&mut alice, &mut bob]).await;
 
     alice.message("line one\n\tindented 🙂").await.unwrap();
-    match next(&mut bob).await {
+    let delivered = match next(&mut bob).await {
         ServerPackage::Message(m) => {
             assert_eq!(m.message, "line one\n\tindented 🙂");
             assert_eq!(m.username, "alice");
@@ -192,10 +192,22 @@ async fn messages_reach_the_channel_but_not_the_sender() {
             assert!(m.timestamp.ends_with('Z'));
             let age = chrono::Utc::now().signed_duration_since(ts);
             assert!(age.num_seconds().abs() < 60);
+            assert!(m.id > 0, "{m:?}");
+            m
         }
         other => panic!("{other:?}"),
-    }
+    };
+    // The sender's acknowledgement names the same message.
+    assert_eq!(
+        next_note(&mut alice).await,
+        Notification::MessageSent {
+            id: delivered.id,
+            channel: "general".into(),
+            timestamp: delivered.timestamp.clone(),
+        }
+    );
     assert_quiet(&mut alice).await;
+    assert_quiet(&mut bob).await;
     assert_quiet(&mut carol).await;
     server.shutdown().await;
 }

@@ -21,7 +21,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,6 +75,10 @@ struct ClientLog {
     accepted: BTreeMap<u64, String>,
     /// Messages received: (session, segment, sender, seq, channel).
     received: Vec<(u32, u32, usize, u64, String)>,
+    /// Ids of received messages, by (sender, seq).
+    received_ids: Vec<((usize, u64), i64)>,
+    /// Ids the server acknowledged for accepted messages, by seq.
+    ids: HashMap<u64, i64>,
     /// Segment -> channel, for the no-gap check.
     segments: HashMap<(u32, u32), String>,
     /// Final-round message seq, if this client took part.
@@ -119,6 +123,8 @@ struct Client {
 #[derive(Default)]
 struct Outcome {
     errors: Vec<(String, String)>,
+    /// `message_sent` acknowledgements: (id, channel).
+    sent: Vec<(i64, String)>,
 }
 
 type Check = Result<(), String>;
@@ -274,6 +280,7 @@ impl Client {
                 Notification::Invited { .. }
                 | Notification::InviteSent { .. }
                 | Notification::ChannelList { .. } => {}
+                Notification::MessageSent { id, channel, .. } => out.sent.push((id, channel)),
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
                 // Channels here stay far below the presence limit, where
                 // every arrival and departure is announced instead.
@@ -292,6 +299,7 @@ impl Client {
                 }
                 let (sender, seq) =
                     parse_tag(&m.message).ok_or_else(|| fail(format!("untagged message {m:?}")))?;
+                self.log.received_ids.push(((sender, seq), m.id));
                 self.log
                     .received
                     .push((s.id, s.segment, sender, seq, m.channel));
@@ -397,6 +405,21 @@ impl Client {
                 "message valid={valid} but refused={refused}: {:?}",
                 out.errors
             )));
+        }
+        // The pong follows the message's acknowledgement: exactly one for
+        // an accepted message, none for a refused one.
+        let expected_acks = usize::from(valid);
+        if out.sent.len() != expected_acks || out.sent.iter().any(|(_, c)| *c != channel) {
+            return Err(self.fail(format!(
+                "message valid={valid} in {channel} acknowledged as {:?}",
+                out.sent
+            )));
+        }
+        if let Some(&(id, _)) = out.sent.first() {
+            if self.log.ids.values().any(|&before| before >= id) {
+                return Err(self.fail(format!("id {id} not above this client's earlier ids")));
+            }
+            self.log.ids.insert(self.seq, id);
         }
         if valid {
             self.log.accepted.insert(self.seq, channel);
@@ -605,6 +628,26 @@ fn check_snapshot(snap: &Snapshot, views: &[Option<View>]) -> Check {
 }
 
 fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -> Check {
+    // Every id is the server's one answer for one message: unique, and
+    // what each recipient got is what the sender was acknowledged with.
+    let mut all_ids = HashSet::new();
+    for log in logs {
+        for id in log.ids.values() {
+            if !all_ids.insert(*id) {
+                return Err(format!("id {id} acknowledged twice"));
+            }
+        }
+    }
+    for (r, log) in logs.iter().enumerate() {
+        for ((sender, seq), id) in &log.received_ids {
+            let acked = logs.get(*sender).and_then(|l| l.ids.get(seq));
+            if acked != Some(id) {
+                return Err(format!(
+                    "client {r} got c{sender}#{seq} with id {id}, the sender was told {acked:?}"
+                ));
+            }
+        }
+    }
     for (r, log) in logs.iter().enumerate() {
         let mut last: HashMap<(u32, usize), u64> = HashMap::new();
         let mut by_segment: HashMap<(u32, u32, usize), Vec<u64>> = HashMap::new();

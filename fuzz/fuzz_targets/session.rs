@@ -173,7 +173,9 @@ fuzz_target!(|input: Input| {
             }
             Action::Message { slot, text } => {
                 if let Some(id) = id_of(&slots, slot) {
-                    let _ = hub.message(id, text);
+                    if let Ok(slot) = hub.journal().try_slot() {
+                        let _ = hub.message(id, text, slot);
+                    }
                 }
             }
             Action::Channels { slot } => {

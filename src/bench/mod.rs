@@ -6,7 +6,10 @@
 //! - [`Scenario::Fanout`]: `clients` receivers and `senders` senders spread
 //!   over `channels` channels; senders send timestamped messages, every
 //!   member counts what it gets. Reports deliveries expected and received
-//!   (loss), deliveries per second and latency percentiles.
+//!   (loss), deliveries per second and latency percentiles, and the
+//!   senders' `message_sent` acknowledgements: committed messages per
+//!   second and the send-to-acknowledgement latency. `--clients 0
+//!   --senders 2N --channels N` is N two-member channels, all sending.
 //! - [`Scenario::Login`]: a connect + log in + join storm; reports logins
 //!   per second and the latency of one login.
 //! - [`Scenario::Idle`]: logs `clients` connections in and holds them, so
@@ -68,7 +71,7 @@ use crate::server::config::{
 use crate::wire::codec::{self, DecodeError};
 use crate::wire::compress;
 use crate::wire::frame::FrameCodec;
-use crate::wire::protocol::{ClientPackage, Command, OutgoingMessage, ServerPackage};
+use crate::wire::protocol::{ClientPackage, Command, Notification, OutgoingMessage, ServerPackage};
 use flate2::{Decompress, FlushDecompress, Status};
 
 /// Receiving connections when `--clients` is not given.
@@ -154,7 +157,10 @@ pub enum Scenario {
         measure the limit, not the server (the report says so when it looks like it).\n\n\
         fanout: --clients receivers and --senders senders spread over --channels channels; \
         reports deliveries expected/received (loss), deliveries/s, latency percentiles, bytes. \
-        Every frame is counted, one in --sample is decoded for its latency.\n\
+        Every frame is counted, one in --sample is decoded for its latency. Senders decode \
+        everything: their message_sent acknowledgements give committed messages/s and the \
+        send-to-acknowledgement latency, and a sender stays within --window of its commits too. \
+        --clients 0 --senders 2N --channels N runs N two-member channels, all sending.\n\
         login: --clients connections connect, log in and join a channel (or, with --stay-in-general, stay in general), \
         --concurrency at a time; reports logins/s.\n\
         idle: --clients connections log in and are held for --duration seconds; with --server-pid \
@@ -481,6 +487,14 @@ pub struct Report {
     /// Send-to-receive latency of the sampled deliveries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// `message_sent` acknowledgements the senders received (messages
+    /// the server reported committed).
+    pub messages_acknowledged: u64,
+    /// Acknowledged messages per second.
+    pub committed_per_sec: f64,
+    /// Send-to-`message_sent` latency, every acknowledgement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_latency: Option<Latency>,
     /// One frame in this many was decoded for latency.
     pub sample: u64,
     /// Logins per second (login and idle scenarios).
@@ -502,7 +516,9 @@ pub struct Report {
 impl Report {
     /// Whether the run delivered everything it should have.
     pub fn lossless(&self) -> bool {
-        self.deliveries_lost == 0 && self.connections_lost == 0
+        self.deliveries_lost == 0
+            && self.connections_lost == 0
+            && (self.scenario != "fanout" || self.messages_acknowledged == self.messages_sent)
     }
 
     /// Whether the senders were no faster than a server's default flood
@@ -565,6 +581,20 @@ impl Report {
             let _ = writeln!(
                 s,
                 "latency         p50 {} us  p90 {} us  p99 {} us  max {} us  (mean {:.0} us, {} samples)",
+                l.p50_us, l.p90_us, l.p99_us, l.max_us, l.mean_us, l.samples
+            );
+        }
+        if self.scenario == "fanout" {
+            let _ = writeln!(
+                s,
+                "committed       {} acknowledged / {} sent  ({:.0}/s)",
+                self.messages_acknowledged, self.messages_sent, self.committed_per_sec
+            );
+        }
+        if let Some(l) = &self.ack_latency {
+            let _ = writeln!(
+                s,
+                "ack latency     p50 {} us  p90 {} us  p99 {} us  max {} us  (mean {:.0} us, {} samples)",
                 l.p50_us, l.p90_us, l.p99_us, l.max_us, l.mean_us, l.samples
             );
         }
@@ -1260,6 +1290,8 @@ struct Totals {
     frames: AtomicU64,
     /// Other packages that are not chat messages.
     unexpected: AtomicU64,
+    /// `message_sent` acknowledgements received.
+    acked: AtomicU64,
     /// Connections closed by the server.
     closed: AtomicU64,
 }
@@ -1268,6 +1300,18 @@ struct Totals {
 struct ReaderResult {
     /// Latencies of the decoded frames.
     histogram: Histogram<u64>,
+    /// Send-to-`message_sent` latencies (senders only).
+    acks: Histogram<u64>,
+}
+
+/// A sender's messages not yet acknowledged: their send times, oldest
+/// first. The server acknowledges one sender's messages in the order they
+/// were sent, so each `message_sent` belongs to the front one. Bounded by
+/// the sender's window.
+type InFlight = Arc<std::sync::Mutex<std::collections::VecDeque<u64>>>;
+
+fn in_flight_len(f: &InFlight) -> u64 {
+    f.lock().map(|q| q.len() as u64).unwrap_or(0)
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -1295,11 +1339,14 @@ struct Reader {
     epoch: Instant,
     /// Ends the reader.
     stop: CancellationToken,
+    /// A sender's unacknowledged messages; `None` for receivers.
+    in_flight: Option<InFlight>,
 }
 
 impl Reader {
     async fn run(mut self) -> ReaderResult {
         let mut histogram = new_histogram();
+        let mut acks = new_histogram();
         let mut frames = FrameCodec::new(DEFAULT_MAX_FRAME_BYTES);
         let mut seen = self.offset;
         loop {
@@ -1308,15 +1355,15 @@ impl Reader {
                 match frames.decode(&mut self.buf) {
                     Ok(Some(body)) => {
                         seen += 1;
-                        let delivery =
-                            seen % self.sample != 0 || self.inspect(&body, &mut histogram);
+                        let delivery = seen % self.sample != 0
+                            || self.inspect(&body, &mut histogram, &mut acks);
                         count += u64::from(delivery);
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "bad frame from the server");
                         self.totals.closed.fetch_add(1, Ordering::Relaxed);
-                        return ReaderResult { histogram };
+                        return ReaderResult { histogram, acks };
                     }
                 }
             }
@@ -1327,7 +1374,7 @@ impl Reader {
             self.buf.reserve(READ_CHUNK);
             let read = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return ReaderResult { histogram },
+                _ = self.stop.cancelled() => return ReaderResult { histogram, acks },
                 r = self.read.read_buf(&mut self.buf) => r,
             };
             match read {
@@ -1335,7 +1382,7 @@ impl Reader {
                     if !self.stop.is_cancelled() {
                         self.totals.closed.fetch_add(1, Ordering::Relaxed);
                     }
-                    return ReaderResult { histogram };
+                    return ReaderResult { histogram, acks };
                 }
                 Ok(n) => {
                     self.totals
@@ -1346,10 +1393,36 @@ impl Reader {
         }
     }
 
-    /// Decodes one frame: a message's latency is recorded, anything else
-    /// counted. Returns whether the frame is a chat delivery.
-    fn inspect(&self, body: &[u8], histogram: &mut Histogram<u64>) -> bool {
+    /// Decodes one frame: a message's latency is recorded, an
+    /// acknowledgement's too, anything else counted. Returns whether the
+    /// frame is a chat delivery.
+    fn inspect(
+        &self,
+        body: &[u8],
+        histogram: &mut Histogram<u64>,
+        acks: &mut Histogram<u64>,
+    ) -> bool {
         match codec::decode_body::<ServerPackage>(body, DEFAULT_MAX_PACKAGE_BYTES) {
+            Ok(ServerPackage::Notification(Notification::MessageSent { .. }))
+                if self.in_flight.is_some() =>
+            {
+                let sent = self
+                    .in_flight
+                    .as_ref()
+                    .and_then(|f| f.lock().ok().and_then(|mut q| q.pop_front()));
+                match sent {
+                    Some(sent) => {
+                        let now = self.epoch.elapsed().as_nanos() as u64;
+                        let us = now.saturating_sub(sent) / 1000;
+                        acks.saturating_record(us.clamp(1, MAX_LATENCY_US));
+                        self.totals.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        self.totals.unexpected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                false
+            }
             Ok(ServerPackage::Message(m)) => match parse_send_time(&m.message) {
                 Some(sent) => {
                     let now = self.epoch.elapsed().as_nanos() as u64;
@@ -1415,6 +1488,8 @@ struct Sender {
     totals: Arc<Totals>,
     /// The clock send times are relative to.
     epoch: Instant,
+    /// This sender's unacknowledged messages, shared with its reader.
+    in_flight: InFlight,
 }
 
 impl Sender {
@@ -1446,17 +1521,21 @@ impl Sender {
             } else {
                 SEND_BATCH
             };
-            if self.window > 0 && !self.receivers.is_empty() {
+            if self.window > 0 {
+                // Acknowledgements count as a receiver: a sender is never
+                // more than a window ahead of its commits either.
+                let unacked = in_flight_len(&self.in_flight);
                 let slowest = self
                     .receivers
                     .iter()
                     .map(|r| r.frames.load(Ordering::Relaxed))
-                    .min()
-                    .unwrap_or(0);
-                let ahead = self
-                    .channel_sent
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(slowest);
+                    .min();
+                let behind = slowest.map_or(0, |slowest| {
+                    self.channel_sent
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(slowest)
+                });
+                let ahead = behind.max(unacked);
                 if ahead >= self.window {
                     tokio::time::sleep(WINDOW_WAIT).await;
                     continue;
@@ -1465,8 +1544,10 @@ impl Sender {
             }
             due = due.min(self.quota - sent).min(SEND_BATCH * 4);
             buf.clear();
+            let mut times = Vec::with_capacity(due as usize);
             for _ in 0..due {
                 let nanos = self.epoch.elapsed().as_nanos() as u64;
+                times.push(nanos);
                 let package = ClientPackage::Message(OutgoingMessage {
                     message: message_text(nanos, self.size),
                 });
@@ -1477,6 +1558,9 @@ impl Sender {
                 )
                 .map_err(|e| io::Error::other(e.to_string()))?;
                 buf.extend_from_slice(&frame);
+            }
+            if let Ok(mut q) = self.in_flight.lock() {
+                q.extend(times);
             }
             self.channel_sent.fetch_add(due, Ordering::Relaxed);
             self.totals.sent.fetch_add(due, Ordering::Relaxed);
@@ -1549,6 +1633,7 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
     let mut channel_receivers: Vec<Vec<Arc<MemberCounters>>> = vec![Vec::new(); channels];
     let mut readers = Vec::new();
     let mut writers = Vec::new();
+    let mut flights = Vec::new();
     let (mut r_index, mut s_index) = (0usize, 0usize);
     for (i, (is_sender, _name, c)) in all.into_iter().enumerate() {
         let channel = if is_sender {
@@ -1565,7 +1650,9 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
         }
         let (stream, buf) = c.into_parts();
         let (read, write) = stream.into_split();
+        let in_flight = is_sender.then(InFlight::default);
         let reader = Reader {
+            in_flight: in_flight.clone(),
             read,
             buf,
             counters,
@@ -1576,7 +1663,8 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
             stop: stop.clone(),
         };
         readers.push(tokio::spawn(reader.run()));
-        if is_sender {
+        if let Some(f) = in_flight {
+            flights.push(f);
             writers.push((channel, write));
         } else {
             // Keep the write side open: dropping it would shut the socket down.
@@ -1594,11 +1682,15 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
     let mut sender_tasks = Vec::new();
     let mut k = 0u64;
     let run_start = Instant::now();
+    let mut flights = flights.into_iter();
     for (channel, write) in writers {
         if channel == usize::MAX {
             idle_writes.push(write);
             continue;
         }
+        let Some(in_flight) = flights.next() else {
+            break;
+        };
         let quota = if quota_total == u64::MAX {
             u64::MAX
         } else {
@@ -1616,6 +1708,7 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
             size: o.size,
             totals: totals.clone(),
             epoch,
+            in_flight,
         };
         sender_tasks.push(tokio::spawn(sender.run()));
     }
@@ -1646,16 +1739,20 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
     // Wait for what is in flight, until everything arrived or nothing more does.
     let drain_deadline = Instant::now() + Duration::from_secs(DRAIN_TIMEOUT_SECS);
     let stall = Duration::from_millis(DRAIN_STALL_MS);
-    let mut last_count = totals.frames.load(Ordering::Relaxed);
+    let progress_count =
+        || totals.frames.load(Ordering::Relaxed) + totals.acked.load(Ordering::Relaxed);
+    let mut last_count = progress_count();
     let mut last_change = Instant::now();
     loop {
-        let got = totals.frames.load(Ordering::Relaxed);
+        let got = progress_count();
         if got != last_count {
             last_count = got;
             last_change = Instant::now();
         }
         let now = Instant::now();
-        if got >= expected() || now >= drain_deadline || now.duration_since(last_change) >= stall {
+        let done = totals.frames.load(Ordering::Relaxed) >= expected()
+            && totals.acked.load(Ordering::Relaxed) >= totals.sent.load(Ordering::Relaxed);
+        if done || now >= drain_deadline || now.duration_since(last_change) >= stall {
             break;
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -1670,9 +1767,11 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
         let _ = p.await;
     }
     let mut histogram = new_histogram();
+    let mut acks = new_histogram();
     for r in readers {
         if let Ok(result) = r.await {
             let _ = histogram.add(&result.histogram);
+            let _ = acks.add(&result.acks);
         }
     }
     drop(idle_writes);
@@ -1701,6 +1800,9 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
         messages_per_sec: sent as f64 / run_secs,
         deliveries_per_sec: received as f64 / run_secs,
         latency: Latency::from_histogram(&histogram),
+        messages_acknowledged: totals.acked.load(Ordering::Relaxed),
+        committed_per_sec: totals.acked.load(Ordering::Relaxed) as f64 / run_secs,
+        ack_latency: Latency::from_histogram(&acks),
         sample: o.sample,
         logins_per_sec: None,
         bytes_sent: totals.bytes_sent.load(Ordering::Relaxed),

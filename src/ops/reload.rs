@@ -3,11 +3,12 @@
 //!
 //! The server's live limits are one [`Config`] value, swapped whole by
 //! `Hub::reconfigure`. A changed key is applied live exactly when it feeds
-//! that value: the old settings are parsed again with only that key
-//! changed, and if the resulting `Config` differs, the key is live. Any
-//! other key (the address, the thread count, the log format, a database
-//! path) shapes something built once at start-up, so its change is logged
-//! as needing a restart and the running value stays. A flag added to the
+//! that value outside [`Config::startup_fields`]: the old settings are
+//! parsed again with only that key changed, and if the resulting `Config`
+//! differs there, the key is live. Any other key (the address, the thread
+//! count, the log format, the database and its writer) shapes something
+//! built once at start-up, so its change is logged as needing a restart
+//! and the running value stays. A flag added to the
 //! parser later is sorted the same way, with nothing to update here.
 //!
 //! So a setting that must change live goes into `Config` and is read
@@ -56,9 +57,14 @@ where
     T: Parser + CommandFactory + FromArgMatches,
 {
     let is_live = |key: &str| {
-        let base = format!("{:?}", config_of(&current.value));
+        let base = config_of(&current.value);
         match T::try_parse_from(current.argv_with(new, key)) {
-            Ok(mixed) => format!("{:?}", config_of(&mixed)) != base,
+            Ok(mixed) => {
+                let mixed = config_of(&mixed);
+                format!("{mixed:?}") != format!("{base:?}")
+                    && format!("{:?}", mixed.startup_fields())
+                        == format!("{:?}", base.startup_fields())
+            }
             // Valid on its own but not next to the old values: leave it
             // for a restart rather than guess.
             Err(_) => false,
@@ -105,7 +111,7 @@ mod tests {
 
     #[test]
     fn limits_are_live_and_the_address_waits_for_a_restart() {
-        let started = layered(&["--rate-per-sec", "5", "--port", "1"]);
+        let started = layered(&["--rate-per-sec", "5", "--port", "1", "--db", "a.db"]);
         let new = layered(&[
             "--rate-per-sec",
             "6",
@@ -113,12 +119,14 @@ mod tests {
             "2",
             "--max-name-chars",
             "9",
+            "--db",
+            "b.db",
         ]);
         let plan = plan(&started, &started, &new, ServerArgs::config);
         let live: Vec<&str> = plan.live.iter().map(|c| c.key.as_str()).collect();
         let restart: Vec<&str> = plan.restart.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(live, ["max-name-chars", "rate-per-sec"]);
-        assert_eq!(restart, ["port"]);
+        assert_eq!(restart, ["port", "db"]);
         assert_eq!(plan.live[1].old, ["5"]);
         assert_eq!(plan.live[1].new, ["6"]);
     }

@@ -30,6 +30,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::config::Config;
+use crate::server::journal::{Job, Journal, Slot};
+use crate::store::{AccountId, MessageId, SqliteStore, Store, StoreError, StoredMessage};
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
@@ -60,6 +62,18 @@ impl Outbox {
     /// A handle on the given queue and close signal.
     pub fn new(tx: mpsc::Sender<Bytes>, kill: CancellationToken) -> Self {
         Outbox { tx, kill }
+    }
+
+    /// Queues a package from outside the hub (the store writer): a full
+    /// queue makes its owner a slow consumer, dropped as the hub drops
+    /// one; a closed queue means the owner has gone.
+    pub(crate) fn offer(&self, bytes: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(bytes) {
+            tracing::warn!(
+                "disconnecting slow consumer: outbound queue full (store acknowledgement)"
+            );
+            self.kill.cancel();
+        }
     }
 }
 
@@ -151,6 +165,8 @@ struct User {
     channel: String,
     /// Where this user's packages go.
     outbox: Outbox,
+    /// The account the user is logged in to, if any (stored with messages).
+    account: Option<AccountId>,
     /// Folded keys of channels holding an invitation for this user, so the
     /// invitations can be dropped when the user goes away.
     invited_to: HashSet<String>,
@@ -217,6 +233,8 @@ struct State {
     kicks: Vec<UserId>,
     /// Next id to hand out.
     next_id: UserId,
+    /// Id of the next chat message: one above the highest stored at start.
+    next_message_id: MessageId,
     /// Set at shutdown: departures are then not announced.
     closing: bool,
     /// Public channels in list order, with the list every login sends.
@@ -338,6 +356,10 @@ struct Shared {
     /// The limits in force: swapped whole when the configuration is
     /// reloaded, so every operation sees one consistent set.
     config: ArcSwap<Config>,
+    /// The durable store (never called under `state`'s lock).
+    store: Arc<dyn Store>,
+    /// The queue to the store's writer thread.
+    journal: Journal,
 }
 
 /// A cheap, cloneable handle on the chat state.
@@ -348,8 +370,22 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Empty state holding only `general`.
+    /// Empty state holding only `general`, over a fresh in-memory store
+    /// (`config.db` is not opened: see [`Hub::with_store`]).
     pub fn new(config: Arc<Config>) -> Self {
+        // Opening an in-memory database reads no input; it fails only when
+        // SQLite cannot allocate its first page, and then nothing can run.
+        let store = SqliteStore::open_in_memory().expect("an in-memory SQLite database opens");
+        Hub::with_store(config, Arc::new(store)).expect("an empty in-memory store serves")
+    }
+
+    /// Empty state holding only `general`, over `store`: message ids go on
+    /// from the highest it holds, and its writer thread starts. Reads the
+    /// store, so call it before serving, not on a busy async worker.
+    pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let next_message_id = store.max_message_id()? + 1;
+        let journal = Journal::start(Arc::clone(&store), Arc::clone(&config))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         let mut channels = HashMap::new();
         channels.insert(GENERAL.to_owned(), Channel::new(GENERAL, None));
         let state = State {
@@ -358,16 +394,19 @@ impl Hub {
             channels,
             kicks: Vec::new(),
             next_id: 1,
+            next_message_id,
             closing: false,
             public: SortedNames::public_channels(),
             presence_dirty: HashSet::new(),
         };
-        Hub {
+        Ok(Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 config: ArcSwap::new(config),
+                store,
+                journal,
             }),
-        }
+        })
     }
 
     /// The limits in force now (shared, so connections need not copy
@@ -389,6 +428,18 @@ impl Hub {
     /// already under way finish with the old ones.
     pub fn reconfigure(&self, config: Config) {
         self.shared.config.store(Arc::new(config));
+    }
+
+    /// The durable store. Its methods block on disk: call them from
+    /// `spawn_blocking` or a thread of their own, never on an async worker
+    /// or while holding the chat state's lock.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The queue to the store's writer: [`Hub::message`] needs a slot of it.
+    pub fn journal(&self) -> &Journal {
+        &self.shared.journal
     }
 
     fn lock(&self) -> Guard<'_> {
@@ -422,6 +473,7 @@ impl Hub {
                 name: name.to_owned(),
                 channel: GENERAL.to_owned(),
                 outbox,
+                account: None,
                 invited_to: HashSet::new(),
             },
         );
@@ -444,27 +496,37 @@ impl Hub {
         self.lock().state.closing = true;
     }
 
-    /// Sends chat text to every other member of the sender's channel.
-    pub fn message(&self, id: UserId, text: String) -> Result<(), ChatError> {
+    /// Sends chat text to every other member of the sender's channel and
+    /// queues it for the store through `slot`: the message gets the next
+    /// id, its recipients get it at once, and the sender gets
+    /// `message_sent` once it is committed. On failure nothing is stored
+    /// or sent, and the slot goes back to the queue.
+    pub fn message(&self, id: UserId, text: String, slot: Slot) -> Result<(), ChatError> {
         let config = self.config();
         validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
-        // Encode outside the lock: it is the expensive part, and only this
-        // user's own connection can change their name or channel meanwhile.
-        let (username, channel, key) = {
-            let g = self.lock();
-            let user = g.user(id)?;
-            let channel = g.channel(&user.channel)?;
-            (
-                user.name.clone(),
-                channel.name.clone(),
-                user.channel.clone(),
-            )
+        let mut g = self.lock();
+        let user = g.user(id)?;
+        let channel = g.channel(&user.channel)?;
+        let message_id = g.state.next_message_id;
+        // Encoding happens under the lock: the id must be in the package,
+        // and ids must reach the store queue, and every recipient, in the
+        // order they are handed out. (Short messages are stored, not
+        // compressed, so this is a copy, not a deflate.)
+        let record = StoredMessage {
+            id: message_id,
+            channel_key: user.channel.clone(),
+            channel: channel.name.clone(),
+            sender: user.name.clone(),
+            account: user.account,
+            text,
+            timestamp: timestamp_now(),
         };
         let package = ServerPackage::Message(ChatMessage {
-            message: text,
-            username,
-            channel,
-            timestamp: timestamp_now(),
+            message: record.text.clone(),
+            username: record.sender.clone(),
+            channel: record.channel.clone(),
+            timestamp: record.timestamp.clone(),
+            id: message_id,
         });
         let bytes = codec::encode_packed(
             &package,
@@ -473,9 +535,15 @@ impl Hub {
             config.compress_min_bytes,
         )
         .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
-        let mut g = self.lock();
+        let ack = user.outbox.clone();
+        g.state.next_message_id += 1;
+        slot.send(Job::Message { record, ack });
         let state = &mut *g.state;
-        if let Some(ch) = state.channels.get(&key) {
+        if let Some(ch) = state
+            .users
+            .get(&id)
+            .and_then(|u| state.channels.get(&u.channel))
+        {
             for m in ch.members.iter().filter(|m| m.id != id) {
                 deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
             }
@@ -758,7 +826,9 @@ impl Hub {
     }
 
     /// Answers `ping` with `pong`, through the same queue as everything
-    /// else, so the answer proves all earlier packages were handled.
+    /// else, so the answer proves all earlier packages were handled. (The
+    /// connection first waits for a store barrier, so the pong also
+    /// follows the `message_sent` of every earlier message.)
     pub fn ping(&self, id: UserId, token: Option<String>) -> Result<(), ChatError> {
         let mut g = self.lock();
         g.user(id)?;

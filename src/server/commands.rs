@@ -208,20 +208,37 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"token\": TEXT} (optional)",
         summary: "get a pong once everything sent before has been handled",
-        run: |hub, id, p| {
-            let p: PingParams = params("ping", p)?;
-            if p.token
-                .as_ref()
-                .is_some_and(|t| t.len() > MAX_PING_TOKEN_BYTES)
-            {
-                return Err(Outcome::Refused(format!(
-                    "A ping token is at most {MAX_PING_TOKEN_BYTES} bytes."
-                )));
-            }
-            Ok(hub.ping(id, p.token)?)
-        },
+        run: |hub, id, p| Ok(hub.ping(id, ping_token(p)?)?),
     },
 ];
+
+/// The token of a `ping`'s parameters, checked.
+fn ping_token(parameters: Option<serde_json::Value>) -> Result<Option<String>, Outcome> {
+    let p: PingParams = params("ping", parameters)?;
+    if p.token
+        .as_ref()
+        .is_some_and(|t| t.len() > MAX_PING_TOKEN_BYTES)
+    {
+        return Err(Outcome::Refused(format!(
+            "A ping token is at most {MAX_PING_TOKEN_BYTES} bytes."
+        )));
+    }
+    Ok(p.token)
+}
+
+/// Whether a command must wait for the store's writer before it runs:
+/// only `ping`, whose pong must follow the acknowledgements of the
+/// messages sent before it.
+pub fn waits_for_store(command: &Command) -> bool {
+    find(&command.command).is_some_and(|c| c.name == "ping")
+}
+
+fn failure(command: &'static str, outcome: Outcome) -> CommandError {
+    match outcome {
+        Outcome::Protocol(m) => CommandError::Protocol(m),
+        Outcome::Refused(message) => CommandError::Failed { command, message },
+    }
+}
 
 /// Finds a command by name or alias.
 pub fn find(name: &str) -> Option<&'static CommandSpec> {
@@ -240,13 +257,7 @@ pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<(), CommandEr
             known.join(", ")
         )));
     };
-    (spec.run)(hub, id, command.parameters).map_err(|o| match o {
-        Outcome::Protocol(m) => CommandError::Protocol(m),
-        Outcome::Refused(message) => CommandError::Failed {
-            command: spec.name,
-            message,
-        },
-    })
+    (spec.run)(hub, id, command.parameters).map_err(|o| failure(spec.name, o))
 }
 
 #[cfg(test)]

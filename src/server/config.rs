@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 
 use crate::ops::logging::LogFormat;
+use crate::store::{Durability, StoreOptions, MEMORY};
 
 /// Largest frame body (compressed bytes after the 4-byte length) accepted.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -58,6 +59,22 @@ pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
+/// The database file `chatmaster-server` uses, in its working directory.
+/// (`Config::default()` keeps the store in memory instead, so tests and
+/// embedders leave no files behind.)
+pub const DEFAULT_DB: &str = "chatmaster.db";
+/// Milliseconds a database operation waits for another process (the admin
+/// CLI) holding the file's lock before it fails.
+pub const DEFAULT_DB_BUSY_TIMEOUT_MS: u64 = 5000;
+/// Accepted messages (and pings) waiting for the store's writer; when it is
+/// full, connections that send more are not read until there is room.
+pub const DEFAULT_STORE_QUEUE: usize = 8192;
+/// Most messages the writer commits in one transaction.
+pub const DEFAULT_STORE_BATCH: usize = 1024;
+/// Microseconds a busy writer lets pass between the starts of two commits,
+/// gathering messages meanwhile (an idle one commits at once).
+pub const DEFAULT_STORE_GROUP_US: u64 = 1000;
+
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
 #[derive(Debug, Clone)]
@@ -93,11 +110,64 @@ pub struct Config {
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
     pub compress_min_bytes: usize,
+    /// Database file, or `:memory:`.
+    pub db: String,
+    /// What a commit waits for before messages are acknowledged.
+    pub db_durability: Durability,
+    /// Time a database operation waits for another process's lock.
+    pub db_busy_timeout: Duration,
+    /// Messages waiting for the writer, at most.
+    pub store_queue: usize,
+    /// Messages per transaction, at most.
+    pub store_batch: usize,
+    /// Least time between the starts of two commits of a busy writer.
+    pub store_group: Duration,
     /// Channels with more members than this announce arrivals, departures
     /// and renames only as a periodic `channel_stats`.
     pub presence_limit: usize,
     /// Shortest time between two `channel_stats` of one channel.
     pub presence_interval: Duration,
+}
+
+impl Config {
+    /// The fields that set up what is built once at start: the store's
+    /// file, its options and its writer thread. A reload cannot change
+    /// them: [`Config::keep_startup`] carries them over from the running
+    /// configuration, and a change to them is reported as needing a
+    /// restart (see `ops::reload`). Every other field is read through
+    /// `Hub::config()` where it is used, and so changes live; a new field
+    /// that sizes something built once belongs here.
+    pub fn startup_fields(&self) -> impl std::fmt::Debug + '_ {
+        (
+            &self.db,
+            self.db_durability,
+            self.db_busy_timeout,
+            self.store_queue,
+            self.store_batch,
+            self.store_group,
+        )
+    }
+
+    /// `self`, but with the start-up fields of `running`.
+    pub fn keep_startup(self, running: &Config) -> Config {
+        Config {
+            db: running.db.clone(),
+            db_durability: running.db_durability,
+            db_busy_timeout: running.db_busy_timeout,
+            store_queue: running.store_queue,
+            store_batch: running.store_batch,
+            store_group: running.store_group,
+            ..self
+        }
+    }
+
+    /// How the store is to be opened.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            busy_timeout: self.db_busy_timeout,
+            durability: self.db_durability,
+        }
+    }
 }
 
 impl Default for Config {
@@ -118,6 +188,12 @@ impl Default for Config {
             rate_burst: DEFAULT_RATE_BURST,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
+            db: MEMORY.to_owned(),
+            db_durability: Durability::Normal,
+            db_busy_timeout: Duration::from_millis(DEFAULT_DB_BUSY_TIMEOUT_MS),
+            store_queue: DEFAULT_STORE_QUEUE,
+            store_batch: DEFAULT_STORE_BATCH,
+            store_group: Duration::from_micros(DEFAULT_STORE_GROUP_US),
             presence_limit: DEFAULT_PRESENCE_LIMIT,
             presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
         }
@@ -221,6 +297,31 @@ pub struct ServerArgs {
     /// more: each cross-thread wake-up costs a futex call and a context switch.
     #[arg(long, default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
+    /// Database file holding accounts, registered channels and messages
+    /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
+    #[arg(long, default_value = DEFAULT_DB)]
+    pub db: String,
+    /// What a commit waits for before `message_sent` is sent: `normal`
+    /// survives the server being killed, `full` also a power cut (each
+    /// commit is synced to the disk).
+    #[arg(long, value_enum, default_value_t = Durability::Normal)]
+    pub db_sync: Durability,
+    /// Milliseconds a database operation waits for another process (such
+    /// as the admin CLI) holding the file's lock.
+    #[arg(long, default_value_t = DEFAULT_DB_BUSY_TIMEOUT_MS)]
+    pub db_busy_timeout_ms: u64,
+    /// Accepted messages waiting to be committed; when full, clients that
+    /// send more are not read until the writer catches up.
+    #[arg(long, default_value_t = DEFAULT_STORE_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub store_queue: usize,
+    /// Most messages committed in one transaction.
+    #[arg(long, default_value_t = DEFAULT_STORE_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub store_batch: usize,
+    /// Microseconds a busy store writer lets pass between the starts of two
+    /// commits, gathering messages meanwhile; 0 commits whenever anything
+    /// is queued (an idle writer always commits at once).
+    #[arg(long, default_value_t = DEFAULT_STORE_GROUP_US)]
+    pub store_group_us: u64,
 }
 
 impl ServerArgs {
@@ -242,6 +343,12 @@ impl ServerArgs {
             rate_burst: self.rate_burst,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
+            db: self.db.clone(),
+            db_durability: self.db_sync,
+            db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
+            store_queue: self.store_queue,
+            store_batch: self.store_batch,
+            store_group: Duration::from_micros(self.store_group_us),
             presence_limit: self.presence_limit,
             presence_interval: Duration::from_millis(self.presence_interval_ms),
         }
@@ -257,7 +364,12 @@ mod tests {
     fn flag_defaults_match_config_defaults() {
         let args = ServerArgs::parse_from(["chatmaster-server"]);
         let from_flags = format!("{:?}", args.config());
-        assert_eq!(from_flags, format!("{:?}", Config::default()));
+        // The binary keeps a file; `Config::default()` keeps memory.
+        let expected = Config {
+            db: DEFAULT_DB.to_owned(),
+            ..Config::default()
+        };
+        assert_eq!(from_flags, format!("{expected:?}"));
         assert_eq!(args.port, 9000);
         assert_eq!(args.host, "127.0.0.1");
     }
@@ -272,6 +384,30 @@ mod tests {
         ] {
             assert!(ServerArgs::try_parse_from(["chatmaster-server", flag, "0"]).is_err());
         }
+    }
+
+    #[test]
+    fn store_flags_reach_the_config() {
+        let config = ServerArgs::parse_from([
+            "chatmaster-server",
+            "--db",
+            ":memory:",
+            "--db-sync",
+            "full",
+            "--store-queue",
+            "7",
+            "--store-batch",
+            "3",
+            "--store-group-us",
+            "0",
+        ])
+        .config();
+        assert_eq!(config.db, MEMORY);
+        assert_eq!(config.db_durability, Durability::Full);
+        assert_eq!((config.store_queue, config.store_batch), (7, 3));
+        assert_eq!(config.store_group, Duration::ZERO);
+        // A queue of none would stop every sender for good.
+        assert!(ServerArgs::try_parse_from(["chatmaster-server", "--store-queue", "0"]).is_err());
     }
 
     #[test]

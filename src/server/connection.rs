@@ -18,10 +18,20 @@
 //! a deadline ([`Pause`]), so that other reasons to stop reading fit the
 //! same loop.
 //!
+//! The store is the other reason: a package that must wait for the store's
+//! writer ([`crate::server::journal`]) is parked with the future it waits
+//! on ([`Stalled`]), and reading stops the same way until that completes.
+//! A message waits for a place in the writer's bounded queue when it is
+//! full (a writer that falls behind slows its senders instead of growing
+//! memory); a `ping` waits for a barrier, so its `pong` comes after the
+//! `message_sent` of every earlier message and before the answer to
+//! anything later.
+//!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), and writes are built per batch.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,6 +49,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::server::chat::{Hub, Outbox, UserId};
 use crate::server::commands::{self, parse_params, UsernameParams};
 use crate::server::config::Config;
+use crate::server::journal::{Slot, SlotError};
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
@@ -76,6 +87,29 @@ enum Event {
     FrameTimeout,
     /// A pause's deadline passed.
     Resume,
+    /// The store is ready for the package parked on it.
+    StoreReady(StoreReady),
+}
+
+/// What a package parked on the store was waiting for.
+enum StoreReady {
+    /// A slot in the writer's queue (a message, when the queue was full).
+    Slot(Slot),
+    /// The writer passed a barrier (a ping).
+    Barrier,
+    /// The writer has stopped.
+    Closed,
+}
+
+/// A package parked until the store is ready for it; reading is paused
+/// meanwhile, as for [`Pause`], but the end is an event, not a deadline.
+struct Stalled {
+    /// The package, decoded and counted against the rate limit already.
+    package: ClientPackage,
+    /// When the wait began (the frame timeout does not run meanwhile).
+    since: Instant,
+    /// Completes when the store is ready.
+    wait: Pin<Box<dyn Future<Output = StoreReady> + Send>>,
 }
 
 /// Why reading a connection is paused.
@@ -136,6 +170,8 @@ struct Connection {
     rate: TokenBucket,
     /// Set while reading is paused.
     pause: Option<Pause>,
+    /// A package waiting for the store; reading is paused meanwhile.
+    stalled: Option<Stalled>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -155,6 +191,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
         user: None,
         rate: TokenBucket::new(config.rate_per_sec, config.rate_burst),
         pause: None,
+        stalled: None,
         rx,
         hub,
         config,
@@ -187,14 +224,14 @@ impl Connection {
                     frame_deadline = frame_deadline.map(|d| d + (now - pause.since));
                 }
             }
-            if self.pause.is_none() {
+            if self.pause.is_none() && self.stalled.is_none() {
                 // Flood control: the next package, buffered or not, waits
                 // for a token; until then nothing is decoded or read.
                 if let Some(until) = self.rate.ready_at() {
                     self.pause_until(PauseReason::Rate, until);
                 }
             }
-            if self.pause.is_none() {
+            if self.pause.is_none() && self.stalled.is_none() {
                 // Handle one buffered frame at a time, flushing its replies.
                 match self.frames.decode(&mut self.buf) {
                     Ok(Some(body)) => {
@@ -226,7 +263,8 @@ impl Connection {
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
             }
-            let paused = self.pause.is_some();
+            let timed = self.pause.is_some();
+            let paused = timed || self.stalled.is_some();
             let resume_at = self.pause.map_or(login_deadline, |p| p.until);
             let event = tokio::select! {
                 biased;
@@ -236,8 +274,9 @@ impl Connection {
                     Event::Killed
                 },
                 Some(first) = self.rx.recv() => Event::Outbound(first),
+                ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
                 r = self.stream.readable(), if !paused => Event::Readable(r),
-                _ = sleep_until(resume_at), if paused => Event::Resume,
+                _ = sleep_until(resume_at), if timed => Event::Resume,
                 _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
                 _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() && !paused => Event::FrameTimeout,
             };
@@ -258,6 +297,23 @@ impl Connection {
                 }
                 // The loop's head ends the pause.
                 Event::Resume => {}
+                Event::StoreReady(ready) => {
+                    let Some(stalled) = self.stalled.take() else {
+                        continue;
+                    };
+                    let waited = Instant::now() - stalled.since;
+                    frame_deadline = frame_deadline.map(|d| d + waited);
+                    let handled = match ready {
+                        StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
+                        StoreReady::Barrier => self.handle_package(stalled.package, None),
+                        StoreReady::Closed => self.store_unavailable(),
+                    };
+                    if let Err(close) = handled {
+                        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
+                        return Err(close);
+                    }
+                    self.flush_queue().await?;
+                }
                 Event::LoginTimeout => {
                     let secs = self.config.login_timeout.as_secs_f64();
                     return self
@@ -317,6 +373,57 @@ impl Connection {
             }
             Err(e) => return self.reply_error("protocol", e.to_string()),
         };
+        if self.user.is_none() {
+            return self.handle_package(package, None);
+        }
+        // A message takes a place in the store's queue first, or is parked
+        // until there is one; a ping is parked until the writer has
+        // acknowledged everything queued before it.
+        let journal = self.hub.journal();
+        let wait: Pin<Box<dyn Future<Output = StoreReady> + Send>> = match &package {
+            ClientPackage::Message(_) => match journal.try_slot() {
+                Ok(slot) => return self.handle_package(package, Some(slot)),
+                Err(SlotError::Closed) => return self.store_unavailable(),
+                Err(SlotError::Full) => {
+                    let journal = journal.clone();
+                    Box::pin(async move {
+                        match journal.slot().await {
+                            Ok(slot) => StoreReady::Slot(slot),
+                            Err(_) => StoreReady::Closed,
+                        }
+                    })
+                }
+            },
+            ClientPackage::Command(c) if commands::waits_for_store(c) => {
+                let journal = journal.clone();
+                Box::pin(async move {
+                    match journal.barrier().await {
+                        Ok(()) => StoreReady::Barrier,
+                        Err(_) => StoreReady::Closed,
+                    }
+                })
+            }
+            ClientPackage::Command(_) => return self.handle_package(package, None),
+        };
+        self.stalled = Some(Stalled {
+            package,
+            since: Instant::now(),
+            wait,
+        });
+        Ok(())
+    }
+
+    /// The store's writer has stopped (it panicked): nothing more can be
+    /// acknowledged, so say so rather than accept messages silently.
+    fn store_unavailable(&mut self) -> Result<(), Close> {
+        self.reply_error(
+            "server",
+            "Messages cannot be stored right now; nothing was sent.",
+        )
+    }
+
+    /// Handles a decoded package; `slot` is a store slot if it wanted one.
+    fn handle_package(&mut self, package: ClientPackage, slot: Option<Slot>) -> Result<(), Close> {
         match (package, self.user) {
             (ClientPackage::Command(c), None) if c.command == "login" => {
                 match parse_params::<UsernameParams>("login", c.parameters) {
@@ -328,10 +435,16 @@ impl Connection {
                 "login",
                 "Log in first: answer the login request with the login command.",
             ),
-            (ClientPackage::Message(m), Some(id)) => match self.hub.message(id, m.message) {
-                Ok(()) => Ok(()),
-                Err(e) => self.reply_error("message", e.0),
-            },
+            (ClientPackage::Message(m), Some(id)) => {
+                let result = match slot {
+                    Some(slot) => self.hub.message(id, m.message, slot),
+                    None => return self.store_unavailable(),
+                };
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(e) => self.reply_error("message", e.0),
+                }
+            }
             (ClientPackage::Command(c), Some(id)) => match commands::dispatch(&self.hub, id, c) {
                 Ok(()) => Ok(()),
                 Err(e) => {
@@ -463,5 +576,14 @@ impl Connection {
         let _ = timeout(limit, self.flush_queue()).await;
         let _ = timeout(limit, self.stream.shutdown()).await;
         Err(Close::Shutdown)
+    }
+}
+
+/// Completes when the store is ready for the stalled package; never, when
+/// nothing is stalled.
+async fn store_ready(stalled: &mut Option<Stalled>) -> StoreReady {
+    match stalled {
+        Some(s) => s.wait.as_mut().await,
+        None => std::future::pending().await,
     }
 }

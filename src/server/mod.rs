@@ -15,6 +15,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod journal;
 pub mod rate;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::store::{self, Store, StoreError};
 use crate::wire::codec;
 use crate::wire::protocol::ServerPackage;
 use chat::Hub;
@@ -43,6 +45,10 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// so the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Longest wait at shutdown for the store to commit what is queued (it
+/// only takes long when the disk is failing).
+const STORE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A server: the chat state plus the limits, ready to run on a listener.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -51,11 +57,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server with empty state.
+    /// A server with empty state over a fresh in-memory store; `config.db`
+    /// is not opened (tests and embedders that want no files). The binary
+    /// uses [`Server::open`].
     pub fn new(config: Config) -> Self {
         Server {
             hub: Hub::new(Arc::new(config)),
         }
+    }
+
+    /// A server over the store `config.db` names, opened (and migrated)
+    /// now: a file that cannot be used is refused with the reason.
+    pub fn open(config: Config) -> Result<Self, StoreError> {
+        let store = store::open(&config.db, &config.store_options())?;
+        Server::with_store(config, store)
+    }
+
+    /// A server over an already opened store (any [`Store`] implementation).
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        Ok(Server {
+            hub: Hub::with_store(Arc::new(config), store)?,
+        })
     }
 
     /// A handle on the chat state (for inspection in tests and tools).
@@ -150,6 +172,16 @@ impl Server {
         token.cancel();
         tracker.close();
         tracker.wait().await;
+        // Every connection is gone, so nothing more is queued: commit what is.
+        let journal = self.hub.journal();
+        match tokio::time::timeout(STORE_DRAIN_TIMEOUT, journal.clone().barrier()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("the store writer had stopped; queued messages are lost"),
+            Err(_) => tracing::error!(
+                queued = journal.queued(),
+                "the store did not take the queued messages in time; they were never acknowledged"
+            ),
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -269,6 +269,16 @@ pub enum Notification {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
     },
+    /// The sender's message is stored (committed): it survives a crash of
+    /// the server from now on.
+    MessageSent {
+        /// The message's id, as its recipients got it.
+        id: i64,
+        /// The channel it was sent to.
+        channel: String,
+        /// Its timestamp, as its recipients got it.
+        timestamp: String,
+    },
     /// The server is shutting down; the connection closes next.
     ServerShutdown {},
 }
@@ -294,6 +304,9 @@ pub struct ChatMessage {
     pub channel: String,
     /// When the server accepted it: RFC 3339, UTC, milliseconds.
     pub timestamp: String,
+    /// Unique on the server and increasing in the order messages are
+    /// stored (a JSON integer).
+    pub id: i64,
 }
 
 impl ServerPackage {
@@ -513,6 +526,15 @@ mod tests {
                 json!({"type": "notification", "data": {"event_type": "channel_update", "channel": "rust", "private": true, "owner": "bob"}}),
             ),
             (
+                ServerPackage::notification(Notification::MessageSent {
+                    id: 42,
+                    channel: "rust".into(),
+                    timestamp: "2026-11-21T10:00:00.123Z".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "message_sent", "id": 42,
+                    "channel": "rust", "timestamp": "2026-11-21T10:00:00.123Z"}}),
+            ),
+            (
                 ServerPackage::notification(Notification::ChannelStats {
                     channel: "general".into(),
                     users_total: 10_001,
@@ -533,9 +555,10 @@ mod tests {
                     username: "alice".into(),
                     channel: "general".into(),
                     timestamp: "2026-11-21T10:00:00.123Z".into(),
+                    id: 7,
                 }),
                 json!({"type": "message", "data": {"message": "Hello", "username": "alice",
-                    "channel": "general", "timestamp": "2026-11-21T10:00:00.123Z"}}),
+                    "channel": "general", "timestamp": "2026-11-21T10:00:00.123Z", "id": 7}}),
             ),
         ];
         for (package, expected) in cases {

@@ -200,3 +200,21 @@ pub async fn until_state(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Receives `n` `message_sent` acknowledgements and returns their ids,
+/// asserting they increase (the order the messages were stored in).
+pub async fn expect_acks(c: &mut ClientConnection, n: usize) -> Vec<i64> {
+    let mut ids: Vec<i64> = Vec::with_capacity(n);
+    while ids.len() < n {
+        match next_note(c).await {
+            Notification::MessageSent { id, .. } => {
+                if let Some(last) = ids.last() {
+                    assert!(id > *last, "id {id} after {last}");
+                }
+                ids.push(id);
+            }
+            other => panic!("expected message_sent, got {other:?}"),
+        }
+    }
+    ids
+}

@@ -253,7 +253,9 @@ impl ChatState {
                 sanitize(channel),
                 sanitize(username)
             ),
-            Notification::Pong { .. } => return None,
+            // The acknowledgement that one's own message is stored: the
+            // line was already shown when it was typed.
+            Notification::Pong { .. } | Notification::MessageSent { .. } => return None,
             Notification::ServerShutdown {} => {
                 return Some(theme.error("the server is shutting down"))
             }
@@ -386,6 +388,7 @@ mod tests {
             username: user.into(),
             channel: "general".into(),
             timestamp: ts.into(),
+            id: 1,
         })
     }
 

@@ -1,0 +1,264 @@
+//! The message journal: every accepted chat message goes through one
+//! bounded queue to one writer thread, which commits them to the
+//! [`Store`] in groups (one transaction per batch) and then tells each
+//! sender `message_sent` through the sender's own outbound queue.
+//!
+//! ```text
+//!  hub (under its lock):         writer thread:
+//!  id = next_id++                take 1..=store_batch jobs
+//!  slot.send(message) ──queue──▶ append_messages(batch)   (one commit)
+//!  deliver to the channel        for each job, in order:
+//!                                  message → sender gets message_sent
+//!                                  barrier → its waiter is woken
+//! ```
+//!
+//! Ids are assigned and queued in the same critical section, so the queue,
+//! and therefore the store, sees them in increasing order. The chat lock is
+//! never held while waiting: a connection takes a queue slot (a permit)
+//! *before* it calls the hub, and when none is free it stops reading its
+//! socket until one is (see `connection`), so a writer that falls behind
+//! slows the senders instead of growing memory or dropping a message.
+//!
+//! A `ping` waits for a barrier through the queue before it is answered
+//! (the connection reads nothing more meanwhile), so its `pong` reaches
+//! the sender after the `message_sent` of every message sent before it,
+//! and before the answer to anything sent after it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::server::chat::Outbox;
+use crate::server::config::Config;
+use crate::store::{Store, StoreError, StoredMessage};
+use crate::wire::codec;
+use crate::wire::protocol::{Notification, ServerPackage};
+
+/// First pause after a failed commit; doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause between two attempts at a failing commit.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// One unit of the writer's work.
+#[derive(Debug)]
+pub enum Job {
+    /// A message to store, and who to tell once it is.
+    Message {
+        /// The message as it is to be stored.
+        record: StoredMessage,
+        /// The sender's queue, for `message_sent`.
+        ack: Outbox,
+    },
+    /// Answered once everything queued before it is committed and
+    /// acknowledged.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// A reserved place in the journal's queue: taking it is what may wait,
+/// using it never does.
+pub type Slot = mpsc::OwnedPermit<Job>;
+
+/// Why no slot could be taken right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotError {
+    /// The queue is full: wait for [`Journal::slot`].
+    Full,
+    /// The writer has stopped (it only does when it panicked).
+    Closed,
+}
+
+/// The handle on the queue; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    /// The queue's sending side.
+    tx: mpsc::Sender<Job>,
+}
+
+impl Journal {
+    /// Starts the writer thread over `store`. It runs until every handle is
+    /// dropped, committing what is queued before it stops.
+    pub fn start(store: Arc<dyn Store>, config: Arc<Config>) -> std::io::Result<Journal> {
+        let (tx, rx) = mpsc::channel(config.store_queue.max(1));
+        std::thread::Builder::new()
+            .name("chatmaster-store".into())
+            .spawn(move || Writer::new(store, config, rx).run())?;
+        Ok(Journal { tx })
+    }
+
+    /// A slot if one is free now.
+    pub fn try_slot(&self) -> Result<Slot, SlotError> {
+        self.tx.clone().try_reserve_owned().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SlotError::Full,
+            mpsc::error::TrySendError::Closed(_) => SlotError::Closed,
+        })
+    }
+
+    /// A slot, waiting for one to free up; `Err` if the writer has stopped.
+    pub async fn slot(self) -> Result<Slot, SlotError> {
+        self.tx.reserve_owned().await.map_err(|_| SlotError::Closed)
+    }
+
+    /// Waits until everything queued so far is committed and its senders
+    /// have been given `message_sent` (a `ping`, and shutdown).
+    pub async fn barrier(self) -> Result<(), SlotError> {
+        let (done, committed) = oneshot::channel();
+        self.tx
+            .send(Job::Barrier(done))
+            .await
+            .map_err(|_| SlotError::Closed)?;
+        committed.await.map_err(|_| SlotError::Closed)
+    }
+
+    /// Jobs waiting in the queue (for tests and diagnostics).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    /// Where messages go.
+    store: Arc<dyn Store>,
+    /// Batch size and encoding limits.
+    config: Arc<Config>,
+    /// The queue's receiving side.
+    rx: mpsc::Receiver<Job>,
+    /// The jobs of the batch being handled; kept between batches so a
+    /// steady stream allocates nothing.
+    jobs: Vec<Job>,
+    /// The messages of that batch, in order.
+    records: Vec<StoredMessage>,
+}
+
+impl Writer {
+    fn new(store: Arc<dyn Store>, config: Arc<Config>, rx: mpsc::Receiver<Job>) -> Self {
+        let batch = config.store_batch.max(1);
+        Writer {
+            store,
+            rx,
+            jobs: Vec::with_capacity(batch.min(1024)),
+            records: Vec::with_capacity(batch.min(1024)),
+            config,
+        }
+    }
+
+    fn run(mut self) {
+        let batch = self.config.store_batch.max(1);
+        let group = self.config.store_group;
+        // When the last commit began; `None` before the first.
+        let mut last_commit: Option<Instant> = None;
+        while let Some(first) = self.rx.blocking_recv() {
+            self.jobs.push(first);
+            self.take_queued(batch);
+            // Group commit: a writer that began a commit less than `group`
+            // ago is busy, so it gathers messages for the rest of that time
+            // before committing again. Every commit writes whole pages to
+            // the log (three or so for one message), so a commit per
+            // message would write, and later checkpoint, a dozen KiB per
+            // message; an idle writer commits at once.
+            if let Some(due) = last_commit.map(|t| t + group) {
+                let now = Instant::now();
+                if self.jobs.len() < batch && now < due {
+                    std::thread::sleep(due - now);
+                    self.take_queued(batch);
+                }
+            }
+            last_commit = Some(Instant::now());
+            self.commit();
+            self.acknowledge();
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    /// Adds what is queued to the batch, up to `batch` jobs.
+    fn take_queued(&mut self, batch: usize) {
+        while self.jobs.len() < batch {
+            match self.rx.try_recv() {
+                Ok(job) => self.jobs.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Stores the batch's messages, retrying until the store takes them:
+    /// an acknowledged message must be on disk, and an unacknowledged one
+    /// is not dropped while the server runs. Meanwhile the queue fills and
+    /// senders wait.
+    fn commit(&mut self) {
+        for job in &mut self.jobs {
+            if let Job::Message { record, .. } = job {
+                self.records.push(std::mem::replace(record, empty_record()));
+            }
+        }
+        if self.records.is_empty() {
+            return;
+        }
+        let mut pause = FIRST_RETRY_PAUSE;
+        let mut failures = 0u32;
+        while let Err(e) = self.store.append_messages(&self.records) {
+            failures += 1;
+            log_failure(&e, failures, self.records.len());
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+        if failures > 0 {
+            tracing::info!(messages = self.records.len(), "store writes succeed again");
+        }
+    }
+
+    /// Sends what the batch's jobs owe, in queue order.
+    fn acknowledge(&mut self) {
+        let mut records = self.records.drain(..);
+        for job in self.jobs.drain(..) {
+            match job {
+                Job::Message { ack, .. } => {
+                    let Some(m) = records.next() else { continue };
+                    let sent = ServerPackage::notification(Notification::MessageSent {
+                        id: m.id,
+                        channel: m.channel,
+                        timestamp: m.timestamp,
+                    });
+                    // Always stored, never deflated: an acknowledgement is
+                    // 130-200 bytes of JSON, deflate would save a tenth of
+                    // that, and each deflate clears a 128 KiB table (in
+                    // profiles of many small channels that clearing was a
+                    // quarter of the writer thread's time).
+                    match codec::encode_packed(
+                        &sent,
+                        self.config.max_package_bytes,
+                        self.config.compression_level,
+                        usize::MAX,
+                    ) {
+                        Ok(bytes) => ack.offer(bytes),
+                        Err(e) => tracing::error!(error = %e, "cannot encode message_sent"),
+                    }
+                }
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Placeholder left in a job whose record moved into the batch.
+fn empty_record() -> StoredMessage {
+    StoredMessage {
+        id: 0,
+        channel_key: String::new(),
+        channel: String::new(),
+        sender: String::new(),
+        account: None,
+        text: String::new(),
+        timestamp: String::new(),
+    }
+}
+
+/// Logs a failed commit: the first few, then one in a hundred, so a broken
+/// disk does not flood the log while the writer keeps retrying.
+fn log_failure(e: &StoreError, failures: u32, messages: usize) {
+    if failures <= 3 || failures % 100 == 0 {
+        tracing::error!(error = %e, failures, messages, "cannot store messages; retrying (senders wait meanwhile)");
+    }
+}

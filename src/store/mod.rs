@@ -1,0 +1,273 @@
+//! The durable store: accounts, registered channels (owner, privacy,
+//! admitted accounts) and every accepted chat message, behind the
+//! [`Store`] trait the rest of the server calls.
+//!
+//! The chat logic never sees SQL: it calls [`Store`] methods, so another
+//! backend (PostgreSQL for a cluster) is another implementation of the
+//! trait, not a branch in the chat code. [`sqlite::SqliteStore`] is the one
+//! shipped: SQLite in WAL mode, a schema migrated at open (the numbered SQL
+//! in `src/store/migrations/`), `:memory:` for a store that lives and dies
+//! with the process.
+//!
+//! # Threads
+//!
+//! Every [`Store`] method may wait on disk (and on another process holding
+//! the file's lock, up to the busy timeout), so none may run on an async
+//! worker or under the chat state's lock. Messages go through one writer
+//! thread; anything else (account and channel reads and writes)
+//! runs in `tokio::task::spawn_blocking` or on a thread of its own. The
+//! store orders nothing itself: message ids are assigned by the caller.
+//!
+//! This layer depends on nothing else in the crate.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use sqlite::SqliteStore;
+
+/// Id of an account: assigned by the store, never reused.
+pub type AccountId = i64;
+/// Id of a registered channel: assigned by the store.
+pub type ChannelId = i64;
+/// Id of a chat message: assigned by the server, unique and increasing in
+/// the order messages are stored. A JSON integer on the wire.
+pub type MessageId = i64;
+
+/// The `--db` value that keeps everything in memory.
+pub const MEMORY: &str = ":memory:";
+
+/// A store operation that failed. Open failures are meant for a one-line
+/// refusal to start; the others for logs and for the user's error package.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The file's schema is newer than this server knows: it was written
+    /// by a newer version, and this one must not touch it.
+    #[error("the database was written by a newer version (schema version {found}; this server knows up to {supported})")]
+    NewerSchema {
+        /// The file's schema version.
+        found: i64,
+        /// The newest version this build can migrate to.
+        supported: i64,
+    },
+    /// The file exists but is not a SQLite database.
+    #[error("the file is not a SQLite database")]
+    NotADatabase,
+    /// The file is a SQLite database whose contents are damaged.
+    #[error("the database is corrupt ({0})")]
+    Corrupt(String),
+    /// The file or its directory cannot be created or written.
+    #[error("the database cannot be written ({0})")]
+    Unwritable(String),
+    /// Another process held the database's lock for longer than the busy timeout.
+    #[error("the database is locked by another process ({0})")]
+    Busy(String),
+    /// A name (or other unique key) is taken; carries the existing holder's
+    /// display name.
+    #[error("{existing} already exists")]
+    Conflict {
+        /// Display name of the account or channel already holding the key.
+        existing: String,
+    },
+    /// The account or channel operated on does not exist.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    /// Anything else the backend reported.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// How much of a commit must reach the disk before it counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// A commit is in the operating system's hands (WAL written, not
+    /// synced): it survives the server being killed, not a power cut or
+    /// kernel crash, which can lose the last commits (never corrupt the file).
+    Normal,
+    /// Every commit is synced to the disk before it is acknowledged.
+    Full,
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long to wait for another process (the admin CLI, say) holding
+    /// the file's lock before an operation fails with [`StoreError::Busy`].
+    pub busy_timeout: Duration,
+    /// What a commit waits for.
+    pub durability: Durability,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Normal,
+        }
+    }
+}
+
+/// An account to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// Display name, as its owner spelled it.
+    pub name: String,
+    /// Folded name: unique among accounts.
+    pub key: String,
+    /// Confusable skeleton of the name: an account whose skeleton another
+    /// account already has is refused.
+    pub skeleton: String,
+    /// Password hash in PHC string form (argon2id).
+    pub password_hash: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Assigned by the store.
+    pub id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// Folded name.
+    pub key: String,
+    /// Confusable skeleton.
+    pub skeleton: String,
+    /// PHC string.
+    pub password_hash: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A channel to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChannel {
+    /// Display name.
+    pub name: String,
+    /// Folded name: unique among registered channels.
+    pub key: String,
+    /// The account that owns it, for good.
+    pub owner: AccountId,
+    /// Hidden from lists and joinable by invitation only.
+    pub private: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A registered channel as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredChannel {
+    /// Assigned by the store.
+    pub id: ChannelId,
+    /// Display name.
+    pub name: String,
+    /// Folded name.
+    pub key: String,
+    /// Owner account.
+    pub owner: AccountId,
+    /// Whether it is private.
+    pub private: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Accounts admitted by invitation, ascending.
+    pub admitted: Vec<AccountId>,
+}
+
+/// A chat message, as stored and as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Assigned by the server before storing.
+    pub id: MessageId,
+    /// Folded channel name (what history is looked up by).
+    pub channel_key: String,
+    /// Channel display name when it was sent.
+    pub channel: String,
+    /// Sender's name when it was sent.
+    pub sender: String,
+    /// Sender's account, if logged in to one (cleared if the account is deleted).
+    pub account: Option<AccountId>,
+    /// The text.
+    pub text: String,
+    /// RFC 3339 UTC with milliseconds, as delivered.
+    pub timestamp: String,
+}
+
+/// What the server stores. See the module docs for the threading rule:
+/// every method may block on disk.
+///
+/// Methods take `&self`: an implementation serialises what it must inside.
+/// Writes are atomic (one transaction each, one per batch for messages).
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Creates an account. [`StoreError::Conflict`] when its key, or its
+    /// skeleton, is already an account's (the existing name is returned).
+    fn create_account(&self, account: &NewAccount) -> Result<AccountId, StoreError>;
+    /// The account with this folded name.
+    fn account_by_key(&self, key: &str) -> Result<Option<Account>, StoreError>;
+    /// The account with this id.
+    fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+    /// Accounts whose skeleton is `skeleton` (look-alikes of a name).
+    fn accounts_by_skeleton(&self, skeleton: &str) -> Result<Vec<Account>, StoreError>;
+    /// Every account, by folded name.
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Replaces an account's password hash.
+    fn set_password(&self, id: AccountId, password_hash: &str) -> Result<(), StoreError>;
+    /// Renames an account; [`StoreError::Conflict`] as for creation (the
+    /// account's own old key and skeleton do not count).
+    fn rename_account(
+        &self,
+        id: AccountId,
+        name: &str,
+        key: &str,
+        skeleton: &str,
+    ) -> Result<(), StoreError>;
+    /// Deletes an account, its registered channels and its admissions; its
+    /// messages stay, without the account link.
+    fn delete_account(&self, id: AccountId) -> Result<(), StoreError>;
+
+    /// Every registered channel with its admitted accounts (loaded at start).
+    fn registered_channels(&self) -> Result<Vec<RegisteredChannel>, StoreError>;
+    /// Registers a channel; [`StoreError::Conflict`] if its key is taken.
+    fn register_channel(&self, channel: &NewChannel) -> Result<ChannelId, StoreError>;
+    /// Sets a registered channel's privacy.
+    fn set_channel_private(&self, id: ChannelId, private: bool) -> Result<(), StoreError>;
+    /// Hands a registered channel to another account.
+    fn set_channel_owner(&self, id: ChannelId, owner: AccountId) -> Result<(), StoreError>;
+    /// Records that `account` was admitted to `channel` (idempotent).
+    fn admit(&self, channel: ChannelId, account: AccountId) -> Result<(), StoreError>;
+    /// Accounts admitted to `channel`, ascending.
+    fn admitted(&self, channel: ChannelId) -> Result<Vec<AccountId>, StoreError>;
+    /// Unregisters a channel (its admissions go too; its messages stay).
+    fn delete_channel(&self, id: ChannelId) -> Result<(), StoreError>;
+
+    /// Stores messages in one transaction: all or none. Ids must be new.
+    fn append_messages(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
+    /// The highest message id stored, 0 when there is none.
+    fn max_message_id(&self) -> Result<MessageId, StoreError>;
+    /// Up to `limit` messages of a channel with ids above `after`, ascending.
+    fn messages_after(
+        &self,
+        channel_key: &str,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+/// Opens the store `--db` names: `:memory:` or a SQLite file (created if
+/// missing, migrated to the current schema).
+pub fn open(db: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let store = if db == MEMORY {
+        SqliteStore::open_in_memory()?
+    } else {
+        SqliteStore::open(Path::new(db), options)?
+    };
+    Ok(Arc::new(store))
+}
+
+/// Unix milliseconds now, for `created_at`.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,857 @@
+//! [`SqliteStore`]: the [`Store`] on SQLite (the bundled library, so no
+//! system one is needed), in WAL mode, its schema versioned with
+//! `PRAGMA user_version` and migrated at open by `rusqlite_migration`.
+//!
+//! Opening checks the file before changing anything in it: a file that is
+//! not a database, a damaged one, one written by a newer version or one
+//! that cannot be written is refused with a [`StoreError`] and left exactly
+//! as it was. A busy timeout lets another process (the admin CLI) use the
+//! same file while the server runs: each waits for the other's lock
+//! instead of failing at once.
+//!
+//! One connection serves every method, behind a mutex: writes to SQLite
+//! are serialised anyway, and the message writer holds it only for one
+//! batch's transaction at a time.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
+
+use super::{
+    Account, AccountId, ChannelId, Durability, MessageId, NewAccount, NewChannel,
+    RegisteredChannel, Store, StoreError, StoreOptions, StoredMessage,
+};
+
+/// The schema's history, oldest first: version N is the database after
+/// the first N scripts. Scripts are never edited once released, only added.
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// The one connection; see the module docs for why one is enough.
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and migrates
+    /// it to [`SCHEMA_VERSION`].
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        if path.is_dir() {
+            return Err(StoreError::Unwritable("it is a directory".into()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+        conn.busy_timeout(options.busy_timeout).map_err(classify)?;
+        // Everything up to the write probe only reads, so a file refused
+        // here is left untouched.
+        check_readable(&conn)?;
+        if conn
+            .is_readonly(rusqlite::DatabaseName::Main)
+            .map_err(classify)?
+        {
+            return Err(StoreError::Unwritable("the file is read-only".into()));
+        }
+        // Takes the write lock without writing: fails on a file or
+        // directory the process may not write.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(classify)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unwritable(format!(
+                "cannot switch to WAL mode (journal mode stays {mode})"
+            )));
+        }
+        let synchronous = match options.durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(classify)?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// A store that lives in memory and is gone when dropped (`--db :memory:`).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = Connection::open_in_memory().map_err(classify)?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Opens an existing database for reading only (inspection, tests):
+    /// nothing is migrated or written, and a newer schema is refused.
+    pub fn open_read_only(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
+        conn.busy_timeout(options.busy_timeout).map_err(classify)?;
+        check_readable(&conn)?;
+        configure(&conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The file's schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        user_version(&self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic in a method leaves the connection usable (SQLite rolls an
+        // unfinished transaction back when it is dropped).
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Settings every connection needs.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // SQLite leaves foreign keys off unless each connection asks.
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(classify)
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(classify)
+}
+
+/// Reads the header and the schema: a file that is not a database, a
+/// damaged one, or one from a newer version fails here, before anything
+/// has been written to it.
+fn check_readable(conn: &Connection) -> Result<(), StoreError> {
+    let version = user_version(conn)?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(classify)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    Migrations::new(MIGRATIONS.to_vec())
+        .to_latest(conn)
+        .map_err(|e| match e {
+            rusqlite_migration::Error::RusqliteError { err, .. } => classify(err),
+            rusqlite_migration::Error::MigrationDefinition(
+                MigrationDefinitionError::DatabaseTooFarAhead,
+            ) => StoreError::NewerSchema {
+                found: conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .unwrap_or(-1),
+                supported: SCHEMA_VERSION,
+            },
+            other => StoreError::Backend(format!("migration failed: {other}")),
+        })
+}
+
+/// Maps SQLite's error codes onto the kinds a caller acts on.
+fn classify(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(code, _) = &e {
+        return match code.code {
+            ErrorCode::NotADatabase => StoreError::NotADatabase,
+            ErrorCode::DatabaseCorrupt => StoreError::Corrupt(e.to_string()),
+            ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied => {
+                StoreError::Unwritable(e.to_string())
+            }
+            ErrorCode::DiskFull => StoreError::Unwritable(e.to_string()),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy(e.to_string()),
+            ErrorCode::ConstraintViolation
+                if code.extended_code == ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+            {
+                StoreError::NotFound("account or channel")
+            }
+            _ => StoreError::Backend(e.to_string()),
+        };
+    }
+    StoreError::Backend(e.to_string())
+}
+
+/// `Ok` when an UPDATE or DELETE touched a row, `NotFound(what)` otherwise.
+fn touched(rows: usize, what: &'static str) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, name_key, skeleton, password_hash, created_at";
+
+fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        key: r.get(2)?,
+        skeleton: r.get(3)?,
+        password_hash: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+/// The display name of another account holding `key` or `skeleton`.
+fn account_conflict(
+    conn: &Connection,
+    key: &str,
+    skeleton: &str,
+    except: Option<AccountId>,
+) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached(
+        "SELECT name FROM accounts WHERE (name_key = ?1 OR skeleton = ?2) AND id IS NOT ?3 \
+         ORDER BY name_key = ?1 DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![key, skeleton, except], |r| r.get(0))
+            .optional()
+    })
+    .map_err(classify)
+}
+
+fn query_accounts(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Account>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
+    let rows = stmt.query_map(args, account_row).map_err(classify)?;
+    rows.collect::<Result<_, _>>().map_err(classify)
+}
+
+fn admitted_to(conn: &Connection, channel: ChannelId) -> Result<Vec<AccountId>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT account FROM channel_access WHERE channel = ?1 ORDER BY account")
+        .map_err(classify)?;
+    let rows = stmt.query_map([channel], |r| r.get(0)).map_err(classify)?;
+    rows.collect::<Result<_, _>>().map_err(classify)
+}
+
+impl Store for SqliteStore {
+    fn create_account(&self, account: &NewAccount) -> Result<AccountId, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        if let Some(existing) = account_conflict(&tx, &account.key, &account.skeleton, None)? {
+            return Err(StoreError::Conflict { existing });
+        }
+        tx.prepare_cached(
+            "INSERT INTO accounts (name, name_key, skeleton, password_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                account.name,
+                account.key,
+                account.skeleton,
+                account.password_hash,
+                account.created_at
+            ])
+        })
+        .map_err(classify)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(classify)?;
+        Ok(id)
+    }
+
+    fn account_by_key(&self, key: &str) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_key = ?1");
+        Ok(query_accounts(&self.lock(), &sql, [key])?.pop())
+    }
+
+    fn account_by_id(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
+        Ok(query_accounts(&self.lock(), &sql, [id])?.pop())
+    }
+
+    fn accounts_by_skeleton(&self, skeleton: &str) -> Result<Vec<Account>, StoreError> {
+        let sql =
+            format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE skeleton = ?1 ORDER BY name_key");
+        query_accounts(&self.lock(), &sql, [skeleton])
+    }
+
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name_key");
+        query_accounts(&self.lock(), &sql, [])
+    }
+
+    fn set_password(&self, id: AccountId, password_hash: &str) -> Result<(), StoreError> {
+        let rows = self
+            .lock()
+            .prepare_cached("UPDATE accounts SET password_hash = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, password_hash]))
+            .map_err(classify)?;
+        touched(rows, "account")
+    }
+
+    fn rename_account(
+        &self,
+        id: AccountId,
+        name: &str,
+        key: &str,
+        skeleton: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        if let Some(existing) = account_conflict(&tx, key, skeleton, Some(id))? {
+            return Err(StoreError::Conflict { existing });
+        }
+        let rows = tx
+            .prepare_cached(
+                "UPDATE accounts SET name = ?2, name_key = ?3, skeleton = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, name, key, skeleton]))
+            .map_err(classify)?;
+        touched(rows, "account")?;
+        tx.commit().map_err(classify)
+    }
+
+    fn delete_account(&self, id: AccountId) -> Result<(), StoreError> {
+        let rows = self
+            .lock()
+            .prepare_cached("DELETE FROM accounts WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .map_err(classify)?;
+        touched(rows, "account")
+    }
+
+    fn registered_channels(&self) -> Result<Vec<RegisteredChannel>, StoreError> {
+        let conn = self.lock();
+        let mut channels: Vec<RegisteredChannel> = {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, name, name_key, owner, private, created_at FROM channels \
+                     ORDER BY name_key",
+                )
+                .map_err(classify)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(RegisteredChannel {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        key: r.get(2)?,
+                        owner: r.get(3)?,
+                        private: r.get(4)?,
+                        created_at: r.get(5)?,
+                        admitted: Vec::new(),
+                    })
+                })
+                .map_err(classify)?;
+            rows.collect::<Result<_, _>>().map_err(classify)?
+        };
+        for c in &mut channels {
+            c.admitted = admitted_to(&conn, c.id)?;
+        }
+        Ok(channels)
+    }
+
+    fn register_channel(&self, channel: &NewChannel) -> Result<ChannelId, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        let existing: Option<String> = tx
+            .prepare_cached("SELECT name FROM channels WHERE name_key = ?1")
+            .and_then(|mut s| s.query_row([&channel.key], |r| r.get(0)).optional())
+            .map_err(classify)?;
+        if let Some(existing) = existing {
+            return Err(StoreError::Conflict { existing });
+        }
+        tx.prepare_cached(
+            "INSERT INTO channels (name, name_key, owner, private, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                channel.name,
+                channel.key,
+                channel.owner,
+                channel.private,
+                channel.created_at
+            ])
+        })
+        .map_err(classify)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(classify)?;
+        Ok(id)
+    }
+
+    fn set_channel_private(&self, id: ChannelId, private: bool) -> Result<(), StoreError> {
+        let rows = self
+            .lock()
+            .prepare_cached("UPDATE channels SET private = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, private]))
+            .map_err(classify)?;
+        touched(rows, "channel")
+    }
+
+    fn set_channel_owner(&self, id: ChannelId, owner: AccountId) -> Result<(), StoreError> {
+        let rows = self
+            .lock()
+            .prepare_cached("UPDATE channels SET owner = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, owner]))
+            .map_err(classify)?;
+        touched(rows, "channel")
+    }
+
+    fn admit(&self, channel: ChannelId, account: AccountId) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO channel_access (channel, account) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute([channel, account]))
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn admitted(&self, channel: ChannelId) -> Result<Vec<AccountId>, StoreError> {
+        admitted_to(&self.lock(), channel)
+    }
+
+    fn delete_channel(&self, id: ChannelId) -> Result<(), StoreError> {
+        let rows = self
+            .lock()
+            .prepare_cached("DELETE FROM channels WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .map_err(classify)?;
+        touched(rows, "channel")
+    }
+
+    fn append_messages(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, channel_key, channel, sender, account, text, timestamp) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(classify)?;
+            for m in batch {
+                stmt.execute(params![
+                    m.id,
+                    m.channel_key,
+                    m.channel,
+                    m.sender,
+                    m.account,
+                    m.text,
+                    m.timestamp
+                ])
+                .map_err(|e| match classify(e) {
+                    StoreError::Backend(why) => {
+                        StoreError::Backend(format!("message {} not stored: {why}", m.id))
+                    }
+                    other => other,
+                })?;
+            }
+        }
+        tx.commit().map_err(classify)
+    }
+
+    fn max_message_id(&self) -> Result<MessageId, StoreError> {
+        self.lock()
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM messages")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(classify)
+    }
+
+    fn messages_after(
+        &self,
+        channel_key: &str,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, channel_key, channel, sender, account, text, timestamp FROM messages \
+                 WHERE channel_key = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(classify)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![channel_key, after, limit], |r| {
+                Ok(StoredMessage {
+                    id: r.get(0)?,
+                    channel_key: r.get(1)?,
+                    channel: r.get(2)?,
+                    sender: r.get(3)?,
+                    account: r.get(4)?,
+                    text: r.get(5)?,
+                    timestamp: r.get(6)?,
+                })
+            })
+            .map_err(classify)?;
+        rows.collect::<Result<_, _>>().map_err(classify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str, skeleton: &str) -> NewAccount {
+        NewAccount {
+            name: name.to_owned(),
+            key: name.to_lowercase(),
+            skeleton: skeleton.to_owned(),
+            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt${name}"),
+            created_at: 1_700_000_000_000,
+        }
+    }
+
+    fn channel(name: &str, owner: AccountId, private: bool) -> NewChannel {
+        NewChannel {
+            name: name.to_owned(),
+            key: name.to_lowercase(),
+            owner,
+            private,
+            created_at: 1_700_000_000_001,
+        }
+    }
+
+    fn message(id: MessageId, channel: &str, account: Option<AccountId>) -> StoredMessage {
+        StoredMessage {
+            id,
+            channel_key: channel.to_lowercase(),
+            channel: channel.to_owned(),
+            sender: "alice".to_owned(),
+            account,
+            text: format!("text {id}"),
+            timestamp: "2026-12-01T07:00:00.000Z".to_owned(),
+        }
+    }
+
+    fn on_disk() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        (dir, path)
+    }
+
+    fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(path, &StoreOptions::default())
+    }
+
+    #[test]
+    fn a_missing_file_is_created_at_the_current_schema_and_reopens() {
+        let (_dir, path) = on_disk();
+        let store = open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let mode: String = store
+            .lock()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store
+            .append_messages(&[message(7, "general", None)])
+            .unwrap();
+        drop(store);
+        let again = open(&path).unwrap();
+        assert_eq!(again.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(again.max_message_id().unwrap(), 7);
+    }
+
+    #[test]
+    fn durability_sets_the_sync_level() {
+        for (durability, level) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let (_dir, path) = on_disk();
+            let options = StoreOptions {
+                durability,
+                ..StoreOptions::default()
+            };
+            let store = SqliteStore::open(&path, &options).unwrap();
+            let got: i64 = store
+                .lock()
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(got, level, "{durability:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_migrated() {
+        let (_dir, path) = on_disk();
+        std::fs::write(&path, b"").unwrap();
+        let store = open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.list_accounts().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let (_dir, path) = on_disk();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        assert_eq!(
+            open(&path).unwrap_err(),
+            StoreError::NewerSchema {
+                found: 99,
+                supported: SCHEMA_VERSION
+            }
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(matches!(
+            SqliteStore::open_read_only(&path, &StoreOptions::default()),
+            Err(StoreError::NewerSchema { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+        let (_dir, path) = on_disk();
+        let text = b"these are my notes, not a database\n".repeat(200);
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(open(&path).unwrap_err(), StoreError::NotADatabase);
+        assert_eq!(std::fs::read(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn a_corrupt_database_is_refused_and_left_alone() {
+        let (_dir, path) = on_disk();
+        {
+            let store = open(&path).unwrap();
+            store.create_account(&account("alice", "a11ce")).unwrap();
+        }
+        // Page 1 holds the header (100 bytes) and then the schema table's
+        // b-tree page: wreck the latter.
+        let mut bytes = std::fs::read(&path).unwrap();
+        for b in &mut bytes[100..400] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(open(&path), Err(StoreError::Corrupt(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_directory_or_a_path_below_a_file_is_unwritable() {
+        let (dir, _) = on_disk();
+        assert!(matches!(open(dir.path()), Err(StoreError::Unwritable(_))));
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            open(&file.join("chat.db")),
+            Err(StoreError::Unwritable(_))
+        ));
+    }
+
+    #[test]
+    fn accounts_are_created_found_changed_and_deleted() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let alice = store.create_account(&account("Alice", "a1ice")).unwrap();
+        let bob = store.create_account(&account("bob", "b0b")).unwrap();
+        assert_ne!(alice, bob);
+
+        // Same key, and a look-alike (same skeleton), are both conflicts.
+        assert_eq!(
+            store.create_account(&account("ALICE", "other")),
+            Err(StoreError::Conflict {
+                existing: "Alice".into()
+            })
+        );
+        assert_eq!(
+            store.create_account(&account("AIice", "a1ice")),
+            Err(StoreError::Conflict {
+                existing: "Alice".into()
+            })
+        );
+
+        let found = store.account_by_key("alice").unwrap().unwrap();
+        assert_eq!((found.id, found.name.as_str()), (alice, "Alice"));
+        assert_eq!(store.account_by_id(bob).unwrap().unwrap().name, "bob");
+        assert_eq!(store.account_by_key("carol").unwrap(), None);
+        assert_eq!(store.accounts_by_skeleton("a1ice").unwrap(), vec![found]);
+
+        store.set_password(alice, "$argon2id$new").unwrap();
+        assert_eq!(
+            store.account_by_id(alice).unwrap().unwrap().password_hash,
+            "$argon2id$new"
+        );
+        assert_eq!(
+            store.set_password(999, "x"),
+            Err(StoreError::NotFound("account"))
+        );
+
+        // Renaming to one's own key (a change of case) is fine; to bob's is not.
+        store
+            .rename_account(alice, "ALICE", "alice", "a1ice")
+            .unwrap();
+        assert_eq!(
+            store.rename_account(alice, "Bob", "bob", "zzz"),
+            Err(StoreError::Conflict {
+                existing: "bob".into()
+            })
+        );
+        let names: Vec<String> = store
+            .list_accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["ALICE", "bob"]);
+
+        store.delete_account(bob).unwrap();
+        assert_eq!(store.account_by_id(bob).unwrap(), None);
+        assert_eq!(
+            store.delete_account(bob),
+            Err(StoreError::NotFound("account"))
+        );
+        // The name is free again.
+        store.create_account(&account("bob", "b0b")).unwrap();
+    }
+
+    #[test]
+    fn registered_channels_keep_owner_privacy_and_admissions() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let alice = store.create_account(&account("alice", "a")).unwrap();
+        let bob = store.create_account(&account("bob", "b")).unwrap();
+        let carol = store.create_account(&account("carol", "c")).unwrap();
+        let rust = store
+            .register_channel(&channel("Rust", alice, false))
+            .unwrap();
+        let den = store.register_channel(&channel("den", bob, true)).unwrap();
+        assert_eq!(
+            store.register_channel(&channel("RUST", bob, false)),
+            Err(StoreError::Conflict {
+                existing: "Rust".into()
+            })
+        );
+        assert_eq!(
+            store.register_channel(&channel("ghost", 999, false)),
+            Err(StoreError::NotFound("account or channel"))
+        );
+
+        store.admit(den, carol).unwrap();
+        store.admit(den, alice).unwrap();
+        store.admit(den, carol).unwrap(); // idempotent
+        assert_eq!(store.admitted(den).unwrap(), vec![alice, carol]);
+        store.set_channel_private(rust, true).unwrap();
+        store.set_channel_owner(rust, carol).unwrap();
+        assert_eq!(
+            store.set_channel_owner(rust, 999),
+            Err(StoreError::NotFound("account or channel"))
+        );
+        assert_eq!(
+            store.set_channel_private(999, true),
+            Err(StoreError::NotFound("channel"))
+        );
+
+        let all = store.registered_channels().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (all[0].name.as_str(), all[0].owner, all[0].private),
+            ("den", bob, true)
+        );
+        assert_eq!(all[0].admitted, vec![alice, carol]);
+        assert_eq!(
+            (all[1].name.as_str(), all[1].owner, all[1].private),
+            ("Rust", carol, true)
+        );
+
+        // An account's deletion takes its admissions and its channels along.
+        store.delete_account(carol).unwrap();
+        assert_eq!(store.admitted(den).unwrap(), vec![alice]);
+        let names: Vec<String> = store
+            .registered_channels()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["den"]);
+        store.delete_channel(den).unwrap();
+        assert_eq!(store.registered_channels().unwrap(), vec![]);
+        assert_eq!(
+            store.delete_channel(den),
+            Err(StoreError::NotFound("channel"))
+        );
+    }
+
+    #[test]
+    fn messages_are_appended_in_batches_and_read_back_by_channel() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(store.max_message_id().unwrap(), 0);
+        let alice = store.create_account(&account("alice", "a")).unwrap();
+        let batch: Vec<StoredMessage> = (1..=10)
+            .map(|id| {
+                message(
+                    id,
+                    if id % 2 == 0 { "Rust" } else { "general" },
+                    Some(alice),
+                )
+            })
+            .collect();
+        store.append_messages(&batch).unwrap();
+        assert_eq!(store.max_message_id().unwrap(), 10);
+        let rust = store.messages_after("rust", 0, 100).unwrap();
+        assert_eq!(
+            rust,
+            batch
+                .iter()
+                .filter(|m| m.id % 2 == 0)
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        let page = store.messages_after("general", 3, 2).unwrap();
+        assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), [5, 7]);
+
+        // A batch is all or nothing: a reused id fails it whole.
+        let err = store
+            .append_messages(&[message(11, "general", None), message(4, "general", None)])
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Backend(ref m) if m.contains("message 4")),
+            "{err}"
+        );
+        assert_eq!(store.max_message_id().unwrap(), 10);
+
+        // A deleted account's messages stay, unlinked.
+        store.delete_account(alice).unwrap();
+        let kept = store.messages_after("rust", 0, 100).unwrap();
+        assert_eq!(kept.len(), 5);
+        assert!(kept
+            .iter()
+            .all(|m| m.account.is_none() && m.sender == "alice"));
+    }
+
+    #[test]
+    fn a_second_connection_works_on_the_file_while_the_first_is_open() {
+        // What the admin CLI does while the server runs.
+        let (_dir, path) = on_disk();
+        let server = open(&path).unwrap();
+        server
+            .append_messages(&[message(1, "general", None)])
+            .unwrap();
+        let admin = open(&path).unwrap();
+        let id = admin.create_account(&account("alice", "a")).unwrap();
+        assert_eq!(server.account_by_key("alice").unwrap().unwrap().id, id);
+        server
+            .append_messages(&[message(2, "general", None)])
+            .unwrap();
+        let reader = SqliteStore::open_read_only(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(reader.max_message_id().unwrap(), 2);
+        assert_eq!(reader.list_accounts().unwrap().len(), 1);
+    }
+}
