@@ -2,16 +2,22 @@
 //! over file over defaults), sets up logging, binds (or takes the socket
 //! systemd passed), and runs the library's server until SIGINT or SIGTERM;
 //! SIGHUP reloads the configuration file. Subcommands print the effective
-//! configuration and shell completions.
+//! configuration, back the database up, and print shell completions.
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chatmaster::ops::layers::{self, LayerError, Layered};
 use chatmaster::ops::{logging, reload, systemd};
 use chatmaster::{Server, ServerArgs};
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
+
+/// Least time a backup waits for the database's lock: a checkpoint of
+/// the running server may hold it briefly.
+const MIN_BACKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything `chatmaster-server` accepts: the server's flags, and
 /// subcommands that use them without serving.
@@ -37,6 +43,13 @@ enum Cmd {
     /// Prints the effective configuration as TOML, each value with where it
     /// came from (default, file and line, environment variable, flag).
     Config,
+    /// Writes a consistent copy of the database (--db) to FILE while the
+    /// server may be running (SQLite's online backup). FILE must not exist.
+    /// To restore, start the server with --db FILE.
+    Backup {
+        /// Where the copy goes.
+        file: PathBuf,
+    },
     /// Prints a shell completion script for chatmaster-server.
     Completions {
         /// The shell.
@@ -65,6 +78,7 @@ fn main() -> ExitCode {
             print_config(&loaded);
             ExitCode::SUCCESS
         }
+        Some(Cmd::Backup { file }) => backup(&loaded.value.server, &file),
         Some(Cmd::Completions { shell }) => {
             clap_complete::generate(
                 shell,
@@ -101,6 +115,33 @@ fn load(argv: &[OsString]) -> Result<Layered<Cli>, ExitCode> {
         Err(e) => {
             eprintln!("chatmaster-server: {e}");
             Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn backup(args: &ServerArgs, out: &Path) -> ExitCode {
+    if args.db == chatmaster::store::MEMORY {
+        eprintln!(
+            "chatmaster-server backup: --db is {}: there is no file to copy",
+            args.db
+        );
+        return ExitCode::FAILURE;
+    }
+    let wait = args.config().db_busy_timeout.max(MIN_BACKUP_WAIT);
+    match chatmaster::store::maintenance::backup(Path::new(&args.db), out, wait) {
+        Ok(report) => {
+            println!(
+                "backed up {} to {} (schema version {}, {} bytes)",
+                args.db,
+                out.display(),
+                report.schema_version,
+                report.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatmaster-server backup: {}: {e}", args.db);
+            ExitCode::FAILURE
         }
     }
 }

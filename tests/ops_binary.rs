@@ -551,3 +551,86 @@ fn the_shipped_example_configuration_loads() {
         "{text}"
     );
 }
+
+/// Sends `text` and returns the id the server acknowledged it with.
+async fn send_acked(c: &mut ClientConnection, text: &str) -> i64 {
+    c.message(text).await.expect("send");
+    loop {
+        if let ServerPackage::Notification(chatmaster::Notification::MessageSent { id, .. }) =
+            next(c).await
+        {
+            return id;
+        }
+    }
+}
+
+fn serve_on(db: &Path) -> Proc {
+    Proc::spawn({
+        let mut c = server();
+        c.args([
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            "--rate-per-sec",
+            "0",
+            "--db",
+        ])
+        .arg(db);
+        c
+    })
+}
+
+/// `chatmaster-server backup FILE` copies the database while the server
+/// writes to it; a server started on the copy (a restore) has what was
+/// acknowledged before the backup and goes on with the next ids.
+#[tokio::test]
+async fn backup_while_serving_and_restore_from_it() {
+    use chatmaster::store::{sqlite::SqliteStore, Store, StoreOptions};
+    let dir = Scratch::new();
+    let db = dir.0.join("chat.db");
+    let copy = dir.0.join("backup.db");
+    let mut proc = serve_on(&db);
+    let addr = proc.addr();
+    let mut alice = login(&addr, "alice").await;
+    let mut before = Vec::new();
+    for text in ["one", "two", "three"] {
+        before.push(send_acked(&mut alice, text).await);
+    }
+    let out = run(server().arg("--db").arg(&db).arg("backup").arg(&copy));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backed up"));
+    // A second backup to the same file is refused, and the copy stays.
+    let again = run(server().arg("--db").arg(&db).arg("backup").arg(&copy));
+    assert!(!again.status.success());
+    let after = send_acked(&mut alice, "after the backup").await;
+    assert!(after > before[2]);
+    drop(alice);
+    assert!(proc.terminate().success());
+
+    let stored = SqliteStore::open_read_only(&copy, &StoreOptions::default()).unwrap();
+    let texts: Vec<(i64, String)> = stored
+        .messages_after("general", 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id, m.text))
+        .collect();
+    let expected: Vec<(i64, String)> = before
+        .iter()
+        .zip(["one", "two", "three"])
+        .map(|(id, t)| (*id, t.to_owned()))
+        .collect();
+    assert_eq!(texts, expected);
+    drop(stored);
+
+    let mut restored = serve_on(&copy);
+    let addr = restored.addr();
+    let mut bob = login(&addr, "bob").await;
+    assert!(send_acked(&mut bob, "on the restored copy").await > before[2]);
+    drop(bob);
+    assert!(restored.terminate().success());
+}
