@@ -1,61 +1,26 @@
 //! `chatmaster-server`: reads its configuration (flags over environment
 //! over file over defaults), sets up logging, binds (or takes the socket
 //! systemd passed), and runs the library's server until SIGINT or SIGTERM;
-//! SIGHUP reloads the configuration file. Subcommands print the effective
-//! configuration, back the database up, and print shell completions.
+//! SIGHUP reloads the configuration file. Subcommands manage accounts
+//! (`accounts ...`), print the effective configuration, back the database
+//! up, and print shell completions.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chatmaster::ops::layers::{self, LayerError, Layered};
 use chatmaster::ops::{logging, reload, systemd};
+use chatmaster::server::admin;
+use chatmaster::server::config::ServerCommand;
 use chatmaster::{Server, ServerArgs};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::CommandFactory;
 use tokio::net::TcpListener;
 
 /// Least time a backup waits for the database's lock: a checkpoint of
 /// the running server may hold it briefly.
 const MIN_BACKUP_WAIT: Duration = Duration::from_secs(5);
-
-/// Everything `chatmaster-server` accepts: the server's flags, and
-/// subcommands that use them without serving.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "chatmaster-server",
-    version,
-    about = "ChatMaster 3000 chat server",
-    long_about = chatmaster::server::config::SERVER_LONG_ABOUT,
-    args_conflicts_with_subcommands = false
-)]
-struct Cli {
-    /// The server's flags (also the configuration file's keys).
-    #[command(flatten)]
-    server: ServerArgs,
-    /// What to do instead of serving.
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-enum Cmd {
-    /// Prints the effective configuration as TOML, each value with where it
-    /// came from (default, file and line, environment variable, flag).
-    Config,
-    /// Writes a consistent copy of the database (--db) to FILE while the
-    /// server may be running (SQLite's online backup). FILE must not exist.
-    /// To restore, start the server with --db FILE.
-    Backup {
-        /// Where the copy goes.
-        file: PathBuf,
-    },
-    /// Prints a shell completion script for chatmaster-server.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-}
 
 fn main() -> ExitCode {
     // Before any thread exists: this clears LISTEN_FDS from the environment.
@@ -73,22 +38,39 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match loaded.value.command {
-        Some(Cmd::Config) => {
+    let args = &loaded.value;
+    match &args.command {
+        Some(ServerCommand::Accounts(accounts)) => {
+            let db = accounts.db.as_deref().unwrap_or(&args.db);
+            let options = args.config().store_options();
+            match admin::run(db, &options, &accounts.action, &mut admin::Terminal) {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        println!("{out}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chatmaster-server accounts: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Some(ServerCommand::Config) => {
             print_config(&loaded);
             ExitCode::SUCCESS
         }
-        Some(Cmd::Backup { file }) => backup(&loaded.value.server, &file),
-        Some(Cmd::Completions { shell }) => {
+        Some(ServerCommand::Backup { file }) => backup(args, file),
+        Some(ServerCommand::Completions { shell }) => {
             clap_complete::generate(
-                shell,
-                &mut Cli::command(),
+                *shell,
+                &mut ServerArgs::command(),
                 "chatmaster-server",
                 &mut std::io::stdout(),
             );
             ExitCode::SUCCESS
         }
-        None => match chatmaster::runtime::build(loaded.value.server.threads) {
+        None => match chatmaster::runtime::build(args.threads) {
             // Spawned rather than run in block_on, so that the accept loop runs
             // on a worker thread, next to the connections it starts.
             Ok(runtime) => runtime.block_on(async {
@@ -105,8 +87,8 @@ fn main() -> ExitCode {
 }
 
 /// All configuration layers, or the exit code after saying why not.
-fn load(argv: &[OsString]) -> Result<Layered<Cli>, ExitCode> {
-    match layers::load_from_env::<Cli>(argv) {
+fn load(argv: &[OsString]) -> Result<Layered<ServerArgs>, ExitCode> {
+    match layers::load_from_env::<ServerArgs>(argv) {
         Ok(l) => Ok(l),
         Err(LayerError::Clap(e)) => {
             let _ = e.print();
@@ -146,7 +128,7 @@ fn backup(args: &ServerArgs, out: &Path) -> ExitCode {
     }
 }
 
-fn print_config(loaded: &Layered<Cli>) {
+fn print_config(loaded: &Layered<ServerArgs>) {
     println!("# chatmaster-server: effective configuration");
     match &loaded.file {
         Some(path) => println!("# configuration file: {}", path.display()),
@@ -163,10 +145,10 @@ fn print_config(loaded: &Layered<Cli>) {
 
 async fn serve(
     argv: Vec<OsString>,
-    loaded: Layered<Cli>,
+    loaded: Layered<ServerArgs>,
     inherited: Option<std::net::TcpListener>,
 ) -> ExitCode {
-    let args = &loaded.value.server;
+    let args = &loaded.value;
     // Logs go to stderr, as the README says: stdout stays free for output
     // a wrapper may want to read.
     logging::init(args.log_format, "info");
@@ -251,7 +233,7 @@ async fn serve(
 async fn reload_on_sighup(
     hangups: Option<tokio::signal::unix::Signal>,
     argv: Vec<OsString>,
-    started: Layered<Cli>,
+    started: Layered<ServerArgs>,
     hub: chatmaster::server::chat::Hub,
 ) {
     {
@@ -259,13 +241,13 @@ async fn reload_on_sighup(
         let mut current = started.clone();
         while hangups.recv().await.is_some() {
             systemd::reloading();
-            match layers::load_from_env::<Cli>(&argv) {
+            match layers::load_from_env::<ServerArgs>(&argv) {
                 Err(e) => tracing::error!(
                     error = %e,
                     "configuration reload failed; the running configuration stays"
                 ),
                 Ok(new) => {
-                    let plan = reload::plan(&started, &current, &new, |c| c.server.config());
+                    let plan = reload::plan(&started, &current, &new, ServerArgs::config);
                     for c in &plan.live {
                         tracing::info!(key = %c.key, old = ?c.old, new = ?c.new, "configuration reload: applied");
                     }
@@ -273,7 +255,7 @@ async fn reload_on_sighup(
                         tracing::warn!(key = %c.key, running = ?c.old, configured = ?c.new, "configuration reload: this change needs a restart; the running value stays");
                     }
                     // What was set up at start stays as it runs.
-                    hub.reconfigure(new.value.server.config().keep_startup(&hub.config()));
+                    hub.reconfigure(new.value.config().keep_startup(&hub.config()));
                     tracing::info!(
                         applied = plan.live.len(),
                         need_restart = plan.restart.len(),

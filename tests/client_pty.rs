@@ -124,3 +124,40 @@ async fn server_shutdown_while_typing_exits_5() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_asked_without_echo() {
+    let server = TestServer::start_default().await;
+    let secret = "sekrit-passw0rd";
+    let mut cmd = client_as_alice(&server);
+    cmd.arg("--no-history");
+    let mut p = spawn_in_pty(cmd);
+    p.exp_string("[general] alice> ").unwrap();
+    p.send("/register\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("password: ").unwrap();
+    p.send(&format!("{secret}\r")).unwrap();
+    p.flush().unwrap();
+    let shown = p.exp_string("password again: ").unwrap();
+    assert!(!shown.contains(secret), "echoed: {shown:?}");
+    p.send(&format!("{secret}\r")).unwrap();
+    p.flush().unwrap();
+    let shown = p.exp_string("-- alice is now registered").unwrap();
+    assert!(!shown.contains(secret), "echoed: {shown:?}");
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+
+    // Logging in again: the server wants the password, the client asks.
+    let mut cmd = client_as_alice(&server);
+    cmd.arg("--no-history");
+    let mut p = spawn_in_pty(cmd);
+    p.exp_string("password for alice").unwrap();
+    p.send(&format!("{secret}\r")).unwrap();
+    p.flush().unwrap();
+    let shown = p.exp_string("logged in as alice (account)").unwrap();
+    assert!(!shown.contains(secret), "echoed: {shown:?}");
+    p.exp_string("[general] alice> ").unwrap();
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    server.shutdown().await;
+}

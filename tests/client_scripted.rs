@@ -180,7 +180,7 @@ async fn name_from_the_first_line_and_refusal_exit_code() {
     // Without --username the first line is the name.
     let mut c = Scripted::start(server.addr, "first-line", &[]);
     c.send("newbie");
-    c.expect("-- logged in as newbie; channels (1): general");
+    c.expect("-- logged in as newbie (guest); channels (1): general");
     let (status, _, _) = c.finish();
     assert_eq!(status.code(), Some(0));
 
@@ -303,7 +303,7 @@ async fn a_refused_name_from_stdin_is_followed_by_the_next_line() {
         c.send(line);
     }
     c.expect("!! login refused: Username is already taken.");
-    c.expect("-- logged in as alice2; channels (2): general, x");
+    c.expect("-- logged in as alice2 (guest); channels (2): general, x");
     match next_note(&mut alice).await {
         Notification::UserJoined { username, .. } => assert_eq!(username, "alice2"),
         other => panic!("{other:?}"),

@@ -203,6 +203,8 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
         (s(), s()).prop_map(|(channel, username)| Notification::InviteSent { channel, username }),
         prop::option::of(s()).prop_map(|token| Notification::Pong { token }),
         Just(Notification::ServerShutdown {}),
+        s().prop_map(|username| Notification::Registered { username }),
+        Just(Notification::PasswordChanged {}),
     ]
 }
 
@@ -222,6 +224,8 @@ fn arb_server_package() -> impl Strategy<Value = ServerPackage> {
                 |(status, username, channel, channels, channels_total, reason)| {
                     ServerPackage::Session(Session {
                         status,
+                        account: status.then_some(channels_total.is_some_and(|n| n % 2 == 0)),
+                        password_required: (!status && reason.is_some()).then_some(true),
                         username,
                         channel,
                         channels,

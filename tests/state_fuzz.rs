@@ -282,6 +282,9 @@ impl Client {
                 | Notification::ChannelList { .. } => {}
                 Notification::MessageSent { id, channel, .. } => out.sent.push((id, channel)),
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
+                Notification::Registered { .. } | Notification::PasswordChanged {} => {
+                    return Err(fail(format!("unexpected account notice {n:?}")))
+                }
                 // Channels here stay far below the presence limit, where
                 // every arrival and departure is announced instead.
                 Notification::ChannelStats { .. } => {

@@ -20,8 +20,16 @@
 //! The [`Hub`] API is what the command table calls; it speaks user ids and
 //! names, never sockets, so other transports (WebSocket, a cluster link)
 //! can drive the same state.
+//!
+//! Accounts and registered channels live in the store; the hub only knows
+//! which user is logged in to which account and which channels are
+//! registered (with their owner account and admitted accounts). Operations
+//! that change something persistent return the [`Persist`] steps the
+//! caller must carry out on the store before it acknowledges them: the hub
+//! never waits on disk under its lock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -29,13 +37,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::server::accounts::Accounts;
 use crate::server::config::Config;
 use crate::server::journal::{Job, Journal, Slot};
-use crate::store::{AccountId, MessageId, SqliteStore, Store, StoreError, StoredMessage};
+use crate::store::{
+    AccountId, ChannelId, MessageId, SqliteStore, Store, StoreError, StoredMessage,
+};
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
-    fold_name, validate_message, validate_name, ChatMessage, Notification, ServerPackage, Session,
+    fold_name, name_skeleton, validate_message, validate_name, ChatMessage, Notification,
+    ServerPackage, Session,
 };
 
 /// The channel every user starts in. It always exists, is public and has no owner.
@@ -48,6 +60,48 @@ const MIN_PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_mil
 /// server runs, so a stale id can never alias somebody else.
 pub type UserId = u64;
 
+/// A change to persistent state that a hub operation made and the caller
+/// must write to the store before acknowledging the operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// A registered channel became private or public.
+    SetPrivate {
+        /// Which channel.
+        channel: ChannelId,
+        /// Its new state.
+        private: bool,
+    },
+    /// An account joined a private registered channel by invitation and
+    /// keeps access from now on.
+    Admit {
+        /// Which channel.
+        channel: ChannelId,
+        /// Which account.
+        account: AccountId,
+    },
+    /// A channel registered in the store for a join that then found the
+    /// channel already created (by a guest, meanwhile): the registration
+    /// is undone.
+    Unregister(ChannelId),
+}
+
+/// A registered channel as loaded from the store at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedChannel {
+    /// Store id.
+    pub id: ChannelId,
+    /// Display name.
+    pub name: String,
+    /// Whether it is private.
+    pub private: bool,
+    /// The owner account.
+    pub owner: AccountId,
+    /// The owner account's name.
+    pub owner_name: String,
+    /// Accounts admitted by invitation.
+    pub admitted: Vec<AccountId>,
+}
+
 /// A connection's delivery handle: its bounded queue of encoded packages
 /// and the token that tells it to close.
 #[derive(Debug, Clone)]
@@ -56,12 +110,25 @@ pub struct Outbox {
     tx: mpsc::Sender<Bytes>,
     /// Cancelled when the server drops this connection (slow consumer).
     kill: CancellationToken,
+    /// Set before `kill` when the user was replaced by a new login to the
+    /// same account: the connection then writes out what is queued (the
+    /// `login` error saying why) before it closes.
+    replaced: Arc<AtomicBool>,
 }
 
 impl Outbox {
     /// A handle on the given queue and close signal.
     pub fn new(tx: mpsc::Sender<Bytes>, kill: CancellationToken) -> Self {
-        Outbox { tx, kill }
+        Outbox {
+            tx,
+            kill,
+            replaced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the user was replaced by a new login (read once `kill` fired).
+    pub fn replaced(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.replaced)
     }
 
     /// Queues a package from outside the hub (the store writer): a full
@@ -99,13 +166,19 @@ impl Snapshot {
     /// Checks the structural invariants of the chat state: names are unique
     /// case-insensitively; every user is a member of exactly the channel
     /// their entry names; `general` exists, is public and has no owner;
-    /// every other channel is non-empty and owned by one of its members.
-    /// Returns the first violation found.
+    /// no two users' names share a confusable skeleton; a guest's channel
+    /// other than `general` is non-empty and owned by one of its members;
+    /// a registered channel has an owner (its account, who may be offline)
+    /// and may be empty. Returns the first violation found.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut folded = HashSet::new();
+        let mut skeletons = HashSet::new();
         for (name, channel) in &self.users {
             if !folded.insert(fold_name(name)) {
                 return Err(format!("duplicate name {name}"));
+            }
+            if !skeletons.insert(name_skeleton(name)) {
+                return Err(format!("{name} looks like another user's name"));
             }
             let homes: Vec<&str> = self
                 .channels
@@ -132,6 +205,12 @@ impl Snapshot {
             Some(_) => {}
         }
         for c in self.channels.iter().filter(|c| c.name != GENERAL) {
+            if c.registered {
+                if c.owner.is_none() {
+                    return Err(format!("registered channel {} has no owner", c.name));
+                }
+                continue;
+            }
             if c.members.is_empty() {
                 return Err(format!("empty channel {} survived", c.name));
             }
@@ -154,6 +233,8 @@ pub struct ChannelSnapshot {
     pub owner: Option<String>,
     /// Member names in join order.
     pub members: Vec<String>,
+    /// Whether it is registered (owned by an account, kept when empty).
+    pub registered: bool,
 }
 
 /// A logged-in user.
@@ -165,7 +246,7 @@ struct User {
     channel: String,
     /// Where this user's packages go.
     outbox: Outbox,
-    /// The account the user is logged in to, if any (stored with messages).
+    /// The account logged in to, if any.
     account: Option<AccountId>,
     /// Folded keys of channels holding an invitation for this user, so the
     /// invitations can be dropped when the user goes away.
@@ -189,8 +270,11 @@ struct Channel {
     name: String,
     /// Private channels are hidden from lists and need an invitation.
     private: bool,
-    /// Owner; `None` only for `general`.
+    /// Owner of a guest's channel; `None` for `general` and for registered
+    /// channels, which belong to an account instead.
     owner: Option<UserId>,
+    /// Set for a registered channel.
+    registered: Option<Registered>,
     /// Members in join order: the first is the longest-present, who inherits ownership.
     members: Vec<Member>,
     /// Users holding a one-time invitation.
@@ -212,12 +296,26 @@ impl Channel {
             name: name.to_owned(),
             private: false,
             owner,
+            registered: None,
             members: Vec::new(),
             invited: HashSet::new(),
             sorted: SortedNames::new("users"),
             stats_total: 0,
         }
     }
+}
+
+/// What the hub knows of a registered channel.
+#[derive(Debug)]
+struct Registered {
+    /// Store id.
+    id: ChannelId,
+    /// The owner account, for good.
+    owner: AccountId,
+    /// That account's name, shown as `owner` even while it is offline.
+    owner_name: String,
+    /// Accounts admitted by invitation to it while private.
+    admitted: HashSet<AccountId>,
 }
 
 /// All chat state.
@@ -227,6 +325,11 @@ struct State {
     users: HashMap<UserId, User>,
     /// Folded name to user, for uniqueness and lookup by name.
     names: HashMap<String, UserId>,
+    /// Confusable skeleton of each user's name to the user: look-alike
+    /// names are refused.
+    skeletons: HashMap<String, UserId>,
+    /// Accounts logged in, to their user.
+    online_accounts: HashMap<AccountId, UserId>,
     /// Folded channel name to channel.
     channels: HashMap<String, Channel>,
     /// Users whose queue overflowed during the current operation.
@@ -358,6 +461,8 @@ struct Shared {
     config: ArcSwap<Config>,
     /// The durable store (never called under `state`'s lock).
     store: Arc<dyn Store>,
+    /// Logins, passwords and the other account operations, over `store`.
+    accounts: Arc<Accounts>,
     /// The queue to the store's writer thread.
     journal: Journal,
 }
@@ -391,6 +496,8 @@ impl Hub {
         let state = State {
             users: HashMap::new(),
             names: HashMap::new(),
+            skeletons: HashMap::new(),
+            online_accounts: HashMap::new(),
             channels,
             kicks: Vec::new(),
             next_id: 1,
@@ -402,6 +509,7 @@ impl Hub {
         Ok(Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
+                accounts: Arc::new(Accounts::new(Arc::clone(&store), &config)),
                 config: ArcSwap::new(config),
                 store,
                 journal,
@@ -427,7 +535,9 @@ impl Hub {
     /// Puts new limits in force (a configuration reload). Operations
     /// already under way finish with the old ones.
     pub fn reconfigure(&self, config: Config) {
-        self.shared.config.store(Arc::new(config));
+        let config = Arc::new(config);
+        self.shared.accounts.reconfigure(Arc::clone(&config));
+        self.shared.config.store(config);
     }
 
     /// The durable store. Its methods block on disk: call them from
@@ -435,6 +545,37 @@ impl Hub {
     /// or while holding the chat state's lock.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// The accounts service (logins, `register`, `password`, ...).
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.shared.accounts
+    }
+
+    /// Loads the registered channels from the store (at start: this blocks
+    /// on the store, so call it before serving).
+    pub fn load_registered_from_store(&self) -> Result<(), StoreError> {
+        let store = self.store();
+        let mut loaded = Vec::new();
+        for c in store.registered_channels()? {
+            let Some(owner) = store.account_by_id(c.owner)? else {
+                // The schema cascades deletions, so this is a damaged file.
+                tracing::warn!(channel = %c.name, "registered channel without its owner skipped");
+                continue;
+            };
+            loaded.push(LoadedChannel {
+                id: c.id,
+                name: c.name,
+                private: c.private,
+                owner: c.owner,
+                owner_name: owner.name,
+                admitted: c.admitted,
+            });
+        }
+        let count = loaded.len();
+        self.load_registered(loaded);
+        tracing::info!(channels = count, "registered channels loaded");
+        Ok(())
     }
 
     /// The queue to the store's writer: [`Hub::message`] needs a slot of it.
@@ -456,31 +597,123 @@ impl Hub {
         }
     }
 
-    /// Logs a user in under `name` and puts them in `general`. On success
-    /// the user's queue gets the `session` package and a `user_joined` with
-    /// the member list; the channel's other members get `user_joined`
-    /// (below the presence limit). On failure nothing is sent and the
-    /// reason is returned.
+    /// Logs a guest in under `name`: [`Hub::login_as`] without an account.
     pub fn login(&self, name: &str, outbox: Outbox) -> Result<UserId, ChatError> {
+        self.login_as(name, None, outbox)
+    }
+
+    /// Logs a user in under `name` (to `account`, whose password the caller
+    /// has checked, if given) and puts them in `general`. On success the
+    /// user's queue gets the `session` package and a `user_joined` with the
+    /// member list; the channel's other members get `user_joined`. On
+    /// failure nothing is sent and the reason is returned.
+    ///
+    /// A login to an account that is already online takes over: the old
+    /// connection gets a `login` error and is closed. So is a guest still
+    /// holding the account's name (one logged in before the account was
+    /// made by the admin commands).
+    pub fn login_as(
+        &self,
+        name: &str,
+        account: Option<AccountId>,
+        outbox: Outbox,
+    ) -> Result<UserId, ChatError> {
         let mut g = self.lock();
-        g.check_new_name(name)?;
+        if let Some(account) = account {
+            validate_name(name, g.config.max_name_chars).map_err(ChatError)?;
+            let holder = g.state.names.get(&fold_name(name)).copied();
+            let old = g.state.online_accounts.get(&account).copied();
+            for old in old.into_iter().chain(holder) {
+                g.replace(old, name);
+            }
+        }
+        g.check_new_name(name, None)?;
         let id = g.state.next_id;
         g.state.next_id += 1;
         g.state.names.insert(fold_name(name), id);
+        g.state.skeletons.insert(name_skeleton(name), id);
+        if let Some(account) = account {
+            g.state.online_accounts.insert(account, id);
+        }
         g.state.users.insert(
             id,
             User {
                 name: name.to_owned(),
                 channel: GENERAL.to_owned(),
                 outbox,
-                account: None,
+                account,
                 invited_to: HashSet::new(),
             },
         );
-        g.send_session(id, name);
+        g.send_session(id, name, account.is_some());
         g.enter(id, GENERAL);
         g.finish();
         Ok(id)
+    }
+
+    /// Adds the registered channels loaded from the store (at start).
+    pub fn load_registered(&self, channels: Vec<LoadedChannel>) {
+        let mut g = self.lock();
+        let cap = g.config.max_list_names;
+        for c in channels {
+            let key = fold_name(&c.name);
+            if key == GENERAL || g.state.channels.contains_key(&key) {
+                tracing::warn!(channel = %c.name, "registered channel skipped: name in use");
+                continue;
+            }
+            if !c.private {
+                g.state.public.insert(key.clone(), c.name.clone(), cap);
+            }
+            g.state.channels.insert(
+                key,
+                Channel {
+                    private: c.private,
+                    registered: Some(Registered {
+                        id: c.id,
+                        owner: c.owner,
+                        owner_name: c.owner_name,
+                        admitted: c.admitted.into_iter().collect(),
+                    }),
+                    ..Channel::new(&c.name, None)
+                },
+            );
+        }
+    }
+
+    /// The account the user is logged in to.
+    pub fn account(&self, id: UserId) -> Option<AccountId> {
+        self.lock().state.users.get(&id).and_then(|u| u.account)
+    }
+
+    /// Marks a guest as logged in to the account just registered for their
+    /// name; refused if they renamed meanwhile or already have one.
+    pub fn set_account(&self, id: UserId, name: &str, account: AccountId) -> Result<(), ChatError> {
+        let mut g = self.lock();
+        let user = g.user(id)?;
+        if user.name != name || user.account.is_some() {
+            return fail("Your name changed while registering; register again.");
+        }
+        if let Some(u) = g.state.users.get_mut(&id) {
+            u.account = Some(account);
+        }
+        g.state.online_accounts.insert(account, id);
+        Ok(())
+    }
+
+    /// Whether the user's joining `channel` would create it while logged in
+    /// to an account, so that the channel must be registered first: returns
+    /// the owner account and the checked display name.
+    pub fn needs_registration(
+        &self,
+        id: UserId,
+        channel: &str,
+    ) -> Result<Option<AccountId>, ChatError> {
+        let g = self.lock();
+        validate_name(channel, g.config.max_name_chars).map_err(ChatError)?;
+        let user = g.user(id)?;
+        Ok(user
+            .account
+            .filter(|_| !g.state.channels.contains_key(&fold_name(channel))))
     }
 
     /// Removes a user (connection closed). Idempotent.
@@ -554,35 +787,87 @@ impl Hub {
 
     /// Moves the user to `channel`, creating it (owned by the user) if it
     /// does not exist.
-    pub fn join(&self, id: UserId, channel: &str) -> Result<(), ChatError> {
+    pub fn join(&self, id: UserId, channel: &str) -> Result<Vec<Persist>, ChatError> {
+        self.join_with(id, channel, None)
+    }
+
+    /// [`Hub::join`], creating the channel as the registered channel
+    /// `registration` (already stored, owned by the user's account) if it
+    /// does not exist.
+    pub fn join_with(
+        &self,
+        id: UserId,
+        channel: &str,
+        registration: Option<ChannelId>,
+    ) -> Result<Vec<Persist>, ChatError> {
         let mut g = self.lock();
+        let mut persist = Vec::new();
         validate_name(channel, g.config.max_name_chars).map_err(ChatError)?;
         let key = fold_name(channel);
         let user = g.user(id)?;
+        let account = user.account;
+        let owner_name = user.name.clone();
+        let existing = g.state.channels.get(&key);
+        if let (Some(_), Some(registered)) = (existing, registration) {
+            persist.push(Persist::Unregister(registered));
+        }
         if user.channel == key {
             return fail(format!("You are already in {channel}."));
         }
-        match g.state.channels.get(&key) {
-            Some(ch) if ch.private && !ch.invited.contains(&id) => {
+        match existing {
+            Some(ch) if ch.private && !ch.invited.contains(&id) && !admitted(ch, account) => {
                 return fail(format!(
                     "{} is private: you need an invitation from a member to join.",
                     ch.name
                 ))
             }
-            Some(_) => {}
+            Some(ch) => {
+                // An account let in by invitation keeps access to a private
+                // registered channel.
+                if let (Some(reg), Some(account)) = (&ch.registered, account) {
+                    if ch.private && reg.owner != account && !reg.admitted.contains(&account) {
+                        persist.push(Persist::Admit {
+                            channel: reg.id,
+                            account,
+                        });
+                    }
+                }
+            }
             None => {
                 g.state
                     .public
                     .insert(key.clone(), channel.to_owned(), g.config.max_list_names);
-                g.state
-                    .channels
-                    .insert(key.clone(), Channel::new(channel, Some(id)));
+                let registered = match (registration, account) {
+                    (Some(rid), Some(owner)) => Some(Registered {
+                        id: rid,
+                        owner,
+                        owner_name,
+                        admitted: HashSet::new(),
+                    }),
+                    _ => None,
+                };
+                let owner = registered.is_none().then_some(id);
+                g.state.channels.insert(
+                    key.clone(),
+                    Channel {
+                        registered,
+                        ..Channel::new(channel, owner)
+                    },
+                );
+            }
+        }
+        for p in &persist {
+            if let (Persist::Admit { account, .. }, Some(ch)) = (p, g.state.channels.get_mut(&key))
+            {
+                if let Some(reg) = ch.registered.as_mut() {
+                    reg.admitted.insert(*account);
+                }
             }
         }
         g.exit(id);
         g.enter(id, &key);
         g.finish();
-        Ok(())
+        Ok(persist)
     }
 
     /// Moves the user back to `general`.
@@ -610,12 +895,32 @@ impl Hub {
         if fold_name(&old) == fold_name(new_name) {
             validate_name(new_name, g.config.max_name_chars).map_err(ChatError)?;
         } else {
-            g.check_new_name(new_name)?;
+            g.check_new_name(new_name, Some(id))?;
             g.state.names.remove(&fold_name(&old));
             g.state.names.insert(fold_name(new_name), id);
         }
-        if let Some(user) = g.state.users.get_mut(&id) {
+        let old_skeleton = name_skeleton(&old);
+        if g.state.skeletons.get(&old_skeleton) == Some(&id) {
+            g.state.skeletons.remove(&old_skeleton);
+        }
+        g.state.skeletons.insert(name_skeleton(new_name), id);
+        let account = g.state.users.get_mut(&id).and_then(|user| {
             user.name = new_name.to_owned();
+            user.account
+        });
+        // The account's channels show its new name as their owner; their
+        // members are told, but for those of the user's own channel, whom
+        // the rename itself tells.
+        let mut owned = Vec::new();
+        if let Some(account) = account {
+            for (key, ch) in g.state.channels.iter_mut() {
+                if let Some(reg) = ch.registered.as_mut().filter(|r| r.owner == account) {
+                    reg.owner_name = new_name.to_owned();
+                    if *key != channel {
+                        owned.push(key.clone());
+                    }
+                }
+            }
         }
         let cap = g.config.max_list_names;
         let crowded = match g.state.channels.get_mut(&channel) {
@@ -636,31 +941,47 @@ impl Hub {
         } else {
             g.send_to_channel(&channel, None, &note);
         }
+        for key in owned {
+            let update = g.channel_update(&key);
+            g.send_to_channel(&key, None, &update);
+        }
         g.finish();
         Ok(())
     }
 
     /// Makes the user's channel private (`true`) or public (`false`). Only
     /// the owner may; `general` stays public.
-    pub fn set_private(&self, id: UserId, private: bool) -> Result<(), ChatError> {
+    pub fn set_private(&self, id: UserId, private: bool) -> Result<Vec<Persist>, ChatError> {
         let mut g = self.lock();
-        let key = g.user(id)?.channel.clone();
+        let user = g.user(id)?;
+        let key = user.channel.clone();
+        let account = user.account;
         let ch = g.channel(&key)?;
         let word = if private { "private" } else { "public" };
         if key == GENERAL {
             return fail("general is always public.");
         }
-        if ch.owner != Some(id) {
-            let owner = ch
-                .owner
-                .and_then(|o| g.state.users.get(&o))
-                .map(|u| u.name.as_str());
+        let is_owner = match &ch.registered {
+            Some(reg) => account == Some(reg.owner),
+            None => ch.owner == Some(id),
+        };
+        if !is_owner {
+            let owner = g.owner_name(ch);
             return fail(format!(
                 "Only the owner of {} ({}) can make it {word}.",
                 ch.name,
-                owner.unwrap_or("nobody")
+                owner.as_deref().unwrap_or("nobody")
             ));
         }
+        let persist: Vec<Persist> = ch
+            .registered
+            .as_ref()
+            .map(|reg| Persist::SetPrivate {
+                channel: reg.id,
+                private,
+            })
+            .into_iter()
+            .collect();
         if ch.private == private {
             return fail(format!("{} is already {word}.", ch.name));
         }
@@ -677,7 +998,7 @@ impl Hub {
         let update = g.channel_update(&key);
         g.send_to_channel(&key, None, &update);
         g.finish();
-        Ok(())
+        Ok(persist)
     }
 
     /// Invites `username` to the inviter's channel: the invitee gets
@@ -870,8 +1191,12 @@ impl Hub {
             .map(|c| ChannelSnapshot {
                 name: c.name.clone(),
                 private: c.private,
-                owner: c.owner.as_ref().map(name),
+                owner: match &c.registered {
+                    Some(reg) => Some(reg.owner_name.clone()),
+                    None => c.owner.as_ref().map(name),
+                },
                 members: c.members.iter().map(|m| name(&m.id)).collect(),
+                registered: c.registered.is_some(),
             })
             .collect();
         channels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -903,13 +1228,56 @@ impl Guard<'_> {
         }
     }
 
-    /// Validates a name for a new login or rename and checks it is free.
-    fn check_new_name(&self, name: &str) -> Result<(), ChatError> {
+    /// Validates a name for a new login or rename (by `renaming`) and
+    /// checks it is free: no user has it, and no other user's name looks
+    /// like it.
+    fn check_new_name(&self, name: &str, renaming: Option<UserId>) -> Result<(), ChatError> {
         validate_name(name, self.config.max_name_chars).map_err(ChatError)?;
         if self.state.names.contains_key(&fold_name(name)) {
             return fail("Username is already taken.");
         }
+        if let Some(other) = self
+            .state
+            .skeletons
+            .get(&name_skeleton(name))
+            .filter(|&&other| Some(other) != renaming)
+            .and_then(|other| self.state.users.get(other))
+        {
+            return fail(format!(
+                "{name} looks too much like {}, who is online; choose another name.",
+                other.name
+            ));
+        }
         Ok(())
+    }
+
+    /// The name shown as a channel's owner: the owner account's for a
+    /// registered channel, the owning member's otherwise.
+    fn owner_name(&self, ch: &Channel) -> Option<String> {
+        match &ch.registered {
+            Some(reg) => Some(reg.owner_name.clone()),
+            None => ch
+                .owner
+                .and_then(|o| self.state.users.get(&o))
+                .map(|u| u.name.clone()),
+        }
+    }
+
+    /// Ends `old`'s session because `name` logged in to its account: it is
+    /// told why, and its connection closes after writing what is queued.
+    fn replace(&mut self, old: UserId, name: &str) {
+        let Some(user) = self.state.users.get(&old) else {
+            return;
+        };
+        user.outbox.replaced.store(true, Ordering::Release);
+        let package = ServerPackage::error(
+            "login",
+            format!(
+                "{name} logged in from another connection with its password; this one is closed."
+            ),
+        );
+        self.send_to(old, &package);
+        self.remove_user(old);
     }
 
     fn send_to(&mut self, id: UserId, package: &ServerPackage) {
@@ -945,14 +1313,12 @@ impl Guard<'_> {
 
     /// Sends a new user their `session`: the channel list in it is the
     /// shared, precompressed one.
-    fn send_session(&mut self, id: UserId, name: &str) {
+    fn send_session(&mut self, id: UserId, name: &str, account: bool) {
         let config = Arc::clone(&self.config);
         let state = &mut *self.state;
-        let head = ServerPackage::Session(Session::accepted_without_list(
-            name,
-            GENERAL,
-            state.public.len(),
-        ));
+        let head = ServerPackage::Session(
+            Session::accepted_without_list(name, GENERAL, state.public.len()).with_account(account),
+        );
         let encoded = state
             .public
             .tail(&config)
@@ -965,13 +1331,7 @@ impl Guard<'_> {
 
     fn channel_update(&self, key: &str) -> ServerPackage {
         let (channel, private, owner) = match self.state.channels.get(key) {
-            Some(ch) => (
-                ch.name.clone(),
-                ch.private,
-                ch.owner
-                    .and_then(|o| self.state.users.get(&o))
-                    .map(|u| u.name.clone()),
-            ),
+            Some(ch) => (ch.name.clone(), ch.private, self.owner_name(ch)),
             None => (String::new(), false, None),
         };
         ServerPackage::notification(Notification::ChannelUpdate {
@@ -1026,6 +1386,11 @@ impl Guard<'_> {
 
         // The joiner's own copy describes the channel it arrived in; its
         // member list is the channel's cached one, spliced in last.
+        let owner = self
+            .state
+            .channels
+            .get(key)
+            .and_then(|ch| self.owner_name(ch));
         let state = &mut *self.state;
         let Some(ch) = state.channels.get_mut(key) else {
             return;
@@ -1035,10 +1400,7 @@ impl Guard<'_> {
             channel,
             users: None,
             users_total: Some(total),
-            owner: ch
-                .owner
-                .and_then(|o| state.users.get(&o))
-                .map(|u| u.name.clone()),
+            owner,
             private: Some(ch.private),
         });
         let encoded = ch
@@ -1090,7 +1452,9 @@ impl Guard<'_> {
         };
         ch.members.retain(|m| m.id != id);
         ch.sorted.remove(&fold_name(&username));
-        if ch.members.is_empty() && key != GENERAL {
+        // A registered channel outlives its members, and its ownership
+        // stays with its account.
+        if ch.members.is_empty() && key != GENERAL && ch.registered.is_none() {
             state.public.remove(&key);
             state.presence_dirty.remove(&key);
             if let Some(ch) = state.channels.remove(&key) {
@@ -1102,7 +1466,7 @@ impl Guard<'_> {
             }
             return;
         }
-        let owner_left = ch.owner == Some(id);
+        let owner_left = ch.owner == Some(id) && ch.registered.is_none();
         if owner_left {
             ch.owner = ch.members.first().map(|m| m.id);
         }
@@ -1133,6 +1497,15 @@ impl Guard<'_> {
         let state = &mut *self.state;
         if let Some(user) = state.users.remove(&id) {
             state.names.remove(&fold_name(&user.name));
+            let skeleton = name_skeleton(&user.name);
+            if state.skeletons.get(&skeleton) == Some(&id) {
+                state.skeletons.remove(&skeleton);
+            }
+            if let Some(account) = user.account {
+                if state.online_accounts.get(&account) == Some(&id) {
+                    state.online_accounts.remove(&account);
+                }
+            }
             for key in &user.invited_to {
                 if let Some(ch) = state.channels.get_mut(key) {
                     ch.invited.remove(&id);
@@ -1157,6 +1530,15 @@ impl Guard<'_> {
                 self.remove_user(id);
             }
         }
+    }
+}
+
+/// Whether `account` may enter the private channel `ch` without an
+/// invitation: its owner account, or one admitted before.
+fn admitted(ch: &Channel, account: Option<AccountId>) -> bool {
+    match (&ch.registered, account) {
+        (Some(reg), Some(account)) => reg.owner == account || reg.admitted.contains(&account),
+        _ => false,
     }
 }
 
@@ -1229,6 +1611,7 @@ mod tests {
             private: false,
             owner: owner.map(str::to_owned),
             members: members.iter().map(|m| (*m).to_owned()).collect(),
+            registered: false,
         }
     }
 
@@ -1306,6 +1689,20 @@ mod tests {
         private_general.channels[0].private = true;
         let mut no_general = sound.clone();
         no_general.channels.remove(0);
+        let mut look_alike = sound.clone();
+        look_alike.users.push(user("\u{430}lice", "general"));
+        look_alike.channels[0].members.push("\u{430}lice".into());
+        let mut ownerless_registered = sound.clone();
+        ownerless_registered.channels.push(ChannelSnapshot {
+            registered: true,
+            ..channel("kept", None, &[])
+        });
+        let mut sound_registered = sound.clone();
+        sound_registered.channels.push(ChannelSnapshot {
+            registered: true,
+            ..channel("kept", Some("offline_owner"), &[])
+        });
+        assert_eq!(sound_registered.check_invariants(), Ok(()));
         for (what, bad) in [
             ("case-insensitive duplicate", twice),
             ("user in two channels", two_homes),
@@ -1313,6 +1710,8 @@ mod tests {
             ("owner not a member", absent_owner),
             ("private general", private_general),
             ("missing general", no_general),
+            ("look-alike names", look_alike),
+            ("registered channel without owner", ownerless_registered),
         ] {
             assert!(bad.check_invariants().is_err(), "{what} not caught");
         }

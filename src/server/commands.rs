@@ -4,11 +4,17 @@
 //! Adding a command is adding a row to [`COMMANDS`] and a parameter type;
 //! the connection code never changes. Parameters are parsed strictly
 //! (unknown keys are errors) once the command is known.
+//!
+//! Most commands are chat-state operations done at once under the hub's
+//! lock. The ones that need the store or a password hash (`join`, which may
+//! register a channel, `rename`, `register`, `password`) are marked
+//! accounts commands: the connection runs them asynchronously through
+//! [`crate::server::accounts`], off the async workers.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::server::chat::{ChatError, Hub, UserId};
+use crate::server::chat::{ChatError, Hub, Persist, UserId};
 use crate::wire::protocol::Command;
 
 /// Longest `ping` token echoed back, in bytes.
@@ -48,8 +54,35 @@ pub struct CommandSpec {
     pub parameters: &'static str,
     /// What it does, in one line.
     pub summary: &'static str,
-    /// Runs the command for `user`.
-    run: fn(&Hub, UserId, Option<serde_json::Value>) -> Result<(), Outcome>,
+    /// What runs it.
+    handler: Handler,
+}
+
+/// A chat-state operation: runs the command for a user and returns what
+/// must be written to the store before it is acknowledged.
+type ChatFn = fn(&Hub, UserId, Option<serde_json::Value>) -> Result<Vec<Persist>, Outcome>;
+
+/// What runs a command.
+enum Handler {
+    /// A chat-state operation, done at once.
+    Chat(ChatFn),
+    /// An operation on accounts or the store, run by the connection
+    /// through [`crate::server::accounts`].
+    Accounts,
+}
+
+/// What [`dispatch`] did.
+#[derive(Debug)]
+pub enum Dispatched {
+    /// The command ran; these store steps remain.
+    Done(Vec<Persist>),
+    /// The command is an accounts command for the caller to run.
+    Accounts {
+        /// Its canonical name.
+        command: &'static str,
+        /// Its parameters, not yet parsed.
+        parameters: Option<serde_json::Value>,
+    },
 }
 
 /// A handler's failure before the table attaches the command name.
@@ -74,9 +107,27 @@ struct NoParams {}
 /// `{"channel": ...}`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChannelParams {
+pub(crate) struct ChannelParams {
     /// Channel name.
-    channel: String,
+    pub(crate) channel: String,
+}
+
+/// `{"password": ...}`. No `Debug`, as for every password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterParams {
+    /// The new account's password.
+    pub(crate) password: String,
+}
+
+/// `{"old": ..., "new": ...}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordParams {
+    /// The current password.
+    pub(crate) old: String,
+    /// The password from now on.
+    pub(crate) new: String,
 }
 
 /// `{"username": ...}`
@@ -85,6 +136,18 @@ struct ChannelParams {
 pub(crate) struct UsernameParams {
     /// User name.
     pub(crate) username: String,
+}
+
+/// `{"username": ..., "password": ...}`, password optional. No `Debug`:
+/// a password must never reach a log.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginParams {
+    /// User name.
+    pub(crate) username: String,
+    /// The account's password, for a registered name.
+    #[serde(default)]
+    pub(crate) password: Option<String>,
 }
 
 /// `{"token": ...}`, token optional.
@@ -121,94 +184,105 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "login",
         aliases: &[],
-        parameters: "{\"username\": NAME}",
+        parameters: "{\"username\": NAME, \"password\": TEXT (registered names)}",
         summary: "log in (only before a session exists; afterwards use rename)",
-        run: |hub, id, _| {
+        handler: Handler::Chat(|hub, id, _| {
             let name = hub.username(id).unwrap_or_default();
             Err(Outcome::Refused(format!(
                 "You are already logged in as {name}; use rename to change your name."
             )))
-        },
+        }),
     },
     CommandSpec {
         name: "join",
         aliases: &[],
         parameters: "{\"channel\": NAME}",
         summary: "join a channel, creating it if it does not exist",
-        run: |hub, id, p| {
-            let p: ChannelParams = params("join", p)?;
-            Ok(hub.join(id, &p.channel)?)
-        },
+        handler: Handler::Accounts,
     },
     CommandSpec {
         name: "leave",
         aliases: &[],
         parameters: "none",
         summary: "go back to general",
-        run: |hub, id, p| {
+        handler: Handler::Chat(|hub, id, p| {
             let NoParams {} = params("leave", p)?;
-            Ok(hub.leave(id)?)
-        },
+            hub.leave(id)?;
+            Ok(Vec::new())
+        }),
     },
     CommandSpec {
         name: "rename",
         aliases: &[],
         parameters: "{\"username\": NAME}",
         summary: "change your name",
-        run: |hub, id, p| {
-            let p: UsernameParams = params("rename", p)?;
-            hub.rename(id, &p.username)?;
-            // Runs inside the connection's span: its later lines carry the new name.
-            tracing::Span::current().record("user", p.username.as_str());
-            Ok(())
-        },
+        handler: Handler::Accounts,
     },
     CommandSpec {
         name: "private",
         aliases: &[],
         parameters: "none",
         summary: "make your channel private (owner only)",
-        run: |hub, id, p| {
+        handler: Handler::Chat(|hub, id, p| {
             let NoParams {} = params("private", p)?;
             Ok(hub.set_private(id, true)?)
-        },
+        }),
     },
     CommandSpec {
         name: "public",
         aliases: &[],
         parameters: "none",
         summary: "make your channel public (owner only)",
-        run: |hub, id, p| {
+        handler: Handler::Chat(|hub, id, p| {
             let NoParams {} = params("public", p)?;
             Ok(hub.set_private(id, false)?)
-        },
+        }),
     },
     CommandSpec {
         name: "invite",
         aliases: &[],
         parameters: "{\"username\": NAME}",
         summary: "invite a user to your channel",
-        run: |hub, id, p| {
+        handler: Handler::Chat(|hub, id, p| {
             let p: UsernameParams = params("invite", p)?;
-            Ok(hub.invite(id, &p.username)?)
-        },
+            hub.invite(id, &p.username)?;
+            Ok(Vec::new())
+        }),
     },
     CommandSpec {
         name: "channels",
         aliases: &["channel_list"],
         parameters: "none",
         summary: "list public channels",
-        run: |hub, id, p| {
+        handler: Handler::Chat(|hub, id, p| {
             let NoParams {} = params("channels", p)?;
-            Ok(hub.channel_list(id)?)
-        },
+            hub.channel_list(id)?;
+            Ok(Vec::new())
+        }),
     },
     CommandSpec {
         name: "ping",
         aliases: &[],
         parameters: "{\"token\": TEXT} (optional)",
         summary: "get a pong once everything sent before has been handled",
-        run: |hub, id, p| Ok(hub.ping(id, ping_token(p)?)?),
+        handler: Handler::Chat(|hub, id, p| {
+            hub.ping(id, ping_token(p)?)?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "register",
+        aliases: &[],
+        parameters: "{\"password\": TEXT}",
+        summary: "register your current name as an account with this password",
+        handler: Handler::Accounts,
+    },
+    CommandSpec {
+        name: "password",
+        aliases: &[],
+        parameters: "{\"old\": TEXT, \"new\": TEXT}",
+        summary: "change your account's password",
+        handler: Handler::Accounts,
     },
 ];
 
@@ -247,8 +321,8 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
         .find(|c| c.name == name || c.aliases.contains(&name))
 }
 
-/// Runs a logged-in user's command.
-pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<(), CommandError> {
+/// Runs a logged-in user's chat command, or hands an accounts command back.
+pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<Dispatched, CommandError> {
     let Some(spec) = find(&command.command) else {
         let known: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
         return Err(CommandError::Protocol(format!(
@@ -257,7 +331,18 @@ pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<(), CommandEr
             known.join(", ")
         )));
     };
-    (spec.run)(hub, id, command.parameters).map_err(|o| failure(spec.name, o))
+    let run = match spec.handler {
+        Handler::Chat(run) => run,
+        Handler::Accounts => {
+            return Ok(Dispatched::Accounts {
+                command: spec.name,
+                parameters: command.parameters,
+            })
+        }
+    };
+    run(hub, id, command.parameters)
+        .map(Dispatched::Done)
+        .map_err(|o| failure(spec.name, o))
 }
 
 #[cfg(test)]
@@ -277,6 +362,16 @@ mod tests {
         assert_eq!(all.len(), n);
         assert_eq!(find("channel_list").map(|c| c.name), Some("channels"));
         assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn accounts_commands_are_the_ones_the_accounts_service_runs() {
+        let accounts: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|c| matches!(c.handler, Handler::Accounts))
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(accounts, ["join", "rename", "register", "password"]);
     }
 
     #[test]

@@ -59,6 +59,33 @@ pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
+/// Password hashes computed at once (each takes 19 MiB); 0 means two per core.
+pub const DEFAULT_HASH_CONCURRENCY: usize = 0;
+/// Wrong passwords for one account within the window before further
+/// attempts on it are refused, from any connection or address.
+pub const DEFAULT_LOGIN_FAILURES_PER_ACCOUNT: usize = 5;
+/// Wrong passwords from one client address within the window before its
+/// further attempts are refused.
+pub const DEFAULT_LOGIN_FAILURES_PER_ADDRESS: usize = 20;
+/// Seconds a wrong password counts against its account and address.
+pub const DEFAULT_LOGIN_THROTTLE_WINDOW_SECS: u64 = 15 * 60;
+/// Accounts (and, separately, addresses) whose failures are remembered at
+/// once; past it the entry idle longest is forgotten.
+pub const DEFAULT_LOGIN_THROTTLE_ENTRIES: usize = 65_536;
+
+/// Account and registered-channel store calls (logins, `register`, ...)
+/// running at once on the blocking pool; the rest wait their turn.
+pub const DEFAULT_ACCOUNT_STORE_CALLS: usize = 8;
+
+/// Whether users may register their names (`register`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Registration {
+    /// Anyone logged in may register their name.
+    #[default]
+    Open,
+    /// `register` is refused; accounts are made with `chatmaster-server accounts add`.
+    Closed,
+}
 /// The database file `chatmaster-server` uses, in its working directory.
 /// (`Config::default()` keeps the store in memory instead, so tests and
 /// embedders leave no files behind.)
@@ -110,6 +137,20 @@ pub struct Config {
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
     pub compress_min_bytes: usize,
+    /// Password hashes computed at once; 0 means two per core.
+    pub hash_concurrency: usize,
+    /// Wrong passwords per account within the window before refusing.
+    pub login_failures_per_account: usize,
+    /// Wrong passwords per client address within the window before refusing.
+    pub login_failures_per_address: usize,
+    /// How long a wrong password counts.
+    pub login_throttle_window: Duration,
+    /// Entries remembered in each throttle map.
+    pub login_throttle_entries: usize,
+    /// Whether `register` is allowed.
+    pub registration: Registration,
+    /// Account store calls running at once.
+    pub account_store_calls: usize,
     /// Database file, or `:memory:`.
     pub db: String,
     /// What a commit waits for before messages are acknowledged.
@@ -131,7 +172,8 @@ pub struct Config {
 
 impl Config {
     /// The fields that set up what is built once at start: the store's
-    /// file, its options and its writer thread. A reload cannot change
+    /// file, its options and its writer thread; the accounts service's
+    /// hasher, throttle and store permits. A reload cannot change
     /// them: [`Config::keep_startup`] carries them over from the running
     /// configuration, and a change to them is reported as needing a
     /// restart (see `ops::reload`). Every other field is read through
@@ -139,12 +181,24 @@ impl Config {
     /// that sizes something built once belongs here.
     pub fn startup_fields(&self) -> impl std::fmt::Debug + '_ {
         (
-            &self.db,
-            self.db_durability,
-            self.db_busy_timeout,
-            self.store_queue,
-            self.store_batch,
-            self.store_group,
+            (
+                &self.db,
+                self.db_durability,
+                self.db_busy_timeout,
+                self.store_queue,
+                self.store_batch,
+                self.store_group,
+            ),
+            // The accounts service's hasher pool, throttle table and
+            // store permits.
+            (
+                self.hash_concurrency,
+                self.login_failures_per_account,
+                self.login_failures_per_address,
+                self.login_throttle_window,
+                self.login_throttle_entries,
+                self.account_store_calls,
+            ),
         )
     }
 
@@ -157,6 +211,12 @@ impl Config {
             store_queue: running.store_queue,
             store_batch: running.store_batch,
             store_group: running.store_group,
+            hash_concurrency: running.hash_concurrency,
+            login_failures_per_account: running.login_failures_per_account,
+            login_failures_per_address: running.login_failures_per_address,
+            login_throttle_window: running.login_throttle_window,
+            login_throttle_entries: running.login_throttle_entries,
+            account_store_calls: running.account_store_calls,
             ..self
         }
     }
@@ -188,6 +248,13 @@ impl Default for Config {
             rate_burst: DEFAULT_RATE_BURST,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
+            hash_concurrency: DEFAULT_HASH_CONCURRENCY,
+            login_failures_per_account: DEFAULT_LOGIN_FAILURES_PER_ACCOUNT,
+            login_failures_per_address: DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
+            login_throttle_window: Duration::from_secs(DEFAULT_LOGIN_THROTTLE_WINDOW_SECS),
+            login_throttle_entries: DEFAULT_LOGIN_THROTTLE_ENTRIES,
+            registration: Registration::Open,
+            account_store_calls: DEFAULT_ACCOUNT_STORE_CALLS,
             db: MEMORY.to_owned(),
             db_durability: Durability::Normal,
             db_busy_timeout: Duration::from_millis(DEFAULT_DB_BUSY_TIMEOUT_MS),
@@ -212,6 +279,29 @@ pub const SERVER_LONG_ABOUT: &str = "ChatMaster 3000 chat server.\n\nSpeaks the 
                   environment < command line. `chatmaster-server config` prints the effective values \
                   and where each came from.";
 
+/// What `chatmaster-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Manage accounts in the database (also while a server runs on it).
+    Accounts(crate::server::admin::AccountsArgs),
+    /// Prints the effective configuration as TOML, each value with where it
+    /// came from (default, file and line, environment variable, flag).
+    /// Flags go before the subcommand.
+    Config,
+    /// Writes a consistent copy of the database (--db) to FILE while the
+    /// server may be running (SQLite's online backup). FILE must not exist.
+    /// To restore, start the server with --db FILE.
+    Backup {
+        /// Where the copy goes.
+        file: PathBuf,
+    },
+    /// Prints a shell completion script for chatmaster-server.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
 /// Command-line flags of `chatmaster-server`. Kept in the library so the
 /// flag set is testable and shared with anything that embeds the server.
 #[derive(Debug, Clone, clap::Parser)]
@@ -229,6 +319,9 @@ pub struct ServerArgs {
     /// Log line format: `text` for people, `json` for one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Maintenance instead of serving (`accounts add|list|delete|passwd`).
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -297,6 +390,33 @@ pub struct ServerArgs {
     /// more: each cross-thread wake-up costs a futex call and a context switch.
     #[arg(long, default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
+    /// Whether users may register their names with `register` (accounts can
+    /// always be made with `chatmaster-server accounts add`).
+    #[arg(long, value_enum, default_value_t = Registration::Open)]
+    pub registration: Registration,
+    /// Password hashes (argon2id, 19 MiB each) computed at once; 0 = two per
+    /// core, which is also the most allowed.
+    #[arg(long, default_value_t = DEFAULT_HASH_CONCURRENCY)]
+    pub hash_concurrency: usize,
+    /// Wrong passwords for one account within the throttle window after
+    /// which attempts on it are refused, from anywhere.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_FAILURES_PER_ACCOUNT, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub login_failures_per_account: usize,
+    /// Wrong passwords from one client address within the throttle window
+    /// after which its attempts are refused.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_FAILURES_PER_ADDRESS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub login_failures_per_address: usize,
+    /// Seconds a wrong password counts against its account and address.
+    #[arg(long, default_value_t = DEFAULT_LOGIN_THROTTLE_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_throttle_window_secs: u64,
+    /// Accounts, and addresses, whose wrong passwords are remembered at once
+    /// (past it the one idle longest is forgotten).
+    #[arg(long, default_value_t = DEFAULT_LOGIN_THROTTLE_ENTRIES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub login_throttle_entries: usize,
+    /// Account and registered-channel store calls (logins, register, ...)
+    /// running at once; the rest wait their turn.
+    #[arg(long, default_value_t = DEFAULT_ACCOUNT_STORE_CALLS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub account_store_calls: usize,
     /// Database file holding accounts, registered channels and messages
     /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
     #[arg(long, default_value = DEFAULT_DB)]
@@ -343,6 +463,13 @@ impl ServerArgs {
             rate_burst: self.rate_burst,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
+            hash_concurrency: self.hash_concurrency,
+            login_failures_per_account: self.login_failures_per_account,
+            login_failures_per_address: self.login_failures_per_address,
+            login_throttle_window: Duration::from_secs(self.login_throttle_window_secs),
+            login_throttle_entries: self.login_throttle_entries,
+            registration: self.registration,
+            account_store_calls: self.account_store_calls,
             db: self.db.clone(),
             db_durability: self.db_sync,
             db_busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),

@@ -35,6 +35,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,8 +47,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::server::chat::Persist;
 use crate::server::chat::{Hub, Outbox, UserId};
-use crate::server::commands::{self, parse_params, UsernameParams};
+use crate::server::commands::{self, parse_params, Dispatched, LoginParams};
 use crate::server::config::Config;
 use crate::server::journal::{Slot, SlotError};
 use crate::server::rate::TokenBucket;
@@ -73,6 +75,8 @@ enum Close {
     WriteStalled(Duration),
     #[error("dropped by the server (slow consumer)")]
     Killed,
+    #[error("replaced by a new login to the same account")]
+    Replaced,
     #[error("server shutdown")]
     Shutdown,
 }
@@ -165,6 +169,8 @@ struct Connection {
     frames: FrameCodec,
     /// The logged-in user, once there is one.
     user: Option<UserId>,
+    /// Set by the hub when a new login to this user's account took over.
+    replaced: Arc<AtomicBool>,
     /// Flood control: `rate_per_sec` tokens per second, `rate_burst` at
     /// once; one token per package handled.
     rate: TokenBucket,
@@ -189,6 +195,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: Canc
         buf: BytesMut::new(),
         frames: FrameCodec::new(config.max_frame_bytes),
         user: None,
+        replaced: Arc::new(AtomicBool::new(false)),
         rate: TokenBucket::new(config.rate_per_sec, config.rate_burst),
         pause: None,
         stalled: None,
@@ -238,7 +245,7 @@ impl Connection {
                         frame_deadline = None;
                         // Checked above: a token is there.
                         self.rate.try_take();
-                        if let Err(close) = self.handle_frame(&body) {
+                        if let Err(close) = self.handle_frame(&body).await {
                             // The reply explaining why is queued: let it out first.
                             let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
                             return Err(close);
@@ -282,7 +289,7 @@ impl Connection {
             };
             match event {
                 Event::Shutdown => return self.goodbye().await,
-                Event::Killed => return Err(Close::Killed),
+                Event::Killed => return self.killed().await,
                 Event::Outbound(first) => self.write_batch(first).await?,
                 Event::Readable(r) => {
                     r?;
@@ -304,8 +311,10 @@ impl Connection {
                     let waited = Instant::now() - stalled.since;
                     frame_deadline = frame_deadline.map(|d| d + waited);
                     let handled = match ready {
-                        StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
-                        StoreReady::Barrier => self.handle_package(stalled.package, None),
+                        StoreReady::Slot(slot) => {
+                            self.handle_package(stalled.package, Some(slot)).await
+                        }
+                        StoreReady::Barrier => self.handle_package(stalled.package, None).await,
                         StoreReady::Closed => self.store_unavailable(),
                     };
                     if let Err(close) = handled {
@@ -363,7 +372,7 @@ impl Connection {
     }
 
     /// Handles one complete frame body.
-    fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
+    async fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
         let package = match codec::decode_body::<ClientPackage>(body, self.config.max_package_bytes)
         {
             Ok(p) => p,
@@ -374,7 +383,7 @@ impl Connection {
             Err(e) => return self.reply_error("protocol", e.to_string()),
         };
         if self.user.is_none() {
-            return self.handle_package(package, None);
+            return self.handle_package(package, None).await;
         }
         // A message takes a place in the store's queue first, or is parked
         // until there is one; a ping is parked until the writer has
@@ -382,7 +391,7 @@ impl Connection {
         let journal = self.hub.journal();
         let wait: Pin<Box<dyn Future<Output = StoreReady> + Send>> = match &package {
             ClientPackage::Message(_) => match journal.try_slot() {
-                Ok(slot) => return self.handle_package(package, Some(slot)),
+                Ok(slot) => return self.handle_package(package, Some(slot)).await,
                 Err(SlotError::Closed) => return self.store_unavailable(),
                 Err(SlotError::Full) => {
                     let journal = journal.clone();
@@ -403,7 +412,7 @@ impl Connection {
                     }
                 })
             }
-            ClientPackage::Command(_) => return self.handle_package(package, None),
+            ClientPackage::Command(_) => return self.handle_package(package, None).await,
         };
         self.stalled = Some(Stalled {
             package,
@@ -423,11 +432,15 @@ impl Connection {
     }
 
     /// Handles a decoded package; `slot` is a store slot if it wanted one.
-    fn handle_package(&mut self, package: ClientPackage, slot: Option<Slot>) -> Result<(), Close> {
+    async fn handle_package(
+        &mut self,
+        package: ClientPackage,
+        slot: Option<Slot>,
+    ) -> Result<(), Close> {
         match (package, self.user) {
             (ClientPackage::Command(c), None) if c.command == "login" => {
-                match parse_params::<UsernameParams>("login", c.parameters) {
-                    Ok(p) => self.login(&p.username),
+                match parse_params::<LoginParams>("login", c.parameters) {
+                    Ok(p) => self.login(p).await,
                     Err(m) => self.reply_error("protocol", m),
                 }
             }
@@ -445,24 +458,129 @@ impl Connection {
                     Err(e) => self.reply_error("message", e.0),
                 }
             }
-            (ClientPackage::Command(c), Some(id)) => match commands::dispatch(&self.hub, id, c) {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let (kind, message) = e.to_error();
-                    let package = ServerPackage::error(kind, message);
-                    self.reply(&package)
+            (ClientPackage::Command(c), Some(id)) => {
+                let name = c.command.clone();
+                let result = match commands::dispatch(&self.hub, id, c) {
+                    Ok(Dispatched::Done(steps)) => self.persist(&name, steps).await?,
+                    Ok(Dispatched::Accounts {
+                        command,
+                        parameters,
+                    }) => {
+                        let (hub, addr) = (self.hub.clone(), self.peer.ip());
+                        let run = async move {
+                            let accounts = Arc::clone(hub.accounts());
+                            accounts
+                                .run_command(&hub, id, command, parameters, addr)
+                                .await
+                        };
+                        match self.serving_while(run).await? {
+                            Ok(answer) => match self.persist(&name, answer.persist).await? {
+                                Ok(()) => match answer.reply {
+                                    Some(reply) => {
+                                        self.reply(&reply)?;
+                                        Ok(())
+                                    }
+                                    None => Ok(()),
+                                },
+                                Err(e) => Err(e),
+                            },
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let (kind, message) = e.to_error();
+                        let package = ServerPackage::error(kind, message);
+                        self.reply(&package)
+                    }
                 }
-            },
+            }
         }
     }
 
-    fn login(&mut self, name: &str) -> Result<(), Close> {
+    /// Writes what a command changed to the store before its answer
+    /// leaves: the answer is queued already, and this connection's queue is
+    /// not written until the store has committed.
+    async fn persist(
+        &mut self,
+        command: &str,
+        steps: Vec<Persist>,
+    ) -> Result<Result<(), commands::CommandError>, Close> {
+        if steps.is_empty() {
+            return Ok(Ok(()));
+        }
+        let accounts = Arc::clone(self.hub.accounts());
+        let stored = tokio::select! {
+            biased;
+            _ = self.stop.as_mut() => return Err(self.stopped().await),
+            stored = accounts.persist(steps) => stored,
+        };
+        Ok(stored.map_err(|message| commands::CommandError::Failed {
+            command: commands::find(command).map_or("server", |c| c.name),
+            message,
+        }))
+    }
+
+    /// Waits for `work` (a store call or a password hash) while still
+    /// writing this connection's queue, so that broadcasts to it do not pile
+    /// up meanwhile. The socket is not read: packages stay in order.
+    async fn serving_while<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Close> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.as_mut() => return Err(self.stopped().await),
+                done = &mut work => return Ok(done),
+                Some(first) = self.rx.recv() => self.write_batch(first).await?,
+            }
+        }
+    }
+
+    /// `stop` fired while waiting on the store or the hasher: says goodbye
+    /// at shutdown, or closes as [`Connection::killed`] does.
+    async fn stopped(&mut self) -> Close {
+        if self.shutdown.is_cancelled() {
+            let _ = self.goodbye().await;
+            return Close::Shutdown;
+        }
+        match self.killed().await {
+            Err(close) => close,
+            Ok(()) => Close::Killed,
+        }
+    }
+
+    async fn login(&mut self, p: LoginParams) -> Result<(), Close> {
+        let LoginParams { username, password } = p;
+        let accounts = Arc::clone(self.hub.accounts());
+        let addr = self.peer.ip();
+        let name = username.clone();
+        let checked = self
+            .serving_while(async move { accounts.authenticate(&name, password, addr).await })
+            .await?;
+        let (name, account) = match checked {
+            // The account's own spelling is what others see.
+            Ok(Some(account)) => (account.name, Some(account.id)),
+            Ok(None) => (username, None),
+            Err(refusal) => {
+                let session = if refusal.password_required {
+                    Session::password_required(refusal.reason)
+                } else {
+                    Session::refused(refusal.reason)
+                };
+                self.reply(&ServerPackage::Session(session))?;
+                return self.reply(&ServerPackage::Request(Request::login()));
+            }
+        };
         let outbox = Outbox::new(self.tx.clone(), self.kill.clone());
-        match self.hub.login(name, outbox) {
+        self.replaced = outbox.replaced();
+        match self.hub.login_as(&name, account, outbox) {
             Ok(id) => {
                 self.user = Some(id);
-                tracing::Span::current().record("user", name);
-                tracing::debug!(peer = %self.peer, user = name, "logged in");
+                tracing::Span::current().record("user", name.as_str());
+                tracing::debug!(peer = %self.peer, user = %name, account = account.is_some(), "logged in");
                 Ok(())
             }
             Err(e) => {
@@ -470,6 +588,19 @@ impl Connection {
                 self.reply(&ServerPackage::Request(Request::login()))
             }
         }
+    }
+
+    /// The hub dropped this connection: a slow consumer closes at once; a
+    /// user replaced by a new login first gets the `login` error queued
+    /// for it.
+    async fn killed(&mut self) -> Result<(), Close> {
+        if !self.replaced.load(Ordering::Acquire) {
+            return Err(Close::Killed);
+        }
+        let limit = self.config.shutdown_timeout;
+        let _ = timeout(limit, self.flush_queue()).await;
+        let _ = timeout(limit, self.stream.shutdown()).await;
+        Err(Close::Replaced)
     }
 
     /// Queues a package for this connection.

@@ -11,11 +11,14 @@
 //! receive it, and returns once every connection task has ended. Tests bind
 //! `127.0.0.1:0` themselves and drive shutdown with their own future.
 
+pub mod accounts;
+pub mod admin;
 pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod journal;
+pub mod passwords;
 pub mod rate;
 
 use std::future::Future;
@@ -75,9 +78,9 @@ impl Server {
 
     /// A server over an already opened store (any [`Store`] implementation).
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        Ok(Server {
-            hub: Hub::with_store(Arc::new(config), store)?,
-        })
+        let hub = Hub::with_store(Arc::new(config), store)?;
+        hub.load_registered_from_store()?;
+        Ok(Server { hub })
     }
 
     /// A handle on the chat state (for inspection in tests and tools).

@@ -130,6 +130,9 @@ pub struct Session {
     /// The name as registered (the spelling the user chose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// Whether the user is logged in to an account (on success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<bool>,
     /// The channel the user is now in (`general`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
@@ -143,6 +146,10 @@ pub struct Session {
     /// Why the login was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Set on a refusal when the name is registered and the login needs
+    /// its password (it was missing or wrong): a client may prompt for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_required: Option<bool>,
 }
 
 impl Session {
@@ -160,7 +167,17 @@ impl Session {
             channel: Some(channel.to_owned()),
             channels: Some(channels),
             channels_total: Some(channels_total),
+            account: Some(false),
             reason: None,
+            password_required: None,
+        }
+    }
+
+    /// The same session, saying whether it is logged in to an account.
+    pub fn with_account(self, account: bool) -> Self {
+        Session {
+            account: Some(account),
+            ..self
         }
     }
 
@@ -180,6 +197,15 @@ impl Session {
             status: false,
             reason: Some(reason.into()),
             ..Session::default()
+        }
+    }
+
+    /// A refused login to a registered name whose password was missing or
+    /// wrong: the client may ask its user for the password.
+    pub fn password_required(reason: impl Into<String>) -> Self {
+        Session {
+            password_required: Some(true),
+            ..Session::refused(reason)
         }
     }
 }
@@ -281,6 +307,13 @@ pub enum Notification {
     },
     /// The server is shutting down; the connection closes next.
     ServerShutdown {},
+    /// The answer to `register`: the user's name is now an account.
+    Registered {
+        /// The registered name, as spelled.
+        username: String,
+    },
+    /// The answer to `password`: the account's password is changed.
+    PasswordChanged {},
 }
 
 /// `data` of an `error` package.
@@ -348,9 +381,25 @@ pub fn validate_name(name: &str, max_chars: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The form names are compared in: `Alice` and `alice` are the same name.
+/// The form names are compared in, as ergo compares nicknames: NFKC
+/// normalisation, then full Unicode case folding, then NFKC again (folding
+/// can undo normalisation). `Alice`, `ALICE` and fullwidth `ＡＬＩＣＥ` are one
+/// name, and so are `Straße` and `strasse`.
 pub fn fold_name(name: &str) -> String {
-    name.to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    let folded = caseless::default_case_fold_str(&name.nfkc().collect::<String>());
+    folded.nfkc().collect()
+}
+
+/// The confusable skeleton of a name (Unicode TR39) after folding: two names
+/// with the same skeleton look alike, such as `alice` and `аlice` with a
+/// Cyrillic `а`. A new name whose skeleton matches another user's or a
+/// registered account's is refused, so nobody can pass for someone else.
+pub fn name_skeleton(name: &str) -> String {
+    // Skeletons are case-sensitive (`I` is confusable with `l`), so fold
+    // before and after: the skeleton of a folded name may hold capitals.
+    let skeleton: String = unicode_security::skeleton(&fold_name(name)).collect();
+    fold_name(&skeleton)
 }
 
 /// Checks chat text: 1..=`max_bytes` bytes, no control characters but
@@ -493,11 +542,37 @@ mod tests {
                     1,
                 )),
                 json!({"type": "session", "data": {"status": true, "username": "alice",
-                    "channel": "general", "channels": ["general"], "channels_total": 1}}),
+                    "channel": "general", "channels": ["general"], "channels_total": 1,
+                    "account": false}}),
+            ),
+            (
+                ServerPackage::Session(
+                    Session::accepted("bob", "general", vec![], 1).with_account(true),
+                ),
+                json!({"type": "session", "data": {"status": true, "username": "bob",
+                    "channel": "general", "channels": [], "channels_total": 1,
+                    "account": true}}),
             ),
             (
                 ServerPackage::Session(Session::refused("Username is already taken.")),
                 json!({"type": "session", "data": {"status": false, "reason": "Username is already taken."}}),
+            ),
+            (
+                ServerPackage::Session(Session::password_required(
+                    "bob is registered: give its password.",
+                )),
+                json!({"type": "session", "data": {"status": false,
+                    "reason": "bob is registered: give its password.", "password_required": true}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Registered {
+                    username: "bob".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "registered", "username": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::PasswordChanged {}),
+                json!({"type": "notification", "data": {"event_type": "password_changed"}}),
             ),
             (
                 ServerPackage::notification(Notification::UserJoined {
@@ -579,6 +654,21 @@ mod tests {
         assert!(validate_name(&"é".repeat(32), 32).is_ok());
         assert!(validate_name(&"é".repeat(33), 32).is_err());
         assert_eq!(fold_name("ALICE"), fold_name("alice"));
+    }
+
+    #[test]
+    fn names_fold_like_ergo() {
+        assert_eq!(fold_name("ＡＬＩＣＥ"), "alice");
+        assert_eq!(fold_name("Straße"), fold_name("STRASSE"));
+        assert_eq!(fold_name("ǅemal"), fold_name("džemal"));
+        // Cyrillic а is another letter: a different name, but the same skeleton.
+        assert_ne!(fold_name("\u{430}lice"), fold_name("alice"));
+        assert_eq!(name_skeleton("\u{430}lice"), name_skeleton("alice"));
+        assert_eq!(name_skeleton("ALICE"), name_skeleton("alice"));
+        assert_eq!(name_skeleton("ａｌｉｃｅ"), name_skeleton("alice"));
+        assert_eq!(name_skeleton("paypal"), name_skeleton("paypa1"));
+        assert_ne!(name_skeleton("alice"), name_skeleton("alicia"));
+        assert_ne!(name_skeleton("bob"), name_skeleton("rob"));
     }
 
     #[test]

@@ -42,8 +42,19 @@ pub struct Scripted {
 impl Scripted {
     /// Starts the client with extra `args`.
     pub fn start(addr: SocketAddr, name: &str, args: &[&str]) -> Scripted {
+        Scripted::start_env(addr, name, args, &[])
+    }
+
+    /// Starts the client with extra `args` and environment variables.
+    pub fn start_env(
+        addr: SocketAddr,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Scripted {
         let mut child = client_command(addr)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

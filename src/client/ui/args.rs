@@ -73,6 +73,14 @@ Modes:
   line is the next name to try. With --username a refused name ends the client (6).
   Problems of the client itself (cannot connect, connection lost) go to stderr.
 
+Accounts:
+  When the server says a name is registered, the client asks for its password
+  (without echo), or uses --password-file FILE (its first line) or the
+  CHATMASTER_PASSWORD environment variable. /register and /password ask for
+  passwords the same way; in scriptable mode /register uses the configured
+  password if there is one, and otherwise, like /password, reads the passwords
+  as the next input lines.
+
 Exit codes:
   0  quit, Ctrl-D or end of input, everything sent was confirmed
   1  local error (e.g. the terminal failed)
@@ -80,8 +88,8 @@ Exit codes:
   3  cannot connect to the server
   4  connection lost, bad data from the server, or no confirmation in time
   5  the server shut down
-  6  scriptable mode: the server refused the --username name, or input ended
-     after a refused name";
+  6  scriptable mode: the server refused the --username name (or its password),
+     or input ended after a refused name";
 
 /// Command-line flags of `chatmaster-client`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -101,6 +109,11 @@ pub struct ClientArgs {
     /// Log in under this name instead of being asked for one.
     #[arg(long)]
     pub username: Option<String>,
+    /// File whose first line is the password, used when the server says the
+    /// name is registered and by /register (for scripts; CHATMASTER_PASSWORD
+    /// in the environment does the same).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
     /// Seconds to wait for the connection to be established.
     #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout_secs: u64,

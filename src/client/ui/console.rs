@@ -30,6 +30,8 @@ pub enum LineKind {
     Name,
     /// A chat line or command.
     Chat,
+    /// A password: read without echo, never kept in the history.
+    Secret,
 }
 
 /// A request to read one line.
@@ -289,6 +291,18 @@ fn edit_lines(
         let _ = lines.blocking_send(InputEvent::Warning(warning));
     }
     while let Ok(request) = requests.recv() {
+        if request.kind == LineKind::Secret {
+            let event = match rpassword::prompt_password(&request.prompt) {
+                Ok(line) => InputEvent::Line(line),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => InputEvent::Eof,
+                Err(e) => InputEvent::Failed(format!("reading the password failed: {e}")),
+            };
+            let failed = matches!(event, InputEvent::Failed(_));
+            if lines.blocking_send(event).is_err() || failed {
+                return;
+            }
+            continue;
+        }
         let event = loop {
             match editor.readline(&request.prompt) {
                 Ok(line) => {

@@ -253,6 +253,12 @@ impl ChatState {
                 sanitize(channel),
                 sanitize(username)
             ),
+            Notification::Registered { username } => format!(
+                "{} is now registered: from now on logging in as {} needs your password",
+                sanitize(username),
+                sanitize(username)
+            ),
+            Notification::PasswordChanged {} => "your password is changed".to_owned(),
             // The acknowledgement that one's own message is stored: the
             // line was already shown when it was typed.
             Notification::Pong { .. } | Notification::MessageSent { .. } => return None,
@@ -346,8 +352,13 @@ impl ChatState {
 fn describe_session(s: &Session, theme: &Theme) -> String {
     if s.status {
         let channels = s.channels.as_deref().unwrap_or(&[]);
+        let account = match s.account {
+            Some(true) => " (account)",
+            Some(false) => " (guest)",
+            None => "",
+        };
         theme.note(&format!(
-            "logged in as {}; channels {}",
+            "logged in as {}{account}; channels {}",
             sanitize(s.username.as_deref().unwrap_or("?")),
             name_list(channels, s.channels_total.unwrap_or(channels.len()))
         ))

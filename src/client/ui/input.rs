@@ -64,6 +64,10 @@ pub enum Input {
     Help,
     /// `/quit`: leave.
     Quit,
+    /// `/register`: asks for a password (twice) and registers the name.
+    Register,
+    /// `/password`: asks for the current and a new password.
+    Password,
     /// A malformed command; the text says how to use it.
     Invalid(String),
 }
@@ -144,6 +148,18 @@ const SPECS: &[Spec] = &[
         name: "channels",
         arg: "",
         about: "list the public channels",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "register",
+        arg: "",
+        about: "register your name as an account (asks for a password twice)",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "password",
+        arg: "",
+        about: "change your account's password (asks for the old and the new)",
         arity: Arity::Zero,
     },
     Spec {
@@ -231,6 +247,8 @@ pub fn parse_line(line: &str) -> Input {
         "invite" => Input::Command(ChatCommand::Invite(arg)),
         "channels" => Input::Command(ChatCommand::Channels),
         "help" => Input::Help,
+        "register" => Input::Register,
+        "password" => Input::Password,
         _ => Input::Quit,
     }
 }
@@ -242,6 +260,14 @@ mod tests {
 
     fn cmd(c: ChatCommand) -> Input {
         Input::Command(c)
+    }
+
+    #[test]
+    fn account_commands_are_local_until_the_password_is_typed() {
+        assert_eq!(parse_line("/register"), Input::Register);
+        assert_eq!(parse_line("/PASSWORD"), Input::Password);
+        assert!(matches!(parse_line("/register secret"), Input::Invalid(_)));
+        assert_eq!(Input::Register.to_package(), None);
     }
 
     #[test]

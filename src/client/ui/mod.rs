@@ -34,6 +34,13 @@ pub async fn run(args: ClientArgs) -> Exit {
         stdout_is_terminal,
         std::env::var_os("NO_COLOR").as_deref(),
     ));
+    let password = match configured_password(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("chatmaster-client: {e}");
+            return Exit::LocalError;
+        }
+    };
     let address = args.address();
     let conn = match tokio::time::timeout(
         args.connect_timeout(),
@@ -75,6 +82,7 @@ pub async fn run(args: ClientArgs) -> Exit {
     };
     let settings = session::Settings {
         username: args.username.clone(),
+        password: password.map(session::Password),
         prompt_wait: args.prompt_wait(),
         drain_timeout: args.drain_timeout(),
         max_line_bytes: MAX_LINE_BYTES,
@@ -82,4 +90,18 @@ pub async fn run(args: ClientArgs) -> Exit {
         pacer: TokenBucket::new(args.send_rate, args.send_burst),
     };
     session::Session::new(conn, console, settings).run().await
+}
+
+/// The password given for scripts: `--password-file` (its first line), else
+/// `CHATMASTER_PASSWORD`.
+fn configured_password(args: &ClientArgs) -> Result<Option<String>, String> {
+    if let Some(path) = &args.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default();
+        return Ok(Some(line.to_owned()));
+    }
+    Ok(std::env::var("CHATMASTER_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty()))
 }

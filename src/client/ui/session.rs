@@ -25,11 +25,47 @@ use crate::wire::protocol::{ClientPackage, Command, Notification, ServerPackage}
 /// Prompt shown when asking for a name.
 pub const NAME_PROMPT: &str = "name: ";
 
+/// A password given on the command line's behalf (file or environment).
+/// Its `Debug` hides it, so it never reaches a log or a panic message.
+#[derive(Clone)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(hidden)")
+    }
+}
+
+/// A conversation asking for passwords, one line at a time.
+#[derive(Clone, PartialEq, Eq)]
+enum SecretFlow {
+    /// The password for logging in as `name`.
+    Login {
+        /// The registered name.
+        name: String,
+    },
+    /// `/register`: the password, then the same again.
+    Register {
+        /// The first entry, once typed.
+        first: Option<String>,
+    },
+    /// `/password`: the current password, the new one, the new one again.
+    Password {
+        /// The current password, once typed.
+        old: Option<String>,
+        /// The new one, once typed.
+        new: Option<String>,
+    },
+}
+
 /// The session's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Name to log in with before asking.
     pub username: Option<String>,
+    /// Password to use when the server says the name is registered, and
+    /// for `/register` in scriptable mode.
+    pub password: Option<Password>,
     /// How long the prompt waits for the answer to a prompt-changing command.
     pub prompt_wait: Duration,
     /// How long to wait for the final confirmation when leaving.
@@ -90,6 +126,15 @@ pub struct Session {
     deadline: Option<(Instant, Wait)>,
     /// Numbers the ping tokens.
     next_token: u64,
+    /// The name last sent in a `login`.
+    last_name: Option<String>,
+    /// A registered name the server wants the password of, until the next
+    /// `request login` asks for it.
+    needs_password: Option<String>,
+    /// Whether the configured password was sent for a login already.
+    password_used: bool,
+    /// The password conversation in progress, if any.
+    secret: Option<SecretFlow>,
 }
 
 /// What ended the session: the exit code and a last word for stderr.
@@ -111,6 +156,10 @@ impl Session {
             waiting_for: None,
             deadline: None,
             next_token: 0,
+            last_name: None,
+            needs_password: None,
+            password_used: false,
+            secret: None,
         }
     }
 
@@ -139,9 +188,17 @@ impl Session {
         let prompt = match kind {
             LineKind::Name => NAME_PROMPT.to_owned(),
             LineKind::Chat => self.state.prompt(),
+            LineKind::Secret => "password: ".to_owned(),
         };
         self.reading = true;
         self.console.request_line(prompt, kind);
+    }
+
+    /// Asks for a password (no echo, no history) as part of `flow`.
+    fn ask_secret(&mut self, flow: SecretFlow, prompt: String) {
+        self.secret = Some(flow);
+        self.reading = true;
+        self.console.request_line(prompt, LineKind::Secret);
     }
 
     async fn send(&mut self, package: &ClientPackage) -> Result<(), End> {
@@ -219,10 +276,16 @@ impl Session {
                 Ok(())
             }
             ServerPackage::Session(s) => {
+                if s.password_required == Some(true) {
+                    self.needs_password = self.last_name.clone();
+                }
+                let retry_with_configured = self.needs_password.is_some()
+                    && self.settings.password.is_some()
+                    && !self.password_used;
                 let reason = crate::client::ui::sanitize::sanitize(
                     s.reason.as_deref().unwrap_or("no reason given"),
                 );
-                if self.console.is_interactive() {
+                if self.console.is_interactive() || retry_with_configured {
                     // A new `request login` follows; it asks for another name.
                     Ok(())
                 } else if self.settings.username.is_none() {
@@ -261,10 +324,19 @@ impl Session {
     }
 
     async fn on_login_request(&mut self) -> Result<(), End> {
+        if let Some(name) = self.needs_password.take() {
+            if let (Some(password), false) = (self.settings.password.clone(), self.password_used) {
+                self.password_used = true;
+                return self.send_login(&name, Some(&password.0)).await;
+            }
+            let prompt = format!("password for {name} (empty to choose another name): ");
+            self.ask_secret(SecretFlow::Login { name }, prompt);
+            return Ok(());
+        }
         match self.settings.username.clone() {
             Some(name) if !self.given_name_used => {
                 self.given_name_used = true;
-                self.send_login(&name).await
+                self.send_login(&name, None).await
             }
             _ => {
                 self.ask(LineKind::Name);
@@ -273,12 +345,92 @@ impl Session {
         }
     }
 
-    async fn send_login(&mut self, name: &str) -> Result<(), End> {
-        let login = ClientPackage::Command(Command::new(
-            "login",
-            Some(serde_json::json!({ "username": name })),
-        ));
+    async fn send_login(&mut self, name: &str, password: Option<&str>) -> Result<(), End> {
+        let parameters = match password {
+            Some(p) => serde_json::json!({ "username": name, "password": p }),
+            None => serde_json::json!({ "username": name }),
+        };
+        self.last_name = Some(name.to_owned());
+        let login = ClientPackage::Command(Command::new("login", Some(parameters)));
         self.send(&login).await
+    }
+
+    /// The next line of a password conversation.
+    async fn on_secret(&mut self, flow: SecretFlow, line: String) -> Result<(), End> {
+        let theme = self.settings.theme;
+        match flow {
+            SecretFlow::Login { name } => {
+                if line.is_empty() {
+                    self.ask(LineKind::Name);
+                    Ok(())
+                } else {
+                    self.send_login(&name, Some(&line)).await
+                }
+            }
+            SecretFlow::Register { first: None } => {
+                let prompt = "password again: ".to_owned();
+                self.ask_secret(SecretFlow::Register { first: Some(line) }, prompt);
+                Ok(())
+            }
+            SecretFlow::Register { first: Some(first) } => {
+                if first == line {
+                    self.send_account_command("register", serde_json::json!({ "password": line }))
+                        .await
+                } else {
+                    self.print(theme.error("the passwords differ; nothing was sent"))
+                        .await;
+                    self.ask(LineKind::Chat);
+                    Ok(())
+                }
+            }
+            SecretFlow::Password { old: None, .. } => {
+                let prompt = "new password: ".to_owned();
+                let flow = SecretFlow::Password {
+                    old: Some(line),
+                    new: None,
+                };
+                self.ask_secret(flow, prompt);
+                Ok(())
+            }
+            SecretFlow::Password {
+                old: Some(old),
+                new: None,
+            } => {
+                let prompt = "new password again: ".to_owned();
+                let flow = SecretFlow::Password {
+                    old: Some(old),
+                    new: Some(line),
+                };
+                self.ask_secret(flow, prompt);
+                Ok(())
+            }
+            SecretFlow::Password {
+                old: Some(old),
+                new: Some(new),
+            } => {
+                if new == line {
+                    let params = serde_json::json!({ "old": old, "new": new });
+                    self.send_account_command("password", params).await
+                } else {
+                    self.print(theme.error("the new passwords differ; nothing was sent"))
+                        .await;
+                    self.ask(LineKind::Chat);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Sends `register` or `password`; the next prompt waits for the answer.
+    async fn send_account_command(
+        &mut self,
+        name: &str,
+        parameters: serde_json::Value,
+    ) -> Result<(), End> {
+        let command = ClientPackage::Command(Command::new(name, Some(parameters)));
+        self.send(&command).await?;
+        let limit = self.settings.prompt_wait;
+        self.ping(Wait::Prompt, limit).await
     }
 
     async fn on_input(&mut self, input: Option<InputEvent>) -> Result<(), End> {
@@ -308,6 +460,9 @@ impl Session {
                 Ok(())
             }
             InputEvent::Line(line) => {
+                if let Some(flow) = self.secret.take() {
+                    return self.on_secret(flow, line).await;
+                }
                 if line.len() > self.settings.max_line_bytes {
                     self.too_long(line.len()).await;
                     return Ok(());
@@ -320,7 +475,7 @@ impl Session {
                             Ok(())
                         } else {
                             let name = name.to_owned();
-                            self.send_login(&name).await
+                            self.send_login(&name, None).await
                         }
                     }
                     Phase::Chatting => self.on_line(&line).await,
@@ -331,6 +486,7 @@ impl Session {
     }
 
     async fn too_long(&mut self, n: usize) {
+        self.secret = None;
         let theme = self.settings.theme;
         self.print(theme.error(&format!(
             "line of {n} bytes not sent: the limit is {} bytes",
@@ -364,6 +520,20 @@ impl Session {
                 self.ask(LineKind::Chat);
             }
             Input::Quit => return self.leave().await,
+            Input::Register => match self.settings.password.clone() {
+                Some(password) if !self.console.is_interactive() => {
+                    let params = serde_json::json!({ "password": password.0 });
+                    self.send_account_command("register", params).await?;
+                }
+                _ => self.ask_secret(SecretFlow::Register { first: None }, "password: ".into()),
+            },
+            Input::Password => self.ask_secret(
+                SecretFlow::Password {
+                    old: None,
+                    new: None,
+                },
+                "current password: ".into(),
+            ),
             Input::Message(_) => {
                 if let Some(p) = input.to_package() {
                     self.send(&p).await?;
