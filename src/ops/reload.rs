@@ -132,6 +132,22 @@ mod tests {
     }
 
     #[test]
+    fn registration_is_live_and_the_throttle_waits_for_a_restart() {
+        let started = layered(&[]);
+        let new = layered(&["--registration", "closed", "--hash-concurrency", "1"]);
+        let plan = plan(&started, &started, &new, ServerArgs::config);
+        let live: Vec<&str> = plan.live.iter().map(|c| c.key.as_str()).collect();
+        let restart: Vec<&str> = plan.restart.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(live, ["registration"]);
+        assert_eq!(restart, ["hash-concurrency"]);
+        // What the hub is given keeps the running start-up fields.
+        let running = started.value.config();
+        let applied = new.value.config().keep_startup(&running);
+        assert_eq!(applied.hash_concurrency, running.hash_concurrency);
+        assert_eq!(applied.registration, new.value.config().registration);
+    }
+
+    #[test]
     fn a_restart_only_change_is_reported_until_the_restart() {
         let started = layered(&["--threads", "1"]);
         let current = layered(&["--threads", "2"]);
