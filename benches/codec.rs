@@ -3,21 +3,25 @@
 //! `cargo bench --bench codec` measures encode (JSON + zlib + length
 //! prefix) and decode (inflate + JSON) of a short chat message and of a
 //! join notification carrying a 500-name member list, and a broadcast to a
-//! channel of 500: once as the bare "encode once, clone into N queues"
-//! and once through the real [`Hub::message`], lock included.
+//! channel of 500: as the bare "encode once, clone into N queues" (the
+//! server's outboxes, and tokio mpsc channels for comparison) and through
+//! the real [`Hub::message`], lock included.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chatmaster::server::chat::{Hub, Outbox};
-use chatmaster::server::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_PACKAGE_BYTES};
+use chatmaster::server::chat::Hub;
+use chatmaster::server::config::{
+    Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_PACKAGE_BYTES, DEFAULT_MAX_QUEUE_BYTES,
+    DEFAULT_OUTBOUND_QUEUE,
+};
+use chatmaster::server::outbox::Outbox;
 use chatmaster::wire::codec::{decode_body, encode};
 use chatmaster::wire::frame::HEADER_LEN;
 use chatmaster::wire::protocol::{ChatMessage, Notification, ServerPackage};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// Members of the channel in the broadcast benchmarks.
 const MEMBERS: usize = 500;
@@ -69,11 +73,39 @@ fn broadcast(c: &mut Criterion) {
     let mut group = c.benchmark_group("broadcast");
     group.throughput(Throughput::Elements(MEMBERS as u64));
 
-    // The bare path: encode once, hand a clone of the same Bytes to every queue.
-    let (txs, mut rxs): (Vec<_>, Vec<_>) =
-        (0..MEMBERS).map(|_| mpsc::channel::<Bytes>(1024)).unzip();
+    // The bare path: encode once, hand a clone of the same Bytes to every
+    // queue, then take each queue out as a connection does (copied into
+    // one staging buffer per batch).
     let package = chat_message();
+    let outboxes: Vec<Outbox> = (0..MEMBERS)
+        .map(|_| Outbox::new(DEFAULT_OUTBOUND_QUEUE, DEFAULT_MAX_QUEUE_BYTES))
+        .collect();
+    let mut staging = Vec::new();
     group.bench_function(BenchmarkId::new("encode_once_to_queues", MEMBERS), |b| {
+        b.iter(|| {
+            let bytes = encode(
+                &package,
+                DEFAULT_MAX_PACKAGE_BYTES,
+                DEFAULT_COMPRESSION_LEVEL,
+            )
+            .expect("encode");
+            for q in &outboxes {
+                let _ = q.push(bytes.clone());
+            }
+            for q in &outboxes {
+                while let Ok(Some(_)) = q.take(&mut staging, 64 * 1024) {
+                    staging.clear();
+                }
+            }
+        })
+    });
+
+    // The same with tokio's bounded mpsc channels, the queues used before
+    // the outbox, for comparison.
+    let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..MEMBERS)
+        .map(|_| mpsc::channel::<Bytes>(DEFAULT_OUTBOUND_QUEUE))
+        .unzip();
+    group.bench_function(BenchmarkId::new("encode_once_to_mpsc", MEMBERS), |b| {
         b.iter(|| {
             let bytes = encode(
                 &package,
@@ -98,18 +130,15 @@ fn broadcast(c: &mut Criterion) {
     let mut queues = Vec::new();
     let mut sender = None;
     for i in 0..MEMBERS {
-        let (tx, rx) = mpsc::channel::<Bytes>(4096);
-        let id = hub
-            .login(
-                &format!("user{i}"),
-                Outbox::new(tx, CancellationToken::new()),
-            )
-            .expect("login");
+        let q = Outbox::new(4096, usize::MAX);
+        let id = hub.login(&format!("user{i}"), q.clone()).expect("login");
         sender.get_or_insert(id);
-        queues.push(rx);
+        queues.push(q);
         // Drain as we go: each login notifies everybody already present.
-        for rx in &mut queues {
-            while rx.try_recv().is_ok() {}
+        for q in &queues {
+            while let Ok(Some(_)) = q.take(&mut staging, 64 * 1024) {
+                staging.clear();
+            }
         }
     }
     let sender = sender.expect("at least one member");
@@ -125,8 +154,10 @@ fn broadcast(c: &mut Criterion) {
             };
             hub.message(sender, "hello everybody, how is the weather?".into(), slot)
                 .expect("message");
-            for rx in &mut queues {
-                while rx.try_recv().is_ok() {}
+            for q in &queues {
+                while let Ok(Some(_)) = q.take(&mut staging, 64 * 1024) {
+                    staging.clear();
+                }
             }
         })
     });
@@ -139,24 +170,18 @@ fn login(c: &mut Criterion) {
     let hub = Hub::new(Arc::new(Config::default()));
     let mut owners = Vec::new();
     for i in 0..1000 {
-        let (tx, rx) = mpsc::channel::<Bytes>(64);
-        let id = hub
-            .login(
-                &format!("owner{i}"),
-                Outbox::new(tx, CancellationToken::new()),
-            )
-            .expect("login");
+        let q = Outbox::new(64, usize::MAX);
+        let id = hub.login(&format!("owner{i}"), q.clone()).expect("login");
         hub.join(id, &format!("channel{i}")).expect("join");
-        owners.push(rx);
+        owners.push(q);
     }
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
     c.bench_function("hub_login_1000_channels", |b| {
         b.iter(|| {
+            // A disconnect closes the outbox, as the connection would.
             let id = hub
-                .login("storm", Outbox::new(tx.clone(), CancellationToken::new()))
+                .login("storm", Outbox::new(64, usize::MAX))
                 .expect("login");
             hub.disconnect(id);
-            while rx.try_recv().is_ok() {}
         })
     });
 }

@@ -588,15 +588,48 @@ async fn a_paused_flooder_is_held_back_by_tcp_not_by_memory() {
     server.shutdown().await;
 }
 
+/// Messages the slow-consumer tests send, about 4 KB each.
+const SLOW_CONSUMER_MESSAGES: usize = 1500;
+
 #[tokio::test]
 async fn slow_consumer_is_dropped_and_others_are_served() {
-    const MESSAGES: usize = 1500;
-    let server = TestServer::start(Config {
+    // The package bound trips: 128 packages of 4 KB are far below the
+    // byte bound.
+    slow_consumer_is_dropped(Config {
         outbound_queue: 128,
+        max_queue_bytes: 1 << 30,
+        ..fast_config()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_queue_over_its_byte_bound_makes_a_slow_consumer() {
+    // The package bound is out of reach (more than all messages sent), so
+    // only the byte bound can drop the reader that does not read. The
+    // write timeout is far longer than the test. The bound must hold what
+    // the prompt reader may have in flight (two batches of 50 messages).
+    let config = Config {
+        outbound_queue: 1_000_000,
+        max_queue_bytes: 1024 * 1024,
+        ..fast_config()
+    };
+    assert!(config.outbound_queue > SLOW_CONSUMER_MESSAGES * 2);
+    slow_consumer_is_dropped(config).await;
+}
+
+/// One reader that never reads and one that does; a talker sends
+/// `SLOW_CONSUMER_MESSAGES` messages of 4 KB. The non-reader must be
+/// dropped, the reader must get every message in order and hear of the
+/// drop, and the talker must hear nothing but the non-reader coming and
+/// going.
+async fn slow_consumer_is_dropped(config: Config) {
+    const MESSAGES: usize = SLOW_CONSUMER_MESSAGES;
+    let server = TestServer::start(Config {
         // Stored, not compressed: the test is about volume, not zlib.
         compression_level: 0,
         write_timeout: Duration::from_secs(30),
-        ..fast_config()
+        ..config
     })
     .await;
     let mut talker = server.login("talker").await;

@@ -9,15 +9,13 @@
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use bytes::Bytes;
 use chatmaster::server::chat::{Hub, Outbox, Snapshot, UserId};
+use chatmaster::server::outbox::Take;
 use chatmaster::wire::codec;
 use chatmaster::wire::frame::HEADER_LEN;
 use chatmaster::wire::protocol::ServerPackage;
 use chatmaster::Config;
 use libfuzzer_sys::fuzz_target;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// Users the actions refer to by slot number.
 const SLOTS: usize = 6;
@@ -81,8 +79,7 @@ struct Input {
 
 struct Slot {
     id: UserId,
-    rx: mpsc::Receiver<Bytes>,
-    kill: CancellationToken,
+    outbox: Outbox,
 }
 
 fn pick<'a>(list: &'a [&'a str], i: u8) -> &'a str {
@@ -97,12 +94,28 @@ fn id_of(slots: &[Option<Slot>], s: u8) -> Option<UserId> {
     slots[slot_of(s)].as_ref().map(|s| s.id)
 }
 
-fn drain(slot: &mut Slot, max: usize) {
-    while let Ok(frame) = slot.rx.try_recv() {
-        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        assert_eq!(len + HEADER_LEN, frame.len());
-        if let Err(e) = codec::decode_body::<ServerPackage>(&frame[HEADER_LEN..], max) {
+/// Checks that `bytes` is a whole number of frames, each a decodable package.
+fn check_frames(mut bytes: &[u8], max: usize) {
+    while !bytes.is_empty() {
+        assert!(bytes.len() >= HEADER_LEN, "torn frame header");
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        assert!(bytes.len() >= HEADER_LEN + len, "torn frame");
+        let body = &bytes[HEADER_LEN..HEADER_LEN + len];
+        if let Err(e) = codec::decode_body::<ServerPackage>(body, max) {
             panic!("server queued an undecodable package: {e}");
+        }
+        bytes = &bytes[HEADER_LEN + len..];
+    }
+}
+
+fn drain(slot: &mut Slot, max: usize) {
+    let mut staging = Vec::new();
+    loop {
+        staging.clear();
+        match slot.outbox.take(&mut staging, 64 * 1024) {
+            Ok(Some(Take::One(frame))) => check_frames(&frame, max),
+            Ok(Some(Take::Copied)) => check_frames(&staging, max),
+            Ok(None) | Err(_) => return,
         }
     }
 }
@@ -129,10 +142,10 @@ fuzz_target!(|input: Input| {
             Action::Login { slot, name } => {
                 let i = slot_of(slot);
                 if slots[i].is_none() {
-                    let (tx, rx) = mpsc::channel(hub.config().outbound_queue);
-                    let kill = CancellationToken::new();
-                    if let Ok(id) = hub.login(pick(NAMES, name), Outbox::new(tx, kill.clone())) {
-                        slots[i] = Some(Slot { id, rx, kill });
+                    let config = hub.config();
+                    let outbox = Outbox::new(config.outbound_queue, config.max_queue_bytes);
+                    if let Ok(id) = hub.login(pick(NAMES, name), outbox.clone()) {
+                        slots[i] = Some(Slot { id, outbox });
                     }
                 }
             }
@@ -192,7 +205,7 @@ fuzz_target!(|input: Input| {
         // A killed connection (slow consumer) ends; its task then calls
         // disconnect, which must be harmless after the hub removed it.
         for slot in slots.iter_mut() {
-            if slot.as_ref().is_some_and(|s| s.kill.is_cancelled()) {
+            if slot.as_ref().is_some_and(|s| s.outbox.is_closed()) {
                 if let Some(s) = slot.take() {
                     hub.disconnect(s.id);
                 }

@@ -5,8 +5,8 @@
 //! never held across an `.await`: every operation is a short, synchronous
 //! critical section that updates the maps and pushes already-encoded
 //! packages into the bounded outbound queues of the users concerned
-//! (`try_send`, never waiting). A queue that is full marks its owner as a
-//! slow consumer; such users are removed at the end of the operation, their
+//! ([`Outbox::push`], never waiting). A queue that is full (in packages or
+//! in bytes) marks its owner as a slow consumer; such users are removed at the end of the operation, their
 //! connection is told to close, and the rest of the channel is not slowed.
 //!
 //! Presence (who arrives, leaves or is renamed) is announced to every
@@ -29,17 +29,17 @@
 //! never waits on disk under its lock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::accounts::Accounts;
 use crate::server::config::Config;
 use crate::server::journal::{Job, Journal, Slot};
+pub use crate::server::outbox::Outbox;
+use crate::server::outbox::PushError;
 use crate::store::{
     AccountId, ChannelId, MessageId, SqliteStore, Store, StoreError, StoredMessage,
 };
@@ -100,48 +100,6 @@ pub struct LoadedChannel {
     pub owner_name: String,
     /// Accounts admitted by invitation.
     pub admitted: Vec<AccountId>,
-}
-
-/// A connection's delivery handle: its bounded queue of encoded packages
-/// and the token that tells it to close.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    /// Encoded frames waiting to be written to the socket.
-    tx: mpsc::Sender<Bytes>,
-    /// Cancelled when the server drops this connection (slow consumer).
-    kill: CancellationToken,
-    /// Set before `kill` when the user was replaced by a new login to the
-    /// same account: the connection then writes out what is queued (the
-    /// `login` error saying why) before it closes.
-    replaced: Arc<AtomicBool>,
-}
-
-impl Outbox {
-    /// A handle on the given queue and close signal.
-    pub fn new(tx: mpsc::Sender<Bytes>, kill: CancellationToken) -> Self {
-        Outbox {
-            tx,
-            kill,
-            replaced: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Whether the user was replaced by a new login (read once `kill` fired).
-    pub fn replaced(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.replaced)
-    }
-
-    /// Queues a package from outside the hub (the store writer): a full
-    /// queue makes its owner a slow consumer, dropped as the hub drops
-    /// one; a closed queue means the owner has gone.
-    pub(crate) fn offer(&self, bytes: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(bytes) {
-            tracing::warn!(
-                "disconnecting slow consumer: outbound queue full (store acknowledgement)"
-            );
-            self.kill.cancel();
-        }
-    }
 }
 
 /// A failed chat operation; the text is meant for the user.
@@ -253,14 +211,14 @@ struct User {
     invited_to: HashSet<String>,
 }
 
-/// A member slot: the id plus a clone of its queue sender, so a broadcast
-/// walks one vector instead of looking every member up in the user map.
+/// A member slot: the id plus a handle on its queue, so a broadcast walks
+/// one vector instead of looking every member up in the user map.
 #[derive(Debug)]
 struct Member {
     /// Who.
     id: UserId,
     /// That user's queue.
-    tx: mpsc::Sender<Bytes>,
+    outbox: Outbox,
 }
 
 /// A channel.
@@ -332,8 +290,9 @@ struct State {
     online_accounts: HashMap<AccountId, UserId>,
     /// Folded channel name to channel.
     channels: HashMap<String, Channel>,
-    /// Users whose queue overflowed during the current operation.
-    kicks: Vec<UserId>,
+    /// Users whose queue overflowed (or closed) during the current
+    /// operation, and why.
+    kicks: Vec<(UserId, PushError)>,
     /// Next id to hand out.
     next_id: UserId,
     /// Id of the next chat message: one above the highest stored at start.
@@ -778,7 +737,7 @@ impl Hub {
             .and_then(|u| state.channels.get(&u.channel))
         {
             for m in ch.members.iter().filter(|m| m.id != id) {
-                deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
+                deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
         }
         g.finish();
@@ -1266,10 +1225,9 @@ impl Guard<'_> {
     /// Ends `old`'s session because `name` logged in to its account: it is
     /// told why, and its connection closes after writing what is queued.
     fn replace(&mut self, old: UserId, name: &str) {
-        let Some(user) = self.state.users.get(&old) else {
+        if !self.state.users.contains_key(&old) {
             return;
-        };
-        user.outbox.replaced.store(true, Ordering::Release);
+        }
         let package = ServerPackage::error(
             "login",
             format!(
@@ -1277,6 +1235,10 @@ impl Guard<'_> {
             ),
         );
         self.send_to(old, &package);
+        // Finishing, not closed: the error above still goes out.
+        if let Some(user) = self.state.users.get(&old) {
+            user.outbox.finish();
+        }
         self.remove_user(old);
     }
 
@@ -1290,7 +1252,7 @@ impl Guard<'_> {
     fn send_bytes(&mut self, id: UserId, bytes: Bytes) {
         let state = &mut *self.state;
         if let Some(u) = state.users.get(&id) {
-            deliver(&u.outbox.tx, id, bytes, &mut state.kicks);
+            deliver(&u.outbox, id, bytes, &mut state.kicks);
         }
     }
 
@@ -1307,7 +1269,7 @@ impl Guard<'_> {
             return;
         };
         for m in ch.members.iter().filter(|m| Some(m.id) != skip) {
-            deliver(&m.tx, m.id, bytes.clone(), &mut state.kicks);
+            deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
         }
     }
 
@@ -1357,7 +1319,7 @@ impl Guard<'_> {
         ch.invited.remove(&id);
         ch.members.push(Member {
             id,
-            tx: user.outbox.tx.clone(),
+            outbox: user.outbox.clone(),
         });
         ch.sorted.insert(
             fold_name(&user.name),
@@ -1511,20 +1473,20 @@ impl Guard<'_> {
                     ch.invited.remove(&id);
                 }
             }
-            user.outbox.kill.cancel();
+            user.outbox.close();
         }
     }
 
     /// Ends an operation: drops users whose queues overflowed meanwhile
     /// (which may overflow further queues, hence the loop).
     fn finish(&mut self) {
-        while let Some(id) = self.state.kicks.pop() {
+        while let Some((id, why)) = self.state.kicks.pop() {
             if let Some(user) = self.state.users.get(&id) {
-                if !user.outbox.tx.is_closed() {
+                if why != PushError::Closed {
                     tracing::warn!(
                         user = %user.name,
-                        queue = self.config.outbound_queue,
-                        "disconnecting slow consumer: outbound queue full"
+                        reason = %why,
+                        "disconnecting slow consumer"
                     );
                 }
                 self.remove_user(id);
@@ -1590,9 +1552,9 @@ fn encode_with(config: &Config, package: &ServerPackage) -> Option<Bytes> {
 }
 
 /// Queues `bytes` for one recipient; a full or closed queue marks it for removal.
-fn deliver(tx: &mpsc::Sender<Bytes>, id: UserId, bytes: Bytes, kicks: &mut Vec<UserId>) {
-    if tx.try_send(bytes).is_err() {
-        kicks.push(id);
+fn deliver(outbox: &Outbox, id: UserId, bytes: Bytes, kicks: &mut Vec<(UserId, PushError)>) {
+    if let Err(why) = outbox.push(bytes) {
+        kicks.push((id, why));
     }
 }
 

@@ -32,6 +32,10 @@ pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 2000;
 /// Packages that may wait for a client before it counts as a slow consumer.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Bytes that may wait for a client before it counts as a slow consumer:
+/// without it, 1,024 packages of up to 256 KiB would let one client that
+/// does not read hold 256 MiB.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 1024 * 1024;
 /// Simultaneous connections; the next one gets an error and is closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Packages per second the server handles from one client on average (0
@@ -126,6 +130,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Per-connection outbound queue length, in packages.
     pub outbound_queue: usize,
+    /// Per-connection outbound queue size, in encoded bytes (an empty queue
+    /// still takes one larger package).
+    pub max_queue_bytes: usize,
     /// Maximum simultaneous connections.
     pub max_connections: usize,
     /// Packages per second handled per client on average; past it the
@@ -243,6 +250,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_SECS),
             shutdown_timeout: Duration::from_millis(DEFAULT_SHUTDOWN_TIMEOUT_MS),
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             rate_per_sec: DEFAULT_RATE_PER_SEC,
             rate_burst: DEFAULT_RATE_BURST,
@@ -358,6 +366,9 @@ pub struct ServerArgs {
     /// Packages queued for one client before it is disconnected as a slow consumer.
     #[arg(long, default_value_t = DEFAULT_OUTBOUND_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub outbound_queue: usize,
+    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    #[arg(long, default_value_t = DEFAULT_MAX_QUEUE_BYTES, value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
+    pub max_queue_bytes: usize,
     /// Simultaneous connections; past it a new client gets an error and is closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_connections: usize,
@@ -458,6 +469,7 @@ impl ServerArgs {
             write_timeout: Duration::from_secs(self.write_timeout_secs),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             outbound_queue: self.outbound_queue,
+            max_queue_bytes: self.max_queue_bytes,
             max_connections: self.max_connections,
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst,

@@ -1,8 +1,8 @@
 //! One task per TCP connection: reads frames, runs them against the chat
 //! state, and writes the connection's outbound queue to the socket.
 //!
-//! The task is a single `select!` loop over cancel-safe futures (socket
-//! readable, queue receive, shutdown, kill, deadlines); the reads and
+//! The task is a single `select!` loop over cancel-safe futures (shutdown,
+//! queue non-empty or closed, socket readable, deadlines); the reads and
 //! writes themselves happen in the loop body. Frames already buffered are
 //! handled one at a time and the replies they cause are flushed before the
 //! next one is read, so a client that pipelines requests without reading
@@ -29,29 +29,35 @@
 //!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
-//! [`crate::wire::compress`]), and writes are built per batch.
+//! [`crate::wire::compress`]), no timer exists once logged in unless a
+//! frame is half-read, the outbound queue ([`Outbox`]) gives back its
+//! buffer when empty, and the kill signal is the queue's own close flag
+//! rather than a token of its own. Nothing of a write is kept between
+//! writes either: several queued packages are copied into one per-thread
+//! staging buffer and written with one `write`; only what the socket
+//! refuses is kept, until it takes it.
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
-use crate::server::chat::Persist;
-use crate::server::chat::{Hub, Outbox, UserId};
+use crate::server::chat::{Hub, Persist, UserId};
 use crate::server::commands::{self, parse_params, Dispatched, LoginParams};
 use crate::server::config::Config;
 use crate::server::journal::{Slot, SlotError};
+use crate::server::outbox::{Outbox, Take, Taken};
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
@@ -61,6 +67,15 @@ use crate::wire::protocol::{ClientPackage, Notification, Request, ServerPackage,
 const READ_CHUNK: usize = 8 * 1024;
 /// Most bytes gathered from the queue into one write.
 const MAX_WRITE_BATCH: usize = 64 * 1024;
+thread_local! {
+    /// Where a batch of several packages is copied to be written with one
+    /// plain `write`, shared by every connection the thread runs. A
+    /// vectored write of hundreds of short packages cost the kernel twice
+    /// as much copying as one contiguous buffer, and a buffer per batch
+    /// was an allocation per write; one per thread is neither, and holds
+    /// nothing per connection. Used only between two awaits.
+    static STAGING: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(MAX_WRITE_BATCH * 2));
+}
 
 /// Why a connection ended; logged, and sometimes told to the peer first.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +100,7 @@ enum Close {
 enum Event {
     Shutdown,
     Killed,
-    Outbound(Bytes),
+    Outbound,
     Readable(io::Result<()>),
     LoginTimeout,
     FrameTimeout,
@@ -148,29 +163,26 @@ struct Connection {
     hub: Hub,
     /// Limits.
     config: Arc<Config>,
-    /// Packages waiting to be written.
-    rx: mpsc::Receiver<Bytes>,
-    /// Sender side of `rx`: replies go through the queue too, so they keep
-    /// their order relative to broadcasts.
-    tx: mpsc::Sender<Bytes>,
-    /// Cancelled by the hub to drop this connection; a child of
-    /// `shutdown`, so it is also cancelled when the server shuts down.
-    kill: CancellationToken,
+    /// Packages waiting to be written. Replies go through it too, so they
+    /// keep their order relative to broadcasts; the hub closes it to drop
+    /// this connection (slow consumer).
+    outbox: Outbox,
+    /// The part of a write the socket did not take (it goes before anything
+    /// still queued); `None` almost always.
+    unsent: Option<Bytes>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
-    /// Completes when `kill` is cancelled. Built and registered once per
-    /// connection: making a fresh `cancelled()` future on every turn of the
-    /// loop (one for shutdown, one for kill) cost about 8 % of the server's
-    /// CPU in fan-out profiles.
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The one timer, set to the earliest deadline that applies (login,
+    /// a started frame, the end of a pause). An idle logged-in connection
+    /// has none: two `Sleep`s built on every turn of the loop were a
+    /// cost per wake-up, and kept ones would be 112 bytes each.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Bytes read but not yet framed; empty (no allocation) while idle.
     buf: BytesMut,
     /// Frame splitter.
     frames: FrameCodec,
     /// The logged-in user, once there is one.
     user: Option<UserId>,
-    /// Set by the hub when a new login to this user's account took over.
-    replaced: Arc<AtomicBool>,
     /// Flood control: `rate_per_sec` tokens per second, `rate_burst` at
     /// once; one token per package handled.
     rate: TokenBucket,
@@ -180,43 +192,75 @@ struct Connection {
     stalled: Option<Stalled>,
 }
 
+/// What one synchronous write attempt did.
+enum Progress {
+    /// Nothing was waiting.
+    Idle,
+    /// Bytes went out (maybe not all: then `unsent` holds the rest).
+    Wrote,
+    /// The socket took nothing.
+    Blocked,
+}
+
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, hub: Hub, shutdown: CancellationToken) {
+///
+/// Not an `async fn`: the returned future holds only the connection, not
+/// also the arguments it was built from (a task is as large as its future,
+/// for as long as the connection lives).
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Hub,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send {
     let config = hub.config();
-    let (tx, rx) = mpsc::channel(config.outbound_queue);
-    let kill = shutdown.child_token();
     let mut conn = Connection {
         stream,
         peer,
-        tx,
-        stop: Box::pin(kill.clone().cancelled_owned()),
-        kill,
+        outbox: Outbox::new(config.outbound_queue, config.max_queue_bytes),
+        unsent: None,
         shutdown,
+        timer: None,
         buf: BytesMut::new(),
         frames: FrameCodec::new(config.max_frame_bytes),
         user: None,
-        replaced: Arc::new(AtomicBool::new(false)),
         rate: TokenBucket::new(config.rate_per_sec, config.rate_burst),
         pause: None,
         stalled: None,
-        rx,
         hub,
         config,
     };
-    let result = conn.run().await;
-    if let Some(id) = conn.user.take() {
-        conn.hub.disconnect(id);
-    }
-    match result {
-        Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {
-            tracing::debug!(peer = %conn.peer, "connection closed")
-        }
-        Err(e) => tracing::info!(peer = %conn.peer, reason = %e, "connection closed"),
-    }
+    async move { conn.serve().await }
 }
 
 impl Connection {
+    /// Runs the connection, then lets go of it.
+    async fn serve(&mut self) {
+        let conn = self;
+        let result = conn.run().await;
+        // Nothing more can be written: refuse further packages at once and
+        // free what is queued, before the hub lets go of its clones.
+        conn.outbox.close();
+        if let Some(id) = conn.user.take() {
+            conn.hub.disconnect(id);
+        }
+        match result {
+            Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {
+                tracing::debug!(peer = %conn.peer, "connection closed")
+            }
+            Err(e) => tracing::info!(peer = %conn.peer, reason = %e, "connection closed"),
+        }
+    }
+
     async fn run(&mut self) -> Result<(), Close> {
+        // Registered once: after its first poll the future keeps this
+        // task's waker in the shutdown token's list, and a cancel wakes the
+        // task; each turn then only needs the token's flag. (Polling it on
+        // every turn takes the token's lock; a fresh `cancelled()` per turn
+        // cost about 8 % of the server's CPU in fan-out profiles.)
+        let stop = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(stop);
+        let mut stop_registered = false;
         self.reply(&ServerPackage::Request(Request::login()))?;
         let login_deadline = Instant::now() + self.config.login_timeout;
         let mut frame_deadline: Option<Instant> = None;
@@ -247,7 +291,8 @@ impl Connection {
                         self.rate.try_take();
                         if let Err(close) = self.handle_frame(&body).await {
                             // The reply explaining why is queued: let it out first.
-                            let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
+                            let limit = self.config.shutdown_timeout;
+                            let _ = Box::pin(timeout(limit, self.flush_queue())).await;
                             return Err(close);
                         }
                         self.flush_queue().await?;
@@ -270,27 +315,55 @@ impl Connection {
                 // Give back whatever a large frame made us allocate.
                 self.buf = BytesMut::new();
             }
-            let timed = self.pause.is_some();
-            let paused = timed || self.stalled.is_some();
-            let resume_at = self.pause.map_or(login_deadline, |p| p.until);
+            // Reading stops for a timed pause (flood control) or while a
+            // package waits for the store; only the first has a deadline.
+            let timed = self.pause.map(|p| p.until);
+            let paused = timed.is_some() || self.stalled.is_some();
+            let login = self.user.is_none().then_some(login_deadline);
+            let frame = frame_deadline.filter(|_| !paused);
+            self.set_timer([timed, login, frame].into_iter().flatten().min());
             let event = tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => if self.shutdown.is_cancelled() {
-                    Event::Shutdown
-                } else {
-                    Event::Killed
+                _ = poll_fn(|cx| {
+                    if self.shutdown.is_cancelled() {
+                        return Poll::Ready(());
+                    }
+                    if !stop_registered {
+                        stop_registered = true;
+                        return stop.as_mut().poll(cx);
+                    }
+                    Poll::Pending
+                }) => Event::Shutdown,
+                taken = poll_fn(|cx| self.outbox.poll_ready(cx)) => match taken {
+                    Taken::Packages => Event::Outbound,
+                    Taken::Closed => Event::Killed,
                 },
-                Some(first) = self.rx.recv() => Event::Outbound(first),
                 ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
-                r = self.stream.readable(), if !paused => Event::Readable(r),
-                _ = sleep_until(resume_at), if timed => Event::Resume,
-                _ = sleep_until(login_deadline), if self.user.is_none() => Event::LoginTimeout,
-                _ = sleep_until(frame_deadline.unwrap_or(login_deadline)), if frame_deadline.is_some() && !paused => Event::FrameTimeout,
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !paused => Event::Readable(r),
+                _ = poll_timer(&mut self.timer), if self.timer.is_some() => {
+                    let now = Instant::now();
+                    if timed.is_some_and(|d| now >= d) {
+                        Event::Resume
+                    } else if login.is_some_and(|d| now >= d) {
+                        Event::LoginTimeout
+                    } else if frame.is_some_and(|d| now >= d) {
+                        Event::FrameTimeout
+                    } else {
+                        Event::Resume
+                    }
+                }
             };
             match event {
                 Event::Shutdown => return self.goodbye().await,
                 Event::Killed => return self.killed().await,
-                Event::Outbound(first) => self.write_batch(first).await?,
+                Event::Outbound => {
+                    // Let the tasks already due run first (senders filling
+                    // this and other queues): under load the batch grows
+                    // and the syscalls per delivery shrink; when nothing
+                    // else is due it costs one turn of the scheduler.
+                    tokio::task::yield_now().await;
+                    self.flush_queue().await?
+                }
                 Event::Readable(r) => {
                     r?;
                     self.follow_reload();
@@ -354,6 +427,16 @@ impl Connection {
                 self.rate = TokenBucket::new(config.rate_per_sec, config.rate_burst);
             }
             self.config = config;
+        }
+    }
+
+    /// Points the one timer at `deadline`, or drops it when there is none.
+    fn set_timer(&mut self, deadline: Option<Instant>) {
+        match (deadline, &mut self.timer) {
+            (None, _) => self.timer = None,
+            (Some(d), Some(t)) if t.deadline() == d => {}
+            (Some(d), Some(t)) => t.as_mut().reset(d),
+            (Some(d), None) => self.timer = Some(Box::pin(sleep_until(d))),
         }
     }
 
@@ -432,6 +515,11 @@ impl Connection {
     }
 
     /// Handles a decoded package; `slot` is a store slot if it wanted one.
+    ///
+    /// Messages and most commands are handled at once; a login and the
+    /// accounts commands wait on the store or the hasher. Those waits are
+    /// boxed: a task is as large as its largest state, and every idle
+    /// connection would otherwise carry them.
     async fn handle_package(
         &mut self,
         package: ClientPackage,
@@ -440,7 +528,7 @@ impl Connection {
         match (package, self.user) {
             (ClientPackage::Command(c), None) if c.command == "login" => {
                 match parse_params::<LoginParams>("login", c.parameters) {
-                    Ok(p) => self.login(p).await,
+                    Ok(p) => Box::pin(self.login(p)).await,
                     Err(m) => self.reply_error("protocol", m),
                 }
             }
@@ -461,32 +549,12 @@ impl Connection {
             (ClientPackage::Command(c), Some(id)) => {
                 let name = c.command.clone();
                 let result = match commands::dispatch(&self.hub, id, c) {
-                    Ok(Dispatched::Done(steps)) => self.persist(&name, steps).await?,
+                    Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(()),
+                    Ok(Dispatched::Done(steps)) => Box::pin(self.persist(&name, steps)).await?,
                     Ok(Dispatched::Accounts {
                         command,
                         parameters,
-                    }) => {
-                        let (hub, addr) = (self.hub.clone(), self.peer.ip());
-                        let run = async move {
-                            let accounts = Arc::clone(hub.accounts());
-                            accounts
-                                .run_command(&hub, id, command, parameters, addr)
-                                .await
-                        };
-                        match self.serving_while(run).await? {
-                            Ok(answer) => match self.persist(&name, answer.persist).await? {
-                                Ok(()) => match answer.reply {
-                                    Some(reply) => {
-                                        self.reply(&reply)?;
-                                        Ok(())
-                                    }
-                                    None => Ok(()),
-                                },
-                                Err(e) => Err(e),
-                            },
-                            Err(e) => Err(e),
-                        }
-                    }
+                    }) => Box::pin(self.accounts_command(id, &name, command, parameters)).await?,
                     Err(e) => Err(e),
                 };
                 match result {
@@ -499,6 +567,36 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Runs a command that needs the accounts service (store, hasher),
+    /// writing this connection's queue meanwhile, then stores what it
+    /// changed before its answer leaves.
+    async fn accounts_command(
+        &mut self,
+        id: UserId,
+        name: &str,
+        command: &'static str,
+        parameters: Option<serde_json::Value>,
+    ) -> Result<Result<(), commands::CommandError>, Close> {
+        let (hub, addr) = (self.hub.clone(), self.peer.ip());
+        let run = async move {
+            let accounts = Arc::clone(hub.accounts());
+            accounts
+                .run_command(&hub, id, command, parameters, addr)
+                .await
+        };
+        let answer = match self.serving_while(run).await? {
+            Ok(answer) => answer,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = self.persist(name, answer.persist).await? {
+            return Ok(Err(e));
+        }
+        if let Some(reply) = answer.reply {
+            self.reply(&reply)?;
+        }
+        Ok(Ok(()))
     }
 
     /// Writes what a command changed to the store before its answer
@@ -515,7 +613,8 @@ impl Connection {
         let accounts = Arc::clone(self.hub.accounts());
         let stored = tokio::select! {
             biased;
-            _ = self.stop.as_mut() => return Err(self.stopped().await),
+            _ = self.shutdown.cancelled() => return Err(self.stopped().await),
+            _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => return Err(self.stopped().await),
             stored = accounts.persist(steps) => stored,
         };
         Ok(stored.map_err(|message| commands::CommandError::Failed {
@@ -530,17 +629,22 @@ impl Connection {
     async fn serving_while<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Close> {
         tokio::pin!(work);
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => return Err(self.stopped().await),
+                _ = self.shutdown.cancelled() => None,
+                taken = poll_fn(|cx| self.outbox.poll_ready(cx)) => Some(taken),
                 done = &mut work => return Ok(done),
-                Some(first) = self.rx.recv() => self.write_batch(first).await?,
+            };
+            match event {
+                Some(Taken::Packages) => self.flush_queue().await?,
+                None | Some(Taken::Closed) => return Err(self.stopped().await),
             }
         }
     }
 
-    /// `stop` fired while waiting on the store or the hasher: says goodbye
-    /// at shutdown, or closes as [`Connection::killed`] does.
+    /// The server shut down, or the hub dropped this connection, while it
+    /// waited on the store or the hasher: says goodbye at shutdown, or
+    /// closes as [`Connection::killed`] does.
     async fn stopped(&mut self) -> Close {
         if self.shutdown.is_cancelled() {
             let _ = self.goodbye().await;
@@ -574,9 +678,7 @@ impl Connection {
                 return self.reply(&ServerPackage::Request(Request::login()));
             }
         };
-        let outbox = Outbox::new(self.tx.clone(), self.kill.clone());
-        self.replaced = outbox.replaced();
-        match self.hub.login_as(&name, account, outbox) {
+        match self.hub.login_as(&name, account, self.outbox.clone()) {
             Ok(id) => {
                 self.user = Some(id);
                 tracing::Span::current().record("user", name.as_str());
@@ -591,15 +693,15 @@ impl Connection {
     }
 
     /// The hub dropped this connection: a slow consumer closes at once; a
-    /// user replaced by a new login first gets the `login` error queued
-    /// for it.
+    /// user replaced by a new login has its queue (ending with the `login`
+    /// error saying why) written out first.
     async fn killed(&mut self) -> Result<(), Close> {
-        if !self.replaced.load(Ordering::Acquire) {
+        if !self.outbox.is_finishing() {
             return Err(Close::Killed);
         }
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.flush_queue()).await;
-        let _ = timeout(limit, self.stream.shutdown()).await;
+        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
+        let _ = Box::pin(timeout(limit, self.stream.shutdown())).await;
         Err(Close::Replaced)
     }
 
@@ -612,77 +714,112 @@ impl Connection {
             self.config.compress_min_bytes,
         )
         .map_err(|e| Close::Fatal(format!("cannot encode reply: {e}")))?;
-        self.tx
-            .try_send(bytes)
-            .map_err(|_| Close::Fatal("outbound queue full".into()))
+        self.outbox
+            .push(bytes)
+            .map_err(|e| Close::Fatal(format!("cannot queue a reply: {e}")))
     }
 
     fn reply_error(&mut self, error_type: &str, message: impl Into<String>) -> Result<(), Close> {
         self.reply(&ServerPackage::error(error_type, message))
     }
 
-    /// Writes everything queued, without waiting for more (`write_batch`
-    /// keeps taking from the queue until it is empty).
+    /// Writes everything queued, without waiting for more, in as few
+    /// syscalls as possible (one per batch while the socket has room).
     async fn flush_queue(&mut self) -> Result<(), Close> {
-        match self.rx.try_recv() {
-            Ok(first) => self.write_batch(first).await,
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// Writes `first` and whatever else is queued, up to a batch size, in
-    /// as few syscalls as possible.
-    async fn write_batch(&mut self, first: Bytes) -> Result<(), Close> {
-        let mut pending = Some(first);
-        while let Some(first) = pending.take() {
-            let batch = match self.rx.try_recv() {
-                Err(_) => first,
-                Ok(second) => {
-                    let mut buf = BytesMut::with_capacity(MAX_WRITE_BATCH.min(first.len() * 8));
-                    buf.extend_from_slice(&first);
-                    buf.extend_from_slice(&second);
-                    while buf.len() < MAX_WRITE_BATCH {
-                        match self.rx.try_recv() {
-                            Ok(next) => buf.extend_from_slice(&next),
-                            Err(_) => break,
-                        }
+        let mut deadline = None;
+        loop {
+            match self.write_some()? {
+                Progress::Idle => return Ok(()),
+                Progress::Wrote => {
+                    if self.unsent.is_none() {
+                        deadline = None;
                     }
-                    buf.freeze()
                 }
-            };
-            self.write_all(&batch).await?;
-            pending = self.rx.try_recv().ok();
+                // The socket pushes back: only now arm the write timeout
+                // (arming a timer per write was a timer-wheel insert and
+                // removal per batch). Boxed: a task's size is that of its
+                // largest state, and this wait (a timer, two wakers) would
+                // otherwise be carried by every idle connection.
+                Progress::Blocked => {
+                    let limit = self.config.write_timeout;
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + limit);
+                    Box::pin(self.wait_writable(until, limit)).await?;
+                }
+            }
         }
-        Ok(())
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Close> {
-        // Fast path: a socket with room takes the whole batch at once, and
-        // then no timer needs arming (that was a timer-wheel insert and
-        // removal per write).
-        let written = match self.stream.try_write(bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(e.into()),
-        };
-        let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) else {
-            return Ok(());
-        };
-        let limit = self.config.write_timeout;
-        let write = timeout(limit, self.stream.write_all(rest));
-        let result = if self.shutdown.is_cancelled() {
-            // Saying goodbye: `stop` has fired, and the caller bounds the
-            // whole goodbye with the shutdown timeout.
-            write.await
-        } else {
+    /// One write: the rest of an earlier one if there is one, else the
+    /// next batch from the queue (a lone package as it is, several copied
+    /// together into the thread's staging buffer).
+    fn write_some(&mut self) -> Result<Progress, Close> {
+        if let Some(rest) = self.unsent.take() {
+            return self.write_bytes(rest);
+        }
+        STAGING.with(|staging| {
+            let mut staging = staging.borrow_mut();
+            staging.clear();
+            let progress = match self.outbox.take(&mut staging, MAX_WRITE_BATCH) {
+                Err(_closed) => return Err(Close::Killed),
+                Ok(None) => Ok(Progress::Idle),
+                Ok(Some(Take::One(bytes))) => self.write_bytes(bytes),
+                Ok(Some(Take::Copied)) => match self.stream.try_write(&staging) {
+                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(n) => {
+                        if let Some(rest) = staging.get(n..).filter(|r| !r.is_empty()) {
+                            self.unsent = Some(Bytes::copy_from_slice(rest));
+                        }
+                        Ok(Progress::Wrote)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.unsent = Some(Bytes::copy_from_slice(&staging));
+                        Ok(Progress::Blocked)
+                    }
+                    Err(e) => Err(e.into()),
+                },
+            };
+            if staging.capacity() > MAX_WRITE_BATCH * 4 {
+                // A huge package passed through: do not keep its size.
+                *staging = Vec::with_capacity(MAX_WRITE_BATCH * 2);
+            }
+            progress
+        })
+    }
+
+    /// Writes what it can of `bytes`, keeping the rest in `unsent`.
+    fn write_bytes(&mut self, mut bytes: Bytes) -> Result<Progress, Close> {
+        match self.stream.try_write(&bytes) {
+            Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+            Ok(n) => {
+                if n < bytes.len() {
+                    bytes.advance(n);
+                    self.unsent = Some(bytes);
+                }
+                Ok(Progress::Wrote)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.unsent = Some(bytes);
+                Ok(Progress::Blocked)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until the socket takes more, the connection is dropped, or
+    /// the server shuts down (unless this is the goodbye, which the caller
+    /// bounds with the shutdown timeout).
+    async fn wait_writable(&mut self, until: Instant, limit: Duration) -> Result<(), Close> {
+        let goodbye = self.shutdown.is_cancelled();
+        let wait = async {
             tokio::select! {
                 biased;
-                _ = self.stop.as_mut() => return Err(Close::Killed),
-                r = write => r,
+                _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => Err(Close::Killed),
+                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::Killed),
+                r = self.stream.writable() => r.map_err(Close::Io),
             }
         };
-        match result {
-            Ok(r) => Ok(r?),
+        match timeout_at(until, wait).await {
+            Ok(r) => r,
             Err(_) => Err(Close::WriteStalled(limit)),
         }
     }
@@ -694,7 +831,8 @@ impl Connection {
         // goes last, after what is queued, so order is kept.
         let _ = self.reply_error(error_type, message);
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.flush_queue()).await;
+        // Boxed, like every wait on the way out: see `flush_queue`.
+        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
         Err(Close::Fatal(reason))
     }
 
@@ -704,9 +842,17 @@ impl Connection {
             Notification::ServerShutdown {},
         ));
         let limit = self.config.shutdown_timeout;
-        let _ = timeout(limit, self.flush_queue()).await;
-        let _ = timeout(limit, self.stream.shutdown()).await;
+        let _ = Box::pin(timeout(limit, self.flush_queue())).await;
+        let _ = Box::pin(timeout(limit, self.stream.shutdown())).await;
         Err(Close::Shutdown)
+    }
+}
+
+/// Polls an optional timer; one that is not there never fires.
+async fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The server: the accept loop and graceful shutdown (here), and the
 //! layers it drives: [`connection`] (one task per socket: reads, timeouts,
-//! flood control, outbound queue), [`commands`] (the command table),
+//! flood control, writes), [`outbox`] (a connection's bounded outbound
+//! queue), [`commands`] (the command table),
 //! [`chat`] (users, channels, membership behind the `Hub` API), [`rate`]
 //! (the token bucket) and [`config`] (every limit and its flag). It calls
 //! [`crate::wire`] for bytes and packages, never the other way round.
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod journal;
+pub mod outbox;
 pub mod passwords;
 pub mod rate;
 
