@@ -153,6 +153,31 @@ struct Pause {
     until: Instant,
 }
 
+/// Work a package leaves for after its synchronous handling, because it
+/// waits on the accounts service (store, hasher) or on the store.
+enum Later {
+    /// A login: the name may need its password checked.
+    Login(LoginParams),
+    /// A chat command whose changes must be stored before its answer leaves.
+    Persist {
+        /// The command's name, for its error type.
+        name: String,
+        /// What to store.
+        steps: Vec<Persist>,
+    },
+    /// An accounts command (`register`, `password`, ...).
+    Accounts {
+        /// Who sent it.
+        id: UserId,
+        /// The name it was sent under.
+        name: String,
+        /// Its canonical name.
+        command: &'static str,
+        /// Its parameters, not yet parsed.
+        parameters: Option<serde_json::Value>,
+    },
+}
+
 /// The state of one connection.
 struct Connection {
     /// The socket.
@@ -189,7 +214,7 @@ struct Connection {
     /// Set while reading is paused.
     pause: Option<Pause>,
     /// A package waiting for the store; reading is paused meanwhile.
-    stalled: Option<Stalled>,
+    stalled: Option<Box<Stalled>>,
 }
 
 /// What one synchronous write attempt did.
@@ -289,7 +314,12 @@ impl Connection {
                         frame_deadline = None;
                         // Checked above: a token is there.
                         self.rate.try_take();
-                        if let Err(close) = self.handle_frame(&body).await {
+                        let handled = match self.handle_frame(&body) {
+                            Ok(Some(later)) => Box::pin(self.run_later(later)).await,
+                            Ok(None) => Ok(()),
+                            Err(close) => Err(close),
+                        };
+                        if let Err(close) = handled {
                             // The reply explaining why is queued: let it out first.
                             let limit = self.config.shutdown_timeout;
                             let _ = Box::pin(timeout(limit, self.flush_queue())).await;
@@ -384,11 +414,14 @@ impl Connection {
                     let waited = Instant::now() - stalled.since;
                     frame_deadline = frame_deadline.map(|d| d + waited);
                     let handled = match ready {
-                        StoreReady::Slot(slot) => {
-                            self.handle_package(stalled.package, Some(slot)).await
-                        }
-                        StoreReady::Barrier => self.handle_package(stalled.package, None).await,
-                        StoreReady::Closed => self.store_unavailable(),
+                        StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
+                        StoreReady::Barrier => self.handle_package(stalled.package, None),
+                        StoreReady::Closed => self.store_unavailable().map(|()| None),
+                    };
+                    let handled = match handled {
+                        Ok(Some(later)) => Box::pin(self.run_later(later)).await,
+                        Ok(None) => Ok(()),
+                        Err(close) => Err(close),
                     };
                     if let Err(close) = handled {
                         let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
@@ -454,8 +487,9 @@ impl Connection {
         }
     }
 
-    /// Handles one complete frame body.
-    async fn handle_frame(&mut self, body: &[u8]) -> Result<(), Close> {
+    /// Handles one complete frame body; what must wait on the store or the
+    /// hasher is returned, to be run by [`Connection::run_later`].
+    fn handle_frame(&mut self, body: &[u8]) -> Result<Option<Later>, Close> {
         let package = match codec::decode_body::<ClientPackage>(body, self.config.max_package_bytes)
         {
             Ok(p) => p,
@@ -463,10 +497,10 @@ impl Connection {
                 self.reply_error("protocol", e.to_string())?;
                 return Err(Close::Fatal(e.to_string()));
             }
-            Err(e) => return self.reply_error("protocol", e.to_string()),
+            Err(e) => return self.reply_error("protocol", e.to_string()).map(|()| None),
         };
         if self.user.is_none() {
-            return self.handle_package(package, None).await;
+            return self.handle_package(package, None);
         }
         // A message takes a place in the store's queue first, or is parked
         // until there is one; a ping is parked until the writer has
@@ -474,8 +508,8 @@ impl Connection {
         let journal = self.hub.journal();
         let wait: Pin<Box<dyn Future<Output = StoreReady> + Send>> = match &package {
             ClientPackage::Message(_) => match journal.try_slot() {
-                Ok(slot) => return self.handle_package(package, Some(slot)).await,
-                Err(SlotError::Closed) => return self.store_unavailable(),
+                Ok(slot) => return self.handle_package(package, Some(slot)),
+                Err(SlotError::Closed) => return self.store_unavailable().map(|()| None),
                 Err(SlotError::Full) => {
                     let journal = journal.clone();
                     Box::pin(async move {
@@ -495,14 +529,15 @@ impl Connection {
                     }
                 })
             }
-            ClientPackage::Command(_) => return self.handle_package(package, None).await,
+            ClientPackage::Command(_) => return self.handle_package(package, None),
         };
-        self.stalled = Some(Stalled {
+        // Boxed: rare, and every idle connection would carry its size.
+        self.stalled = Some(Box::new(Stalled {
             package,
             since: Instant::now(),
             wait,
-        });
-        Ok(())
+        }));
+        Ok(None)
     }
 
     /// The store's writer has stopped (it panicked): nothing more can be
@@ -516,57 +551,84 @@ impl Connection {
 
     /// Handles a decoded package; `slot` is a store slot if it wanted one.
     ///
-    /// Messages and most commands are handled at once; a login and the
-    /// accounts commands wait on the store or the hasher. Those waits are
-    /// boxed: a task is as large as its largest state, and every idle
-    /// connection would otherwise carry them.
-    async fn handle_package(
+    /// Messages and most commands are handled here and now; a login and
+    /// the commands that wait on the store or the hasher come back as
+    /// [`Later`] work. Keeping this synchronous keeps those waits out of
+    /// the connection task's own state: a task is as large as its largest
+    /// state, and every idle connection would otherwise carry them.
+    fn handle_package(
         &mut self,
         package: ClientPackage,
         slot: Option<Slot>,
-    ) -> Result<(), Close> {
+    ) -> Result<Option<Later>, Close> {
         match (package, self.user) {
             (ClientPackage::Command(c), None) if c.command == "login" => {
                 match parse_params::<LoginParams>("login", c.parameters) {
-                    Ok(p) => Box::pin(self.login(p)).await,
-                    Err(m) => self.reply_error("protocol", m),
+                    Ok(p) => Ok(Some(Later::Login(p))),
+                    Err(m) => self.reply_error("protocol", m).map(|()| None),
                 }
             }
-            (_, None) => self.reply_error(
-                "login",
-                "Log in first: answer the login request with the login command.",
-            ),
+            (_, None) => self
+                .reply_error(
+                    "login",
+                    "Log in first: answer the login request with the login command.",
+                )
+                .map(|()| None),
             (ClientPackage::Message(m), Some(id)) => {
                 let result = match slot {
                     Some(slot) => self.hub.message(id, m.message, slot),
-                    None => return self.store_unavailable(),
+                    None => return self.store_unavailable().map(|()| None),
                 };
                 match result {
-                    Ok(()) => Ok(()),
-                    Err(e) => self.reply_error("message", e.0),
+                    Ok(()) => Ok(None),
+                    Err(e) => self.reply_error("message", e.0).map(|()| None),
                 }
             }
             (ClientPackage::Command(c), Some(id)) => {
                 let name = c.command.clone();
-                let result = match commands::dispatch(&self.hub, id, c) {
-                    Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(()),
-                    Ok(Dispatched::Done(steps)) => Box::pin(self.persist(&name, steps)).await?,
+                match commands::dispatch(&self.hub, id, c) {
+                    Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(None),
+                    Ok(Dispatched::Done(steps)) => Ok(Some(Later::Persist { name, steps })),
                     Ok(Dispatched::Accounts {
                         command,
                         parameters,
-                    }) => Box::pin(self.accounts_command(id, &name, command, parameters)).await?,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        let (kind, message) = e.to_error();
-                        let package = ServerPackage::error(kind, message);
-                        self.reply(&package)
-                    }
+                    }) => Ok(Some(Later::Accounts {
+                        id,
+                        name,
+                        command,
+                        parameters,
+                    })),
+                    Err(e) => self.command_failed(e).map(|()| None),
                 }
             }
         }
+    }
+
+    /// Runs what a package left for later (see [`Later`]).
+    async fn run_later(&mut self, later: Later) -> Result<(), Close> {
+        let result = match later {
+            Later::Login(p) => return self.login(p).await,
+            Later::Persist { name, steps } => self.persist(&name, steps).await?,
+            Later::Accounts {
+                id,
+                name,
+                command,
+                parameters,
+            } => {
+                self.accounts_command(id, &name, command, parameters)
+                    .await?
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.command_failed(e),
+        }
+    }
+
+    /// Answers a failed command with its error package.
+    fn command_failed(&mut self, e: commands::CommandError) -> Result<(), Close> {
+        let (kind, message) = e.to_error();
+        self.reply(&ServerPackage::error(kind, message))
     }
 
     /// Runs a command that needs the accounts service (store, hasher),
@@ -858,7 +920,7 @@ async fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>) {
 
 /// Completes when the store is ready for the stalled package; never, when
 /// nothing is stalled.
-async fn store_ready(stalled: &mut Option<Stalled>) -> StoreReady {
+async fn store_ready(stalled: &mut Option<Box<Stalled>>) -> StoreReady {
     match stalled {
         Some(s) => s.wait.as_mut().await,
         None => std::future::pending().await,
