@@ -10,11 +10,21 @@
 use std::process::ExitCode;
 
 use chatmaster::bench::{self, BenchArgs};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = BenchArgs::parse();
+    if let Some(shell) = args.completions {
+        let mut command = BenchArgs::command();
+        clap_complete::generate(
+            shell,
+            &mut command,
+            "chatmaster-bench",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),

@@ -4,10 +4,20 @@
 use std::process::ExitCode;
 
 use chatmaster::client::ui::{ClientArgs, Exit};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     let args = ClientArgs::parse();
+    if let Some(shell) = args.completions {
+        let mut command = ClientArgs::command();
+        clap_complete::generate(
+            shell,
+            &mut command,
+            "chatmaster-client",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,56 +1,163 @@
-//! `chatmaster-server`: parses flags, sets up logging, binds, and runs the
-//! library's server until SIGINT or SIGTERM; or runs an admin command
-//! (`accounts ...`) on the database and exits.
+//! `chatmaster-server`: reads its configuration (flags over environment
+//! over file over defaults), sets up logging, binds (or takes the socket
+//! systemd passed), and runs the library's server until SIGINT or SIGTERM;
+//! SIGHUP reloads the configuration file. Subcommands manage accounts
+//! (`accounts ...`), print the effective configuration, back the database
+//! up, and print shell completions.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use chatmaster::ops::layers::{self, LayerError, Layered};
+use chatmaster::ops::{logging, reload, systemd};
 use chatmaster::server::admin;
 use chatmaster::server::config::ServerCommand;
 use chatmaster::{Server, ServerArgs};
-use clap::Parser;
+use clap::CommandFactory;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+
+/// Least time a backup waits for the database's lock: a checkpoint of
+/// the running server may hold it briefly.
+const MIN_BACKUP_WAIT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let args = ServerArgs::parse();
-    if let Some(ServerCommand::Accounts(accounts)) = &args.command {
-        let db = accounts.db.as_deref().unwrap_or(&args.db);
-        let options = args.config().store_options();
-        return match admin::run(db, &options, &accounts.action, &mut admin::Terminal) {
-            Ok(out) => {
-                if !out.is_empty() {
-                    println!("{out}");
+    // Before any thread exists: this clears LISTEN_FDS from the environment.
+    let inherited = match systemd::inherited_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "chatmaster-server: the socket passed by the service manager is unusable: {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let loaded = match load(&argv) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let args = &loaded.value;
+    match &args.command {
+        Some(ServerCommand::Accounts(accounts)) => {
+            let db = accounts.db.as_deref().unwrap_or(&args.db);
+            let options = args.config().store_options();
+            match admin::run(db, &options, &accounts.action, &mut admin::Terminal) {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        println!("{out}");
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("chatmaster-server accounts: {e}");
+                    ExitCode::from(e.exit_code())
+                }
             }
+        }
+        Some(ServerCommand::Config) => {
+            print_config(&loaded);
+            ExitCode::SUCCESS
+        }
+        Some(ServerCommand::Backup { file }) => backup(args, file),
+        Some(ServerCommand::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut ServerArgs::command(),
+                "chatmaster-server",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        None => match chatmaster::runtime::build(args.threads) {
+            // Spawned rather than run in block_on, so that the accept loop runs
+            // on a worker thread, next to the connections it starts.
+            Ok(runtime) => runtime.block_on(async {
+                tokio::spawn(serve(argv, loaded, inherited))
+                    .await
+                    .unwrap_or(ExitCode::FAILURE)
+            }),
             Err(e) => {
-                eprintln!("chatmaster-server accounts: {e}");
-                ExitCode::from(e.exit_code())
+                eprintln!("chatmaster-server: cannot start the runtime: {e}");
+                ExitCode::FAILURE
             }
-        };
+        },
     }
-    match chatmaster::runtime::build(args.threads) {
-        // Spawned rather than run in block_on, so that the accept loop runs
-        // on a worker thread, next to the connections it starts.
-        Ok(runtime) => {
-            runtime.block_on(async { tokio::spawn(serve(args)).await.unwrap_or(ExitCode::FAILURE) })
+}
+
+/// All configuration layers, or the exit code after saying why not.
+fn load(argv: &[OsString]) -> Result<Layered<ServerArgs>, ExitCode> {
+    match layers::load_from_env::<ServerArgs>(argv) {
+        Ok(l) => Ok(l),
+        Err(LayerError::Clap(e)) => {
+            let _ = e.print();
+            Err(ExitCode::from(e.exit_code().clamp(0, 255) as u8))
         }
         Err(e) => {
-            eprintln!("chatmaster-server: cannot start the runtime: {e}");
+            eprintln!("chatmaster-server: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn backup(args: &ServerArgs, out: &Path) -> ExitCode {
+    if args.db == chatmaster::store::MEMORY {
+        eprintln!(
+            "chatmaster-server backup: --db is {}: there is no file to copy",
+            args.db
+        );
+        return ExitCode::FAILURE;
+    }
+    let wait = args.config().db_busy_timeout.max(MIN_BACKUP_WAIT);
+    match chatmaster::store::maintenance::backup(Path::new(&args.db), out, wait) {
+        Ok(report) => {
+            println!(
+                "backed up {} to {} (schema version {}, {} bytes)",
+                args.db,
+                out.display(),
+                report.schema_version,
+                report.bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatmaster-server backup: {}: {e}", args.db);
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: ServerArgs) -> ExitCode {
+fn print_config(loaded: &Layered<ServerArgs>) {
+    println!("# chatmaster-server: effective configuration");
+    match &loaded.file {
+        Some(path) => println!("# configuration file: {}", path.display()),
+        None => println!("# no configuration file (--config or CHATMASTER_CONFIG)"),
+    }
+    println!("# precedence: default < file < environment (CHATMASTER_*) < flag");
+    for warning in &loaded.warnings {
+        println!("# warning: {warning}");
+    }
+    for setting in &loaded.settings {
+        println!("{}", setting.to_toml_line());
+    }
+}
+
+async fn serve(
+    argv: Vec<OsString>,
+    loaded: Layered<ServerArgs>,
+    inherited: Option<std::net::TcpListener>,
+) -> ExitCode {
+    let args = &loaded.value;
     // Logs go to stderr, as the README says: stdout stays free for output
     // a wrapper may want to read.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(args.log_format, "info");
+    if let Some(path) = &loaded.file {
+        tracing::info!(file = %path.display(), "configuration file read");
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     // The store first: a database that cannot be used stops the start
     // before anything listens, with one line saying why.
     let server = match Server::open(args.config()) {
@@ -63,19 +170,101 @@ async fn serve(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = format!("{}:{}", args.host, args.port);
-    let listener = match TcpListener::bind(&addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
+    let listener = match inherited {
+        Some(std) => match TcpListener::from_std(std) {
+            Ok(l) => {
+                tracing::info!("using the socket passed by the service manager");
+                l
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the socket passed by the service manager");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            let addr = format!("{}:{}", args.host, args.port);
+            match TcpListener::bind(&addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
-    match server.run(listener, shutdown_signal()).await {
+    let hub = server.hub();
+    if let Some(interval) = systemd::watchdog_interval() {
+        tracing::info!(?interval, "watchdog keep-alives enabled");
+        tokio::spawn(systemd::watchdog(interval));
+    }
+    // Installed before READY=1 and the "listening" line, so that a SIGHUP
+    // sent once the server is up never meets the default action (exit).
+    #[cfg(unix)]
+    let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload is off");
+            None
+        }
+    };
+    #[cfg(unix)]
+    let reloader = tokio::spawn(reload_on_sighup(hangups, argv, loaded, hub));
+    #[cfg(not(unix))]
+    let reloader = tokio::spawn(async move { drop((argv, loaded, hub)) });
+    systemd::ready();
+    let shutdown = async {
+        shutdown_signal().await;
+        systemd::stopping();
+    };
+    let result = server.run(listener, shutdown).await;
+    reloader.abort();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// On each SIGHUP, reads every layer again and puts the live limits in
+/// force; a broken file keeps the running configuration.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    argv: Vec<OsString>,
+    started: Layered<ServerArgs>,
+    hub: chatmaster::server::chat::Hub,
+) {
+    {
+        let Some(mut hangups) = hangups else { return };
+        let mut current = started.clone();
+        while hangups.recv().await.is_some() {
+            systemd::reloading();
+            match layers::load_from_env::<ServerArgs>(&argv) {
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "configuration reload failed; the running configuration stays"
+                ),
+                Ok(new) => {
+                    let plan = reload::plan(&started, &current, &new, ServerArgs::config);
+                    for c in &plan.live {
+                        tracing::info!(key = %c.key, old = ?c.old, new = ?c.new, "configuration reload: applied");
+                    }
+                    for c in &plan.restart {
+                        tracing::warn!(key = %c.key, running = ?c.old, configured = ?c.new, "configuration reload: this change needs a restart; the running value stays");
+                    }
+                    // What was set up at start stays as it runs.
+                    hub.reconfigure(new.value.config().keep_startup(&hub.config()));
+                    tracing::info!(
+                        applied = plan.live.len(),
+                        need_restart = plan.restart.len(),
+                        "configuration reloaded"
+                    );
+                    current = new;
+                }
+            }
+            systemd::ready();
         }
     }
 }

@@ -6,8 +6,9 @@
 //! (accept loop, connections, command table, chat state, limits) and by
 //! [`client`] (the typed transport and the terminal client); [`store`]
 //! keeps what must survive a restart, behind a trait the server calls;
-//! [`bench`] is
-//! the load generator; [`runtime`] builds the binaries' tokio runtime.
+//! [`bench`] is the load generator; [`runtime`] builds the binaries'
+//! tokio runtime; [`ops`] is what running the server as a service needs
+//! (configuration file and environment, reload, log format, systemd).
 //! `protocol.md` at the crate root is the normative description.
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod ops;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -232,6 +232,9 @@ pub struct BenchArgs {
     /// storm into one crowded channel (--channels is then ignored).
     #[arg(long)]
     pub stay_in_general: bool,
+    /// Print a completion script for this shell and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 impl BenchArgs {

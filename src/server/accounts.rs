@@ -34,6 +34,7 @@ use crate::server::config::{Config, Registration};
 use crate::server::passwords::{check_password_rules, Hasher, Throttle};
 use crate::store::{self, Account, AccountId, NewAccount, NewChannel, Store, StoreError};
 use crate::wire::protocol::{fold_name, name_skeleton, validate_name, Notification, ServerPackage};
+use arc_swap::ArcSwap;
 
 /// A refused login: the reason for the user, and whether a password would
 /// help (the client may then prompt for one).
@@ -86,10 +87,10 @@ pub struct Accounts {
     throttle: Mutex<Throttle<AccountId>>,
     /// Store calls running at once.
     store_permits: Arc<Semaphore>,
-    /// Whether `register` is allowed.
-    registration: Registration,
-    /// Longest name.
-    max_name_chars: usize,
+    /// The limits read at each use (whether `register` is allowed, the
+    /// longest name), so that a configuration reload changes them; the
+    /// hasher, the throttle and the store permits are sized once, at start.
+    limits: ArcSwap<Config>,
 }
 
 /// A store failure as the user sees it.
@@ -111,8 +112,7 @@ impl Accounts {
             hasher: Hasher::from_config(config),
             throttle: Mutex::new(Throttle::new(config)),
             store_permits: Arc::new(Semaphore::new(config.account_store_calls.max(1))),
-            registration: config.registration,
-            max_name_chars: config.max_name_chars,
+            limits: ArcSwap::from_pointee(config.clone()),
         })
     }
 
@@ -145,6 +145,11 @@ impl Accounts {
                 Err(e) => tracing::warn!(error = %e, "accounts poll failed"),
             }
         }
+    }
+
+    /// Puts reloaded limits in force (see the `limits` field for which).
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        self.limits.store(config);
     }
 
     /// Runs a store call on the blocking pool.
@@ -223,7 +228,7 @@ impl Accounts {
         password: Option<String>,
         addr: IpAddr,
     ) -> Result<Option<Account>, Refusal> {
-        validate_name(name, self.max_name_chars).map_err(Refusal::plain)?;
+        validate_name(name, self.limits.load().max_name_chars).map_err(Refusal::plain)?;
         let (exact, alike) = self
             .lookup(name)
             .await
@@ -373,7 +378,7 @@ impl Accounts {
     /// `rename`: the new name must not be another account's, or look like
     /// one; an account holder's account is renamed with them.
     async fn rename(&self, hub: &Hub, id: UserId, new_name: &str) -> Result<(), String> {
-        validate_name(new_name, self.max_name_chars)?;
+        validate_name(new_name, self.limits.load().max_name_chars)?;
         let account = hub.account(id);
         let old_name = hub.username(id).ok_or("You are not logged in.")?;
         let (exact, alike) = self.lookup(new_name).await.map_err(|e| unavailable(&e))?;
@@ -432,7 +437,7 @@ impl Accounts {
 
     /// `register`: the user's current name becomes an account. Returns the name.
     async fn register(&self, hub: &Hub, id: UserId, password: String) -> Result<String, String> {
-        if self.registration == Registration::Closed {
+        if self.limits.load().registration == Registration::Closed {
             return Err(
                 "Registration is closed on this server; ask its operator for an account.".into(),
             );

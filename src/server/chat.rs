@@ -31,6 +31,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -414,8 +415,9 @@ impl SortedNames {
 struct Shared {
     /// The state.
     state: Mutex<State>,
-    /// The limits.
-    config: Arc<Config>,
+    /// The limits in force: swapped whole when the configuration is
+    /// reloaded, so every operation sees one consistent set.
+    config: ArcSwap<Config>,
     /// The durable store (never called under `state`'s lock).
     store: Arc<dyn Store>,
     /// Logins, passwords and the other account operations, over `store`.
@@ -467,16 +469,34 @@ impl Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 accounts: Arc::new(Accounts::new(Arc::clone(&store), &config)?),
-                config,
+                config: ArcSwap::new(config),
                 store,
                 journal,
             }),
         })
     }
 
-    /// The limits in force (shared, so connections need not copy them).
-    pub fn config(&self) -> &Arc<Config> {
-        &self.shared.config
+    /// The limits in force now (shared, so connections need not copy
+    /// them). A reload replaces them; holders of the old `Arc` keep a
+    /// consistent old set until they ask again.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.load_full()
+    }
+
+    /// The limits in force if they are not `current` any more: a cheap
+    /// check (no reference count is touched when nothing changed) for a
+    /// connection to pick up a reload.
+    pub fn config_if_changed(&self, current: &Arc<Config>) -> Option<Arc<Config>> {
+        let now = self.shared.config.load();
+        (!Arc::ptr_eq(&now, current)).then(|| Arc::clone(&now))
+    }
+
+    /// Puts new limits in force (a configuration reload). Operations
+    /// already under way finish with the old ones.
+    pub fn reconfigure(&self, config: Config) {
+        let config = Arc::new(config);
+        self.shared.accounts.reconfigure(Arc::clone(&config));
+        self.shared.config.store(config);
     }
 
     /// The durable store. Its methods block on disk: call them from
@@ -532,7 +552,7 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Guard {
             state,
-            config: &self.shared.config,
+            config: self.shared.config.load(),
         }
     }
 
@@ -1014,7 +1034,7 @@ impl Hub {
     /// Calls [`Hub::presence_tick`] every `presence_interval` until `stop`.
     pub async fn run_presence(self, stop: CancellationToken) {
         // interval() refuses a zero period; a Config built in code may hold one.
-        let period = self.config().presence_interval.max(MIN_PRESENCE_INTERVAL);
+        let mut period = self.config().presence_interval.max(MIN_PRESENCE_INTERVAL);
         let mut tick = tokio::time::interval(period);
         // After a stall, one late tick is enough: the next one carries the
         // newer counts anyway.
@@ -1025,6 +1045,13 @@ impl Hub {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => self.presence_tick(),
             }
+            // A configuration reload may have changed the interval.
+            let wanted = self.config().presence_interval.max(MIN_PRESENCE_INTERVAL);
+            if wanted != period {
+                period = wanted;
+                tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
         }
     }
 
@@ -1034,7 +1061,7 @@ impl Hub {
     /// violation found.
     pub fn check_member_lists(&self) -> Result<(), String> {
         let mut g = self.lock();
-        let config = g.config;
+        let config = Arc::clone(&g.config);
         let state = &mut *g.state;
         for ch in state.channels.values_mut() {
             let mut expected: Vec<(String, String)> = ch
@@ -1140,8 +1167,9 @@ impl Hub {
 struct Guard<'a> {
     /// The locked state.
     state: MutexGuard<'a, State>,
-    /// The limits.
-    config: &'a Config,
+    /// The limits, as they were when the lock was taken (a borrow from
+    /// the swap, cheaper than a reference count on every operation).
+    config: arc_swap::Guard<Arc<Config>>,
 }
 
 impl Guard<'_> {
@@ -1215,7 +1243,7 @@ impl Guard<'_> {
     }
 
     fn send_to(&mut self, id: UserId, package: &ServerPackage) {
-        if let Some(bytes) = encode_with(self.config, package) {
+        if let Some(bytes) = encode_with(&self.config, package) {
             self.send_bytes(id, bytes);
         }
     }
@@ -1237,7 +1265,7 @@ impl Guard<'_> {
         if ch.members.iter().all(|m| Some(m.id) == skip) {
             return;
         }
-        let Some(bytes) = encode_with(self.config, package) else {
+        let Some(bytes) = encode_with(&self.config, package) else {
             return;
         };
         for m in ch.members.iter().filter(|m| Some(m.id) != skip) {
@@ -1248,14 +1276,14 @@ impl Guard<'_> {
     /// Sends a new user their `session`: the channel list in it is the
     /// shared, precompressed one.
     fn send_session(&mut self, id: UserId, name: &str, account: bool) {
-        let config = self.config;
+        let config = Arc::clone(&self.config);
         let state = &mut *self.state;
         let head = ServerPackage::Session(
             Session::accepted_without_list(name, GENERAL, state.public.len()).with_account(account),
         );
         let encoded = state
             .public
-            .tail(config)
+            .tail(&config)
             .and_then(|tail| codec::encode_with_tail(&head, &tail, config.max_package_bytes));
         match encoded {
             Ok(bytes) => self.send_bytes(id, bytes),
@@ -1281,7 +1309,7 @@ impl Guard<'_> {
     /// this arrival takes it over, later by [`Hub::presence_tick`] when it
     /// was over already. The joiner's own copy always comes.
     fn enter(&mut self, id: UserId, key: &str) {
-        let config = self.config;
+        let config = Arc::clone(&self.config);
         let state = &mut *self.state;
         let (Some(user), Some(ch)) = (state.users.get_mut(&id), state.channels.get_mut(key)) else {
             return;
@@ -1339,7 +1367,7 @@ impl Guard<'_> {
         });
         let encoded = ch
             .sorted
-            .tail(config)
+            .tail(&config)
             .and_then(|tail| codec::encode_with_tail(&head, &tail, config.max_package_bytes));
         match encoded {
             Ok(bytes) => self.send_bytes(id, bytes),

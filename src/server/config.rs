@@ -4,10 +4,12 @@
 //! Limits live here, in one place, so `--help`, `protocol.md` and the code
 //! cannot drift apart: each default is a `pub const` that the docs cite.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 
+use crate::ops::logging::LogFormat;
 use crate::store::{Durability, StoreOptions, MEMORY};
 
 /// Largest frame body (compressed bytes after the 4-byte length) accepted.
@@ -182,6 +184,58 @@ pub struct Config {
 }
 
 impl Config {
+    /// The fields that set up what is built once at start: the store's
+    /// file, its options and its writer thread; the accounts service's
+    /// hasher, throttle, store permits and poll interval. A reload cannot change
+    /// them: [`Config::keep_startup`] carries them over from the running
+    /// configuration, and a change to them is reported as needing a
+    /// restart (see `ops::reload`). Every other field is read through
+    /// `Hub::config()` where it is used, and so changes live; a new field
+    /// that sizes something built once belongs here.
+    pub fn startup_fields(&self) -> impl std::fmt::Debug + '_ {
+        (
+            (
+                &self.db,
+                self.db_durability,
+                self.db_busy_timeout,
+                self.store_queue,
+                self.store_batch,
+                self.store_group,
+            ),
+            // The accounts service's hasher pool, throttle table and
+            // store permits.
+            (
+                self.hash_concurrency,
+                self.login_failures_per_account,
+                self.login_failures_per_address,
+                self.login_throttle_window,
+                self.login_throttle_entries,
+                self.account_store_calls,
+                self.accounts_poll,
+            ),
+        )
+    }
+
+    /// `self`, but with the start-up fields of `running`.
+    pub fn keep_startup(self, running: &Config) -> Config {
+        Config {
+            db: running.db.clone(),
+            db_durability: running.db_durability,
+            db_busy_timeout: running.db_busy_timeout,
+            store_queue: running.store_queue,
+            store_batch: running.store_batch,
+            store_group: running.store_group,
+            hash_concurrency: running.hash_concurrency,
+            login_failures_per_account: running.login_failures_per_account,
+            login_failures_per_address: running.login_failures_per_address,
+            login_throttle_window: running.login_throttle_window,
+            login_throttle_entries: running.login_throttle_entries,
+            account_store_calls: running.account_store_calls,
+            accounts_poll: running.accounts_poll,
+            ..self
+        }
+    }
+
     /// How the store is to be opened.
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
@@ -230,11 +284,39 @@ impl Default for Config {
     }
 }
 
+/// `chatmaster-server --help`'s description: signals, and how flags,
+/// environment and configuration file combine.
+pub const SERVER_LONG_ABOUT: &str = "ChatMaster 3000 chat server.\n\nSpeaks the framed, zlib-compressed JSON protocol described in protocol.md. \
+                  Log level follows RUST_LOG (default: info). SIGINT or SIGTERM shut it down gracefully: \
+                  every client is told `server_shutdown` and the process exits 0. SIGHUP reloads the \
+                  configuration file.\n\n\
+                  Every flag can also be set in the --config file (TOML, the key spelled like the flag: \
+                  `rate-per-sec = 20`) or by an environment variable (CHATMASTER_ and the flag in upper \
+                  snake case: CHATMASTER_RATE_PER_SEC=20). Precedence: built-in default < file < \
+                  environment < command line. `chatmaster-server config` prints the effective values \
+                  and where each came from.";
+
 /// What `chatmaster-server` does instead of serving.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ServerCommand {
     /// Manage accounts in the database (also while a server runs on it).
     Accounts(crate::server::admin::AccountsArgs),
+    /// Prints the effective configuration as TOML, each value with where it
+    /// came from (default, file and line, environment variable, flag).
+    /// Flags go before the subcommand.
+    Config,
+    /// Writes a consistent copy of the database (--db) to FILE while the
+    /// server may be running (SQLite's online backup). FILE must not exist.
+    /// To restore, start the server with --db FILE.
+    Backup {
+        /// Where the copy goes.
+        file: PathBuf,
+    },
+    /// Prints a shell completion script for chatmaster-server.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Command-line flags of `chatmaster-server`. Kept in the library so the
@@ -244,11 +326,16 @@ pub enum ServerCommand {
     name = "chatmaster-server",
     version,
     about = "ChatMaster 3000 chat server",
-    long_about = "ChatMaster 3000 chat server.\n\nSpeaks the framed, zlib-compressed JSON protocol described in protocol.md. \
-                  Log level follows RUST_LOG (default: info). SIGINT or SIGTERM shut it down gracefully: \
-                  every client is told `server_shutdown` and the process exits 0."
+    long_about = SERVER_LONG_ABOUT
 )]
 pub struct ServerArgs {
+    /// Configuration file (TOML) to read flags from; also CHATMASTER_CONFIG.
+    /// SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log line format: `text` for people, `json` for one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Maintenance instead of serving (`accounts add|list|delete|passwd`).
     #[command(subcommand)]
     pub command: Option<ServerCommand>,

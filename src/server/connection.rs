@@ -238,7 +238,7 @@ pub fn serve(
     hub: Hub,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
-    let config = Arc::clone(hub.config());
+    let config = hub.config();
     let mut conn = Connection {
         stream,
         peer,
@@ -266,14 +266,16 @@ impl Connection {
         // Nothing more can be written: refuse further packages at once and
         // free what is queued, before the hub lets go of its clones.
         conn.outbox.close();
+        let user = conn.username();
         if let Some(id) = conn.user.take() {
             conn.hub.disconnect(id);
         }
+        let (peer, user) = (conn.peer, user.as_deref());
         match result {
             Ok(()) | Err(Close::Eof) | Err(Close::Shutdown) => {
-                tracing::debug!(peer = %conn.peer, "connection closed")
+                tracing::debug!(%peer, user, "connection closed")
             }
-            Err(e) => tracing::info!(peer = %conn.peer, reason = %e, "connection closed"),
+            Err(e) => tracing::info!(%peer, user, reason = %e, "connection closed"),
         }
     }
 
@@ -294,7 +296,7 @@ impl Connection {
                 let now = Instant::now();
                 if now >= pause.until {
                     self.pause = None;
-                    tracing::trace!(peer = %self.peer, reason = ?pause.reason, paused = ?(now - pause.since), "reading resumed");
+                    tracing::trace!(peer = %self.peer, user = self.username().as_deref(), reason = ?pause.reason, paused = ?(now - pause.since), "reading resumed");
                     // A frame left incomplete while we did not read gets
                     // back the time it lost.
                     frame_deadline = frame_deadline.map(|d| d + (now - pause.since));
@@ -396,6 +398,7 @@ impl Connection {
                 }
                 Event::Readable(r) => {
                     r?;
+                    self.follow_reload();
                     self.buf.reserve(READ_CHUNK);
                     match self.stream.try_read_buf(&mut self.buf) {
                         Ok(0) => return Err(Close::Eof),
@@ -445,6 +448,27 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Picks up limits a configuration reload put in force. The rate
+    /// applies from the next package (the bucket starts full at the new
+    /// burst); the frame limit and queue length stay as this connection
+    /// was set up with (they size state already built).
+    fn follow_reload(&mut self) {
+        if let Some(config) = self.hub.config_if_changed(&self.config) {
+            if (config.rate_per_sec, config.rate_burst)
+                != (self.config.rate_per_sec, self.config.rate_burst)
+            {
+                self.rate = TokenBucket::new(config.rate_per_sec, config.rate_burst);
+            }
+            self.config = config;
+        }
+    }
+
+    /// The user's current name, for log lines (every line about a
+    /// connection names its peer and, once logged in, its user).
+    fn username(&self) -> Option<String> {
+        self.user.and_then(|id| self.hub.username(id))
     }
 
     /// Points the one timer at `deadline`, or drops it when there is none.

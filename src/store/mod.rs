@@ -22,6 +22,7 @@
 //!
 //! This layer depends on nothing else in the crate.
 
+pub mod maintenance;
 pub mod sqlite;
 
 use std::fmt;

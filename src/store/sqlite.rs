@@ -29,7 +29,7 @@ use super::{
 
 /// The schema's history, oldest first: version N is the database after
 /// the first N scripts. Scripts are never edited once released, only added.
-const MIGRATIONS: &[M<'static>] = &[
+pub(super) const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_accounts_version.sql")),
 ];
@@ -164,7 +164,7 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
         .map_err(classify)
 }
 
-fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+pub(super) fn user_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(classify)
 }
@@ -172,7 +172,7 @@ fn user_version(conn: &Connection) -> Result<i64, StoreError> {
 /// Reads the header and the schema: a file that is not a database, a
 /// damaged one, or one from a newer version fails here, before anything
 /// has been written to it.
-fn check_readable(conn: &Connection) -> Result<(), StoreError> {
+pub(super) fn check_readable(conn: &Connection) -> Result<(), StoreError> {
     let version = user_version(conn)?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
@@ -205,7 +205,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// Maps SQLite's error codes onto the kinds a caller acts on.
-fn classify(e: rusqlite::Error) -> StoreError {
+pub(super) fn classify(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(code, _) = &e {
         return match code.code {
             ErrorCode::NotADatabase => StoreError::NotADatabase,

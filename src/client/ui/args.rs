@@ -139,6 +139,9 @@ pub struct ClientArgs {
     /// Packages sent at once before pacing starts.
     #[arg(long, default_value_t = DEFAULT_SEND_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub send_burst: u32,
+    /// Print a completion script for this shell and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 impl ClientArgs {
