@@ -5,18 +5,18 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::ServerPackage;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::binary::{isolated, Binary};
+use nix::sys::signal::Signal;
 
 /// How long the binary gets for any one expected event.
 const WAIT: Duration = Duration::from_secs(10);
@@ -55,108 +55,8 @@ impl Drop for Scratch {
     }
 }
 
-/// A running server binary and its stderr, line by line. Dropping it
-/// kills the process.
-struct Proc {
-    child: Option<Child>,
-    lines: mpsc::Receiver<String>,
-    /// Every line seen so far.
-    seen: Vec<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn spawn(mut command: Command) -> Proc {
-        let mut child = command
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chatmaster-server");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        // Reads the log to its end, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child: Some(child),
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line matching `pred` and returns it.
-    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line {what} within {WAIT:?}; seen:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the `listening` line and returns the address in it.
-    fn addr(&mut self) -> String {
-        let line = self.wait_line("listening", |l| l.contains("listening"));
-        let start = line.find("127.0.0.1:").expect("an address in the line");
-        let port: String = line[start + 10..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        format!("127.0.0.1:{port}")
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).expect("signal the server");
-    }
-
-    /// SIGTERM, then the exit status within `WAIT`.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal(Signal::SIGTERM);
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the server did not exit within {WAIT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 fn server() -> Command {
-    configured(Command::new(SERVER))
+    isolated(Command::new(SERVER))
 }
 
 /// `sh -c script`, for what only a shell does without unsafe code here:
@@ -165,18 +65,7 @@ fn server() -> Command {
 fn shell(script: &str) -> Command {
     let mut c = Command::new("sh");
     c.args(["-c", script]);
-    configured(c)
-}
-
-fn configured(mut c: Command) -> Command {
-    c.env("RUST_LOG", "info").stdin(Stdio::null());
-    // The runner's own environment must not configure the server.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("CHATMASTER_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    isolated(c)
 }
 
 fn run(command: &mut Command) -> Output {
@@ -300,12 +189,12 @@ async fn sighup_reloads_limits_without_dropping_anyone() {
         "chatmaster.toml",
         "port = 0\nthreads = 1\ndb = \":memory:\"\nrate-per-sec = 0\nmax-message-bytes = 100\n",
     );
-    let mut proc = Proc::spawn({
+    let mut proc = Binary::launch({
         let mut c = server();
         c.arg("--config").arg(&file);
         c
     });
-    let addr = proc.addr();
+    let addr = proc.wait_addr();
     let mut alice = login(&addr, "alice").await;
     let mut bob = login(&addr, "bob").await;
     assert!(matches!(
@@ -356,7 +245,7 @@ async fn sighup_reloads_limits_without_dropping_anyone() {
 
 #[tokio::test]
 async fn json_logs_carry_peer_and_user() {
-    let mut proc = Proc::spawn({
+    let mut proc = Binary::launch({
         let mut c = server();
         c.args([
             "--port",
@@ -371,7 +260,7 @@ async fn json_logs_carry_peer_and_user() {
         .env("RUST_LOG", "debug");
         c
     });
-    let addr = proc.addr();
+    let addr = proc.wait_addr();
     let mut alice = login(&addr, "alice").await;
     let local = alice.stream_mut().local_addr().unwrap().to_string();
     let line = proc.wait_line("about alice logging in", |l| l.contains("logged in"));
@@ -394,7 +283,7 @@ async fn json_logs_carry_peer_and_user() {
     let event: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
     assert_eq!(event["fields"]["user"], "alicia", "{line}");
     assert_eq!(event["fields"]["peer"], local, "{line}");
-    for line in &proc.seen {
+    for line in &proc.log.seen {
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
@@ -410,7 +299,7 @@ fn notifies_systemd_ready_watchdog_and_stopping() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(WAIT)).unwrap();
     // WATCHDOG_PID must be the server's own pid: `exec` keeps the shell's.
-    let mut proc = Proc::spawn({
+    let mut proc = Binary::launch({
         let mut c = shell(&format!(
             "WATCHDOG_PID=$$ exec {SERVER} --port 0 --threads 1 --db :memory:"
         ));
@@ -433,7 +322,7 @@ fn notifies_systemd_ready_watchdog_and_stopping() {
         }
     };
     wait_for("READY=1", &mut received);
-    proc.addr();
+    proc.wait_addr();
     wait_for("WATCHDOG=1", &mut received);
     assert!(proc.terminate().success());
     wait_for("STOPPING=1", &mut received);
@@ -455,11 +344,11 @@ async fn serves_a_socket_passed_by_the_service_manager() {
     ));
     sh.env("LISTEN_FDS", "1")
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(passed)));
-    let mut proc = Proc::spawn(sh);
+    let mut proc = Binary::launch(sh);
     proc.wait_line("about the passed socket", |l| {
         l.contains("passed by the service manager")
     });
-    assert_eq!(proc.addr(), addr);
+    assert_eq!(proc.wait_addr(), addr);
     let _alice = login(&addr, "alice").await;
     drop(taken);
     assert!(proc.terminate().success());
@@ -563,8 +452,8 @@ async fn send_acked(c: &mut ClientConnection, text: &str) -> i64 {
     }
 }
 
-fn serve_on(db: &Path) -> Proc {
-    Proc::spawn({
+fn serve_on(db: &Path) -> Binary {
+    Binary::launch({
         let mut c = server();
         c.args([
             "--port",
@@ -590,7 +479,7 @@ async fn backup_while_serving_and_restore_from_it() {
     let db = dir.0.join("chat.db");
     let copy = dir.0.join("backup.db");
     let mut proc = serve_on(&db);
-    let addr = proc.addr();
+    let addr = proc.wait_addr();
     let mut alice = login(&addr, "alice").await;
     let mut before = Vec::new();
     for text in ["one", "two", "three"] {
@@ -627,7 +516,7 @@ async fn backup_while_serving_and_restore_from_it() {
     drop(stored);
 
     let mut restored = serve_on(&copy);
-    let addr = restored.addr();
+    let addr = restored.wait_addr();
     let mut bob = login(&addr, "bob").await;
     assert!(send_acked(&mut bob, "on the restored copy").await > before[2]);
     drop(bob);

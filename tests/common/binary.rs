@@ -17,18 +17,27 @@ use super::lines::Lines;
 /// may be busy building, and a timeout only ever fails a test.
 pub const BIN_WAIT: Duration = Duration::from_secs(20);
 
-/// The server's command line with `args` after `--port 0`: info logs,
-/// nothing on stdin.
+/// The server's command line with `args` after `--port 0` (see
+/// [`isolated`]).
 pub fn server_command<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatmaster-server"));
-    cmd.args(["--port", "0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
+    let mut cmd = isolated(Command::new(env!("CARGO_BIN_EXE_chatmaster-server")));
+    cmd.args(["--port", "0"]).args(args);
+    cmd
+}
+
+/// `cmd` with info logs, nothing on stdin, and none of the runner's own
+/// `CHATMASTER_*` variables, which would configure the server.
+pub fn isolated(mut cmd: Command) -> Command {
+    cmd.env("RUST_LOG", "info").stdin(Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CHATMASTER_") {
+            cmd.env_remove(k);
+        }
+    }
     cmd
 }
 
