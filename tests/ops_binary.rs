@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::ServerPackage;
-use common::binary::{isolated, Binary};
+use common::binary::{isolated, server_command, Binary};
 use nix::sys::signal::Signal;
 
 /// How long the binary gets for any one expected event.
@@ -246,18 +246,8 @@ async fn sighup_reloads_limits_without_dropping_anyone() {
 #[tokio::test]
 async fn json_logs_carry_peer_and_user() {
     let mut proc = Binary::launch({
-        let mut c = server();
-        c.args([
-            "--port",
-            "0",
-            "--threads",
-            "1",
-            "--db",
-            ":memory:",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "debug");
+        let mut c = server_command(["--threads", "1", "--db", ":memory:", "--log-format", "json"]);
+        c.env("RUST_LOG", "debug");
         c
     });
     let addr = proc.wait_addr();
@@ -453,20 +443,9 @@ async fn send_acked(c: &mut ClientConnection, text: &str) -> i64 {
 }
 
 fn serve_on(db: &Path) -> Binary {
-    Binary::launch({
-        let mut c = server();
-        c.args([
-            "--port",
-            "0",
-            "--threads",
-            "1",
-            "--rate-per-sec",
-            "0",
-            "--db",
-        ])
-        .arg(db);
-        c
-    })
+    let mut c = server_command(["--threads", "1", "--rate-per-sec", "0", "--db"]);
+    c.arg(db);
+    Binary::launch(c)
 }
 
 /// `chatmaster-server backup FILE` copies the database while the server
