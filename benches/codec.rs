@@ -33,6 +33,7 @@ fn chat_message() -> ServerPackage {
         channel: "general".into(),
         timestamp: "2026-11-21T10:00:00.123Z".into(),
         id: 1_234_567,
+        attachments: None,
     })
 }
 

@@ -37,9 +37,7 @@ fn hostile_frames_allocate_no_more_than_the_caps() {
     // Warm the thread-local zlib state and scratch buffer first: they are
     // allocated once per thread, not per package.
     let hello = codec::encode(
-        &ClientPackage::Message(chatmaster::wire::protocol::OutgoingMessage {
-            message: "hello".into(),
-        }),
+        &ClientPackage::Message(chatmaster::wire::protocol::OutgoingMessage::text("hello")),
         MAX_PACKAGE,
         1,
     )

@@ -11,8 +11,8 @@ use chatmaster::wire::codec::{self, DecodeError, PackageCodec};
 use chatmaster::wire::compress::{self, InflateError};
 use chatmaster::wire::frame::{FrameCodec, FrameError, HEADER_LEN};
 use chatmaster::wire::protocol::{
-    ChatMessage, ClientPackage, Command, ErrorData, Notification, OutgoingMessage, Request,
-    ServerPackage, Session,
+    validate_attachments, Attachment, ChatMessage, ClientPackage, Command, ErrorData,
+    HistoryMessage, Notification, OutgoingMessage, Request, ServerPackage, Session,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -144,9 +144,48 @@ fn arb_params() -> impl Strategy<Value = Option<Value>> {
     prop::option::of(arb_json().prop_filter("null reads back as None", |v| !v.is_null()))
 }
 
+/// Attachments as the server sends them.
+fn arb_attachment() -> impl Strategy<Value = Attachment> {
+    let url = "https?://[a-z0-9./?=&%-]{1,40}";
+    prop_oneof![
+        (
+            url,
+            prop::option::of(1u32..=100_000),
+            prop::option::of(1u32..=100_000)
+        )
+            .prop_map(|(url, width, height)| Attachment::Image { url, width, height }),
+        (
+            url,
+            prop::option::of(".{0,20}"),
+            prop::option::of(1u32..=100_000)
+        )
+            .prop_map(|(url, source, length)| Attachment::Video {
+                url,
+                source,
+                length
+            }),
+    ]
+}
+
+fn opt_attachments() -> impl Strategy<Value = Option<Vec<Attachment>>> {
+    prop::option::of(vec(arb_attachment(), 0..5))
+}
+
 fn arb_client_package() -> impl Strategy<Value = ClientPackage> {
     prop_oneof![
-        any::<String>().prop_map(|message| ClientPackage::Message(OutgoingMessage { message })),
+        any::<String>().prop_map(|message| ClientPackage::Message(OutgoingMessage::text(message))),
+        (any::<String>(), vec(arb_attachment(), 0..5)).prop_map(|(message, a)| {
+            ClientPackage::Message(OutgoingMessage {
+                message,
+                attachments: Some(serde_json::to_value(a).unwrap()),
+            })
+        }),
+        (any::<String>(), arb_json()).prop_map(|(message, a)| {
+            ClientPackage::Message(OutgoingMessage {
+                message,
+                attachments: (!a.is_null()).then_some(a),
+            })
+        }),
         (any::<String>(), arb_params()).prop_map(|(command, parameters)| {
             ClientPackage::Command(Command {
                 command,
@@ -205,7 +244,61 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
         Just(Notification::ServerShutdown {}),
         s().prop_map(|username| Notification::Registered { username }),
         Just(Notification::PasswordChanged {}),
+        (s(), vec(arb_history_message(), 0..4), any::<bool>()).prop_map(
+            |(channel, messages, more)| Notification::History {
+                channel,
+                messages,
+                more
+            }
+        ),
+        (s(), any::<usize>(), vec(arb_history_message(), 0..4)).prop_map(
+            |(query, total, messages)| Notification::SearchResults {
+                query,
+                page: 1,
+                rows: 20,
+                total,
+                messages,
+                truncated: None,
+            }
+        ),
+        (any::<i64>(), s(), s(), s()).prop_map(|(id, channel, message, edited)| {
+            Notification::MessageEdited {
+                id,
+                channel,
+                message,
+                edited,
+            }
+        }),
+        (any::<i64>(), s(), s()).prop_map(|(id, channel, by)| Notification::MessageDeleted {
+            id,
+            channel,
+            by
+        }),
     ]
+}
+
+fn arb_history_message() -> impl Strategy<Value = HistoryMessage> {
+    let s = any::<String>;
+    (
+        any::<i64>(),
+        s(),
+        s(),
+        s(),
+        prop::option::of(s()),
+        opt_attachments(),
+        prop::option::of(s()),
+    )
+        .prop_map(
+            |(id, username, message, timestamp, edited, attachments, channel)| HistoryMessage {
+                id,
+                username,
+                message,
+                timestamp,
+                edited,
+                attachments,
+                channel,
+            },
+        )
 }
 
 fn arb_server_package() -> impl Strategy<Value = ServerPackage> {
@@ -231,6 +324,7 @@ fn arb_server_package() -> impl Strategy<Value = ServerPackage> {
                         channels,
                         channels_total,
                         reason,
+                        unread: None,
                     })
                 }
             ),
@@ -239,14 +333,15 @@ fn arb_server_package() -> impl Strategy<Value = ServerPackage> {
             error_type,
             message
         })),
-        (s(), s(), s(), s(), any::<i64>()).prop_map(
-            |(message, username, channel, timestamp, id)| {
+        (s(), s(), s(), s(), any::<i64>(), opt_attachments()).prop_map(
+            |(message, username, channel, timestamp, id, attachments)| {
                 ServerPackage::Message(ChatMessage {
                     message,
                     username,
                     channel,
                     timestamp,
                     id,
+                    attachments,
                 })
             }
         ),
@@ -676,5 +771,37 @@ fn client_packages_round_trip() {
 fn server_packages_round_trip() {
     check("server_round_trip", 256, arb_server_package(), |p| {
         round_trip(&p)
+    });
+}
+
+#[test]
+fn attachment_validation_never_panics_and_keeps_what_it_accepts() {
+    // Valid attachments pass unchanged; anything else JSON can hold is
+    // refused with a message naming the field, never a panic.
+    check(
+        "valid attachments",
+        256,
+        vec(arb_attachment(), 0..5),
+        |attachments| {
+            let value = serde_json::to_value(&attachments).unwrap();
+            match validate_attachments(&value) {
+                Ok(back) => prop_assert_eq!(back, attachments),
+                Err(why) => {
+                    // Only the count or a source with a control character
+                    // may be refused among generated ones.
+                    prop_assert!(
+                        attachments.len() > 4 || why.contains("source"),
+                        "refused {value}: {why}"
+                    );
+                }
+            }
+            Ok(())
+        },
+    );
+    check("random attachments", 512, arb_json(), |value| {
+        if let Err(why) = validate_attachments(&value) {
+            prop_assert!(why.starts_with("attachments"), "{why}");
+        }
+        Ok(())
     });
 }

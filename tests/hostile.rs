@@ -353,9 +353,7 @@ async fn flood_in_one_channel_does_not_starve_another() {
         for i in 0..FLOOD {
             flooder
                 .feed(&chatmaster::ClientPackage::Message(
-                    chatmaster::wire::protocol::OutgoingMessage {
-                        message: format!("flood {i}"),
-                    },
+                    chatmaster::wire::protocol::OutgoingMessage::text(format!("flood {i}")),
                 ))
                 .await
                 .unwrap();
@@ -662,7 +660,7 @@ async fn slow_consumer_is_dropped(config: Config) {
             for t in chunk {
                 talker
                     .feed(&chatmaster::ClientPackage::Message(
-                        chatmaster::wire::protocol::OutgoingMessage { message: t.clone() },
+                        chatmaster::wire::protocol::OutgoingMessage::text(t.clone()),
                     ))
                     .await
                     .unwrap();

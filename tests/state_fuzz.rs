@@ -285,6 +285,14 @@ impl Client {
                 Notification::Registered { .. } | Notification::PasswordChanged {} => {
                     return Err(fail(format!("unexpected account notice {n:?}")))
                 }
+                // Nobody here reads or edits stored messages.
+                Notification::History { .. }
+                | Notification::SearchResults { .. }
+                | Notification::MessageEdited { .. }
+                | Notification::MessageDeleted { .. }
+                | Notification::ReadMarked { .. } => {
+                    return Err(fail(format!("unexpected memory notice {n:?}")))
+                }
                 // Channels here stay far below the presence limit, where
                 // every arrival and departure is announced instead.
                 Notification::ChannelStats { .. } => {

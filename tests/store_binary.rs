@@ -137,9 +137,7 @@ async fn login(addr: &str, name: &str) -> ClientConnection {
 async fn send_acknowledged(c: &mut ClientConnection, prefix: &str, n: usize) -> Vec<i64> {
     for i in 0..n {
         c.feed(&chatmaster::ClientPackage::Message(
-            chatmaster::wire::protocol::OutgoingMessage {
-                message: format!("{prefix} {i}"),
-            },
+            chatmaster::wire::protocol::OutgoingMessage::text(format!("{prefix} {i}")),
         ))
         .await
         .expect("send");
@@ -231,9 +229,7 @@ async fn sigterm_commits_everything_queued_and_exits_0() {
     for i in 0..N {
         alice
             .feed(&chatmaster::ClientPackage::Message(
-                chatmaster::wire::protocol::OutgoingMessage {
-                    message: format!("late {i}"),
-                },
+                chatmaster::wire::protocol::OutgoingMessage::text(format!("late {i}")),
             ))
             .await
             .unwrap();

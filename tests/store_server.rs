@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use chatmaster::server::chat::Hub;
 use chatmaster::store::{
-    Account, AccountId, AccountsVersion, ChannelId, MessageId, NewAccount, NewChannel,
-    RegisteredChannel, SqliteStore, Store, StoreError, StoredMessage,
+    Account, AccountId, AccountsVersion, Change, ChannelId, HistoryPage, MessageId, NewAccount,
+    NewChannel, Page, RegisteredChannel, SearchHits, SearchQuery, SqliteStore, Store, StoreError,
+    StoredMessage, Unread,
 };
 use chatmaster::wire::protocol::{Notification, OutgoingMessage, ServerPackage};
 use chatmaster::{ClientPackage, Config, Server};
@@ -79,6 +80,21 @@ impl Store for GatedStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.messages_after(channel_key, after, limit)
+    }
+    fn history(&self, key: &str, page: Page, limit: usize) -> Result<HistoryPage, StoreError> {
+        self.inner.history(key, page, limit)
+    }
+    fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.inner.message(id)
+    }
+    fn search(&self, q: &SearchQuery) -> Result<SearchHits, StoreError> {
+        self.inner.search(q)
+    }
+    fn unread(&self, account: AccountId, cap: usize) -> Result<Vec<Unread>, StoreError> {
+        self.inner.unread(account, cap)
+    }
+    fn apply_changes(&self, changes: &[Change]) -> Result<Vec<usize>, StoreError> {
+        self.inner.apply_changes(changes)
     }
     fn create_account(&self, a: &NewAccount) -> Result<(AccountId, AccountsVersion), StoreError> {
         self.inner.create_account(a)
@@ -257,9 +273,9 @@ async fn a_writer_that_falls_behind_slows_the_sender_and_loses_nothing() {
 
     for i in 0..SENT {
         alice
-            .feed(&ClientPackage::Message(OutgoingMessage {
-                message: format!("m{i}"),
-            }))
+            .feed(&ClientPackage::Message(OutgoingMessage::text(format!(
+                "m{i}"
+            ))))
             .await
             .unwrap();
     }
@@ -316,9 +332,9 @@ async fn ids_increase_across_senders_as_every_member_sees_them() {
     const EACH: usize = 100;
     for i in 0..EACH {
         for c in [&mut a, &mut b] {
-            c.feed(&ClientPackage::Message(OutgoingMessage {
-                message: format!("{i}"),
-            }))
+            c.feed(&ClientPackage::Message(OutgoingMessage::text(format!(
+                "{i}"
+            ))))
             .await
             .unwrap();
         }

@@ -1548,9 +1548,8 @@ impl Sender {
             for _ in 0..due {
                 let nanos = self.epoch.elapsed().as_nanos() as u64;
                 times.push(nanos);
-                let package = ClientPackage::Message(OutgoingMessage {
-                    message: message_text(nanos, self.size),
-                });
+                let package =
+                    ClientPackage::Message(OutgoingMessage::text(message_text(nanos, self.size)));
                 let frame = codec::encode(
                     &package,
                     DEFAULT_MAX_PACKAGE_BYTES,

@@ -99,9 +99,9 @@ impl ClientConnection {
 
     /// Sends chat text.
     pub async fn message(&mut self, text: &str) -> Result<(), ClientError> {
-        self.send(&ClientPackage::Message(OutgoingMessage {
-            message: text.to_owned(),
-        }))
+        self.send(&ClientPackage::Message(OutgoingMessage::text(
+            text.to_owned(),
+        )))
         .await
     }
 

@@ -14,8 +14,11 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::server::chat::{ChatError, Hub, Persist, UserId};
-use crate::wire::protocol::Command;
+use crate::server::chat::{
+    fts_expression, timestamp_now, ChatError, HistoryParams, Hub, Persist, SearchParams, UserId,
+};
+use crate::store::{Change, Page, SearchQuery, StoreError};
+use crate::wire::protocol::{fold_name, validate_message, Command, Notification, ServerPackage};
 
 /// Longest `ping` token echoed back, in bytes.
 pub const MAX_PING_TOKEN_BYTES: usize = 64;
@@ -69,6 +72,9 @@ enum Handler {
     /// An operation on accounts or the store, run by the connection
     /// through [`crate::server::accounts`].
     Accounts,
+    /// A read or change of stored messages (history, search, edits), run
+    /// by the connection through [`run_memory`].
+    Memory,
 }
 
 /// What [`dispatch`] did.
@@ -78,6 +84,14 @@ pub enum Dispatched {
     Done(Vec<Persist>),
     /// The command is an accounts command for the caller to run.
     Accounts {
+        /// Its canonical name.
+        command: &'static str,
+        /// Its parameters, not yet parsed.
+        parameters: Option<serde_json::Value>,
+    },
+    /// The command reads or changes stored messages: the caller runs it
+    /// with [`run_memory`].
+    Memory {
         /// Its canonical name.
         command: &'static str,
         /// Its parameters, not yet parsed.
@@ -148,6 +162,34 @@ pub(crate) struct LoginParams {
     /// The account's password, for a registered name.
     #[serde(default)]
     pub(crate) password: Option<String>,
+}
+
+/// `{"id": ..., "message": ...}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditParams {
+    /// Which message.
+    id: i64,
+    /// Its new text.
+    message: String,
+}
+
+/// `{"id": ...}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdParams {
+    /// Which message.
+    id: i64,
+}
+
+/// `{"channel": ..., "id": ...}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkReadParams {
+    /// Which registered channel.
+    channel: String,
+    /// The last message id seen there.
+    id: i64,
 }
 
 /// `{"token": ...}`, token optional.
@@ -271,6 +313,41 @@ pub static COMMANDS: &[CommandSpec] = &[
         }),
     },
     CommandSpec {
+        name: "history",
+        aliases: &[],
+        parameters: "{\"channel\": NAME, \"before\": ID, \"after\": ID, \"limit\": 1..=100} (before, after and limit optional)",
+        summary: "read a page of a channel's stored messages",
+        handler: Handler::Memory,
+    },
+    CommandSpec {
+        name: "search",
+        aliases: &[],
+        parameters: "{\"query\": TEXT, \"channel\": NAME, \"username\": NAME, \"page\": N, \"rows\": 1..=100} (all but query optional)",
+        summary: "search the messages you may read",
+        handler: Handler::Memory,
+    },
+    CommandSpec {
+        name: "edit",
+        aliases: &[],
+        parameters: "{\"id\": ID, \"message\": TEXT}",
+        summary: "replace the text of a message of yours",
+        handler: Handler::Memory,
+    },
+    CommandSpec {
+        name: "delete",
+        aliases: &[],
+        parameters: "{\"id\": ID}",
+        summary: "delete a message (yours, or in a channel you own)",
+        handler: Handler::Memory,
+    },
+    CommandSpec {
+        name: "mark_read",
+        aliases: &[],
+        parameters: "{\"channel\": NAME, \"id\": ID}",
+        summary: "count a registered channel's messages up to an id as seen by your account",
+        handler: Handler::Memory,
+    },
+    CommandSpec {
         name: "register",
         aliases: &[],
         parameters: "{\"password\": TEXT}",
@@ -339,10 +416,219 @@ pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<Dispatched, C
                 parameters: command.parameters,
             })
         }
+        Handler::Memory => {
+            return Ok(Dispatched::Memory {
+                command: spec.name,
+                parameters: command.parameters,
+            })
+        }
     };
     run(hub, id, command.parameters)
         .map(Dispatched::Done)
         .map_err(|o| failure(spec.name, o))
+}
+
+/// A store failure as the user sees it.
+fn store_failed(command: &'static str, e: &StoreError) -> CommandError {
+    tracing::error!(error = %e, command, "store operation failed");
+    CommandError::Failed {
+        command,
+        message: format!("The server's database failed ({e}); try again later."),
+    }
+}
+
+/// A number parameter within `1..=max`, or `default` when absent.
+fn within(
+    command: &'static str,
+    name: &str,
+    value: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<usize, CommandError> {
+    match value.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(usize::try_from(n).unwrap_or(1)),
+        n => Err(CommandError::Failed {
+            command,
+            message: format!("{name} is from 1 to {max} (not {n})."),
+        }),
+    }
+}
+
+/// Runs a command the table marks [`Handler::Memory`]: `history`,
+/// `search`, `edit`, `delete`, `mark_read`. Its reads go to the store's
+/// read connections through [`Hub::read`] and its writes through the
+/// writer's queue ([`crate::server::journal::Journal::change`]), never
+/// under the chat lock; the answers go out through the user's queue.
+pub async fn run_memory(
+    hub: &Hub,
+    id: UserId,
+    command: &'static str,
+    parameters: Option<serde_json::Value>,
+) -> Result<(), CommandError> {
+    let refused = |e: ChatError| CommandError::Failed {
+        command,
+        message: e.0,
+    };
+    let refuse = |message: String| CommandError::Failed { command, message };
+    match command {
+        "history" => {
+            let p: HistoryParams =
+                parse_params(command, parameters).map_err(CommandError::Protocol)?;
+            let limit = within(
+                command,
+                "limit",
+                p.limit,
+                crate::server::chat::DEFAULT_HISTORY_LIMIT,
+                crate::server::chat::MAX_HISTORY_LIMIT,
+            )?;
+            let page = match (p.before, p.after) {
+                (Some(_), Some(_)) => {
+                    return Err(refuse("Give before or after, not both.".to_owned()))
+                }
+                (Some(before), None) => Page::Before(before),
+                (None, Some(after)) => Page::After(after),
+                (None, None) => Page::Latest,
+            };
+            let (key, name) = hub.readable_channel(id, &p.channel).map_err(refused)?;
+            let found = hub
+                .read(move |s| s.history(&key, page, limit))
+                .await
+                .map_err(|e| store_failed(command, &e))?;
+            hub.send_history(id, name, found, matches!(page, Page::After(_)));
+            Ok(())
+        }
+        "search" => {
+            let p: SearchParams =
+                parse_params(command, parameters).map_err(CommandError::Protocol)?;
+            let rows = within(
+                command,
+                "rows",
+                p.rows,
+                crate::server::chat::DEFAULT_SEARCH_ROWS,
+                crate::server::chat::MAX_SEARCH_ROWS,
+            )?;
+            let page = within(command, "page", p.page, 1, i64::MAX)?;
+            let cap = hub.config().count_cap;
+            let offset = (page - 1).saturating_mul(rows);
+            if offset >= cap {
+                return Err(refuse(format!(
+                    "Search pages reach the first {cap} matches; narrow the search instead."
+                )));
+            }
+            let expression = fts_expression(&p.query).map_err(refuse)?;
+            let channels = hub
+                .searchable_channels(id, p.channel.as_deref())
+                .map_err(refused)?;
+            let query = SearchQuery {
+                expression,
+                channels,
+                sender_key: p.username.as_deref().map(fold_name),
+                offset,
+                limit: rows,
+                count_cap: cap,
+            };
+            let hits = match hub.read(move |s| s.search(&query)).await {
+                Ok(hits) => hits,
+                Err(StoreError::Query(why)) => {
+                    return Err(refuse(format!("The search cannot be run: {why}.")))
+                }
+                Err(e) => return Err(store_failed(command, &e)),
+            };
+            hub.send_search(id, p.query, page, rows, hits);
+            Ok(())
+        }
+        "edit" => {
+            let p: EditParams =
+                parse_params(command, parameters).map_err(CommandError::Protocol)?;
+            let message_id = p.id;
+            let found = hub
+                .read(move |s| s.message(message_id))
+                .await
+                .map_err(|e| store_failed(command, &e))?;
+            let Some(m) = found else {
+                return Err(refuse(format!("There is no message {message_id}.")));
+            };
+            hub.check_edit(id, &m).map_err(refused)?;
+            // Text may be empty only beside attachments, as when sent.
+            if !(p.message.is_empty() && m.attachments.is_some()) {
+                validate_message(&p.message, hub.max_message_bytes()).map_err(refuse)?;
+            }
+            let edited = timestamp_now();
+            let change = Change::Edit {
+                id: message_id,
+                text: p.message.clone(),
+                edited: edited.clone(),
+            };
+            match hub.journal().clone().change(change).await {
+                Ok(0) => return Err(refuse(format!("There is no message {message_id}."))),
+                Ok(_) => {}
+                Err(e) => return Err(store_failed(command, &e)),
+            }
+            let channel = hub.channel_name(&m.channel_key).unwrap_or(m.channel);
+            let note = ServerPackage::notification(Notification::MessageEdited {
+                id: message_id,
+                channel,
+                message: p.message,
+                edited,
+            });
+            hub.announce_change(id, &m.channel_key, &note);
+            Ok(())
+        }
+        "delete" => {
+            let p: IdParams = parse_params(command, parameters).map_err(CommandError::Protocol)?;
+            let message_id = p.id;
+            let found = hub
+                .read(move |s| s.message(message_id))
+                .await
+                .map_err(|e| store_failed(command, &e))?;
+            let Some(m) = found else {
+                return Err(refuse(format!("There is no message {message_id}.")));
+            };
+            let by = hub.check_delete(id, &m).map_err(refused)?;
+            match hub
+                .journal()
+                .clone()
+                .change(Change::Delete(message_id))
+                .await
+            {
+                Ok(0) => return Err(refuse(format!("There is no message {message_id}."))),
+                Ok(_) => {}
+                Err(e) => return Err(store_failed(command, &e)),
+            }
+            let channel = hub.channel_name(&m.channel_key).unwrap_or(m.channel);
+            let note = ServerPackage::notification(Notification::MessageDeleted {
+                id: message_id,
+                channel,
+                by,
+            });
+            hub.announce_change(id, &m.channel_key, &note);
+            Ok(())
+        }
+        "mark_read" => {
+            let p: MarkReadParams =
+                parse_params(command, parameters).map_err(CommandError::Protocol)?;
+            let (change, channel, last_id) =
+                hub.read_mark(id, &p.channel, p.id).map_err(refused)?;
+            hub.journal()
+                .clone()
+                .change(change)
+                .await
+                .map_err(|e| store_failed(command, &e))?;
+            hub.reply(
+                id,
+                &ServerPackage::notification(Notification::ReadMarked {
+                    channel,
+                    id: last_id,
+                }),
+            );
+            Ok(())
+        }
+        // The table and this match are kept in step by the unit test of
+        // the table; reaching here would be a bug.
+        other => Err(CommandError::Protocol(format!(
+            "`{other}` is not a memory command"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +658,12 @@ mod tests {
             .map(|c| c.name)
             .collect();
         assert_eq!(accounts, ["join", "rename", "register", "password"]);
+        let memory: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|c| matches!(c.handler, Handler::Memory))
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(memory, ["history", "search", "edit", "delete", "mark_read"]);
     }
 
     #[test]

@@ -110,6 +110,20 @@ pub const DEFAULT_STORE_BATCH: usize = 1024;
 /// gathering messages meanwhile (an idle one commits at once).
 pub const DEFAULT_STORE_GROUP_US: u64 = 1000;
 
+/// Days a message is kept; older ones are deleted in the background. 0
+/// keeps every message for good.
+pub const DEFAULT_HISTORY_DAYS: u32 = 0;
+/// History and search reads running at once on the blocking pool (across
+/// all connections; each connection has at most one, as it handles its
+/// packages in order); the rest wait their turn.
+pub const DEFAULT_READ_CALLS: usize = 4;
+/// Read-only connections of a database file, shared by every read.
+pub const DEFAULT_DB_READERS: usize = 2;
+/// Most matches a search counts for its `total`, and most unread messages
+/// counted per channel: counting is the part of a read that grows with the
+/// data. A search's pages reach this far too.
+pub const DEFAULT_COUNT_CAP: usize = 10_000;
+
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
 #[derive(Debug, Clone)]
@@ -181,6 +195,14 @@ pub struct Config {
     pub presence_limit: usize,
     /// Shortest time between two `channel_stats` of one channel.
     pub presence_interval: Duration,
+    /// Days messages are kept (0: for good).
+    pub history_days: u32,
+    /// History and search reads running at once.
+    pub read_calls: usize,
+    /// Read-only database connections.
+    pub db_readers: usize,
+    /// Most matches counted by a search, and unread messages per channel.
+    pub count_cap: usize,
 }
 
 impl Config {
@@ -201,6 +223,8 @@ impl Config {
                 self.store_queue,
                 self.store_batch,
                 self.store_group,
+                self.db_readers,
+                self.read_calls,
             ),
             // The accounts service's hasher pool, throttle table and
             // store permits.
@@ -225,6 +249,8 @@ impl Config {
             store_queue: running.store_queue,
             store_batch: running.store_batch,
             store_group: running.store_group,
+            db_readers: running.db_readers,
+            read_calls: running.read_calls,
             hash_concurrency: running.hash_concurrency,
             login_failures_per_account: running.login_failures_per_account,
             login_failures_per_address: running.login_failures_per_address,
@@ -241,6 +267,7 @@ impl Config {
         StoreOptions {
             busy_timeout: self.db_busy_timeout,
             durability: self.db_durability,
+            readers: self.db_readers,
         }
     }
 }
@@ -280,6 +307,10 @@ impl Default for Config {
             store_group: Duration::from_micros(DEFAULT_STORE_GROUP_US),
             presence_limit: DEFAULT_PRESENCE_LIMIT,
             presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
+            history_days: DEFAULT_HISTORY_DAYS,
+            read_calls: DEFAULT_READ_CALLS,
+            db_readers: DEFAULT_DB_READERS,
+            count_cap: DEFAULT_COUNT_CAP,
         }
     }
 }
@@ -468,6 +499,21 @@ pub struct ServerArgs {
     /// is queued (an idle writer always commits at once).
     #[arg(long, default_value_t = DEFAULT_STORE_GROUP_US)]
     pub store_group_us: u64,
+    /// Days messages are kept: older ones are deleted in the background
+    /// (checked at start and every minute). 0 keeps them for good.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_DAYS)]
+    pub history_days: u32,
+    /// History and search reads running at once, across all connections;
+    /// the rest wait their turn.
+    #[arg(long, default_value_t = DEFAULT_READ_CALLS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub read_calls: usize,
+    /// Read-only connections to the database file, shared by all reads.
+    #[arg(long, default_value_t = DEFAULT_DB_READERS, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
+    pub db_readers: usize,
+    /// Most matches a search counts for its `total` (its pages reach no
+    /// further), and most unread messages counted per channel.
+    #[arg(long, default_value_t = DEFAULT_COUNT_CAP, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub count_cap: usize,
 }
 
 impl ServerArgs {
@@ -506,6 +552,10 @@ impl ServerArgs {
             store_group: Duration::from_micros(self.store_group_us),
             presence_limit: self.presence_limit,
             presence_interval: Duration::from_millis(self.presence_interval_ms),
+            history_days: self.history_days,
+            read_calls: self.read_calls,
+            db_readers: self.db_readers,
+            count_cap: self.count_cap,
         }
     }
 }

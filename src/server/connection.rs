@@ -61,7 +61,9 @@ use crate::server::outbox::{Outbox, Take, Taken};
 use crate::server::rate::TokenBucket;
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
-use crate::wire::protocol::{ClientPackage, Notification, Request, ServerPackage, Session};
+use crate::wire::protocol::{
+    ClientPackage, Notification, Request, ServerPackage, Session, UnreadCount,
+};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -164,6 +166,15 @@ enum Later {
         name: String,
         /// What to store.
         steps: Vec<Persist>,
+    },
+    /// A read or change of stored messages (`history`, `search`, ...).
+    Memory {
+        /// Who sent it.
+        id: UserId,
+        /// Its canonical name.
+        command: &'static str,
+        /// Its parameters, not yet parsed.
+        parameters: Option<serde_json::Value>,
     },
     /// An accounts command (`register`, `password`, ...).
     Accounts {
@@ -584,7 +595,7 @@ impl Connection {
                 .map(|()| None),
             (ClientPackage::Message(m), Some(id)) => {
                 let result = match slot {
-                    Some(slot) => self.hub.message(id, m.message, slot),
+                    Some(slot) => self.hub.message_with(id, m.message, m.attachments, slot),
                     None => return self.store_unavailable().map(|()| None),
                 };
                 match result {
@@ -606,6 +617,14 @@ impl Connection {
                         command,
                         parameters,
                     })),
+                    Ok(Dispatched::Memory {
+                        command,
+                        parameters,
+                    }) => Ok(Some(Later::Memory {
+                        id,
+                        command,
+                        parameters,
+                    })),
                     Err(e) => self.command_failed(e).map(|()| None),
                 }
             }
@@ -617,6 +636,17 @@ impl Connection {
         let result = match later {
             Later::Login(p) => return self.login(p).await,
             Later::Persist { name, steps } => self.persist(&name, steps).await?,
+            Later::Memory {
+                id,
+                command,
+                parameters,
+            } => {
+                let hub = self.hub.clone();
+                self.serving_while(async move {
+                    commands::run_memory(&hub, id, command, parameters).await
+                })
+                .await?
+            }
             Later::Accounts {
                 id,
                 name,
@@ -748,7 +778,35 @@ impl Connection {
                 return self.reply(&ServerPackage::Request(Request::login()));
             }
         };
-        match self.hub.login_as(&name, account, self.outbox.clone()) {
+        // An account's session carries its unread counts: read first, on
+        // the store's read connections.
+        let unread = match account {
+            None => None,
+            Some(account) => {
+                let (hub, cap) = (self.hub.clone(), self.config.count_cap);
+                let read = async move { hub.read(move |s| s.unread(account, cap)).await };
+                match self.serving_while(read).await? {
+                    Ok(unread) => Some(
+                        unread
+                            .into_iter()
+                            .map(|u| UnreadCount {
+                                channel: u.channel,
+                                count: u.count,
+                                last_id: u.last_id,
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        tracing::error!(peer = %self.peer, error = %e, "cannot read unread counts");
+                        None
+                    }
+                }
+            }
+        };
+        match self
+            .hub
+            .login_with_unread(&name, account, self.outbox.clone(), unread)
+        {
             Ok(id) => {
                 self.user = Some(id);
                 tracing::debug!(peer = %self.peer, user = %name, account = account.is_some(), "logged in");

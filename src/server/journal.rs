@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::server::chat::Outbox;
 use crate::server::config::Config;
-use crate::store::{Store, StoreError, StoredMessage};
+use crate::store::{Change, Store, StoreError, StoredMessage};
 use crate::wire::codec;
 use crate::wire::protocol::{Notification, ServerPackage};
 
@@ -53,6 +53,15 @@ pub enum Job {
     /// Answered once everything queued before it is committed and
     /// acknowledged.
     Barrier(oneshot::Sender<()>),
+    /// A change to stored messages or read marks (an edit, a deletion, a
+    /// purge, a read mark, an expiry), applied after the messages queued
+    /// before it; `done` (if any) gets the rows it affected.
+    Change {
+        /// What to change.
+        change: Change,
+        /// Who waits for the outcome.
+        done: Option<oneshot::Sender<Result<usize, StoreError>>>,
+    },
 }
 
 /// A reserved place in the journal's queue: taking it is what may wait,
@@ -110,6 +119,21 @@ impl Journal {
         committed.await.map_err(|_| SlotError::Closed)
     }
 
+    /// Applies `change` after everything queued so far and returns the
+    /// rows it affected; waits for a place in the queue like a message.
+    pub async fn change(self, change: Change) -> Result<usize, StoreError> {
+        let (done, applied) = oneshot::channel();
+        let closed = || StoreError::Backend("the store's writer has stopped".into());
+        self.tx
+            .send(Job::Change {
+                change,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| closed())?;
+        applied.await.map_err(|_| closed())?
+    }
+
     /// Jobs waiting in the queue (for tests and diagnostics).
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -129,6 +153,10 @@ struct Writer {
     jobs: Vec<Job>,
     /// The messages of that batch, in order.
     records: Vec<StoredMessage>,
+    /// The changes of that batch, in order.
+    changes: Vec<Change>,
+    /// What each of them affected, once applied.
+    outcomes: Vec<Result<usize, StoreError>>,
 }
 
 impl Writer {
@@ -139,6 +167,8 @@ impl Writer {
             rx,
             jobs: Vec::with_capacity(batch.min(1024)),
             records: Vec::with_capacity(batch.min(1024)),
+            changes: Vec::new(),
+            outcomes: Vec::new(),
             config,
         }
     }
@@ -187,10 +217,51 @@ impl Writer {
     /// senders wait.
     fn commit(&mut self) {
         for job in &mut self.jobs {
-            if let Job::Message { record, .. } = job {
-                self.records.push(std::mem::replace(record, empty_record()));
+            match job {
+                Job::Message { record, .. } => {
+                    self.records.push(std::mem::replace(record, empty_record()))
+                }
+                Job::Change { change, .. } => self
+                    .changes
+                    .push(std::mem::replace(change, Change::Delete(0))),
+                Job::Barrier(_) => {}
             }
         }
+        self.apply_changes_after_messages();
+    }
+
+    /// Commits the batch's messages, then its changes: those come from
+    /// commands about messages stored already (or read marks and purges),
+    /// so applying them after the batch's messages keeps every change
+    /// after what it changes.
+    fn apply_changes_after_messages(&mut self) {
+        self.store_messages();
+        self.outcomes.clear();
+        if self.changes.is_empty() {
+            return;
+        }
+        // One transaction for them all; when it fails, one each, so one
+        // bad change fails alone.
+        match self.store.apply_changes(&self.changes) {
+            Ok(rows) => self.outcomes.extend(rows.into_iter().map(Ok)),
+            Err(_) => {
+                for change in &self.changes {
+                    let outcome = self
+                        .store
+                        .apply_changes(std::slice::from_ref(change))
+                        .map(|rows| rows.first().copied().unwrap_or(0));
+                    if let Err(e) = &outcome {
+                        tracing::error!(error = %e, ?change, "cannot apply a change to stored messages");
+                    }
+                    self.outcomes.push(outcome);
+                }
+            }
+        }
+        self.changes.clear();
+    }
+
+    /// Stores the batch's messages (see [`Writer::commit`]).
+    fn store_messages(&mut self) {
         if self.records.is_empty() {
             return;
         }
@@ -209,6 +280,7 @@ impl Writer {
 
     /// Sends what the batch's jobs owe, in queue order.
     fn acknowledge(&mut self) {
+        let mut outcomes = self.outcomes.drain(..);
         let mut records = self.records.drain(..);
         for job in self.jobs.drain(..) {
             match job {
@@ -237,6 +309,14 @@ impl Writer {
                 Job::Barrier(done) => {
                     let _ = done.send(());
                 }
+                Job::Change { done, .. } => {
+                    let outcome = outcomes
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Backend("change not applied".into())));
+                    if let Some(done) = done {
+                        let _ = done.send(outcome);
+                    }
+                }
             }
         }
     }
@@ -244,15 +324,7 @@ impl Writer {
 
 /// Placeholder left in a job whose record moved into the batch.
 fn empty_record() -> StoredMessage {
-    StoredMessage {
-        id: 0,
-        channel_key: String::new(),
-        channel: String::new(),
-        sender: String::new(),
-        account: None,
-        text: String::new(),
-        timestamp: String::new(),
-    }
+    StoredMessage::new(0, "", "", "", "", "", "")
 }
 
 /// Logs a failed commit: the first few, then one in a hundred, so a broken

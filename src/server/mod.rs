@@ -104,6 +104,8 @@ impl Server {
         // One presence task per server, whatever the number of channels:
         // it walks only the channels whose count changed.
         tracker.spawn(self.hub.clone().run_presence(token.clone()));
+        // The memory task: read marks and purges left over, and expiry.
+        tracker.spawn(self.hub.clone().run_memory(token.clone()));
         // Other processes' account changes (the admin commands).
         tracker.spawn(Arc::clone(self.hub.accounts()).watch(token.clone()));
         tracing::info!(addr = %listener.local_addr()?, "listening");

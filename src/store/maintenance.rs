@@ -160,9 +160,12 @@ mod tests {
             channel_key: "general".into(),
             channel: "general".into(),
             sender: "alice".into(),
+            sender_key: "alice".into(),
             account: None,
             text: text.into(),
             timestamp: "2026-12-01T08:00:00.000Z".into(),
+            attachments: None,
+            edited: None,
         }
     }
 

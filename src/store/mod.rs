@@ -78,6 +78,9 @@ pub enum StoreError {
     /// The account or channel operated on does not exist.
     #[error("no such {0}")]
     NotFound(&'static str),
+    /// A search expression the full-text engine cannot parse.
+    #[error("the search cannot be run ({0})")]
+    Query(String),
     /// Anything else the backend reported.
     #[error("database error: {0}")]
     Backend(String),
@@ -102,6 +105,9 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// What a commit waits for.
     pub durability: Durability,
+    /// Connections of a file store that only read (history, search,
+    /// accounts), so reads run beside each other and beside the writer.
+    pub readers: usize,
 }
 
 impl Default for StoreOptions {
@@ -109,6 +115,7 @@ impl Default for StoreOptions {
         StoreOptions {
             busy_timeout: Duration::from_secs(5),
             durability: Durability::Normal,
+            readers: 2,
         }
     }
 }
@@ -196,12 +203,149 @@ pub struct StoredMessage {
     pub channel: String,
     /// Sender's name when it was sent.
     pub sender: String,
+    /// That name folded (as the server compares names): what a search
+    /// narrowed to one author looks for.
+    pub sender_key: String,
     /// Sender's account, if logged in to one (cleared if the account is deleted).
     pub account: Option<AccountId>,
     /// The text.
     pub text: String,
     /// RFC 3339 UTC with milliseconds, as delivered.
     pub timestamp: String,
+    /// The attachments as a JSON array, as the server validated them;
+    /// `None` when there are none.
+    pub attachments: Option<String>,
+    /// When the text was last edited (RFC 3339 UTC); `None` if never.
+    pub edited: Option<String>,
+}
+
+impl StoredMessage {
+    /// A message of `text` from `sender` in `channel` (display names),
+    /// with no account, attachment or edit.
+    pub fn new(
+        id: MessageId,
+        channel: &str,
+        channel_key: &str,
+        sender: &str,
+        sender_key: &str,
+        text: &str,
+        timestamp: &str,
+    ) -> Self {
+        StoredMessage {
+            id,
+            channel_key: channel_key.to_owned(),
+            channel: channel.to_owned(),
+            sender: sender.to_owned(),
+            sender_key: sender_key.to_owned(),
+            account: None,
+            text: text.to_owned(),
+            timestamp: timestamp.to_owned(),
+            attachments: None,
+            edited: None,
+        }
+    }
+}
+
+/// Which page of a channel's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The newest messages.
+    Latest,
+    /// The newest messages with ids below this one.
+    Before(MessageId),
+    /// The oldest messages with ids above this one.
+    After(MessageId),
+}
+
+/// One page of a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The messages, ascending by id.
+    pub messages: Vec<StoredMessage>,
+    /// Whether more exist beyond them in the direction read.
+    pub more: bool,
+}
+
+/// A full-text search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// An FTS5 query expression the caller built from safe parts (quoted
+    /// terms and phrases, prefixes): never the user's raw text.
+    pub expression: String,
+    /// Folded keys of the channels whose messages may be returned.
+    pub channels: Vec<String>,
+    /// Only messages by this folded sender name.
+    pub sender_key: Option<String>,
+    /// Results skipped (the earlier pages).
+    pub offset: usize,
+    /// Results returned at most.
+    pub limit: usize,
+    /// Matches counted at most for the total: counting is the part of a
+    /// search that grows with the matches.
+    pub count_cap: usize,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHits {
+    /// Matches in all, at most the query's `count_cap`.
+    pub total: usize,
+    /// The page of them, newest first.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Newer messages an account has not seen in a registered channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// The channel's display name.
+    pub channel: String,
+    /// Messages above `last_id` (at most the cap asked for).
+    pub count: usize,
+    /// The last message id the account has seen there.
+    pub last_id: MessageId,
+}
+
+/// A change to stored messages or read marks that goes through the
+/// writer, in order with the messages it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Replaces a message's text. Affects 0 rows when it is gone.
+    Edit {
+        /// Which message.
+        id: MessageId,
+        /// The new text.
+        text: String,
+        /// When (RFC 3339 UTC).
+        edited: String,
+    },
+    /// Deletes a message. Affects 0 rows when it is gone already.
+    Delete(MessageId),
+    /// Deletes a channel's messages up to an id (a guest channel that
+    /// disappeared; a channel of that name made later keeps its own).
+    Purge {
+        /// Folded channel name.
+        channel_key: String,
+        /// The highest id deleted.
+        up_to: MessageId,
+    },
+    /// Sets what an account has seen in a registered channel (never
+    /// lowers it).
+    MarkRead {
+        /// Which account.
+        account: AccountId,
+        /// Which registered channel.
+        channel: ChannelId,
+        /// The last message id seen.
+        last_id: MessageId,
+    },
+    /// Deletes up to `limit` of the oldest messages sent before `before`
+    /// (RFC 3339 UTC), in id order, stopping at the first newer one.
+    Expire {
+        /// The cut-off time.
+        before: String,
+        /// Most messages deleted by this change.
+        limit: usize,
+    },
 }
 
 /// What the server stores. See the module docs for the threading rule:
@@ -277,6 +421,24 @@ pub trait Store: Send + Sync + fmt::Debug {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// One page of a channel's history: up to `limit` messages, ascending.
+    fn history(
+        &self,
+        channel_key: &str,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError>;
+    /// One stored message.
+    fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+    /// Full-text search. An expression the engine refuses is
+    /// [`StoreError::Query`].
+    fn search(&self, query: &SearchQuery) -> Result<SearchHits, StoreError>;
+    /// The registered channels where `account` has a read mark and newer
+    /// messages exist, with their counts (each at most `cap`).
+    fn unread(&self, account: AccountId, cap: usize) -> Result<Vec<Unread>, StoreError>;
+    /// Applies changes in one transaction; returns the rows each affected.
+    fn apply_changes(&self, changes: &[Change]) -> Result<Vec<usize>, StoreError>;
 }
 
 /// Opens the store `--db` names: `:memory:` or a SQLite file (created if

@@ -12,19 +12,23 @@
 //! One connection writes, behind a mutex: writes to SQLite are serialised
 //! anyway, and the message writer holds it only for one batch's
 //! transaction at a time. On a file, reads (accounts, registered channels,
-//! history) go through a second connection of their own, so a login that
-//! reads an account never waits for a commit: WAL lets readers run while
-//! the writer commits. An in-memory database has one connection for both.
+//! history, search) go through connections of their own
+//! ([`StoreOptions::readers`] of them), so a login that reads an account
+//! or a search never waits for a commit, nor for one another: WAL lets
+//! readers run while the writer commits. An in-memory database has one
+//! connection for both.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
 use super::{
-    Account, AccountId, AccountsVersion, ChannelId, Durability, MessageId, NewAccount, NewChannel,
-    RegisteredChannel, Store, StoreError, StoreOptions, StoredMessage,
+    Account, AccountId, AccountsVersion, Change, ChannelId, Durability, HistoryPage, MessageId,
+    NewAccount, NewChannel, Page, RegisteredChannel, SearchHits, SearchQuery, Store, StoreError,
+    StoreOptions, StoredMessage, Unread,
 };
 
 /// The schema's history, oldest first: version N is the database after
@@ -32,6 +36,7 @@ use super::{
 pub(super) const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_accounts_version.sql")),
+    M::up(include_str!("migrations/0005_memory.sql")),
 ];
 
 /// The schema version this build writes.
@@ -42,8 +47,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub struct SqliteStore {
     /// The writing connection; see the module docs for why one is enough.
     conn: Mutex<Connection>,
-    /// The reading connection of a file store (`None`: reads use `conn`).
-    reader: Option<Mutex<Connection>>,
+    /// The reading connections of a file store (none: reads use `conn`).
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next read starts looking for a free reader.
+    next_reader: AtomicUsize,
 }
 
 impl SqliteStore {
@@ -87,18 +94,23 @@ impl SqliteStore {
             .map_err(classify)?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        // Opened once the schema is current; it never writes.
-        let reader = Connection::open_with_flags(path, flags).map_err(classify)?;
-        reader
-            .busy_timeout(options.busy_timeout)
-            .map_err(classify)?;
-        configure(&reader)?;
-        reader
-            .pragma_update(None, "query_only", "ON")
-            .map_err(classify)?;
+        // Opened once the schema is current; they never write.
+        let mut readers = Vec::new();
+        for _ in 0..options.readers.max(1) {
+            let reader = Connection::open_with_flags(path, flags).map_err(classify)?;
+            reader
+                .busy_timeout(options.busy_timeout)
+                .map_err(classify)?;
+            configure(&reader)?;
+            reader
+                .pragma_update(None, "query_only", "ON")
+                .map_err(classify)?;
+            readers.push(Mutex::new(reader));
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            reader: Some(Mutex::new(reader)),
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
     }
 
@@ -109,7 +121,8 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            reader: None,
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
         })
     }
 
@@ -123,7 +136,8 @@ impl SqliteStore {
         configure(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            reader: None,
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
         })
     }
 
@@ -140,11 +154,22 @@ impl SqliteStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The connection to read on: the reader, or the one connection.
+    /// The connection to read on: a free reader if there is one (else the
+    /// next in turn, waited for), or the one connection of a memory store.
     fn read(&self) -> MutexGuard<'_, Connection> {
-        self.reader
-            .as_ref()
-            .unwrap_or(&self.conn)
+        let n = self.readers.len();
+        if n == 0 {
+            return self.lock();
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start % n]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -516,8 +541,9 @@ impl Store for SqliteStore {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO messages (id, channel_key, channel, sender, account, text, timestamp) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO messages (id, channel_key, channel, sender, sender_key, account, \
+                     text, timestamp, attachments, edited) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(classify)?;
             for m in batch {
@@ -526,9 +552,12 @@ impl Store for SqliteStore {
                     m.channel_key,
                     m.channel,
                     m.sender,
+                    m.sender_key,
                     m.account,
                     m.text,
-                    m.timestamp
+                    m.timestamp,
+                    m.attachments,
+                    m.edited
                 ])
                 .map_err(|e| match classify(e) {
                     StoreError::Backend(why) => {
@@ -554,28 +583,257 @@ impl Store for SqliteStore {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 AND id > ?2 \
+             ORDER BY id LIMIT ?3"
+        );
+        query_messages(
+            &self.read(),
+            &sql,
+            params![channel_key, after, sql_limit(limit)],
+        )
+    }
+
+    fn history(
+        &self,
+        channel_key: &str,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        // One more than asked says whether there are more.
+        let probe = sql_limit(limit.saturating_add(1));
+        let conn = self.read();
+        let (mut messages, ascending) = match page {
+            Page::Latest => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 \
+                     ORDER BY id DESC LIMIT ?2"
+                );
+                (
+                    query_messages(&conn, &sql, params![channel_key, probe])?,
+                    false,
+                )
+            }
+            Page::Before(before) => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 AND id < ?2 \
+                     ORDER BY id DESC LIMIT ?3"
+                );
+                (
+                    query_messages(&conn, &sql, params![channel_key, before, probe])?,
+                    false,
+                )
+            }
+            Page::After(after) => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 AND id > ?2 \
+                     ORDER BY id LIMIT ?3"
+                );
+                (
+                    query_messages(&conn, &sql, params![channel_key, after, probe])?,
+                    true,
+                )
+            }
+        };
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        if !ascending {
+            messages.reverse();
+        }
+        Ok(HistoryPage { messages, more })
+    }
+
+    fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+        Ok(query_messages(&self.read(), &sql, [id])?.pop())
+    }
+
+    fn search(&self, query: &SearchQuery) -> Result<SearchHits, StoreError> {
+        let channels = serde_json::to_string(&query.channels)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut conn = self.read();
+        // One read transaction: the total and the page agree.
+        let tx = conn.transaction().map_err(classify)?;
+        let filter = "m.channel_key IN (SELECT value FROM json_each(?2)) \
+                      AND (?3 IS NULL OR m.sender_key = ?3)";
+        let total: i64 = tx
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM (SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                 WHERE messages_fts MATCH ?1 AND {filter} LIMIT ?4)"
+            ))
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        query.expression,
+                        channels,
+                        query.sender_key,
+                        sql_limit(query.count_cap)
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(classify_query)?;
+        let sql = format!(
+            "SELECT {PREFIXED_COLUMNS} FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+             WHERE messages_fts MATCH ?1 AND {filter} ORDER BY f.rowid DESC LIMIT ?4 OFFSET ?5"
+        );
+        let messages = {
+            let mut stmt = tx.prepare_cached(&sql).map_err(classify_query)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.expression,
+                        channels,
+                        query.sender_key,
+                        sql_limit(query.limit),
+                        sql_limit(query.offset)
+                    ],
+                    message_row,
+                )
+                .map_err(classify_query)?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(classify_query)?
+        };
+        tx.commit().map_err(classify)?;
+        Ok(SearchHits {
+            total: usize::try_from(total).unwrap_or(0),
+            messages,
+        })
+    }
+
+    fn unread(&self, account: AccountId, cap: usize) -> Result<Vec<Unread>, StoreError> {
         let conn = self.read();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, channel_key, channel, sender, account, text, timestamp FROM messages \
-                 WHERE channel_key = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                "SELECT c.name, r.last_id, \
+                 (SELECT count(*) FROM (SELECT 1 FROM messages m \
+                  WHERE m.channel_key = c.name_key AND m.id > r.last_id LIMIT ?2)) \
+                 FROM read_marks r JOIN channels c ON c.id = r.channel \
+                 WHERE r.account = ?1 ORDER BY c.name_key",
             )
             .map_err(classify)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![channel_key, after, limit], |r| {
-                Ok(StoredMessage {
-                    id: r.get(0)?,
-                    channel_key: r.get(1)?,
-                    channel: r.get(2)?,
-                    sender: r.get(3)?,
-                    account: r.get(4)?,
-                    text: r.get(5)?,
-                    timestamp: r.get(6)?,
+            .query_map(params![account, sql_limit(cap)], |r| {
+                Ok(Unread {
+                    channel: r.get(0)?,
+                    last_id: r.get(1)?,
+                    count: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
                 })
             })
             .map_err(classify)?;
-        rows.collect::<Result<_, _>>().map_err(classify)
+        let all: Vec<Unread> = rows.collect::<Result<_, _>>().map_err(classify)?;
+        Ok(all.into_iter().filter(|u| u.count > 0).collect())
+    }
+
+    fn apply_changes(&self, changes: &[Change]) -> Result<Vec<usize>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        let mut affected = Vec::with_capacity(changes.len());
+        for change in changes {
+            let rows = match change {
+                Change::Edit { id, text, edited } => tx
+                    .prepare_cached("UPDATE messages SET text = ?2, edited = ?3 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![id, text, edited])),
+                Change::Delete(id) => tx
+                    .prepare_cached("DELETE FROM messages WHERE id = ?1")
+                    .and_then(|mut s| s.execute([id])),
+                Change::Purge { channel_key, up_to } => tx
+                    .prepare_cached("DELETE FROM messages WHERE channel_key = ?1 AND id <= ?2")
+                    .and_then(|mut s| s.execute(params![channel_key, up_to])),
+                Change::MarkRead {
+                    account,
+                    channel,
+                    last_id,
+                } => tx
+                    .prepare_cached(
+                        "INSERT INTO read_marks (account, channel, last_id) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (account, channel) DO UPDATE \
+                         SET last_id = max(last_id, excluded.last_id)",
+                    )
+                    .and_then(|mut s| s.execute(params![account, channel, last_id])),
+                Change::Expire { before, limit } => expire(&tx, before, *limit),
+            }
+            .map_err(classify)?;
+            affected.push(rows);
+        }
+        tx.commit().map_err(classify)?;
+        Ok(affected)
+    }
+}
+
+/// Deletes the oldest messages sent before `before`, at most `limit`:
+/// walks the oldest ids (the primary key, so the work is bounded by
+/// `limit` whatever the table's size) and stops at the first message that
+/// is not old enough, since ids follow the order messages were accepted.
+fn expire(conn: &Connection, before: &str, limit: usize) -> rusqlite::Result<usize> {
+    let last: Option<MessageId> = {
+        let mut stmt =
+            conn.prepare_cached("SELECT id, timestamp FROM messages ORDER BY id LIMIT ?1")?;
+        let mut rows = stmt.query([sql_limit(limit)])?;
+        let mut last = None;
+        while let Some(row) = rows.next()? {
+            let timestamp: String = row.get(1)?;
+            if timestamp.as_str() >= before {
+                break;
+            }
+            last = Some(row.get(0)?);
+        }
+        last
+    };
+    match last {
+        Some(last) => conn
+            .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
+            .execute([last]),
+        None => Ok(0),
+    }
+}
+
+/// The columns [`message_row`] reads, in its order.
+const MESSAGE_COLUMNS: &str =
+    "id, channel_key, channel, sender, sender_key, account, text, timestamp, attachments, edited";
+/// [`MESSAGE_COLUMNS`] of the table aliased `m`.
+const PREFIXED_COLUMNS: &str = "m.id, m.channel_key, m.channel, m.sender, m.sender_key, \
+     m.account, m.text, m.timestamp, m.attachments, m.edited";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        channel_key: r.get(1)?,
+        channel: r.get(2)?,
+        sender: r.get(3)?,
+        // Rows written before the column existed and not migrated.
+        sender_key: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+        account: r.get(5)?,
+        text: r.get(6)?,
+        timestamp: r.get(7)?,
+        attachments: r.get(8)?,
+        edited: r.get(9)?,
+    })
+}
+
+fn query_messages(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
+    let rows = stmt.query_map(args, message_row).map_err(classify)?;
+    rows.collect::<Result<_, _>>().map_err(classify)
+}
+
+/// A count as SQLite's integer.
+fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A failure of a search: what the full-text engine refused in the
+/// expression is the user's, the rest the database's.
+fn classify_query(e: rusqlite::Error) -> StoreError {
+    match classify(e) {
+        StoreError::Backend(why) if why.contains("fts5") || why.contains("syntax") => {
+            StoreError::Query(why)
+        }
+        other => other,
     }
 }
 
@@ -609,9 +867,12 @@ mod tests {
             channel_key: channel.to_lowercase(),
             channel: channel.to_owned(),
             sender: "alice".to_owned(),
+            sender_key: "alice".to_owned(),
             account,
             text: format!("text {id}"),
             timestamp: "2026-12-01T07:00:00.000Z".to_owned(),
+            attachments: None,
+            edited: None,
         }
     }
 
@@ -682,7 +943,7 @@ mod tests {
             .unwrap();
         }
         let store = open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let alice = store.account_by_key("alice").unwrap().unwrap();
         assert_eq!(
             (alice.name.as_str(), alice.password_hash.as_str()),

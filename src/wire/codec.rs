@@ -320,9 +320,7 @@ mod tests {
         let mut codec: PackageCodec<ClientPackage> = PackageCodec::default();
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&FrameCodec::frame(Bytes::from_static(b"not zlib")));
-        let good = ClientPackage::Message(OutgoingMessage {
-            message: "hi".into(),
-        });
+        let good = ClientPackage::Message(OutgoingMessage::text("hi"));
         codec.encode(&good, &mut buf).unwrap();
         let first = codec.decode(&mut buf).unwrap().unwrap();
         assert!(matches!(first, Err(DecodeError::Inflate(_))));

@@ -61,8 +61,186 @@ where
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutgoingMessage {
-    /// The text: 1..=`max_message_bytes` bytes, no control characters but `\n` and `\t`.
+    /// The text: 1..=`max_message_bytes` bytes, no control characters but
+    /// `\n` and `\t`; may be empty when attachments are present.
     pub message: String,
+    /// Image and video links: kept loosely typed here so that a bad one is
+    /// a `message` error naming the field ([`validate_attachments`]), not
+    /// a `protocol` error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<serde_json::Value>,
+}
+
+impl OutgoingMessage {
+    /// Plain text, no attachments.
+    pub fn text(message: impl Into<String>) -> Self {
+        OutgoingMessage {
+            message: message.into(),
+            attachments: None,
+        }
+    }
+}
+
+/// Most attachments on one message.
+pub const MAX_ATTACHMENTS: usize = 4;
+/// Longest attachment `url`, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Largest `width`, `height` or `length` of an attachment.
+pub const MAX_ATTACHMENT_NUMBER: u64 = 100_000;
+/// Longest video `source`, in characters.
+pub const MAX_SOURCE_CHARS: usize = 100;
+
+/// An image or video link carried by a message, as validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Attachment {
+    /// A picture.
+    Image {
+        /// `http://` or `https://`.
+        url: String,
+        /// Pixels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        /// Pixels.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
+    /// A video.
+    Video {
+        /// `http://` or `https://`.
+        url: String,
+        /// Where it comes from (a site, a camera), as text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// Seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        length: Option<u32>,
+    },
+}
+
+/// Checks a message's `attachments` member against the rules (at most
+/// [`MAX_ATTACHMENTS`], each an image or a video with an `http(s)` URL of
+/// at most [`MAX_URL_BYTES`] bytes without whitespace or control
+/// characters, numbers 1..=[`MAX_ATTACHMENT_NUMBER`], a `source` that is
+/// valid message text of at most [`MAX_SOURCE_CHARS`] characters).
+/// Returns the attachments, or why not, naming the field.
+pub fn validate_attachments(value: &serde_json::Value) -> Result<Vec<Attachment>, String> {
+    use serde_json::Value;
+    let Value::Array(items) = value else {
+        return Err("attachments: must be an array".to_owned());
+    };
+    if items.len() > MAX_ATTACHMENTS {
+        return Err(format!(
+            "attachments: at most {MAX_ATTACHMENTS} (this message has {})",
+            items.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = |name: &str| format!("attachments[{i}].{name}");
+        let Value::Object(map) = item else {
+            return Err(format!("attachments[{i}]: must be an object"));
+        };
+        let kind = match map.get("type") {
+            Some(Value::String(t)) if t == "image" || t == "video" => t.as_str(),
+            Some(_) => return Err(format!("{}: must be \"image\" or \"video\"", field("type"))),
+            None => return Err(format!("{}: missing", field("type"))),
+        };
+        let allowed: &[&str] = if kind == "image" {
+            &["type", "url", "width", "height"]
+        } else {
+            &["type", "url", "source", "length"]
+        };
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "{}: unknown member for a{} {kind}",
+                field(&unknown.escape_default().to_string()),
+                if kind == "image" { "n" } else { "" }
+            ));
+        }
+        let url = match map.get("url") {
+            Some(Value::String(u)) => {
+                check_url(u).map_err(|why| format!("{}: {why}", field("url")))?
+            }
+            Some(_) => return Err(format!("{}: must be a string", field("url"))),
+            None => return Err(format!("{}: missing", field("url"))),
+        };
+        let number = |name: &str| -> Result<Option<u32>, String> {
+            match map.get(name) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if (1..=MAX_ATTACHMENT_NUMBER).contains(&n) => {
+                        Ok(u32::try_from(n).ok())
+                    }
+                    _ => Err(format!(
+                        "{}: must be a whole number from 1 to {MAX_ATTACHMENT_NUMBER}",
+                        field(name)
+                    )),
+                },
+            }
+        };
+        out.push(if kind == "image" {
+            Attachment::Image {
+                url,
+                width: number("width")?,
+                height: number("height")?,
+            }
+        } else {
+            let source = match map.get("source") {
+                None => None,
+                Some(Value::String(s)) => {
+                    let chars = s.chars().count();
+                    if chars > MAX_SOURCE_CHARS {
+                        return Err(format!(
+                            "{}: at most {MAX_SOURCE_CHARS} characters (this one has {chars})",
+                            field("source")
+                        ));
+                    }
+                    validate_message(s, usize::MAX).map_err(|why| {
+                        format!("{}: {}", field("source"), why.replace("a message", "it"))
+                    })?;
+                    Some(s.clone())
+                }
+                Some(_) => return Err(format!("{}: must be a string", field("source"))),
+            };
+            Attachment::Video {
+                url,
+                source,
+                length: number("length")?,
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Checks an attachment URL: `http://` or `https://` (any case), at most
+/// [`MAX_URL_BYTES`] bytes, something after the scheme, no whitespace or
+/// control characters.
+fn check_url(url: &str) -> Result<String, String> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(format!(
+            "at most {MAX_URL_BYTES} bytes (this one has {})",
+            url.len()
+        ));
+    }
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &url[8..]
+    } else if lower.starts_with("http://") {
+        &url[7..]
+    } else {
+        return Err("must start with http:// or https://".to_owned());
+    };
+    if rest.is_empty() {
+        return Err("names no host".to_owned());
+    }
+    if let Some(bad) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "may not contain whitespace or control characters (found U+{:04X})",
+            bad as u32
+        ));
+    }
+    Ok(url.to_owned())
 }
 
 /// `data` of a `command` package. The parameters stay loosely typed here
@@ -150,6 +328,9 @@ pub struct Session {
     /// its password (it was missing or wrong): a client may prompt for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_required: Option<bool>,
+    /// An account's registered channels with messages it has not seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<Vec<UnreadCount>>,
 }
 
 impl Session {
@@ -170,6 +351,7 @@ impl Session {
             account: Some(false),
             reason: None,
             password_required: None,
+            unread: None,
         }
     }
 
@@ -314,6 +496,58 @@ pub enum Notification {
     },
     /// The answer to `password`: the account's password is changed.
     PasswordChanged {},
+    /// The answer to `history`: one page of a channel's messages.
+    History {
+        /// The channel.
+        channel: String,
+        /// The messages, ascending by id.
+        messages: Vec<HistoryMessage>,
+        /// Whether more exist in the direction asked.
+        more: bool,
+    },
+    /// The answer to `search`: one page of matches, newest first.
+    SearchResults {
+        /// The query as given.
+        query: String,
+        /// The page (from 1).
+        page: usize,
+        /// Results per page.
+        rows: usize,
+        /// Matches in all (counted up to a cap).
+        total: usize,
+        /// This page's matches, each with its `channel`.
+        messages: Vec<HistoryMessage>,
+        /// Set when the page was cut short to fit the package limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        truncated: Option<bool>,
+    },
+    /// A message's text was edited.
+    MessageEdited {
+        /// Which message.
+        id: i64,
+        /// Its channel.
+        channel: String,
+        /// The new text.
+        message: String,
+        /// When it was edited.
+        edited: String,
+    },
+    /// A message was deleted.
+    MessageDeleted {
+        /// Which message.
+        id: i64,
+        /// Its channel.
+        channel: String,
+        /// Who deleted it.
+        by: String,
+    },
+    /// The answer to `mark_read`.
+    ReadMarked {
+        /// The channel.
+        channel: String,
+        /// The last message id now counted as seen there.
+        id: i64,
+    },
 }
 
 /// `data` of an `error` package.
@@ -340,6 +574,42 @@ pub struct ChatMessage {
     /// Unique on the server and increasing in the order messages are
     /// stored (a JSON integer).
     pub id: i64,
+    /// Image and video links sent with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<Attachment>>,
+}
+
+/// A stored message as `history` and `search_results` carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMessage {
+    /// The message's id.
+    pub id: i64,
+    /// Who sent it (the name it was sent under).
+    pub username: String,
+    /// Its text now (after any edit).
+    pub message: String,
+    /// When the server accepted it.
+    pub timestamp: String,
+    /// When it was last edited, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<String>,
+    /// Its attachments, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<Attachment>>,
+    /// Its channel (search results only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// An unread count in an account's `session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadCount {
+    /// The registered channel.
+    pub channel: String,
+    /// Messages there newer than `last_id`.
+    pub count: usize,
+    /// The last message id the account saw there.
+    pub last_id: i64,
 }
 
 impl ServerPackage {
@@ -450,9 +720,7 @@ mod tests {
             serde_json::from_value(json!({"type": "command", "data": {"command": "leave"}}))
                 .unwrap();
         assert_eq!(leave, ClientPackage::Command(Command::new("leave", None)));
-        let msg = ClientPackage::Message(OutgoingMessage {
-            message: "Hello".into(),
-        });
+        let msg = ClientPackage::Message(OutgoingMessage::text("Hello"));
         assert_eq!(
             to_value(&msg),
             json!({"type": "message", "data": {"message": "Hello"}})
@@ -631,6 +899,7 @@ mod tests {
                     channel: "general".into(),
                     timestamp: "2026-11-21T10:00:00.123Z".into(),
                     id: 7,
+                    attachments: None,
                 }),
                 json!({"type": "message", "data": {"message": "Hello", "username": "alice",
                     "channel": "general", "timestamp": "2026-11-21T10:00:00.123Z", "id": 7}}),

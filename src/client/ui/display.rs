@@ -12,7 +12,9 @@ use anstyle::{AnsiColor, Style};
 use chrono::{DateTime, Local, TimeZone};
 
 use crate::client::ui::sanitize::sanitize;
-use crate::wire::protocol::{ChatMessage, Notification, ServerPackage, Session};
+use crate::wire::protocol::{
+    Attachment, ChatMessage, HistoryMessage, Notification, ServerPackage, Session,
+};
 
 /// Prefix of notification lines.
 pub const NOTE_PREFIX: &str = "-- ";
@@ -103,7 +105,91 @@ where
             &format!("[{}]", sanitize(&m.channel))
         ),
         theme.paint(Style::new().bold(), &format!("<{}>", sanitize(&m.username))),
-        sanitize(&m.message)
+        with_attachments(&m.message, m.attachments.as_deref())
+    )
+}
+
+/// The text followed by its attachments, each as `[image 640x480 URL]`
+/// or `[video 12s from SOURCE URL]`.
+fn with_attachments(text: &str, attachments: Option<&[Attachment]>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !text.is_empty() {
+        parts.push(sanitize(text).into_owned());
+    }
+    for a in attachments.unwrap_or(&[]) {
+        parts.push(match a {
+            Attachment::Image { url, width, height } => match (width, height) {
+                (Some(w), Some(h)) => format!("[image {w}x{h} {}]", sanitize(url)),
+                (Some(w), None) => format!("[image {w} wide {}]", sanitize(url)),
+                (None, Some(h)) => format!("[image {h} high {}]", sanitize(url)),
+                (None, None) => format!("[image {}]", sanitize(url)),
+            },
+            Attachment::Video {
+                url,
+                source,
+                length,
+            } => {
+                let mut about = vec!["video".to_owned()];
+                if let Some(l) = length {
+                    about.push(format!("{l}s"));
+                }
+                if let Some(s) = source {
+                    about.push(format!("from {}", sanitize(s)));
+                }
+                about.push(sanitize(url).into_owned());
+                format!("[{}]", about.join(" "))
+            }
+        });
+    }
+    parts.join(" ")
+}
+
+/// Formats an RFC 3339 timestamp as `YYYY-MM-DD HH:MM` in `tz`.
+fn format_day_time<Tz: TimeZone>(timestamp: &str, tz: &Tz) -> String
+where
+    Tz::Offset: fmt::Display,
+{
+    match DateTime::parse_from_rfc3339(timestamp) {
+        Ok(t) => t.with_timezone(tz).format("%Y-%m-%d %H:%M").to_string(),
+        Err(_) => sanitize(timestamp).into_owned(),
+    }
+}
+
+/// One stored message as history shows it:
+/// `earlier 10:02 [rust] <bob> hello (edited)`.
+fn format_earlier<Tz: TimeZone>(m: &HistoryMessage, channel: &str, theme: &Theme, tz: &Tz) -> String
+where
+    Tz::Offset: fmt::Display,
+{
+    format!(
+        "{} {} {} {} {}{}",
+        theme.paint(Style::new().dimmed(), "earlier"),
+        theme.paint(Style::new().dimmed(), &format_time(&m.timestamp, tz)),
+        theme.paint(
+            AnsiColor::Blue.on_default(),
+            &format!("[{}]", sanitize(channel))
+        ),
+        theme.paint(Style::new().bold(), &format!("<{}>", sanitize(&m.username))),
+        with_attachments(&m.message, m.attachments.as_deref()),
+        if m.edited.is_some() { " (edited)" } else { "" }
+    )
+}
+
+/// One search result: `2026-11-21 10:02 [rust] <bob> hello`.
+fn format_found<Tz: TimeZone>(m: &HistoryMessage, theme: &Theme, tz: &Tz) -> String
+where
+    Tz::Offset: fmt::Display,
+{
+    format!(
+        "   {} {} {} {}{}",
+        theme.paint(Style::new().dimmed(), &format_day_time(&m.timestamp, tz)),
+        theme.paint(
+            AnsiColor::Blue.on_default(),
+            &format!("[{}]", sanitize(m.channel.as_deref().unwrap_or("?")))
+        ),
+        theme.paint(Style::new().bold(), &format!("<{}>", sanitize(&m.username))),
+        with_attachments(&m.message, m.attachments.as_deref()),
+        if m.edited.is_some() { " (edited)" } else { "" }
     )
 }
 
@@ -175,12 +261,75 @@ impl ChatState {
                 sanitize(&e.error_type),
                 sanitize(&e.message)
             ))),
-            ServerPackage::Notification(n) => self.describe_note(n, theme),
+            ServerPackage::Notification(n) => self.describe_note(n, theme, tz),
         }
     }
 
-    fn describe_note(&self, n: &Notification, theme: &Theme) -> Option<String> {
+    fn describe_note<Tz: TimeZone>(
+        &self,
+        n: &Notification,
+        theme: &Theme,
+        tz: &Tz,
+    ) -> Option<String>
+    where
+        Tz::Offset: fmt::Display,
+    {
         let text = match n {
+            Notification::History {
+                channel,
+                messages,
+                more: _,
+            } => {
+                if messages.is_empty() {
+                    format!("no earlier messages in {}", sanitize(channel))
+                } else {
+                    // One line per message: the scripted client's output
+                    // stays one message per line.
+                    let lines: Vec<String> = messages
+                        .iter()
+                        .map(|m| format_earlier(m, channel, theme, tz))
+                        .collect();
+                    return Some(lines.join("\n"));
+                }
+            }
+            Notification::SearchResults {
+                query,
+                page,
+                total,
+                messages,
+                ..
+            } => {
+                let head = theme.note(&format!(
+                    "search {}: {total} found{}",
+                    sanitize(&format!("{query:?}")),
+                    if *page > 1 {
+                        format!(", page {page}")
+                    } else {
+                        String::new()
+                    }
+                ));
+                let mut lines = vec![head];
+                lines.extend(messages.iter().map(|m| format_found(m, theme, tz)));
+                return Some(lines.join("\n"));
+            }
+            Notification::MessageEdited {
+                id,
+                channel,
+                message,
+                ..
+            } => format!(
+                "message {id} in {} edited: {}",
+                sanitize(channel),
+                sanitize(message)
+            ),
+            Notification::MessageDeleted { id, channel, by } => format!(
+                "message {id} in {} deleted by {}",
+                sanitize(channel),
+                sanitize(by)
+            ),
+            Notification::ReadMarked { channel, id } => {
+                format!("{} read up to message {id}", sanitize(channel))
+            }
             Notification::UserJoined {
                 username,
                 channel,
@@ -357,8 +506,18 @@ fn describe_session(s: &Session, theme: &Theme) -> String {
             Some(false) => " (guest)",
             None => "",
         };
+        let unread = match s.unread.as_deref() {
+            Some(list) if !list.is_empty() => {
+                let counts: Vec<String> = list
+                    .iter()
+                    .map(|u| format!("{} {}", sanitize(&u.channel), u.count))
+                    .collect();
+                format!("; unread: {}", counts.join(", "))
+            }
+            _ => String::new(),
+        };
         theme.note(&format!(
-            "logged in as {}{account}; channels {}",
+            "logged in as {}{account}{unread}; channels {}",
             sanitize(s.username.as_deref().unwrap_or("?")),
             name_list(channels, s.channels_total.unwrap_or(channels.len()))
         ))
@@ -400,6 +559,7 @@ mod tests {
             channel: "general".into(),
             timestamp: ts.into(),
             id: 1,
+            attachments: None,
         })
     }
 

@@ -76,9 +76,9 @@ impl Input {
     /// The package to send, if the input is for the server.
     pub fn to_package(&self) -> Option<ClientPackage> {
         match self {
-            Input::Message(text) => Some(ClientPackage::Message(OutgoingMessage {
-                message: text.clone(),
-            })),
+            Input::Message(text) => {
+                Some(ClientPackage::Message(OutgoingMessage::text(text.clone())))
+            }
             Input::Command(c) => Some(c.to_package()),
             _ => None,
         }

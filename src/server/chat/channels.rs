@@ -314,9 +314,18 @@ impl Guard<'_> {
         };
         ch.members.retain(|m| m.id != id);
         ch.sorted.remove(&fold_name(&username));
+        // Whatever was said here so far counts as seen by an account
+        // leaving a registered channel.
+        let last_id = state.next_message_id - 1;
+        if let (Some(reg), Some(account)) = (&ch.registered, user.account) {
+            state.pending_marks.insert((account, reg.id), last_id);
+        }
         // A registered channel outlives its members, and its ownership
         // stays with its account.
         if ch.members.is_empty() && key != GENERAL && ch.registered.is_none() {
+            // A guest channel's messages go with it (those a channel of
+            // the same name gets later have higher ids).
+            state.pending_purges.insert(key.clone(), last_id);
             state.public.remove(&key);
             state.presence_dirty.remove(&key);
             if let Some(ch) = state.channels.remove(&key) {

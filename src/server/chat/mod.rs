@@ -46,13 +46,19 @@ use crate::store::{
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
-    fold_name, name_skeleton, validate_message, validate_name, ChatMessage, Notification,
-    ServerPackage, Session,
+    fold_name, name_skeleton, validate_attachments, validate_message, validate_name, ChatMessage,
+    Notification, ServerPackage, Session, UnreadCount,
 };
 
 mod channels;
+mod memory;
 mod presence;
 mod registered;
+
+pub use memory::{
+    fts_expression, HistoryParams, SearchParams, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_ROWS,
+    MAX_HISTORY_LIMIT, MAX_SEARCH_ROWS, MAX_SEARCH_TERMS,
+};
 
 /// The channel every user starts in. It always exists, is public and has no owner.
 pub const GENERAL: &str = "general";
@@ -213,6 +219,10 @@ struct User {
     /// Folded keys of channels holding an invitation for this user, so the
     /// invitations can be dropped when the user goes away.
     invited_to: HashSet<String>,
+    /// The first message id of this session: a guest may edit and delete
+    /// what it sent under its name from here on, not what an earlier
+    /// guest of the same name sent.
+    first_message: MessageId,
 }
 
 /// A member slot: the id plus a handle on its queue, so a broadcast walks
@@ -308,6 +318,13 @@ struct State {
     /// Folded keys of channels above the presence limit whose member count
     /// changed since their last `channel_stats` (at most one per channel).
     presence_dirty: HashSet<String>,
+    /// Read marks to store (account and registered channel to the last
+    /// id seen), queued for the writer at the end of the operation, or by
+    /// the memory task when the writer's queue was full; one per pair.
+    pending_marks: HashMap<(AccountId, ChannelId), MessageId>,
+    /// Guest channels that disappeared, to the last message id their
+    /// messages may have (queued like `pending_marks`); one per name.
+    pending_purges: HashMap<String, MessageId>,
 }
 
 /// Names kept sorted, folded key to display name, plus the capped list of
@@ -428,6 +445,8 @@ struct Shared {
     accounts: Arc<Accounts>,
     /// The queue to the store's writer thread.
     journal: Journal,
+    /// History and search reads running at once (`read_calls`).
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A cheap, cloneable handle on the chat state.
@@ -468,11 +487,14 @@ impl Hub {
             closing: false,
             public: SortedNames::public_channels(),
             presence_dirty: HashSet::new(),
+            pending_marks: HashMap::new(),
+            pending_purges: HashMap::new(),
         };
         Ok(Hub {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 accounts: Arc::new(Accounts::new(Arc::clone(&store), &config)?),
+                reads: Arc::new(tokio::sync::Semaphore::new(config.read_calls.max(1))),
                 config: ArcSwap::new(config),
                 store,
                 journal,
@@ -531,6 +553,7 @@ impl Hub {
         Guard {
             state,
             config: self.shared.config.load(),
+            journal: &self.shared.journal,
         }
     }
 
@@ -558,8 +581,35 @@ impl Hub {
     /// `message_sent` once it is committed. On failure nothing is stored
     /// or sent, and the slot goes back to the queue.
     pub fn message(&self, id: UserId, text: String, slot: Slot) -> Result<(), ChatError> {
+        self.message_with(id, text, None, slot)
+    }
+
+    /// [`Hub::message`] with the `attachments` member as the client sent
+    /// it (checked here: a bad one is refused naming the field). The text
+    /// may be empty when there are attachments.
+    pub fn message_with(
+        &self,
+        id: UserId,
+        text: String,
+        attachments: Option<serde_json::Value>,
+        slot: Slot,
+    ) -> Result<(), ChatError> {
         let config = self.config();
-        validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
+        let attachments = match &attachments {
+            None => Vec::new(),
+            Some(value) => validate_attachments(value).map_err(ChatError)?,
+        };
+        if !text.is_empty() || attachments.is_empty() {
+            validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
+        }
+        let stored_attachments = if attachments.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&attachments)
+                    .map_err(|e| ChatError(format!("attachments cannot be stored: {e}")))?,
+            )
+        };
         let mut g = self.lock();
         let user = g.user(id)?;
         let channel = g.channel(&user.channel)?;
@@ -573,9 +623,12 @@ impl Hub {
             channel_key: user.channel.clone(),
             channel: channel.name.clone(),
             sender: user.name.clone(),
+            sender_key: fold_name(&user.name),
             account: user.account,
             text,
             timestamp: timestamp_now(),
+            attachments: stored_attachments,
+            edited: None,
         };
         let package = ServerPackage::Message(ChatMessage {
             message: record.text.clone(),
@@ -583,6 +636,7 @@ impl Hub {
             channel: record.channel.clone(),
             timestamp: record.timestamp.clone(),
             id: message_id,
+            attachments: (!attachments.is_empty()).then_some(attachments),
         });
         let bytes = codec::encode_packed(
             &package,
@@ -764,6 +818,8 @@ struct Guard<'a> {
     /// The limits, as they were when the lock was taken (a borrow from
     /// the swap, cheaper than a reference count on every operation).
     config: arc_swap::Guard<Arc<Config>>,
+    /// The store's queue, for the read marks and purges an operation left.
+    journal: &'a Journal,
 }
 
 impl Guard<'_> {
@@ -869,12 +925,20 @@ impl Guard<'_> {
 
     /// Sends a new user their `session`: the channel list in it is the
     /// shared, precompressed one.
-    fn send_session(&mut self, id: UserId, name: &str, account: bool) {
+    fn send_session(
+        &mut self,
+        id: UserId,
+        name: &str,
+        account: bool,
+        unread: Option<Vec<UnreadCount>>,
+    ) {
         let config = Arc::clone(&self.config);
         let state = &mut *self.state;
-        let head = ServerPackage::Session(
-            Session::accepted_without_list(name, GENERAL, state.public.len()).with_account(account),
-        );
+        let head = ServerPackage::Session(Session {
+            unread,
+            ..Session::accepted_without_list(name, GENERAL, state.public.len())
+                .with_account(account)
+        });
         let encoded = state
             .public
             .tail(&config)
@@ -924,6 +988,7 @@ impl Guard<'_> {
                 self.remove_user(id);
             }
         }
+        self.queue_pending();
     }
 }
 

@@ -46,6 +46,18 @@ impl Hub {
         account: Option<AccountId>,
         outbox: Outbox,
     ) -> Result<UserId, ChatError> {
+        self.login_with_unread(name, account, outbox, None)
+    }
+
+    /// [`Hub::login_as`], the `session` carrying the account's `unread`
+    /// counts (read from the store beforehand).
+    pub fn login_with_unread(
+        &self,
+        name: &str,
+        account: Option<AccountId>,
+        outbox: Outbox,
+        unread: Option<Vec<UnreadCount>>,
+    ) -> Result<UserId, ChatError> {
         let mut g = self.lock();
         if let Some(account) = account {
             validate_name(name, g.config.max_name_chars).map_err(ChatError)?;
@@ -63,6 +75,7 @@ impl Hub {
         if let Some(account) = account {
             g.state.online_accounts.insert(account, id);
         }
+        let first_message = g.state.next_message_id;
         g.state.users.insert(
             id,
             User {
@@ -71,9 +84,11 @@ impl Hub {
                 outbox,
                 account,
                 invited_to: HashSet::new(),
+                first_message,
             },
         );
-        g.send_session(id, name, account.is_some());
+        let unread = account.map(|_| unread.unwrap_or_default());
+        g.send_session(id, name, account.is_some(), unread);
         g.enter(id, GENERAL);
         g.finish();
         Ok(id)

@@ -1,0 +1,47 @@
+-- Schema: what history, search, edits, attachments and unread counts need.
+--
+-- `sender_key` is the sender's folded name (as the server compares
+-- names), so a search can be narrowed to one author; rows written before
+-- it existed get an ASCII lower-casing of the name, which is the folded
+-- form of every ASCII name. `attachments` is the JSON array of a
+-- message's attachments as the server validated it (NULL: none);
+-- `edited` the RFC 3339 time of the last edit (NULL: never edited).
+
+ALTER TABLE messages ADD COLUMN sender_key TEXT;
+ALTER TABLE messages ADD COLUMN attachments TEXT;
+ALTER TABLE messages ADD COLUMN edited TEXT;
+UPDATE messages SET sender_key = lower(sender);
+
+-- The last message id an account has seen in a registered channel:
+-- everything up to its departure, or what it marked read. Unread counts
+-- are the channel's messages above it.
+CREATE TABLE read_marks (
+    account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    channel INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (account, channel)
+) WITHOUT ROWID;
+CREATE INDEX read_marks_channel ON read_marks (channel);
+
+-- Full-text search over the message text: an external-content FTS5 table
+-- (the text is kept once, in `messages`) that the triggers below keep in
+-- step with every insert, edit and deletion. The tokenizer folds case and
+-- removes diacritics, so `cafe` finds `Café`.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text,
+    content = 'messages',
+    content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;
