@@ -373,3 +373,42 @@ async fn ids_increase_across_senders_as_every_member_sees_them() {
     assert_eq!(stored.iter().map(|m| m.id).collect::<Vec<_>>(), seen);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_search_answer_while_the_writer_is_stuck() {
+    let store = GatedStore::new(false);
+    store
+        .inner
+        .append_messages(&[StoredMessage::new(
+            1,
+            "general",
+            "general",
+            "old",
+            "old",
+            "committed before",
+            "2026-12-01T07:00:00.000Z",
+        )])
+        .unwrap();
+    let (addr, _hub, stop, handle) = start(test_config(), store.clone()).await;
+    let mut alice = login(addr, "alice").await;
+    next_note(&mut alice).await; // own user_joined
+    alice.message("held back").await.unwrap();
+    let gate_store = store.clone();
+    tokio::task::spawn_blocking(move || gate_store.wait_for_waiting_batch())
+        .await
+        .unwrap();
+    // The writer waits at the gate; reads go on beside it.
+    let page = common::memory::history(&mut alice, serde_json::json!({"channel": "general"})).await;
+    assert_eq!(page.texts(), ["committed before"]);
+    let found = common::memory::search(&mut alice, serde_json::json!({"query": "committed"})).await;
+    assert_eq!(found.total, 1);
+    store.open();
+    match next_note(&mut alice).await {
+        Notification::MessageSent { id, .. } => assert_eq!(id, 2),
+        other => panic!("{other:?}"),
+    }
+    let page = common::memory::history(&mut alice, serde_json::json!({"channel": "general"})).await;
+    assert_eq!(page.texts(), ["committed before", "held back"]);
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
+}
