@@ -42,6 +42,8 @@
 //! client; nothing is lost), which the report points out when the senders
 //! were no faster than that.
 
+pub mod memory;
+
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io;
@@ -143,6 +145,12 @@ pub enum Scenario {
     Login,
     /// Hold logged-in connections so server memory per connection can be read.
     Idle,
+    /// Write --messages stored messages into the database file --db (no
+    /// server involved), for `memory`.
+    Fill,
+    /// History pages and searches against a server started on a filled
+    /// database: answer latency percentiles.
+    Memory,
 }
 
 /// Command-line flags of `chatmaster-bench`.
@@ -164,7 +172,13 @@ pub enum Scenario {
         login: --clients connections connect, log in and join a channel (or, with --stay-in-general, stay in general), \
         --concurrency at a time; reports logins/s.\n\
         idle: --clients connections log in and are held for --duration seconds; with --server-pid \
-        reports the server's resident memory per connection.\n\n\
+        reports the server's resident memory per connection.\n\
+        fill: writes --messages messages (default 1,000,000) over --channels channels straight into \
+        the new database file --db (general and registered channels bench-0, ...); start the server \
+        on it next.\n\
+        memory: --clients readers (default 1) each ask --requests history pages (latest, or before a \
+        random id) and as many searches (rare, common and very common words, prefixes, two words, \
+        phrases), one at a time; reports the answers' latency percentiles.\n\n\
         Every connection's login and join frames are encoded before the clock starts. \
         --threads sizes the bench's own runtime (default 1, the cheapest next to a server on the same cores).\n\n\
         It connects only to --host:--port and stops by itself."
@@ -232,10 +246,21 @@ pub struct BenchArgs {
     /// storm into one crowded channel (--channels is then ignored).
     #[arg(long)]
     pub stay_in_general: bool,
+    /// fill: the new database file to write.
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<std::path::PathBuf>,
+    /// memory: history pages (and searches) each reader asks.
+    #[arg(long, default_value_t = DEFAULT_REQUESTS)]
+    pub requests: u64,
     /// Print a completion script for this shell and exit.
     #[arg(long, value_name = "SHELL", exclusive = true)]
     pub completions: Option<clap_complete::Shell>,
 }
+
+/// History pages and searches each reader asks in the memory scenario.
+pub const DEFAULT_REQUESTS: u64 = 500;
+/// Messages the fill scenario writes unless --messages says otherwise.
+pub const DEFAULT_FILL_MESSAGES: u64 = 1_000_000;
 
 impl BenchArgs {
     /// The options these flags describe.
@@ -259,6 +284,9 @@ impl BenchArgs {
             concurrency: self.concurrency.max(1),
             progress: !self.quiet,
             stay_in_general: self.stay_in_general,
+            db: self.db.clone(),
+            requests: self.requests,
+            messages: self.messages,
         }
     }
 }
@@ -303,6 +331,12 @@ pub struct Options {
     pub progress: bool,
     /// Login and idle connections stay in `general` (no join).
     pub stay_in_general: bool,
+    /// The database file `fill` writes.
+    pub db: Option<std::path::PathBuf>,
+    /// Requests of each kind per reader (memory).
+    pub requests: u64,
+    /// Messages to write (fill), as `--messages` gave them.
+    pub messages: Option<u64>,
 }
 
 impl Options {
@@ -323,6 +357,9 @@ impl Options {
             concurrency: DEFAULT_CONCURRENCY,
             progress: false,
             stay_in_general: false,
+            db: None,
+            requests: DEFAULT_REQUESTS,
+            messages: None,
         }
     }
 }
@@ -352,6 +389,9 @@ pub enum BenchError {
     /// The options make no sense.
     #[error("{0}")]
     Options(String),
+    /// The memory bench could not fill its database or read answers.
+    #[error("{0}")]
+    Memory(String),
 }
 
 /// Latency percentiles in microseconds.
@@ -511,11 +551,20 @@ pub struct Report {
     /// The server's CPU and memory, with `--server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
+    /// What `fill` wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill: Option<memory::FillReport>,
+    /// What `memory` measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<memory::MemoryReport>,
 }
 
 impl Report {
     /// Whether the run delivered everything it should have.
     pub fn lossless(&self) -> bool {
+        if let Some(m) = &self.memory {
+            return m.errors == 0;
+        }
         self.deliveries_lost == 0
             && self.connections_lost == 0
             && (self.scenario != "fanout" || self.messages_acknowledged == self.messages_sent)
@@ -537,6 +586,15 @@ impl Report {
 
     /// The human-readable report.
     pub fn to_text(&self) -> String {
+        if let Some(f) = &self.fill {
+            return format!(
+                "scenario fill  db {}\nwrote {} messages over {} channels in {:.1} s ({:.0} messages/s)\n",
+                f.db, f.messages, f.channels, f.secs, f.per_sec
+            );
+        }
+        if let Some(m) = &self.memory {
+            return memory_text(self, m);
+        }
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -653,6 +711,38 @@ impl Report {
     }
 }
 
+/// The memory scenario's report as text.
+fn memory_text(r: &Report, m: &memory::MemoryReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "scenario memory  server {}  readers {}  stored messages {}",
+        r.addr, r.connections, m.stored
+    );
+    let _ = writeln!(
+        s,
+        "machine load    {:.2} at start; bench used {:.2} s CPU; {:.1} s in all; {} errors",
+        r.load_average, r.bench_cpu_secs, r.run_secs, m.errors
+    );
+    let line = |s: &mut String, what: &str, l: &Latency| {
+        let _ = writeln!(
+            s,
+            "{what:<22} n {:>6}  p50 {:>7} us  p90 {:>7} us  p99 {:>7} us  max {:>7} us",
+            l.samples, l.p50_us, l.p90_us, l.p99_us, l.max_us
+        );
+    };
+    if let Some(l) = &m.history {
+        line(&mut s, "history (50)", l);
+    }
+    if let Some(l) = &m.search {
+        line(&mut s, "search (all)", l);
+    }
+    for (kind, l) in &m.search_kinds {
+        line(&mut s, &format!("  {kind}"), l);
+    }
+    s
+}
+
 /// Runs the scenario in `options` against the server and reports.
 pub async fn run(options: &Options) -> Result<Report, BenchError> {
     let load_average = load_average().unwrap_or(0.0);
@@ -660,6 +750,35 @@ pub async fn run(options: &Options) -> Result<Report, BenchError> {
     let mut report = match options.scenario {
         Scenario::Fanout => fanout(options).await?,
         Scenario::Login | Scenario::Idle => storm(options).await?,
+        Scenario::Fill => {
+            let db = options
+                .db
+                .clone()
+                .ok_or_else(|| BenchError::Options("fill needs --db FILE".into()))?;
+            let messages = options.messages.unwrap_or(DEFAULT_FILL_MESSAGES);
+            let channels = options.channels;
+            let filled = tokio::task::spawn_blocking(move || memory::fill(&db, messages, channels))
+                .await
+                .map_err(|e| BenchError::Memory(format!("fill failed: {e}")))??;
+            Report {
+                scenario: "fill".into(),
+                channels: filled.channels,
+                fill: Some(filled),
+                ..Report::default()
+            }
+        }
+        Scenario::Memory => {
+            let started = Instant::now();
+            let measured = memory::measure(options, options.requests).await?;
+            Report {
+                scenario: "memory".into(),
+                addr: options.addr.clone(),
+                connections: options.clients.max(1),
+                run_secs: started.elapsed().as_secs_f64(),
+                memory: Some(measured),
+                ..Report::default()
+            }
+        }
     };
     report.load_average = load_average;
     if let (Ok(before), Ok(after)) = (cpu_before, ProcStats::read(std::process::id())) {
