@@ -165,3 +165,30 @@ async fn history_days_expires_old_messages_in_the_background() {
     say(&mut alice, &["still here"]).await;
     server.stop(Signal::SIGTERM);
 }
+
+#[tokio::test]
+async fn a_guest_channel_gone_with_a_killed_server_takes_its_messages_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Binary::on_db(&db);
+    let mut alice = login(&server.addr, "alice").await;
+    common::memory::join(&mut alice, "tmp").await;
+    say(&mut alice, &["ephemeral words"]).await;
+    let mut bob = login(&server.addr, "bob").await;
+    say(&mut bob, &["lasting words"]).await;
+    // Killed while alice is still in tmp: nobody saw the channel go.
+    server.kill_hard();
+    let server = Binary::on_db(&db);
+    // Logged before the server listens, so among the lines seen already.
+    assert!(
+        server.log.seen.iter().any(|l| {
+            l.contains("messages of channels that are gone deleted") && l.contains("messages=1")
+        }),
+        "{:?}",
+        server.log.seen
+    );
+    let mut carol = login(&server.addr, "carol").await;
+    let found = search(&mut carol, json!({"query": "words"})).await;
+    assert_eq!(found.texts(), ["lasting words"]);
+    server.shut_down();
+}

@@ -516,12 +516,12 @@ pub async fn run_memory(
                 )));
             }
             let expression = fts_expression(&p.query).map_err(refuse)?;
-            let channels = hub
-                .searchable_channels(id, p.channel.as_deref())
+            let scope = hub
+                .search_scope(id, p.channel.as_deref())
                 .map_err(refused)?;
             let query = SearchQuery {
                 expression,
-                channels,
+                scope,
                 sender_key: p.username.as_deref().map(fold_name),
                 offset,
                 limit: rows,

@@ -272,8 +272,8 @@ pub struct SearchQuery {
     /// An FTS5 query expression the caller built from safe parts (quoted
     /// terms and phrases, prefixes): never the user's raw text.
     pub expression: String,
-    /// Folded keys of the channels whose messages may be returned.
-    pub channels: Vec<String>,
+    /// Which channels' messages may be returned.
+    pub scope: Scope,
     /// Only messages by this folded sender name.
     pub sender_key: Option<String>,
     /// Results skipped (the earlier pages).
@@ -283,6 +283,17 @@ pub struct SearchQuery {
     /// Matches counted at most for the total: counting is the part of a
     /// search that grows with the matches.
     pub count_cap: usize,
+}
+
+/// The channels a search covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Only these (folded keys).
+    Only(Vec<String>),
+    /// Every channel but these (folded keys): the private channels the
+    /// asker may not read. Usually few or none, which lets the count skip
+    /// the messages table altogether.
+    Except(Vec<String>),
 }
 
 /// What a search found.
@@ -337,6 +348,13 @@ pub enum Change {
         channel: ChannelId,
         /// The last message id seen.
         last_id: MessageId,
+    },
+    /// Deletes the messages of every channel but these (folded keys): at
+    /// start, those of channels gone with an earlier run (guests'
+    /// channels, the channels of deleted accounts).
+    PurgeOthers {
+        /// The channels that exist.
+        keep: Vec<String>,
     },
     /// Deletes up to `limit` of the oldest messages sent before `before`
     /// (RFC 3339 UTC), in id order, stopping at the first newer one.

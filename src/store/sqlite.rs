@@ -27,8 +27,8 @@ use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
 use super::{
     Account, AccountId, AccountsVersion, Change, ChannelId, Durability, HistoryPage, MessageId,
-    NewAccount, NewChannel, Page, RegisteredChannel, SearchHits, SearchQuery, Store, StoreError,
-    StoreOptions, StoredMessage, Unread,
+    NewAccount, NewChannel, Page, RegisteredChannel, Scope, SearchHits, SearchQuery, Store,
+    StoreError, StoreOptions, StoredMessage, Unread,
 };
 
 /// The schema's history, oldest first: version N is the database after
@@ -649,23 +649,41 @@ impl Store for SqliteStore {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<SearchHits, StoreError> {
-        let channels = serde_json::to_string(&query.channels)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let (only, keys) = match &query.scope {
+            Scope::Only(keys) => (true, keys),
+            Scope::Except(keys) => (false, keys),
+        };
+        let keys = serde_json::to_string(keys).map_err(|e| StoreError::Backend(e.to_string()))?;
+        // Every channel, anyone's: the index alone answers the count,
+        // without a look at each match's row (the costly part of a common
+        // word's search).
+        let unfiltered =
+            !only && query.scope == Scope::Except(Vec::new()) && query.sender_key.is_none();
+        let filter = if only {
+            "m.channel_key IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR m.sender_key = ?3)"
+        } else {
+            "m.channel_key NOT IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR m.sender_key = ?3)"
+        };
         let mut conn = self.read();
         // One read transaction: the total and the page agree.
         let tx = conn.transaction().map_err(classify)?;
-        let filter = "m.channel_key IN (SELECT value FROM json_each(?2)) \
-                      AND (?3 IS NULL OR m.sender_key = ?3)";
-        let total: i64 = tx
-            .prepare_cached(&format!(
+        let count_sql = if unfiltered {
+            "SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 \
+             AND ?2 IS NOT NULL AND ?3 IS NULL LIMIT ?4)"
+                .to_owned()
+        } else {
+            format!(
                 "SELECT count(*) FROM (SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid \
                  WHERE messages_fts MATCH ?1 AND {filter} LIMIT ?4)"
-            ))
+            )
+        };
+        let total: i64 = tx
+            .prepare_cached(&count_sql)
             .and_then(|mut s| {
                 s.query_row(
                     params![
                         query.expression,
-                        channels,
+                        keys,
                         query.sender_key,
                         sql_limit(query.count_cap)
                     ],
@@ -683,7 +701,7 @@ impl Store for SqliteStore {
                 .query_map(
                     params![
                         query.expression,
-                        channels,
+                        keys,
                         query.sender_key,
                         sql_limit(query.limit),
                         sql_limit(query.offset)
@@ -752,6 +770,15 @@ impl Store for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![account, channel, last_id])),
                 Change::Expire { before, limit } => expire(&tx, before, *limit),
+                Change::PurgeOthers { keep } => serde_json::to_string(keep)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+                    .and_then(|keep| {
+                        tx.prepare_cached(
+                            "DELETE FROM messages WHERE channel_key NOT IN \
+                             (SELECT value FROM json_each(?1))",
+                        )
+                        .and_then(|mut s| s.execute([keep]))
+                    }),
             }
             .map_err(classify)?;
             affected.push(rows);

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::store::{Change, HistoryPage, SearchHits};
+use crate::store::{Change, HistoryPage, Scope, SearchHits};
 use crate::wire::protocol::{Attachment, HistoryMessage};
 
 /// How often the memory task looks for read marks and purges left over
@@ -270,25 +270,25 @@ impl Hub {
         }
     }
 
-    /// The folded keys of the channels whose messages `id` may search:
-    /// `channel` alone if given (refused as [`Hub::readable_channel`]
-    /// refuses), else every channel it may read.
-    pub fn searchable_channels(
-        &self,
-        id: UserId,
-        channel: Option<&str>,
-    ) -> Result<Vec<String>, ChatError> {
+    /// The channels whose messages `id` may search: `channel` alone if
+    /// given (refused as [`Hub::readable_channel`] refuses), else every
+    /// channel but the private ones it may not read.
+    pub fn search_scope(&self, id: UserId, channel: Option<&str>) -> Result<Scope, ChatError> {
         if let Some(channel) = channel {
-            return self.readable_channel(id, channel).map(|(key, _)| vec![key]);
+            return self
+                .readable_channel(id, channel)
+                .map(|(key, _)| Scope::Only(vec![key]));
         }
         let g = self.lock();
         let user = g.user(id)?;
-        Ok(g.state
-            .channels
-            .iter()
-            .filter(|(key, ch)| may_read(ch, key, user))
-            .map(|(key, _)| key.clone())
-            .collect())
+        Ok(Scope::Except(
+            g.state
+                .channels
+                .iter()
+                .filter(|(key, ch)| !may_read(ch, key, user))
+                .map(|(key, _)| key.clone())
+                .collect(),
+        ))
     }
 
     /// Whether `id` wrote `m`: an account's messages are its account's; a

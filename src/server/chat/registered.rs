@@ -25,6 +25,17 @@ impl Hub {
             });
         }
         let count = loaded.len();
+        // The messages of channels that are gone (guests' channels of an
+        // earlier run, which ended before they emptied; the channels of
+        // deleted accounts) go too, as they would have had the server seen
+        // the channel go.
+        let keep: Vec<String> = std::iter::once(GENERAL.to_owned())
+            .chain(loaded.iter().map(|c| fold_name(&c.name)))
+            .collect();
+        let purged = store.apply_changes(&[crate::store::Change::PurgeOthers { keep }])?;
+        if let Some(n) = purged.first().filter(|n| **n > 0) {
+            tracing::info!(messages = n, "messages of channels that are gone deleted");
+        }
         self.load_registered(loaded);
         tracing::info!(channels = count, "registered channels loaded");
         Ok(())
