@@ -176,7 +176,7 @@ pub enum Scenario {
         fill: writes --messages messages (default 1,000,000) over --channels channels straight into \
         the new database file --db (general and registered channels bench-0, ...); start the server \
         on it next.\n\
-        memory: --clients readers (default 1) each ask --requests history pages (latest, or before a \
+        memory: --clients readers (give 1 for answers one at a time) each ask --requests history pages (latest, or before a \
         random id) and as many searches (rare, common and very common words, prefixes, two words, \
         phrases), one at a time; reports the answers' latency percentiles.\n\n\
         Every connection's login and join frames are encoded before the clock starts. \

@@ -763,6 +763,58 @@ mod tests {
     }
 
     #[test]
+    fn the_session_line_lists_unread_counts_and_history_is_marked_earlier() {
+        use crate::wire::protocol::UnreadCount;
+        let session = ServerPackage::Session(Session {
+            unread: Some(vec![UnreadCount {
+                channel: "Club".into(),
+                count: 3,
+                last_id: 7,
+            }]),
+            ..Session::accepted("alice", "general", vec!["general".into()], 1).with_account(true)
+        });
+        assert_eq!(
+            show(&ChatState::default(), &session).unwrap(),
+            "-- logged in as alice (account); unread: Club 3; channels (1): general"
+        );
+        let shown = |attachments| HistoryMessage {
+            id: 1,
+            username: "bob".into(),
+            message: "hi".into(),
+            timestamp: "2026-11-21T10:02:00.000Z".into(),
+            edited: Some("2026-11-21T10:03:00.000Z".into()),
+            attachments,
+            channel: Some("rust".into()),
+        };
+        let page = note(Notification::History {
+            channel: "rust".into(),
+            messages: vec![shown(None)],
+            more: false,
+        });
+        assert_eq!(
+            show(&alice_in("rust"), &page).unwrap(),
+            "earlier 10:02 [rust] <bob> hi (edited)"
+        );
+        let video = Attachment::Video {
+            url: "https://e.org/v.mp4".into(),
+            source: Some("cam\u{1b}".into()),
+            length: Some(12),
+        };
+        let found = note(Notification::SearchResults {
+            query: "hi".into(),
+            page: 2,
+            rows: 20,
+            total: 21,
+            messages: vec![shown(Some(vec![video]))],
+            truncated: None,
+        });
+        assert_eq!(
+            show(&alice_in("rust"), &found).unwrap(),
+            "-- search \"hi\": 21 found, page 2\n   2026-11-21 10:02 [rust] <bob> hi [video 12s from cam\\u{1b} https://e.org/v.mp4] (edited)"
+        );
+    }
+
+    #[test]
     fn state_follows_session_joins_and_renames() {
         let mut s = ChatState::default();
         assert_eq!(s.prompt(), "> ");

@@ -51,6 +51,70 @@ impl ChatCommand {
     }
 }
 
+/// Messages `/history` shows when no number is given (and the client on
+/// joining a channel).
+pub const HISTORY_LINES: usize = 20;
+
+/// A line about stored messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryInput {
+    /// `/history [N]`: N more earlier messages of the channel.
+    History(usize),
+    /// `/search TEXT`
+    Search(String),
+    /// `/edit [N] TEXT`: replace the text of one's N-th last message (1:
+    /// the last).
+    Edit {
+        /// Which of one's own messages, counting back from the last (1).
+        nth: usize,
+        /// The new text.
+        text: String,
+    },
+    /// `/delete [N]`: delete one's N-th last message.
+    Delete {
+        /// As for `Edit`.
+        nth: usize,
+    },
+    /// `/attach [--video] URL [TEXT]`: a message with a link to an image
+    /// or video.
+    Attach {
+        /// The link.
+        url: String,
+        /// A video (by `--video` or the URL's extension), else an image.
+        video: bool,
+        /// Text to go with it (may be empty).
+        text: String,
+    },
+}
+
+/// Extensions of video files; any other link is sent as an image.
+const VIDEO_EXTENSIONS: &[&str] = &["mp4", "webm", "mov", "mkv", "avi", "m4v", "ogv"];
+
+/// Whether a link looks like a video, by the extension of its path.
+pub fn looks_like_video(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    match last.rsplit_once('.') {
+        Some((_, ext)) => VIDEO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()),
+        None => false,
+    }
+}
+
+impl MemoryInput {
+    /// The `message` package of an `/attach`, or `None` for the others
+    /// (they need the session's state).
+    pub fn attach_package(&self) -> Option<ClientPackage> {
+        let MemoryInput::Attach { url, video, text } = self else {
+            return None;
+        };
+        let kind = if *video { "video" } else { "image" };
+        Some(ClientPackage::Message(OutgoingMessage {
+            message: text.clone(),
+            attachments: Some(serde_json::json!([{ "type": kind, "url": url }])),
+        }))
+    }
+}
+
 /// What one input line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
@@ -68,6 +132,9 @@ pub enum Input {
     Register,
     /// `/password`: asks for the current and a new password.
     Password,
+    /// A command about stored messages, which needs what the session
+    /// remembers (the current channel, one's own last messages).
+    Memory(MemoryInput),
     /// A malformed command; the text says how to use it.
     Invalid(String),
 }
@@ -92,6 +159,10 @@ enum Arity {
     Zero,
     /// Exactly one word.
     One,
+    /// None or one word.
+    Optional,
+    /// The rest of the line, not empty.
+    Text,
 }
 
 /// One row of the command list: name, argument, description, arity.
@@ -149,6 +220,36 @@ const SPECS: &[Spec] = &[
         arg: "",
         about: "list the public channels",
         arity: Arity::Zero,
+    },
+    Spec {
+        name: "history",
+        arg: "[N]",
+        about: "show N (20) earlier messages of your channel",
+        arity: Arity::Optional,
+    },
+    Spec {
+        name: "search",
+        arg: "TEXT",
+        about: "search the messages you may read (words, prefix*, \"phrases\")",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "edit",
+        arg: "[N] TEXT",
+        about: "replace the text of your last (or N-th last) message",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "delete",
+        arg: "[N]",
+        about: "delete your last (or N-th last) message",
+        arity: Arity::Optional,
+    },
+    Spec {
+        name: "attach",
+        arg: "[--video] URL [TEXT]",
+        about: "send a link to an image (or a video: by extension or --video)",
+        arity: Arity::Text,
     },
     Spec {
         name: "register",
@@ -233,10 +334,19 @@ pub fn parse_line(line: &str) -> Input {
             crate::client::ui::sanitize::sanitize(&shown)
         ));
     };
+    let usage = || Input::Invalid(format!("usage: {}", spec.usage()));
     let arg = match (spec.arity, args.as_slice()) {
-        (Arity::Zero, []) => String::new(),
-        (Arity::One, [one]) => (*one).to_owned(),
-        _ => return Input::Invalid(format!("usage: {}", spec.usage())),
+        (Arity::Zero, []) | (Arity::Optional, []) => String::new(),
+        (Arity::One, [one]) | (Arity::Optional, [one]) => (*one).to_owned(),
+        (Arity::Text, [_, ..]) => rest.trim().to_owned(),
+        _ => return usage(),
+    };
+    // A count from 1, when given; `default` when not.
+    let count = |arg: &str, default: usize, max: usize| -> Option<usize> {
+        if arg.is_empty() {
+            return Some(default);
+        }
+        arg.parse::<usize>().ok().filter(|n| (1..=max).contains(n))
     };
     match spec.name {
         "join" => Input::Command(ChatCommand::Join(arg)),
@@ -246,6 +356,44 @@ pub fn parse_line(line: &str) -> Input {
         "public" => Input::Command(ChatCommand::Public),
         "invite" => Input::Command(ChatCommand::Invite(arg)),
         "channels" => Input::Command(ChatCommand::Channels),
+        "history" => match count(&arg, HISTORY_LINES, 100) {
+            Some(n) => Input::Memory(MemoryInput::History(n)),
+            None => Input::Invalid("usage: /history [N], N from 1 to 100".into()),
+        },
+        "search" => Input::Memory(MemoryInput::Search(arg)),
+        "edit" => {
+            // `/edit 3 new text` edits the 3rd last; `/edit 3` alone sends "3".
+            let (nth, text) = match arg.split_once(char::is_whitespace) {
+                Some((n, text)) if n.parse::<usize>().is_ok_and(|n| n >= 1) => {
+                    (n.parse().unwrap_or(1), text.trim_start().to_owned())
+                }
+                _ => (1, arg),
+            };
+            Input::Memory(MemoryInput::Edit { nth, text })
+        }
+        "delete" => match count(&arg, 1, usize::MAX) {
+            Some(nth) => Input::Memory(MemoryInput::Delete { nth }),
+            None => usage(),
+        },
+        "attach" => {
+            let mut words = arg.splitn(2, char::is_whitespace);
+            let mut first = words.next().unwrap_or("");
+            let mut after = words.next().unwrap_or("").trim_start();
+            let forced = first == "--video";
+            if forced {
+                let mut again = after.splitn(2, char::is_whitespace);
+                first = again.next().unwrap_or("");
+                after = again.next().unwrap_or("").trim_start();
+            }
+            if first.is_empty() {
+                return usage();
+            }
+            Input::Memory(MemoryInput::Attach {
+                url: first.to_owned(),
+                video: forced || looks_like_video(first),
+                text: after.to_owned(),
+            })
+        }
         "help" => Input::Help,
         "register" => Input::Register,
         "password" => Input::Password,
@@ -411,6 +559,80 @@ mod tests {
         assert!(ChatCommand::Rename("x".into()).changes_prompt());
         assert!(!ChatCommand::Channels.changes_prompt());
         assert!(!ChatCommand::Invite("x".into()).changes_prompt());
+    }
+
+    #[test]
+    fn memory_commands() {
+        let m = |i: MemoryInput| Input::Memory(i);
+        assert_eq!(parse_line("/history"), m(MemoryInput::History(20)));
+        assert_eq!(parse_line("/history 5"), m(MemoryInput::History(5)));
+        assert!(matches!(parse_line("/history 0"), Input::Invalid(_)));
+        assert!(matches!(parse_line("/history x"), Input::Invalid(_)));
+        assert!(matches!(parse_line("/history 1 2"), Input::Invalid(_)));
+        assert_eq!(
+            parse_line("/search  \"two words\" x*"),
+            m(MemoryInput::Search("\"two words\" x*".into()))
+        );
+        assert!(matches!(parse_line("/search"), Input::Invalid(_)));
+        assert_eq!(
+            parse_line("/edit fixed  text"),
+            m(MemoryInput::Edit {
+                nth: 1,
+                text: "fixed  text".into()
+            })
+        );
+        assert_eq!(
+            parse_line("/edit 3 the third"),
+            m(MemoryInput::Edit {
+                nth: 3,
+                text: "the third".into()
+            })
+        );
+        assert_eq!(
+            parse_line("/edit 3"),
+            m(MemoryInput::Edit {
+                nth: 1,
+                text: "3".into()
+            })
+        );
+        assert!(matches!(parse_line("/edit"), Input::Invalid(_)));
+        assert_eq!(parse_line("/delete"), m(MemoryInput::Delete { nth: 1 }));
+        assert_eq!(parse_line("/delete 2"), m(MemoryInput::Delete { nth: 2 }));
+        assert!(matches!(parse_line("/delete two"), Input::Invalid(_)));
+        let attach = parse_line("/attach https://e.org/cat.PNG a cat");
+        assert_eq!(
+            attach,
+            m(MemoryInput::Attach {
+                url: "https://e.org/cat.PNG".into(),
+                video: false,
+                text: "a cat".into()
+            })
+        );
+        let Input::Memory(a) = &attach else {
+            unreachable!()
+        };
+        assert_eq!(
+            serde_json::to_value(a.attach_package().unwrap()).unwrap(),
+            json!({"type": "message", "data": {"message": "a cat",
+                "attachments": [{"type": "image", "url": "https://e.org/cat.PNG"}]}})
+        );
+        assert_eq!(
+            parse_line("/attach https://e.org/v.webm?t=3"),
+            m(MemoryInput::Attach {
+                url: "https://e.org/v.webm?t=3".into(),
+                video: true,
+                text: String::new()
+            })
+        );
+        assert_eq!(
+            parse_line("/attach --video https://youtu.be/x watch"),
+            m(MemoryInput::Attach {
+                url: "https://youtu.be/x".into(),
+                video: true,
+                text: "watch".into()
+            })
+        );
+        assert!(matches!(parse_line("/attach --video"), Input::Invalid(_)));
     }
 
     #[test]

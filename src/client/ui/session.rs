@@ -10,6 +10,7 @@
 //! name. Leaving works the same way: a final `ping` whose `pong` proves
 //! the server handled everything the user sent.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
@@ -17,7 +18,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::client::ui::args::Exit;
 use crate::client::ui::console::{Console, InputEvent, LineKind};
 use crate::client::ui::display::{ChatState, Theme};
-use crate::client::ui::input::{help_lines, parse_line, Input};
+use crate::client::ui::input::{help_lines, parse_line, Input, MemoryInput, HISTORY_LINES};
 use crate::client::{ClientConnection, ClientError};
 use crate::server::rate::TokenBucket;
 use crate::wire::protocol::{ClientPackage, Command, Notification, ServerPackage};
@@ -135,7 +136,25 @@ pub struct Session {
     password_used: bool,
     /// The password conversation in progress, if any.
     secret: Option<SecretFlow>,
+    /// Ids of our own stored messages, the last last, at most
+    /// [`OWN_MESSAGES`]: what `/edit` and `/delete` count back through.
+    own: VecDeque<i64>,
+    /// The oldest message id of the current channel shown so far, where
+    /// `/history` goes on from.
+    oldest: Option<i64>,
+    /// The `history` answers on their way, in order: `true` for the one
+    /// asked on joining a channel, which says nothing when it is empty.
+    histories: VecDeque<bool>,
+    /// Our messages sent and not yet acknowledged (or refused).
+    unacked: usize,
+    /// An `/edit` or `/delete` waiting for those acknowledgements, since
+    /// it counts back from the last message sent; no line is read
+    /// meanwhile.
+    deferred: Option<MemoryInput>,
 }
+
+/// Own messages remembered for `/edit N` and `/delete N`.
+const OWN_MESSAGES: usize = 100;
 
 /// What ended the session: the exit code and a last word for stderr.
 type End = (Exit, Option<String>);
@@ -160,6 +179,11 @@ impl Session {
             needs_password: None,
             password_used: false,
             secret: None,
+            own: VecDeque::new(),
+            oldest: None,
+            histories: VecDeque::new(),
+            unacked: 0,
+            deferred: None,
         }
     }
 
@@ -263,10 +287,25 @@ impl Session {
             }
             Err(e) => return Err(lost(e)),
         };
-        if let Some(line) = self.state.describe(&package, &self.settings.theme) {
-            self.print(line).await;
+        let joined = self.joined_channel(&package);
+        if !self.remember(&package) {
+            if let Some(line) = self.state.describe(&package, &self.settings.theme) {
+                self.print(line).await;
+            }
         }
         self.state.apply(&package);
+        if self.unacked == 0 {
+            if let Some(waiting) = self.deferred.take() {
+                self.on_memory(&waiting).await?;
+            }
+        }
+        if let Some(channel) = joined {
+            // A channel joined (or general on logging in): its last
+            // messages, shown as earlier ones.
+            self.oldest = None;
+            self.ask_history(&channel, None, HISTORY_LINES, true)
+                .await?;
+        }
         match package {
             ServerPackage::Request(r) if r.request == "login" => self.on_login_request().await,
             ServerPackage::Session(s) if s.status => {
@@ -321,6 +360,145 @@ impl Session {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The channel our own `user_joined` (the one with the member list)
+    /// puts us in.
+    fn joined_channel(&self, package: &ServerPackage) -> Option<String> {
+        match package {
+            ServerPackage::Notification(Notification::UserJoined {
+                channel,
+                users: Some(_),
+                ..
+            }) => Some(channel.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps what the memory commands need from `package`; returns whether
+    /// it is to be shown silently (an empty history asked on joining).
+    fn remember(&mut self, package: &ServerPackage) -> bool {
+        match package {
+            ServerPackage::Notification(Notification::MessageSent { id, .. }) => {
+                self.unacked = self.unacked.saturating_sub(1);
+                self.own.push_back(*id);
+                if self.own.len() > OWN_MESSAGES {
+                    self.own.pop_front();
+                }
+                false
+            }
+            ServerPackage::Notification(Notification::MessageDeleted { id, .. }) => {
+                self.own.retain(|own| own != id);
+                false
+            }
+            ServerPackage::Notification(Notification::History {
+                channel, messages, ..
+            }) => {
+                let automatic = self.histories.pop_front().unwrap_or(false);
+                if self.state.channel.as_deref() == Some(channel.as_str()) {
+                    if let Some(first) = messages.first() {
+                        self.oldest = Some(self.oldest.map_or(first.id, |o| o.min(first.id)));
+                    }
+                }
+                automatic && messages.is_empty()
+            }
+            ServerPackage::Error(e) if e.error_type == "message" => {
+                self.unacked = self.unacked.saturating_sub(1);
+                false
+            }
+            ServerPackage::Error(e) if e.error_type == "history" => {
+                // A refused history: its answer will not come.
+                self.histories.pop_front();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Asks for up to `limit` messages of `channel` before `before` (the
+    /// latest without it).
+    async fn ask_history(
+        &mut self,
+        channel: &str,
+        before: Option<i64>,
+        limit: usize,
+        automatic: bool,
+    ) -> Result<(), End> {
+        let mut params = serde_json::json!({ "channel": channel, "limit": limit });
+        if let Some(before) = before {
+            params["before"] = serde_json::json!(before);
+        }
+        self.histories.push_back(automatic);
+        self.send(&ClientPackage::Command(Command::new(
+            "history",
+            Some(params),
+        )))
+        .await
+    }
+
+    /// Runs `/history`, `/search`, `/edit`, `/delete`, `/attach`.
+    async fn on_memory(&mut self, input: &MemoryInput) -> Result<(), End> {
+        let theme = self.settings.theme;
+        if self.unacked > 0
+            && matches!(input, MemoryInput::Edit { .. } | MemoryInput::Delete { .. })
+        {
+            // "The last message" is the last one sent: wait until it has its id.
+            self.deferred = Some(input.clone());
+            return Ok(());
+        }
+        let nth_own = |own: &VecDeque<i64>, nth: usize| {
+            own.len().checked_sub(nth).and_then(|i| own.get(i)).copied()
+        };
+        let package = match input {
+            MemoryInput::History(n) => {
+                if let Some(channel) = self.state.channel.clone() {
+                    if self.oldest.is_none() && !self.histories.is_empty() {
+                        // The join's page is still on its way.
+                        self.print(theme.note("earlier messages are on their way"))
+                            .await;
+                    } else {
+                        let before = self.oldest;
+                        self.ask_history(&channel, before, *n, false).await?;
+                    }
+                }
+                None
+            }
+            MemoryInput::Search(text) => Some(ClientPackage::Command(Command::new(
+                "search",
+                Some(serde_json::json!({ "query": text })),
+            ))),
+            MemoryInput::Edit { nth, text } => match nth_own(&self.own, *nth) {
+                Some(id) => Some(ClientPackage::Command(Command::new(
+                    "edit",
+                    Some(serde_json::json!({ "id": id, "message": text })),
+                ))),
+                None => {
+                    self.print(theme.error(&format!("you have no {} to edit", own_nth(*nth))))
+                        .await;
+                    None
+                }
+            },
+            MemoryInput::Delete { nth } => match nth_own(&self.own, *nth) {
+                Some(id) => Some(ClientPackage::Command(Command::new(
+                    "delete",
+                    Some(serde_json::json!({ "id": id })),
+                ))),
+                None => {
+                    self.print(theme.error(&format!("you have no {} to delete", own_nth(*nth))))
+                        .await;
+                    None
+                }
+            },
+            MemoryInput::Attach { .. } => {
+                self.unacked += 1;
+                input.attach_package()
+            }
+        };
+        if let Some(p) = package {
+            self.send(&p).await?;
+        }
+        self.ask(LineKind::Chat);
+        Ok(())
     }
 
     async fn on_login_request(&mut self) -> Result<(), End> {
@@ -534,8 +712,10 @@ impl Session {
                 },
                 "current password: ".into(),
             ),
+            Input::Memory(m) => return self.on_memory(m).await,
             Input::Message(_) => {
                 if let Some(p) = input.to_package() {
+                    self.unacked += 1;
                     self.send(&p).await?;
                 }
                 self.ask(LineKind::Chat);
@@ -571,6 +751,16 @@ impl Session {
                 )),
             )),
         }
+    }
+}
+
+/// "last message", "2nd last message", ...
+fn own_nth(nth: usize) -> String {
+    match nth {
+        1 => "last message".to_owned(),
+        2 => "2nd last message".to_owned(),
+        3 => "3rd last message".to_owned(),
+        n => format!("{n}th last message"),
     }
 }
 
