@@ -92,7 +92,7 @@ async fn search_edit_delete_and_attach() {
     }
     let page = history(&mut bob, json!({"channel": "general"})).await;
     assert_eq!(page.texts(), ["a needle in general", "first"]);
-    assert_eq!(page.messages[1].edited.is_some(), true);
+    assert!(page.messages[1].edited.is_some());
 
     alice.send("/attach https://example.org/cat.png a cat");
     let m = chat(&mut bob).await;
