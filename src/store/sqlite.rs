@@ -1270,6 +1270,216 @@ mod tests {
             .all(|m| m.account.is_none() && m.sender == "alice"));
     }
 
+    fn said(id: MessageId, channel: &str, sender: &str, text: &str, at: &str) -> StoredMessage {
+        StoredMessage::new(
+            id,
+            channel,
+            &channel.to_lowercase(),
+            sender,
+            sender,
+            text,
+            at,
+        )
+    }
+
+    #[test]
+    fn history_pages_in_both_directions_with_more() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let batch: Vec<StoredMessage> = (1..=9)
+            .map(|id| {
+                said(
+                    id,
+                    if id % 3 == 0 { "rust" } else { "general" },
+                    "a",
+                    "x",
+                    "t",
+                )
+            })
+            .collect();
+        store.append_messages(&batch).unwrap();
+        let ids = |p: HistoryPage| (p.messages.iter().map(|m| m.id).collect::<Vec<_>>(), p.more);
+        assert_eq!(
+            ids(store.history("general", Page::Latest, 2).unwrap()),
+            (vec![7, 8], true)
+        );
+        assert_eq!(
+            ids(store.history("general", Page::Before(7), 10).unwrap()),
+            (vec![1, 2, 4, 5], false)
+        );
+        assert_eq!(
+            ids(store.history("general", Page::After(2), 2).unwrap()),
+            (vec![4, 5], true)
+        );
+        assert_eq!(
+            ids(store.history("general", Page::After(5), 2).unwrap()),
+            (vec![7, 8], false)
+        );
+        assert_eq!(
+            ids(store.history("rust", Page::Latest, 3).unwrap()),
+            (vec![3, 6, 9], false)
+        );
+        assert_eq!(
+            ids(store.history("none", Page::Latest, 3).unwrap()),
+            (vec![], false)
+        );
+        assert_eq!(
+            store.message(6).unwrap().map(|m| m.channel),
+            Some("rust".into())
+        );
+        assert_eq!(store.message(60).unwrap(), None);
+    }
+
+    #[test]
+    fn changes_edit_delete_purge_and_keep_the_index_in_step() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .append_messages(&[
+                said(1, "general", "a", "alpha beta", "t"),
+                said(2, "tmp", "a", "alpha gamma", "t"),
+                said(3, "general", "b", "delta", "t"),
+            ])
+            .unwrap();
+        let find = |q: &str| {
+            store
+                .search(&SearchQuery {
+                    expression: format!("\"{q}\""),
+                    scope: Scope::Except(vec![]),
+                    sender_key: None,
+                    offset: 0,
+                    limit: 10,
+                    count_cap: 100,
+                })
+                .unwrap()
+                .messages
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(find("alpha"), [2, 1]);
+        let rows = store
+            .apply_changes(&[
+                Change::Edit {
+                    id: 1,
+                    text: "omega".into(),
+                    edited: "t2".into(),
+                },
+                Change::Delete(3),
+                Change::Delete(3),
+                Change::Purge {
+                    channel_key: "tmp".into(),
+                    up_to: 2,
+                },
+            ])
+            .unwrap();
+        assert_eq!(rows, [1, 1, 0, 1]);
+        assert_eq!(find("alpha"), Vec::<i64>::new());
+        assert_eq!(find("omega"), [1]);
+        assert_eq!(find("delta"), Vec::<i64>::new());
+        assert_eq!(
+            store.message(1).unwrap().unwrap().edited.as_deref(),
+            Some("t2")
+        );
+        // A purge keeps what a later channel of the name said.
+        store
+            .append_messages(&[said(4, "tmp", "a", "new", "t")])
+            .unwrap();
+        store
+            .apply_changes(&[Change::Purge {
+                channel_key: "tmp".into(),
+                up_to: 3,
+            }])
+            .unwrap();
+        assert_eq!(
+            store
+                .history("tmp", Page::Latest, 5)
+                .unwrap()
+                .messages
+                .len(),
+            1
+        );
+        // A bad expression is a query error, not a backend one.
+        let bad = store.search(&SearchQuery {
+            expression: "AND (".into(),
+            scope: Scope::Only(vec!["general".into()]),
+            sender_key: None,
+            offset: 0,
+            limit: 10,
+            count_cap: 100,
+        });
+        assert!(matches!(bad, Err(StoreError::Query(_))), "{bad:?}");
+    }
+
+    #[test]
+    fn expiry_walks_the_oldest_ids_and_stops_at_the_first_recent_one() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let batch: Vec<StoredMessage> = (1..=10)
+            .map(|id| {
+                let at = if id <= 6 {
+                    "2020-01-01T00:00:00.000Z"
+                } else {
+                    "2030-01-01T00:00:00.000Z"
+                };
+                said(id, "general", "a", "x", at)
+            })
+            .collect();
+        store.append_messages(&batch).unwrap();
+        let expire = |limit| {
+            store
+                .apply_changes(&[Change::Expire {
+                    before: "2026-01-01T00:00:00.000Z".into(),
+                    limit,
+                }])
+                .unwrap()[0]
+        };
+        assert_eq!(expire(4), 4);
+        assert_eq!(expire(4), 2);
+        assert_eq!(expire(4), 0);
+        assert_eq!(
+            store
+                .history("general", Page::After(0), 100)
+                .unwrap()
+                .messages[0]
+                .id,
+            7
+        );
+    }
+
+    #[test]
+    fn read_marks_give_unread_counts_and_never_go_down() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let alice = store.create_account(&account("alice", "a")).unwrap().0;
+        let club = store
+            .register_channel(&channel("Club", alice, false))
+            .unwrap();
+        let batch: Vec<StoredMessage> = (1..=5).map(|id| said(id, "club", "b", "x", "t")).collect();
+        store.append_messages(&batch).unwrap();
+        assert_eq!(store.unread(alice, 100).unwrap(), vec![]);
+        let mark = |last_id| {
+            store
+                .apply_changes(&[Change::MarkRead {
+                    account: alice,
+                    channel: club,
+                    last_id,
+                }])
+                .unwrap();
+        };
+        mark(2);
+        let unread = store.unread(alice, 100).unwrap();
+        assert_eq!(
+            unread,
+            vec![Unread {
+                channel: "Club".into(),
+                count: 3,
+                last_id: 2
+            }]
+        );
+        assert_eq!(store.unread(alice, 2).unwrap()[0].count, 2, "capped");
+        mark(1);
+        assert_eq!(store.unread(alice, 100).unwrap()[0].last_id, 2);
+        mark(5);
+        assert_eq!(store.unread(alice, 100).unwrap(), vec![]);
+    }
+
     #[test]
     fn a_second_connection_works_on_the_file_while_the_first_is_open() {
         // What the admin CLI does while the server runs.
