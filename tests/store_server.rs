@@ -44,6 +44,10 @@ impl GatedStore {
         self.changed.notify_all();
     }
 
+    fn close(&self) {
+        self.gate.lock().unwrap().0 = false;
+    }
+
     /// Blocks (in a test thread) until a batch is waiting at the gate.
     fn wait_for_waiting_batch(&self) {
         let g = self.gate.lock().unwrap();
@@ -409,6 +413,46 @@ async fn history_and_search_answer_while_the_writer_is_stuck() {
     }
     let page = common::memory::history(&mut alice, serde_json::json!({"channel": "general"})).await;
     assert_eq!(page.texts(), ["committed before", "held back"]);
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_private_channels_messages_are_not_found_while_their_purge_waits() {
+    let store = GatedStore::new(true);
+    let (addr, _hub, stop, handle) = start(test_config(), store.clone()).await;
+    let mut alice = login(addr, "alice").await;
+    let mut bob = login(addr, "bob").await;
+    let mut eve = login(addr, "eve").await;
+    common::memory::join(&mut alice, "vault").await;
+    alice.command("private", None).await.unwrap();
+    common::memory::until(&mut alice, |p| match p {
+        ServerPackage::Notification(Notification::ChannelUpdate { .. }) => Some(()),
+        _ => None,
+    })
+    .await;
+    common::memory::say(&mut alice, &["secret words"]).await;
+    // The writer gets stuck on bob's message; the purge of vault, queued
+    // when alice leaves, waits behind it.
+    store.close();
+    bob.message("stuck").await.unwrap();
+    let gate_store = store.clone();
+    tokio::task::spawn_blocking(move || gate_store.wait_for_waiting_batch())
+        .await
+        .unwrap();
+    alice.command("leave", None).await.unwrap();
+    common::memory::until(&mut alice, |p| match p {
+        ServerPackage::Notification(Notification::UserJoined { users: Some(_), .. }) => Some(()),
+        _ => None,
+    })
+    .await;
+    let found = common::memory::search(&mut eve, serde_json::json!({"query": "secret"})).await;
+    assert_eq!((found.total, found.ids()), (0, vec![]));
+    store.open();
+    common::memory::acks(&mut bob, 1).await;
+    common::memory::settle(&mut alice).await;
+    let found = common::memory::search(&mut eve, serde_json::json!({"query": "secret"})).await;
+    assert_eq!(found.total, 0);
     let _ = stop.send(());
     handle.await.unwrap().unwrap();
 }

@@ -134,6 +134,22 @@ impl Journal {
         applied.await.map_err(|_| closed())?
     }
 
+    /// Queues `change` after everything queued so far, waiting for room;
+    /// `done` gets the rows it affected once it is applied.
+    pub async fn queue(
+        self,
+        change: Change,
+        done: oneshot::Sender<Result<usize, StoreError>>,
+    ) -> Result<(), SlotError> {
+        self.tx
+            .send(Job::Change {
+                change,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| SlotError::Closed)
+    }
+
     /// Jobs waiting in the queue (for tests and diagnostics).
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()

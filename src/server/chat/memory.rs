@@ -279,14 +279,23 @@ impl Hub {
                 .readable_channel(id, channel)
                 .map(|(key, _)| Scope::Only(vec![key]));
         }
-        let g = self.lock();
-        let user = g.user(id)?;
+        let mut g = self.lock();
+        let state = &mut *g.state;
+        forget_done_purges(&mut state.purging);
+        let Some(user) = state.users.get(&id) else {
+            return fail("You are not logged in.");
+        };
+        // Channels that went and whose messages are not deleted yet are
+        // left out too: they may have been private.
+        let gone = state.pending_purges.keys().chain(state.purging.keys());
         Ok(Scope::Except(
-            g.state
+            state
                 .channels
                 .iter()
                 .filter(|(key, ch)| !may_read(ch, key, user))
-                .map(|(key, _)| key.clone())
+                .map(|(key, _)| key)
+                .chain(gone)
+                .cloned()
                 .collect(),
         ))
     }
@@ -501,29 +510,36 @@ impl Hub {
     }
 
     async fn queue_left_over(&self) {
-        let changes = {
+        let (purges, marks) = {
             let mut g = self.lock();
             let state = &mut *g.state;
-            let mut changes: Vec<Change> = state
-                .pending_purges
+            forget_done_purges(&mut state.purging);
+            let mut purges = Vec::with_capacity(state.pending_purges.len());
+            for (channel_key, up_to) in state.pending_purges.drain() {
+                // Searches keep leaving the channel out until it is done.
+                let (done, applied) = tokio::sync::oneshot::channel();
+                state.purging.insert(channel_key.clone(), applied);
+                purges.push((Change::Purge { channel_key, up_to }, done));
+            }
+            let marks: Vec<Change> = state
+                .pending_marks
                 .drain()
-                .map(|(channel_key, up_to)| Change::Purge { channel_key, up_to })
+                .map(|((account, channel), last_id)| Change::MarkRead {
+                    account,
+                    channel,
+                    last_id,
+                })
                 .collect();
-            changes.extend(
-                state
-                    .pending_marks
-                    .drain()
-                    .map(|((account, channel), last_id)| Change::MarkRead {
-                        account,
-                        channel,
-                        last_id,
-                    }),
-            );
-            changes
+            (purges, marks)
         };
-        for change in changes {
+        for (change, done) in purges {
+            if self.journal().clone().queue(change, done).await.is_err() {
+                tracing::error!("cannot queue a purge: the store's writer has stopped");
+            }
+        }
+        for change in marks {
             if let Err(e) = self.journal().clone().change(change).await {
-                tracing::error!(error = %e, "cannot store a read mark or purge");
+                tracing::error!(error = %e, "cannot store a read mark");
             }
         }
     }
@@ -564,6 +580,18 @@ impl Hub {
     }
 }
 
+/// Drops the purges the writer has applied (or given up on) from `purging`.
+fn forget_done_purges(
+    purging: &mut HashMap<String, tokio::sync::oneshot::Receiver<Result<usize, StoreError>>>,
+) {
+    purging.retain(|_, applied| {
+        matches!(
+            applied.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        )
+    });
+}
+
 /// Whether `user` may read the messages of channel `ch` (folded `key`).
 fn may_read(ch: &Channel, key: &str, user: &User) -> bool {
     !ch.private || user.channel == key || admitted(ch, user.account)
@@ -578,18 +606,21 @@ impl Guard<'_> {
         if state.pending_marks.is_empty() && state.pending_purges.is_empty() {
             return;
         }
+        forget_done_purges(&mut state.purging);
         let purges: Vec<String> = state.pending_purges.keys().cloned().collect();
         for key in purges {
             let Ok(slot) = self.journal.try_slot() else {
                 return;
             };
             if let Some(up_to) = state.pending_purges.remove(&key) {
+                let (done, applied) = tokio::sync::oneshot::channel();
+                state.purging.insert(key.clone(), applied);
                 slot.send(Job::Change {
                     change: Change::Purge {
                         channel_key: key,
                         up_to,
                     },
-                    done: None,
+                    done: Some(done),
                 });
             }
         }

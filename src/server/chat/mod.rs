@@ -325,6 +325,10 @@ struct State {
     /// Guest channels that disappeared, to the last message id their
     /// messages may have (queued like `pending_marks`); one per name.
     pending_purges: HashMap<String, MessageId>,
+    /// Purges queued and not yet known to be committed: until they are,
+    /// searches leave those channels out, so a private channel's messages
+    /// never show in the moment between its going and their deletion.
+    purging: HashMap<String, tokio::sync::oneshot::Receiver<Result<usize, StoreError>>>,
 }
 
 /// Names kept sorted, folded key to display name, plus the capped list of
@@ -489,6 +493,7 @@ impl Hub {
             presence_dirty: HashSet::new(),
             pending_marks: HashMap::new(),
             pending_purges: HashMap::new(),
+            purging: HashMap::new(),
         };
         Ok(Hub {
             shared: Arc::new(Shared {
