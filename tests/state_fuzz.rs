@@ -285,13 +285,15 @@ impl Client {
                 Notification::Registered { .. } | Notification::PasswordChanged {} => {
                     return Err(fail(format!("unexpected account notice {n:?}")))
                 }
-                // Nobody here reads or edits stored messages.
+                // Answers to reads of stored messages, and edits and
+                // deletions in the client's channel (or its own).
                 Notification::History { .. }
                 | Notification::SearchResults { .. }
                 | Notification::MessageEdited { .. }
-                | Notification::MessageDeleted { .. }
-                | Notification::ReadMarked { .. } => {
-                    return Err(fail(format!("unexpected memory notice {n:?}")))
+                | Notification::MessageDeleted { .. } => {}
+                // Only accounts mark, and these clients are guests.
+                Notification::ReadMarked { .. } => {
+                    return Err(fail(format!("unexpected read mark {n:?}")))
                 }
                 // Channels here stay far below the presence limit, where
                 // every arrival and departure is announced instead.
@@ -531,13 +533,37 @@ impl Client {
                     .await?
             }
             89..=90 => self.command("channels", None).await?,
+            91..=94 => {
+                // Reads and changes of stored messages, with channels and
+                // ids that may or may not be there (or be the client's).
+                let ch = CHANNELS.choose(&mut self.rng).unwrap().to_string();
+                let id = self.rng.random_range(0..400);
+                let (name, params) = match self.rng.random_range(0..5) {
+                    0 => ("history", json!({"channel": ch, "before": id, "limit": 5})),
+                    1 => ("search", json!({"query": "c0 OR (x", "rows": 3})),
+                    2 => ("edit", json!({"id": id, "message": "edited"})),
+                    3 => ("delete", json!({"id": id})),
+                    _ => ("search", json!({"query": "fuzz*", "channel": ch})),
+                };
+                self.command(name, Some(params)).await?
+            }
             _ => self.malformed().await?,
         }
         let out = self.barrier().await?;
         if let Some((t, m)) = out.errors.iter().find(|(t, _)| {
             !matches!(
                 t.as_str(),
-                "protocol" | "join" | "leave" | "rename" | "private" | "public" | "invite"
+                "protocol"
+                    | "join"
+                    | "leave"
+                    | "rename"
+                    | "private"
+                    | "public"
+                    | "invite"
+                    | "history"
+                    | "search"
+                    | "edit"
+                    | "delete"
             )
         }) {
             return Err(self.fail(format!("unexpected error {t}: {m}")));

@@ -351,7 +351,8 @@ pub enum Change {
     },
     /// Deletes the messages of every channel but these (folded keys): at
     /// start, those of channels gone with an earlier run (guests'
-    /// channels, the channels of deleted accounts).
+    /// channels, the channels of deleted accounts). A message whose key is
+    /// empty belongs to no channel and stays.
     PurgeOthers {
         /// The channels that exist.
         keep: Vec<String>,

@@ -774,7 +774,7 @@ impl Store for SqliteStore {
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
                     .and_then(|keep| {
                         tx.prepare_cached(
-                            "DELETE FROM messages WHERE channel_key NOT IN \
+                            "DELETE FROM messages WHERE channel_key <> '' AND channel_key NOT IN \
                              (SELECT value FROM json_each(?1))",
                         )
                         .and_then(|mut s| s.execute([keep]))
