@@ -23,25 +23,45 @@ CREATE TABLE read_marks (
 ) WITHOUT ROWID;
 CREATE INDEX read_marks_channel ON read_marks (channel);
 
--- Full-text search over the message text: an external-content FTS5 table
+-- Full-text search over the message text: external-content FTS5 tables
 -- (the text is kept once, in `messages`) that the triggers below keep in
--- step with every insert, edit and deletion. The tokenizer folds case and
--- removes diacritics, so `cafe` finds `Café`.
+-- step with every insert, edit and deletion. Channel messages and direct
+-- messages (those with an empty `channel_key`) are indexed apart, so a
+-- search of the channels counts its matches on its index alone, and one
+-- of a person's direct messages looks at theirs only. The tokenizer folds
+-- case and removes diacritics, so `cafe` finds `Café`.
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     text,
     content = 'messages',
     content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2'
 );
-INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE VIRTUAL TABLE direct_fts USING fts5(
+    text,
+    content = 'messages',
+    content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts (rowid, text) SELECT id, text FROM messages WHERE channel_key <> '';
+INSERT INTO direct_fts (rowid, text) SELECT id, text FROM messages WHERE channel_key = '';
 
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN new.channel_key <> '' BEGIN
     INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
 END;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.channel_key <> '' BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
 END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages WHEN old.channel_key <> '' BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
     INSERT INTO messages_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER direct_fts_insert AFTER INSERT ON messages WHEN new.channel_key = '' BEGIN
+    INSERT INTO direct_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER direct_fts_delete AFTER DELETE ON messages WHEN old.channel_key = '' BEGIN
+    INSERT INTO direct_fts (direct_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER direct_fts_update AFTER UPDATE OF text ON messages WHEN old.channel_key = '' BEGIN
+    INSERT INTO direct_fts (direct_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO direct_fts (rowid, text) VALUES (new.id, new.text);
 END;
