@@ -166,6 +166,7 @@ mod tests {
             timestamp: "2026-12-01T08:00:00.000Z".into(),
             attachments: None,
             edited: None,
+            direct: None,
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::store::{Change, HistoryPage, Scope, SearchHits};
-use crate::wire::protocol::{Attachment, HistoryMessage};
+use crate::wire::protocol::{validate_attachments, Attachment, HistoryMessage};
 
 /// How often the memory task looks for read marks and purges left over
 /// (when the writer's queue was full at the end of an operation).
@@ -161,13 +161,60 @@ pub fn fts_expression(query: &str) -> Result<String, String> {
     Ok(terms.join(" "))
 }
 
+/// The text and attachments of a message or direct message, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Content {
+    /// The text: may be empty only when there are attachments.
+    pub text: String,
+    /// The attachments, validated.
+    pub attachments: Vec<Attachment>,
+}
+
+impl Content {
+    /// Checks `text` and the `attachments` member as the client sent it:
+    /// the text follows the message rules (it may be empty beside an
+    /// attachment), each attachment the rules of
+    /// [`crate::wire::protocol::validate_attachments`]. The error names
+    /// what is wrong.
+    pub fn check(
+        text: String,
+        attachments: Option<&serde_json::Value>,
+        max_bytes: usize,
+    ) -> Result<Content, ChatError> {
+        let attachments = match attachments {
+            None => Vec::new(),
+            Some(value) => validate_attachments(value).map_err(ChatError)?,
+        };
+        if !text.is_empty() || attachments.is_empty() {
+            validate_message(&text, max_bytes).map_err(ChatError)?;
+        }
+        Ok(Content { text, attachments })
+    }
+
+    /// The attachments as the store keeps them: a JSON array, or `None`.
+    pub(super) fn stored(&self) -> Option<String> {
+        if self.attachments.is_empty() {
+            return None;
+        }
+        serde_json::to_string(&self.attachments).ok()
+    }
+
+    /// The attachments as a `message` package carries them.
+    pub(super) fn shown(&self) -> Option<Vec<Attachment>> {
+        (!self.attachments.is_empty()).then(|| self.attachments.clone())
+    }
+}
+
+/// The attachments of a stored message (its JSON array), as packages carry
+/// them; `None` when there are none (or the column holds something else).
+pub fn stored_attachments(json: Option<&str>) -> Option<Vec<Attachment>> {
+    json.and_then(|json| serde_json::from_str::<Vec<Attachment>>(json).ok())
+        .filter(|a| !a.is_empty())
+}
+
 /// A stored message as history and search show it.
 fn shown(m: StoredMessage, with_channel: bool) -> HistoryMessage {
-    let attachments = m
-        .attachments
-        .as_deref()
-        .and_then(|json| serde_json::from_str::<Vec<Attachment>>(json).ok())
-        .filter(|a| !a.is_empty());
+    let attachments = stored_attachments(m.attachments.as_deref());
     HistoryMessage {
         id: m.id,
         username: m.sender,

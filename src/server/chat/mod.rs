@@ -46,19 +46,22 @@ use crate::store::{
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
 use crate::wire::protocol::{
-    fold_name, name_skeleton, validate_attachments, validate_message, validate_name, ChatMessage,
-    Notification, ServerPackage, Session, UnreadCount,
+    fold_name, name_skeleton, validate_message, validate_name, ChatMessage, Notification,
+    ServerPackage, Session, UnreadCount,
 };
 
 mod channels;
 mod memory;
+mod people;
 mod presence;
 mod registered;
 
 pub use memory::{
-    fts_expression, HistoryParams, SearchParams, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_ROWS,
-    MAX_HISTORY_LIMIT, MAX_SEARCH_ROWS, MAX_SEARCH_TERMS,
+    fts_expression, stored_attachments, Content, HistoryParams, SearchParams,
+    DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_ROWS, MAX_HISTORY_LIMIT, MAX_SEARCH_ROWS,
+    MAX_SEARCH_TERMS,
 };
+pub use people::{LoginSetup, OfflineDirect, OfflineRecipient};
 
 /// The channel every user starts in. It always exists, is public and has no owner.
 pub const GENERAL: &str = "general";
@@ -93,6 +96,22 @@ pub enum Persist {
     /// channel already created (by a guest, meanwhile): the registration
     /// is undone.
     Unregister(ChannelId),
+    /// An account ignores a name from now on.
+    Ignore {
+        /// Whose list.
+        account: AccountId,
+        /// The folded name.
+        key: String,
+        /// The name as given.
+        name: String,
+    },
+    /// An account no longer ignores a name.
+    Unignore {
+        /// Whose list.
+        account: AccountId,
+        /// The folded name.
+        key: String,
+    },
 }
 
 /// A registered channel as loaded from the store at start.
@@ -223,6 +242,42 @@ struct User {
     /// what it sent under its name from here on, not what an earlier
     /// guest of the same name sent.
     first_message: MessageId,
+    /// The user's away text (`away`), if set.
+    away: Option<String>,
+    /// Folded names this user ignores, to the name as given (at most
+    /// `max_ignores`); mirrored in [`State::ignored_by`].
+    ignores: BTreeMap<String, String>,
+    /// When the user last sent a message or a command other than `ping`
+    /// (for `whois`'s idle time).
+    last_active: std::time::Instant,
+    /// Set while this account's backlog of kept direct messages is being
+    /// delivered after its login. New direct messages join the backlog
+    /// until it is empty, so they keep their order.
+    backlog: Option<people::Backlog>,
+}
+
+impl User {
+    /// A user just logged in, in `general`, with nothing set; the next
+    /// message id handed out is `first_message`.
+    fn new(
+        name: &str,
+        outbox: Outbox,
+        account: Option<AccountId>,
+        first_message: MessageId,
+    ) -> Self {
+        User {
+            first_message,
+            name: name.to_owned(),
+            channel: GENERAL.to_owned(),
+            outbox,
+            account,
+            invited_to: HashSet::new(),
+            away: None,
+            ignores: BTreeMap::new(),
+            last_active: std::time::Instant::now(),
+            backlog: None,
+        }
+    }
 }
 
 /// A member slot: the id plus a handle on its queue, so a broadcast walks
@@ -329,6 +384,10 @@ struct State {
     /// searches leave those channels out, so a private channel's messages
     /// never show in the moment between its going and their deletion.
     purging: HashMap<String, tokio::sync::oneshot::Receiver<Result<usize, StoreError>>>,
+    /// Folded name to the online users ignoring it: a message's recipients
+    /// are checked against its sender's entry only, and only when the map
+    /// is not empty, so fan-out costs nothing extra while nobody ignores.
+    ignored_by: HashMap<String, HashSet<UserId>>,
 }
 
 /// Names kept sorted, folded key to display name, plus the capped list of
@@ -494,6 +553,7 @@ impl Hub {
             pending_marks: HashMap::new(),
             pending_purges: HashMap::new(),
             purging: HashMap::new(),
+            ignored_by: HashMap::new(),
         };
         Ok(Hub {
             shared: Arc::new(Shared {
@@ -600,21 +660,10 @@ impl Hub {
         slot: Slot,
     ) -> Result<(), ChatError> {
         let config = self.config();
-        let attachments = match &attachments {
-            None => Vec::new(),
-            Some(value) => validate_attachments(value).map_err(ChatError)?,
-        };
-        if !text.is_empty() || attachments.is_empty() {
-            validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
-        }
-        let stored_attachments = if attachments.is_empty() {
-            None
-        } else {
-            Some(
-                serde_json::to_string(&attachments)
-                    .map_err(|e| ChatError(format!("attachments cannot be stored: {e}")))?,
-            )
-        };
+        let content = Content::check(text, attachments.as_ref(), config.max_message_bytes)?;
+        let stored_attachments = content.stored();
+        let shown_attachments = content.shown();
+        let text = content.text;
         let mut g = self.lock();
         let user = g.user(id)?;
         let channel = g.channel(&user.channel)?;
@@ -634,14 +683,17 @@ impl Hub {
             timestamp: timestamp_now(),
             attachments: stored_attachments,
             edited: None,
+            direct: None,
         };
         let package = ServerPackage::Message(ChatMessage {
             message: record.text.clone(),
             username: record.sender.clone(),
-            channel: record.channel.clone(),
+            channel: Some(record.channel.clone()),
+            to: None,
             timestamp: record.timestamp.clone(),
             id: message_id,
-            attachments: (!attachments.is_empty()).then_some(attachments),
+            attachments: shown_attachments,
+            offline: None,
         });
         let bytes = codec::encode_packed(
             &package,
@@ -651,15 +703,32 @@ impl Hub {
         )
         .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
         let ack = user.outbox.clone();
+        // Only looked up when somebody ignores somebody: folding a name
+        // per message is not free.
+        let ignorers = (!g.state.ignored_by.is_empty())
+            .then(|| g.state.ignored_by.get(&fold_name(&record.sender)).cloned())
+            .flatten()
+            .unwrap_or_default();
         g.state.next_message_id += 1;
-        slot.send(Job::Message { record, ack });
+        slot.send(Job::Message {
+            record,
+            ack,
+            extra: None,
+        });
         let state = &mut *g.state;
+        if let Some(user) = state.users.get_mut(&id) {
+            user.last_active = std::time::Instant::now();
+        }
         if let Some(ch) = state
             .users
             .get(&id)
             .and_then(|u| state.channels.get(&u.channel))
         {
-            for m in ch.members.iter().filter(|m| m.id != id) {
+            for m in ch
+                .members
+                .iter()
+                .filter(|m| m.id != id && !ignorers.contains(&m.id))
+            {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
         }
@@ -974,6 +1043,9 @@ impl Guard<'_> {
                     ch.invited.remove(&id);
                 }
             }
+            for key in user.ignores.keys() {
+                unmark_ignorer(&mut state.ignored_by, key, id);
+            }
             user.outbox.close();
         }
     }
@@ -1011,6 +1083,16 @@ fn admitted(ch: &Channel, account: Option<AccountId>) -> bool {
 fn mark_dirty(dirty: &mut HashSet<String>, key: &str) {
     if !dirty.contains(key) {
         dirty.insert(key.to_owned());
+    }
+}
+
+/// Takes `id` out of the users ignoring `key`.
+fn unmark_ignorer(ignored_by: &mut HashMap<String, HashSet<UserId>>, key: &str, id: UserId) {
+    if let Some(set) = ignored_by.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            ignored_by.remove(key);
+        }
     }
 }
 

@@ -57,17 +57,18 @@ impl Hub {
         account: Option<AccountId>,
         outbox: Outbox,
     ) -> Result<UserId, ChatError> {
-        self.login_with_unread(name, account, outbox, None)
+        self.login_with(name, account, outbox, LoginSetup::default())
     }
 
-    /// [`Hub::login_as`], the `session` carrying the account's `unread`
-    /// counts (read from the store beforehand).
-    pub fn login_with_unread(
+    /// [`Hub::login_as`], with what the session starts with beyond its
+    /// name: the account's ignore list, and whether its backlog of kept
+    /// direct messages is still to be delivered ([`LoginSetup`]).
+    pub fn login_with(
         &self,
         name: &str,
         account: Option<AccountId>,
         outbox: Outbox,
-        unread: Option<Vec<UnreadCount>>,
+        setup: LoginSetup,
     ) -> Result<UserId, ChatError> {
         let mut g = self.lock();
         if let Some(account) = account {
@@ -87,18 +88,13 @@ impl Hub {
             g.state.online_accounts.insert(account, id);
         }
         let first_message = g.state.next_message_id;
-        g.state.users.insert(
-            id,
-            User {
-                name: name.to_owned(),
-                channel: GENERAL.to_owned(),
-                outbox,
-                account,
-                invited_to: HashSet::new(),
-                first_message,
-            },
-        );
-        let unread = account.map(|_| unread.unwrap_or_default());
+        g.state
+            .users
+            .insert(id, User::new(name, outbox, account, first_message));
+        // An account's session carries its unread counts (an empty list
+        // when there are none); a guest's none.
+        let unread = account.map(|_| setup.unread.clone().unwrap_or_default());
+        g.setup_user(id, setup);
         g.send_session(id, name, account.is_some(), unread);
         g.enter(id, GENERAL);
         g.finish();
