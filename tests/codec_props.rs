@@ -244,13 +244,26 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
         Just(Notification::ServerShutdown {}),
         s().prop_map(|username| Notification::Registered { username }),
         Just(Notification::PasswordChanged {}),
-        (s(), vec(arb_history_message(), 0..4), any::<bool>()).prop_map(
-            |(channel, messages, more)| Notification::History {
-                channel,
-                messages,
-                more
-            }
-        ),
+        (
+            s(),
+            any::<bool>(),
+            vec(arb_history_message(), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(place, direct, messages, more)| {
+                // A channel's history names it; a conversation's its other party.
+                let (channel, with) = if direct {
+                    (None, Some(place))
+                } else {
+                    (Some(place), None)
+                };
+                Notification::History {
+                    channel,
+                    with,
+                    messages,
+                    more,
+                }
+            }),
         (s(), any::<usize>(), vec(arb_history_message(), 0..4)).prop_map(
             |(query, total, messages)| Notification::SearchResults {
                 query,
@@ -261,18 +274,22 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
                 truncated: None,
             }
         ),
-        (any::<i64>(), s(), s(), s()).prop_map(|(id, channel, message, edited)| {
-            Notification::MessageEdited {
+        (any::<i64>(), prop::option::of(s()), s(), s()).prop_map(
+            |(id, channel, message, edited)| Notification::MessageEdited {
                 id,
+                to: channel.is_none().then(|| "bob".to_owned()),
                 channel,
                 message,
                 edited,
             }
-        }),
-        (any::<i64>(), s(), s()).prop_map(|(id, channel, by)| Notification::MessageDeleted {
-            id,
-            channel,
-            by
+        ),
+        (any::<i64>(), prop::option::of(s()), s()).prop_map(|(id, channel, by)| {
+            Notification::MessageDeleted {
+                id,
+                to: channel.is_none().then(|| "bob".to_owned()),
+                channel,
+                by,
+            }
         }),
     ]
 }
@@ -287,9 +304,10 @@ fn arb_history_message() -> impl Strategy<Value = HistoryMessage> {
         prop::option::of(s()),
         opt_attachments(),
         prop::option::of(s()),
+        prop::option::of(s()),
     )
         .prop_map(
-            |(id, username, message, timestamp, edited, attachments, channel)| HistoryMessage {
+            |(id, username, message, timestamp, edited, attachments, channel, to)| HistoryMessage {
                 id,
                 username,
                 message,
@@ -297,6 +315,7 @@ fn arb_history_message() -> impl Strategy<Value = HistoryMessage> {
                 edited,
                 attachments,
                 channel,
+                to,
             },
         )
 }

@@ -17,9 +17,10 @@ async fn edited(c: &mut chatmaster::client::ClientConnection) -> (i64, String, S
         ServerPackage::Notification(Notification::MessageEdited {
             id,
             channel,
+            to: None,
             message,
             edited,
-        }) => (id, channel, message, edited),
+        }) => (id, channel.expect("a channel"), message, edited),
         other => panic!("expected message_edited, got {other:?}"),
     }
 }
@@ -27,9 +28,12 @@ async fn edited(c: &mut chatmaster::client::ClientConnection) -> (i64, String, S
 /// The next `message_deleted` past presence: (id, channel, by).
 async fn deleted(c: &mut chatmaster::client::ClientConnection) -> (i64, String, String) {
     match next_answer(c).await {
-        ServerPackage::Notification(Notification::MessageDeleted { id, channel, by }) => {
-            (id, channel, by)
-        }
+        ServerPackage::Notification(Notification::MessageDeleted {
+            id,
+            channel: Some(channel),
+            to: None,
+            by,
+        }) => (id, channel, by),
         other => panic!("expected message_deleted, got {other:?}"),
     }
 }
@@ -150,9 +154,12 @@ async fn delete_by_the_author_or_the_channel_owner_and_the_message_is_gone() {
         .unwrap();
     for c in [&mut owner, &mut bob, &mut eve] {
         let got = until(c, |p| match p {
-            ServerPackage::Notification(Notification::MessageDeleted { id, channel, by }) => {
-                Some((id, channel, by))
-            }
+            ServerPackage::Notification(Notification::MessageDeleted {
+                id,
+                channel: Some(channel),
+                by,
+                ..
+            }) => Some((id, channel, by)),
             _ => None,
         })
         .await;

@@ -19,8 +19,8 @@ async fn pages_latest_before_and_after_with_more_at_the_edges() {
     // An empty channel: nothing, and nothing more.
     let empty = history(&mut alice, json!({"channel": "rust"})).await;
     assert_eq!(
-        (empty.channel.as_str(), empty.ids(), empty.more),
-        ("rust", vec![], false)
+        (empty.channel.as_deref(), empty.ids(), empty.more),
+        (Some("rust"), Vec::<i64>::new(), false)
     );
 
     let texts: Vec<String> = (1..=7).map(|i| format!("m{i}")).collect();
@@ -32,7 +32,10 @@ async fn pages_latest_before_and_after_with_more_at_the_edges() {
     assert_eq!(latest.ids(), ids[4..]);
     assert_eq!(latest.texts(), ["m5", "m6", "m7"]);
     assert!(latest.more);
-    assert_eq!(latest.channel, "rust");
+    assert_eq!(
+        (latest.channel.as_deref(), latest.with.as_deref()),
+        (Some("rust"), None)
+    );
     let m = &latest.messages[0];
     assert_eq!(
         (
@@ -116,7 +119,15 @@ async fn bad_requests_are_history_or_protocol_errors() {
     )
     .await;
     assert!(why.contains("no channel named nowhere"), "{why}");
-    refused(&mut alice, "history", json!({}), "protocol").await;
+    let why = refused(&mut alice, "history", json!({}), "history").await;
+    assert!(why.contains("Give a channel, or with"), "{why}");
+    refused(
+        &mut alice,
+        "history",
+        json!({"channel": "general", "with": "bob"}),
+        "history",
+    )
+    .await;
     refused(
         &mut alice,
         "history",

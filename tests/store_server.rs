@@ -114,6 +114,15 @@ impl Store for GatedStore {
     fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
         self.inner.message(id)
     }
+    fn direct_history(
+        &self,
+        conversation: &str,
+        from: MessageId,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        self.inner.direct_history(conversation, from, page, limit)
+    }
     fn search(&self, q: &SearchQuery) -> Result<SearchHits, StoreError> {
         self.inner.search(q)
     }

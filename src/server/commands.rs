@@ -18,9 +18,14 @@ use crate::server::chat::{
     fts_expression, timestamp_now, ChatError, HistoryParams, Hub, OfflineDirect, Persist,
     SearchParams, UserId,
 };
+use crate::server::chat::{Party, Place};
 use crate::server::journal::Slot;
-use crate::store::{Change, Page, SearchQuery, StoreError};
-use crate::wire::protocol::{fold_name, validate_message, Command, Notification, ServerPackage};
+use crate::store::{
+    conversation_key, Change, DirectScope, Page, SearchQuery, StoreError, StoredMessage,
+};
+use crate::wire::protocol::{
+    fold_name, validate_message, validate_name, Command, Notification, ServerPackage,
+};
 
 /// Longest `ping` token echoed back, in bytes.
 pub const MAX_PING_TOKEN_BYTES: usize = 64;
@@ -624,6 +629,63 @@ fn within(
     }
 }
 
+/// Where `m` was said, as its change notifications name it: its channel
+/// (as named now), or its recipient for a direct message.
+fn place_of(hub: &Hub, m: &StoredMessage) -> (Option<String>, Option<String>) {
+    match &m.direct {
+        Some(d) => (None, Some(d.recipient.clone())),
+        None => (
+            Some(
+                hub.channel_name(&m.channel_key)
+                    .unwrap_or_else(|| m.channel.clone()),
+            ),
+            None,
+        ),
+    }
+}
+
+/// Tells those who could see `m` about a change to it: its channel's
+/// members, or the two parties of a direct message; and `id`, who made it.
+fn announce(hub: &Hub, id: UserId, m: &StoredMessage, note: &ServerPackage) {
+    if m.direct.is_some() {
+        hub.announce_direct_change(id, m, note);
+    } else {
+        hub.announce_change(id, &m.channel_key, note);
+    }
+}
+
+/// The asker and the other party of the direct conversation of `id` with
+/// the user named `with`: online, or an account (looked up in the store),
+/// or else a guest of that name. Refused for oneself and bad names.
+async fn conversation(hub: &Hub, id: UserId, with: &str) -> Result<(Party, Party), String> {
+    let me = hub.party(id).map_err(|e| e.0)?;
+    validate_name(with, hub.config().max_name_chars)?;
+    let key = fold_name(with);
+    if key == me.key {
+        return Err("Direct messages are between two people: name somebody else.".to_owned());
+    }
+    if let Some(other) = hub.online_party(with) {
+        return Ok((me, other));
+    }
+    let mut other = Party {
+        account: None,
+        key: key.clone(),
+        name: with.to_owned(),
+        from: 0,
+    };
+    if hub.accounts().index().contains_key(&key) {
+        let found = hub
+            .read(move |s| s.account_by_key(&key))
+            .await
+            .map_err(|e| format!("The server's database failed ({e}); try again later."))?;
+        if let Some(account) = found {
+            other.account = Some(account.id);
+            other.name = account.name;
+        }
+    }
+    Ok((me, other))
+}
+
 /// Runs a command the table marks [`Handler::Memory`]: `history`,
 /// `search`, `edit`, `delete`, `mark_read`. Its reads go to the store's
 /// read connections through [`Hub::read`] and its writes through the
@@ -659,12 +721,33 @@ pub async fn run_memory(
                 (None, Some(after)) => Page::After(after),
                 (None, None) => Page::Latest,
             };
-            let (key, name) = hub.readable_channel(id, &p.channel).map_err(refused)?;
-            let found = hub
-                .read(move |s| s.history(&key, page, limit))
-                .await
-                .map_err(|e| store_failed(command, &e))?;
-            hub.send_history(id, name, found, matches!(page, Page::After(_)));
+            let forward = matches!(page, Page::After(_));
+            match (p.channel, p.with) {
+                (Some(channel), None) => {
+                    let (key, name) = hub.readable_channel(id, &channel).map_err(refused)?;
+                    let found = hub
+                        .read(move |s| s.history(&key, page, limit))
+                        .await
+                        .map_err(|e| store_failed(command, &e))?;
+                    hub.send_history(id, Place::Channel(name), found, forward);
+                }
+                (None, Some(with)) => {
+                    let (me, other) = conversation(hub, id, &with).await.map_err(refuse)?;
+                    let key = conversation_key(me.participant(), other.participant());
+                    let from = me.from;
+                    let found = hub
+                        .read(move |s| s.direct_history(&key, from, page, limit))
+                        .await
+                        .map_err(|e| store_failed(command, &e))?;
+                    hub.send_history(id, Place::With(other.name), found, forward);
+                }
+                _ => {
+                    return Err(refuse(
+                        "Give a channel, or with: a user whose direct messages with you to read."
+                            .to_owned(),
+                    ))
+                }
+            }
             Ok(())
         }
         "search" => {
@@ -686,12 +769,32 @@ pub async fn run_memory(
                 )));
             }
             let expression = fts_expression(&p.query).map_err(refuse)?;
-            let scope = hub
-                .search_scope(id, p.channel.as_deref())
-                .map_err(refused)?;
+            let me = hub.party(id).map_err(refused)?;
+            let (scope, direct) = match (p.channel.as_deref(), p.with.as_deref()) {
+                (Some(_), Some(_)) => {
+                    return Err(refuse("Give channel or with, not both.".to_owned()))
+                }
+                (Some(channel), None) => (
+                    Some(hub.search_scope(id, Some(channel)).map_err(refused)?),
+                    None,
+                ),
+                (None, Some(with)) => {
+                    let (me, other) = conversation(hub, id, with).await.map_err(refuse)?;
+                    let key = conversation_key(me.participant(), other.participant());
+                    (None, Some(DirectScope::Conversation(key)))
+                }
+                // Everything the asker may read: channels and its own
+                // direct messages.
+                (None, None) => (
+                    Some(hub.search_scope(id, None).map_err(refused)?),
+                    Some(DirectScope::Party(me.identity())),
+                ),
+            };
             let query = SearchQuery {
                 expression,
                 scope,
+                direct,
+                direct_from: me.from,
                 sender_key: p.username.as_deref().map(fold_name),
                 offset,
                 limit: rows,
@@ -734,14 +837,15 @@ pub async fn run_memory(
                 Ok(_) => {}
                 Err(e) => return Err(store_failed(command, &e)),
             }
-            let channel = hub.channel_name(&m.channel_key).unwrap_or(m.channel);
+            let (channel, to) = place_of(hub, &m);
             let note = ServerPackage::notification(Notification::MessageEdited {
                 id: message_id,
                 channel,
+                to,
                 message: p.message,
                 edited,
             });
-            hub.announce_change(id, &m.channel_key, &note);
+            announce(hub, id, &m, &note);
             Ok(())
         }
         "delete" => {
@@ -765,13 +869,14 @@ pub async fn run_memory(
                 Ok(_) => {}
                 Err(e) => return Err(store_failed(command, &e)),
             }
-            let channel = hub.channel_name(&m.channel_key).unwrap_or(m.channel);
+            let (channel, to) = place_of(hub, &m);
             let note = ServerPackage::notification(Notification::MessageDeleted {
                 id: message_id,
                 channel,
+                to,
                 by,
             });
-            hub.announce_change(id, &m.channel_key, &note);
+            announce(hub, id, &m, &note);
             Ok(())
         }
         "mark_read" => {

@@ -241,6 +241,16 @@ pub struct Direct {
     pub offline: bool,
 }
 
+impl Participant<'_> {
+    /// How the participant is written in a conversation key.
+    pub fn identity(&self) -> String {
+        match self {
+            Participant::Account(id) => format!("#{id}"),
+            Participant::Guest(key) => (*key).to_owned(),
+        }
+    }
+}
+
 /// One side of a direct conversation, for [`conversation_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Participant<'a> {
@@ -255,11 +265,7 @@ pub enum Participant<'a> {
 /// guest name) sorted and joined by a space, which no name contains. What
 /// history and search over direct messages look a conversation up by.
 pub fn conversation_key(a: Participant<'_>, b: Participant<'_>) -> String {
-    let id = |p: Participant<'_>| match p {
-        Participant::Account(id) => format!("#{id}"),
-        Participant::Guest(key) => key.to_owned(),
-    };
-    let (a, b) = (id(a), id(b));
+    let (a, b) = (a.identity(), b.identity());
     if a <= b {
         format!("{a} {b}")
     } else {
@@ -321,8 +327,13 @@ pub struct SearchQuery {
     /// An FTS5 query expression the caller built from safe parts (quoted
     /// terms and phrases, prefixes): never the user's raw text.
     pub expression: String,
-    /// Which channels' messages may be returned.
-    pub scope: Scope,
+    /// Which channels' messages may be returned; `None`: no channel's.
+    pub scope: Option<Scope>,
+    /// Which direct messages may be returned; `None`: none.
+    pub direct: Option<DirectScope>,
+    /// Direct messages below this id are left out (a guest's are those of
+    /// its own session only).
+    pub direct_from: MessageId,
     /// Only messages by this folded sender name.
     pub sender_key: Option<String>,
     /// Results skipped (the earlier pages).
@@ -343,6 +354,17 @@ pub enum Scope {
     /// asker may not read. Usually few or none, which lets the count skip
     /// the messages table altogether.
     Except(Vec<String>),
+}
+
+/// The direct messages a search covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectScope {
+    /// One conversation (see [`conversation_key`]).
+    Conversation(String),
+    /// Every conversation one party (an identity as in
+    /// [`conversation_key`]: `#` and an account id, or a folded guest name)
+    /// takes part in.
+    Party(String),
 }
 
 /// What a search found.
@@ -515,6 +537,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn history(
         &self,
         channel_key: &str,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError>;
+    /// One page of a direct conversation (see [`conversation_key`]), its
+    /// messages from id `from` on: up to `limit`, ascending.
+    fn direct_history(
+        &self,
+        conversation: &str,
+        from: MessageId,
         page: Page,
         limit: usize,
     ) -> Result<HistoryPage, StoreError>;

@@ -26,9 +26,9 @@ use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension,
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
 use super::{
-    Account, AccountId, AccountsVersion, Change, ChannelId, Direct, Durability, HistoryPage,
-    MessageId, NewAccount, NewChannel, Page, RegisteredChannel, Scope, SearchHits, SearchQuery,
-    Store, StoreError, StoreOptions, StoredMessage, Unread,
+    Account, AccountId, AccountsVersion, Change, ChannelId, Direct, DirectScope, Durability,
+    HistoryPage, MessageId, NewAccount, NewChannel, Page, RegisteredChannel, Scope, SearchHits,
+    SearchQuery, Store, StoreError, StoreOptions, StoredMessage, Unread,
 };
 
 /// The schema's history, oldest first: version N is the database after
@@ -661,74 +661,89 @@ impl Store for SqliteStore {
     }
 
     fn search(&self, query: &SearchQuery) -> Result<SearchHits, StoreError> {
-        let (only, keys) = match &query.scope {
-            Scope::Only(keys) => (true, keys),
-            Scope::Except(keys) => (false, keys),
-        };
-        let keys = serde_json::to_string(keys).map_err(|e| StoreError::Backend(e.to_string()))?;
-        // Every channel, anyone's: the index alone answers the count,
-        // without a look at each match's row (the costly part of a common
-        // word's search).
-        let unfiltered =
-            !only && query.scope == Scope::Except(Vec::new()) && query.sender_key.is_none();
-        let filter = if only {
-            "m.channel_key IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR m.sender_key = ?3)"
-        } else {
-            "m.channel_key NOT IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR m.sender_key = ?3)"
-        };
         let mut conn = self.read();
-        // One read transaction: the total and the page agree.
+        // One read transaction: the totals and the pages agree.
         let tx = conn.transaction().map_err(classify)?;
-        let count_sql = if unfiltered {
-            "SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 \
-             AND ?2 IS NOT NULL AND ?3 IS NULL LIMIT ?4)"
-                .to_owned()
-        } else {
-            format!(
-                "SELECT count(*) FROM (SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid \
-                 WHERE messages_fts MATCH ?1 AND {filter} LIMIT ?4)"
-            )
+        let cap = query.count_cap;
+        let channels = match &query.scope {
+            Some(scope) => Some(ChannelSearch::new(scope, query)?),
+            None => None,
         };
-        let total: i64 = tx
-            .prepare_cached(&count_sql)
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        query.expression,
-                        keys,
-                        query.sender_key,
-                        sql_limit(query.count_cap)
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(classify_query)?;
-        let sql = format!(
-            "SELECT {PREFIXED_COLUMNS} FROM messages_fts f JOIN messages m ON m.id = f.rowid \
-             WHERE messages_fts MATCH ?1 AND {filter} ORDER BY f.rowid DESC LIMIT ?4 OFFSET ?5"
-        );
-        let messages = {
-            let mut stmt = tx.prepare_cached(&sql).map_err(classify_query)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        query.expression,
-                        keys,
-                        query.sender_key,
-                        sql_limit(query.limit),
-                        sql_limit(query.offset)
-                    ],
-                    message_row,
-                )
-                .map_err(classify_query)?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(classify_query)?
+        let direct = query
+            .direct
+            .as_ref()
+            .map(|scope| DirectSearch::new(scope, query));
+        let channel_total = match &channels {
+            Some(c) => c.count(&tx, cap)?,
+            None => 0,
+        };
+        let direct_total = match &direct {
+            Some(d) => d.count(&tx, cap)?,
+            None => 0,
+        };
+        let total = (channel_total + direct_total).min(cap);
+        let (offset, limit) = (query.offset, query.limit);
+        let messages = match (&channels, &direct) {
+            // Only one kind matched: its own page, straight.
+            (Some(c), _) if direct_total == 0 => c.page(&tx, offset, limit)?,
+            (_, Some(d)) if channel_total == 0 => d.page(&tx, offset, limit)?,
+            // Both: the newest of the two, merged; each side's first
+            // offset + limit are enough.
+            (Some(c), Some(d)) => {
+                let mut both = c.page(&tx, 0, offset + limit)?;
+                both.extend(d.page(&tx, 0, offset + limit)?);
+                both.sort_by_key(|m| std::cmp::Reverse(m.id));
+                both.into_iter().skip(offset).take(limit).collect()
+            }
+            _ => Vec::new(),
         };
         tx.commit().map_err(classify)?;
-        Ok(SearchHits {
-            total: usize::try_from(total).unwrap_or(0),
-            messages,
-        })
+        Ok(SearchHits { total, messages })
+    }
+
+    fn direct_history(
+        &self,
+        conversation: &str,
+        from: MessageId,
+        page: Page,
+        limit: usize,
+    ) -> Result<HistoryPage, StoreError> {
+        let probe = sql_limit(limit.saturating_add(1));
+        let conn = self.read();
+        let base =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND id >= ?2");
+        let (mut messages, ascending) = match page {
+            Page::Latest => (
+                query_messages(
+                    &conn,
+                    &format!("{base} ORDER BY id DESC LIMIT ?3"),
+                    params![conversation, from, probe],
+                )?,
+                false,
+            ),
+            Page::Before(before) => (
+                query_messages(
+                    &conn,
+                    &format!("{base} AND id < ?4 ORDER BY id DESC LIMIT ?3"),
+                    params![conversation, from, probe, before],
+                )?,
+                false,
+            ),
+            Page::After(after) => (
+                query_messages(
+                    &conn,
+                    &format!("{base} AND id > ?4 ORDER BY id LIMIT ?3"),
+                    params![conversation, from, probe, after],
+                )?,
+                true,
+            ),
+        };
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        if !ascending {
+            messages.reverse();
+        }
+        Ok(HistoryPage { messages, more })
     }
 
     fn unread(&self, account: AccountId, cap: usize) -> Result<Vec<Unread>, StoreError> {
@@ -869,6 +884,193 @@ impl Store for SqliteStore {
             .map_err(classify)?;
         Ok(())
     }
+}
+
+/// The channel side of a search: the channels' index, with the scope's
+/// filter (none at all for every channel, when the index alone counts).
+struct ChannelSearch<'q> {
+    /// The query.
+    query: &'q SearchQuery,
+    /// The scope's channel keys as a JSON array.
+    keys: String,
+    /// Whether the keys are the only channels (or those left out).
+    only: bool,
+    /// Every channel and no author: no look at the rows to count.
+    unfiltered: bool,
+}
+
+impl<'q> ChannelSearch<'q> {
+    fn new(scope: &Scope, query: &'q SearchQuery) -> Result<Self, StoreError> {
+        let (only, keys) = match scope {
+            Scope::Only(keys) => (true, keys),
+            Scope::Except(keys) => (false, keys),
+        };
+        Ok(ChannelSearch {
+            query,
+            keys: serde_json::to_string(keys).map_err(|e| StoreError::Backend(e.to_string()))?,
+            only,
+            unfiltered: !only && keys.is_empty() && query.sender_key.is_none(),
+        })
+    }
+
+    fn filter(&self) -> &'static str {
+        if self.only {
+            "m.channel_key IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR m.sender_key = ?3)"
+        } else {
+            "m.channel_key NOT IN (SELECT value FROM json_each(?2)) \
+             AND (?3 IS NULL OR m.sender_key = ?3)"
+        }
+    }
+
+    fn count(&self, conn: &Connection, cap: usize) -> Result<usize, StoreError> {
+        let sql = if self.unfiltered {
+            "SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 \
+             AND ?2 IS NOT NULL AND ?3 IS NULL LIMIT ?4)"
+                .to_owned()
+        } else {
+            format!(
+                "SELECT count(*) FROM (SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                 WHERE messages_fts MATCH ?1 AND {} LIMIT ?4)",
+                self.filter()
+            )
+        };
+        count(
+            conn,
+            &sql,
+            params![
+                self.query.expression,
+                self.keys,
+                self.query.sender_key,
+                sql_limit(cap)
+            ],
+        )
+    }
+
+    fn page(
+        &self,
+        conn: &Connection,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {PREFIXED_COLUMNS} FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+             WHERE messages_fts MATCH ?1 AND {} ORDER BY f.rowid DESC LIMIT ?4 OFFSET ?5",
+            self.filter()
+        );
+        found(
+            conn,
+            &sql,
+            params![
+                self.query.expression,
+                self.keys,
+                self.query.sender_key,
+                sql_limit(limit),
+                sql_limit(offset)
+            ],
+        )
+    }
+}
+
+/// The direct side of a search: the direct messages' index, with one
+/// conversation or every conversation of one party.
+struct DirectSearch<'q> {
+    /// The query.
+    query: &'q SearchQuery,
+    /// The conversation key, or the party's identity.
+    key: &'q str,
+    /// Whether `key` is a party (or a conversation).
+    party: bool,
+}
+
+impl<'q> DirectSearch<'q> {
+    fn new(scope: &'q DirectScope, query: &'q SearchQuery) -> Self {
+        match scope {
+            DirectScope::Conversation(key) => DirectSearch {
+                query,
+                key,
+                party: false,
+            },
+            DirectScope::Party(key) => DirectSearch {
+                query,
+                key,
+                party: true,
+            },
+        }
+    }
+
+    fn filter(&self) -> &'static str {
+        if self.party {
+            "instr(' ' || m.conversation || ' ', ' ' || ?2 || ' ') > 0 AND m.id >= ?6 \
+             AND (?3 IS NULL OR m.sender_key = ?3)"
+        } else {
+            "m.conversation = ?2 AND m.id >= ?6 AND (?3 IS NULL OR m.sender_key = ?3)"
+        }
+    }
+
+    fn count(&self, conn: &Connection, cap: usize) -> Result<usize, StoreError> {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM direct_fts f JOIN messages m ON m.id = f.rowid \
+             WHERE direct_fts MATCH ?1 AND {} LIMIT ?4) WHERE ?5 IS NOT NULL",
+            self.filter()
+        );
+        count(
+            conn,
+            &sql,
+            params![
+                self.query.expression,
+                self.key,
+                self.query.sender_key,
+                sql_limit(cap),
+                0,
+                self.query.direct_from
+            ],
+        )
+    }
+
+    fn page(
+        &self,
+        conn: &Connection,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {PREFIXED_COLUMNS} FROM direct_fts f JOIN messages m ON m.id = f.rowid \
+             WHERE direct_fts MATCH ?1 AND {} ORDER BY f.rowid DESC LIMIT ?4 OFFSET ?5",
+            self.filter()
+        );
+        found(
+            conn,
+            &sql,
+            params![
+                self.query.expression,
+                self.key,
+                self.query.sender_key,
+                sql_limit(limit),
+                sql_limit(offset),
+                self.query.direct_from
+            ],
+        )
+    }
+}
+
+/// A count query's answer.
+fn count(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<usize, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row(args, |r| r.get(0)))
+        .map_err(classify_query)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// A search page's rows.
+fn found(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(classify_query)?;
+    let rows = stmt.query_map(args, message_row).map_err(classify_query)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(classify_query)
 }
 
 /// Deletes the oldest messages sent before `before`, at most `limit`:
@@ -1441,7 +1643,9 @@ mod tests {
             store
                 .search(&SearchQuery {
                     expression: format!("\"{q}\""),
-                    scope: Scope::Except(vec![]),
+                    scope: Some(Scope::Except(vec![])),
+                    direct: None,
+                    direct_from: 0,
                     sender_key: None,
                     offset: 0,
                     limit: 10,
@@ -1498,7 +1702,9 @@ mod tests {
         // A bad expression is a query error, not a backend one.
         let bad = store.search(&SearchQuery {
             expression: "AND (".into(),
-            scope: Scope::Only(vec!["general".into()]),
+            scope: Some(Scope::Only(vec!["general".into()])),
+            direct: None,
+            direct_from: 0,
             sender_key: None,
             offset: 0,
             limit: 10,

@@ -551,10 +551,15 @@ pub enum Notification {
     },
     /// The answer to `password`: the account's password is changed.
     PasswordChanged {},
-    /// The answer to `history`: one page of a channel's messages.
+    /// The answer to `history`: one page of a channel's messages, or of
+    /// the direct messages with one user.
     History {
-        /// The channel.
-        channel: String,
+        /// The channel (absent for direct messages).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// The other party of the direct messages (absent for a channel).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        with: Option<String>,
         /// The messages, ascending by id.
         messages: Vec<HistoryMessage>,
         /// Whether more exist in the direction asked.
@@ -580,8 +585,12 @@ pub enum Notification {
     MessageEdited {
         /// Which message.
         id: i64,
-        /// Its channel.
-        channel: String,
+        /// Its channel (absent for a direct message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// Its recipient, for a direct message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
         /// The new text.
         message: String,
         /// When it was edited.
@@ -591,8 +600,12 @@ pub enum Notification {
     MessageDeleted {
         /// Which message.
         id: i64,
-        /// Its channel.
-        channel: String,
+        /// Its channel (absent for a direct message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// Its recipient, for a direct message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
         /// Who deleted it.
         by: String,
     },
@@ -685,6 +698,10 @@ pub struct HistoryMessage {
     /// Its channel (search results only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// Its recipient, for a direct message (in search results, and in the
+    /// history of a conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// An unread count in an account's `session`.

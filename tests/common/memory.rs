@@ -13,7 +13,8 @@ use super::{next, next_note};
 /// One `history` answer.
 #[derive(Debug)]
 pub struct History {
-    pub channel: String,
+    pub channel: Option<String>,
+    pub with: Option<String>,
     pub messages: Vec<HistoryMessage>,
     pub more: bool,
 }
@@ -95,10 +96,12 @@ pub async fn history(c: &mut ClientConnection, params: Value) -> History {
     match next_answer_note(c).await {
         Notification::History {
             channel,
+            with,
             messages,
             more,
         } => History {
             channel,
+            with,
             messages,
             more,
         },

@@ -191,6 +191,24 @@ where
     )
 }
 
+/// "in rust", or "with bob" for a conversation's history.
+fn in_place(label: &str) -> String {
+    if label.starts_with("with ") {
+        sanitize(label).into_owned()
+    } else {
+        format!("in {}", sanitize(label))
+    }
+}
+
+/// "in rust", or "to bob" for a direct message.
+fn placed(channel: Option<&str>, to: Option<&str>) -> String {
+    match (channel, to) {
+        (Some(c), _) => format!("in {}", sanitize(c)),
+        (None, Some(t)) => format!("to {}", sanitize(t)),
+        (None, None) => String::new(),
+    }
+}
+
 /// One search result: `2026-11-21 10:02 [rust] <bob> hello`.
 fn format_found<Tz: TimeZone>(m: &HistoryMessage, theme: &Theme, tz: &Tz) -> String
 where
@@ -201,7 +219,11 @@ where
         theme.paint(Style::new().dimmed(), &format_day_time(&m.timestamp, tz)),
         theme.paint(
             AnsiColor::Blue.on_default(),
-            &format!("[{}]", sanitize(m.channel.as_deref().unwrap_or("?")))
+            &match (&m.channel, &m.to) {
+                (Some(c), _) => format!("[{}]", sanitize(c)),
+                (None, Some(t)) => format!("[to {}]", sanitize(t)),
+                (None, None) => "[?]".to_owned(),
+            }
         ),
         theme.paint(Style::new().bold(), &format!("<{}>", sanitize(&m.username))),
         with_attachments(&m.message, m.attachments.as_deref()),
@@ -315,11 +337,18 @@ impl ChatState {
         let text = match n {
             Notification::History {
                 channel,
+                with,
                 messages,
                 more: _,
             } => {
+                let channel = match (channel, with) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(w)) => format!("with {w}"),
+                    (None, None) => "?".to_owned(),
+                };
+                let channel = &channel;
                 if messages.is_empty() {
-                    format!("no earlier messages in {}", sanitize(channel))
+                    format!("no earlier messages {}", in_place(channel))
                 } else {
                     // One line per message: the scripted client's output
                     // stays one message per line.
@@ -353,16 +382,22 @@ impl ChatState {
             Notification::MessageEdited {
                 id,
                 channel,
+                to,
                 message,
                 ..
             } => format!(
-                "message {id} in {} edited: {}",
-                sanitize(channel),
+                "message {id} {} edited: {}",
+                placed(channel.as_deref(), to.as_deref()),
                 sanitize(message)
             ),
-            Notification::MessageDeleted { id, channel, by } => format!(
-                "message {id} in {} deleted by {}",
-                sanitize(channel),
+            Notification::MessageDeleted {
+                id,
+                channel,
+                to,
+                by,
+            } => format!(
+                "message {id} {} deleted by {}",
+                placed(channel.as_deref(), to.as_deref()),
                 sanitize(by)
             ),
             Notification::ReadMarked { channel, id } => {
@@ -892,9 +927,11 @@ mod tests {
             edited: Some("2026-11-21T10:03:00.000Z".into()),
             attachments,
             channel: Some("rust".into()),
+            to: None,
         };
         let page = note(Notification::History {
-            channel: "rust".into(),
+            channel: Some("rust".into()),
+            with: None,
             messages: vec![shown(None)],
             more: false,
         });

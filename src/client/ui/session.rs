@@ -395,7 +395,7 @@ impl Session {
                 channel, messages, ..
             }) => {
                 let automatic = self.histories.pop_front().unwrap_or(false);
-                if self.state.channel.as_deref() == Some(channel.as_str()) {
+                if channel.is_some() && self.state.channel.as_deref() == channel.as_deref() {
                     if let Some(first) = messages.first() {
                         self.oldest = Some(self.oldest.map_or(first.id, |o| o.min(first.id)));
                     }

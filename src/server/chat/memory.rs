@@ -29,12 +29,55 @@ const EXPIRE_STEP: usize = 1000;
 /// Most expiry steps in one round; the rest wait for the next round.
 const EXPIRE_STEPS_PER_ROUND: usize = 1000;
 
+/// What a history page is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A channel (its display name).
+    Channel(String),
+    /// The direct messages with this user (as named).
+    With(String),
+}
+
+/// Who a user is in direct conversations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    /// The account, if logged in to one.
+    pub account: Option<AccountId>,
+    /// The folded name.
+    pub key: String,
+    /// The name as shown.
+    pub name: String,
+    /// The first message id it may read direct messages from: a guest
+    /// only those of its own session (another guest of the name before it
+    /// was somebody else); an account all of its own.
+    pub from: MessageId,
+}
+
+impl Party {
+    /// The party's identity in conversation keys.
+    pub fn identity(&self) -> String {
+        self.participant().identity()
+    }
+
+    /// The party as [`crate::store::conversation_key`] takes it.
+    pub fn participant(&self) -> crate::store::Participant<'_> {
+        match self.account {
+            Some(account) => crate::store::Participant::Account(account),
+            None => crate::store::Participant::Guest(&self.key),
+        }
+    }
+}
+
 /// Parameters of `history`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     /// The channel.
-    pub channel: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Or the user whose direct messages with the asker to page.
+    #[serde(default)]
+    pub with: Option<String>,
     /// Messages older than this id.
     #[serde(default)]
     pub before: Option<i64>,
@@ -58,6 +101,9 @@ pub struct SearchParams {
     /// Only this author.
     #[serde(default)]
     pub username: Option<String>,
+    /// Only the direct messages with this user.
+    #[serde(default)]
+    pub with: Option<String>,
     /// Which page, from 1.
     #[serde(default)]
     pub page: Option<i64>,
@@ -212,8 +258,9 @@ pub fn stored_attachments(json: Option<&str>) -> Option<Vec<Attachment>> {
         .filter(|a| !a.is_empty())
 }
 
-/// A stored message as history and search show it.
-fn shown(m: StoredMessage, with_channel: bool) -> HistoryMessage {
+/// A stored message as history and search show it; `placed`: with its
+/// channel, or its recipient for a direct message.
+fn shown(m: StoredMessage, placed: bool) -> HistoryMessage {
     let attachments = stored_attachments(m.attachments.as_deref());
     HistoryMessage {
         id: m.id,
@@ -222,7 +269,8 @@ fn shown(m: StoredMessage, with_channel: bool) -> HistoryMessage {
         timestamp: m.timestamp,
         edited: m.edited,
         attachments,
-        channel: with_channel.then_some(m.channel),
+        to: m.direct.as_ref().map(|d| d.recipient.clone()),
+        channel: (placed && m.direct.is_none()).then_some(m.channel),
     }
 }
 
@@ -406,6 +454,69 @@ impl Hub {
             .map(|ch| ch.name.clone())
     }
 
+    /// `id` as a party to direct conversations.
+    pub fn party(&self, id: UserId) -> Result<Party, ChatError> {
+        let g = self.lock();
+        let user = g.user(id)?;
+        Ok(Party {
+            account: user.account,
+            key: fold_name(&user.name),
+            name: user.name.clone(),
+            from: if user.account.is_some() {
+                0
+            } else {
+                user.first_message
+            },
+        })
+    }
+
+    /// The user online under `name`, as a party (its `from` is its own).
+    pub fn online_party(&self, name: &str) -> Option<Party> {
+        let g = self.lock();
+        let id = g.state.names.get(&fold_name(name))?;
+        let user = g.state.users.get(id)?;
+        Some(Party {
+            account: user.account,
+            key: fold_name(&user.name),
+            name: user.name.clone(),
+            from: user.first_message,
+        })
+    }
+
+    /// Tells the two parties of the direct message `m` who are online (a
+    /// guest only if it is the one of that name who was there when `m` was
+    /// sent) and `requester` about a change to it.
+    pub fn announce_direct_change(
+        &self,
+        requester: UserId,
+        m: &StoredMessage,
+        package: &ServerPackage,
+    ) {
+        let mut g = self.lock();
+        let state = &*g.state;
+        let find = |account: Option<AccountId>, key: &str| -> Option<UserId> {
+            match account {
+                Some(a) => state.online_accounts.get(&a).copied(),
+                None => state
+                    .names
+                    .get(key)
+                    .copied()
+                    .filter(|u| state.users.get(u).is_some_and(|u| u.first_message <= m.id)),
+            }
+        };
+        let mut told = vec![requester];
+        told.extend(find(m.account, &m.sender_key));
+        if let Some(d) = &m.direct {
+            told.extend(find(d.recipient_account, &d.recipient_key));
+        }
+        told.sort_unstable();
+        told.dedup();
+        for id in told {
+            g.send_to(id, package);
+        }
+        g.finish();
+    }
+
     /// Tells everyone who can see channel `key`'s messages now (its
     /// members) and `requester` (who may have left it) about a change.
     pub fn announce_change(&self, requester: UserId, key: &str, package: &ServerPackage) {
@@ -426,15 +537,20 @@ impl Hub {
     /// fit the package limits: those nearest the page's anchor are kept
     /// (the newest when reading backwards, the oldest when reading
     /// forwards), and `more` is set when any were left out.
-    pub fn send_history(&self, id: UserId, channel: String, page: HistoryPage, forward: bool) {
+    pub fn send_history(&self, id: UserId, place: Place, page: HistoryPage, forward: bool) {
         let config = self.config();
         let HistoryPage { messages, more } = page;
         let shown: Vec<HistoryMessage> = messages.into_iter().map(|m| shown(m, false)).collect();
         let len = shown.len();
         let encoded = fit(&config, len, !forward, |range| {
             let kept = range.len();
+            let (channel, with) = match &place {
+                Place::Channel(c) => (Some(c.clone()), None),
+                Place::With(w) => (None, Some(w.clone())),
+            };
             ServerPackage::notification(Notification::History {
-                channel: channel.clone(),
+                channel,
+                with,
                 messages: shown[range].to_vec(),
                 more: more || kept < len,
             })

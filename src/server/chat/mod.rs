@@ -57,7 +57,7 @@ mod presence;
 mod registered;
 
 pub use memory::{
-    fts_expression, stored_attachments, Content, HistoryParams, SearchParams,
+    fts_expression, stored_attachments, Content, HistoryParams, Party, Place, SearchParams,
     DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_ROWS, MAX_HISTORY_LIMIT, MAX_SEARCH_ROWS,
     MAX_SEARCH_TERMS,
 };
