@@ -426,6 +426,7 @@ async fn history_and_search_answer_while_the_writer_is_stuck() {
             "2026-12-01T07:00:00.000Z",
         )])
         .unwrap();
+    store.inner.apply_changes(&[Change::Index]).unwrap();
     let (addr, _hub, stop, handle) = start(test_config(), store.clone()).await;
     let mut alice = login(addr, "alice").await;
     next_note(&mut alice).await; // own user_joined

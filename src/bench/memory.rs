@@ -191,6 +191,10 @@ pub fn fill(db: &Path, messages: u64, channels: usize) -> Result<FillReport, Ben
         }
         store.append_messages(&batch).map_err(failed)?;
     }
+    // Indexed for search at once, as the server's writer would have.
+    store
+        .apply_changes(&[crate::store::Change::Index])
+        .map_err(failed)?;
     let secs = started.elapsed().as_secs_f64();
     Ok(FillReport {
         db: db.display().to_string(),

@@ -133,6 +133,12 @@ pub const DEFAULT_DB_READERS: usize = 2;
 /// data. A search's pages reach this far too.
 pub const DEFAULT_COUNT_CAP: usize = 10_000;
 
+/// Milliseconds a busy store writer lets pass between two additions of the
+/// messages it committed to the search index (a search always brings the
+/// index up to date first): one index segment per interval instead of one
+/// per commit.
+pub const DEFAULT_SEARCH_INDEX_MS: u64 = 250;
+
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
 #[derive(Debug, Clone)]
@@ -218,6 +224,8 @@ pub struct Config {
     pub db_readers: usize,
     /// Most matches counted by a search, and unread messages per channel.
     pub count_cap: usize,
+    /// Least time between two additions to the search index by a busy writer.
+    pub search_index: Duration,
 }
 
 impl Config {
@@ -240,6 +248,7 @@ impl Config {
                 self.store_group,
                 self.db_readers,
                 self.read_calls,
+                self.search_index,
             ),
             // The accounts service's hasher pool, throttle table and
             // store permits.
@@ -266,6 +275,7 @@ impl Config {
             store_group: running.store_group,
             db_readers: running.db_readers,
             read_calls: running.read_calls,
+            search_index: running.search_index,
             hash_concurrency: running.hash_concurrency,
             login_failures_per_account: running.login_failures_per_account,
             login_failures_per_address: running.login_failures_per_address,
@@ -329,6 +339,7 @@ impl Default for Config {
             read_calls: DEFAULT_READ_CALLS,
             db_readers: DEFAULT_DB_READERS,
             count_cap: DEFAULT_COUNT_CAP,
+            search_index: Duration::from_millis(DEFAULT_SEARCH_INDEX_MS),
         }
     }
 }
@@ -541,6 +552,12 @@ pub struct ServerArgs {
     /// further), and most unread messages counted per channel.
     #[arg(long, default_value_t = DEFAULT_COUNT_CAP, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub count_cap: usize,
+    /// Milliseconds a busy store writer lets pass between two additions of
+    /// what it committed to the search index (one index segment each); a
+    /// search brings the index up to date first, so it finds every stored
+    /// message whatever this is.
+    #[arg(long, default_value_t = DEFAULT_SEARCH_INDEX_MS)]
+    pub search_index_ms: u64,
 }
 
 impl ServerArgs {
@@ -586,6 +603,7 @@ impl ServerArgs {
             read_calls: self.read_calls,
             db_readers: self.db_readers,
             count_cap: self.count_cap,
+            search_index: Duration::from_millis(self.search_index_ms),
         }
     }
 }

@@ -189,6 +189,10 @@ struct Writer {
     changes: Vec<Change>,
     /// What each of them affected, once applied.
     outcomes: Vec<Result<usize, StoreError>>,
+    /// Messages committed and not yet added to the search index.
+    unindexed: usize,
+    /// When the search index was last brought up to date.
+    last_index: Instant,
 }
 
 impl Writer {
@@ -201,6 +205,8 @@ impl Writer {
             records: Vec::with_capacity(batch.min(1024)),
             changes: Vec::new(),
             outcomes: Vec::new(),
+            unindexed: 0,
+            last_index: Instant::now(),
             config,
         }
     }
@@ -229,7 +235,11 @@ impl Writer {
             last_commit = Some(Instant::now());
             self.commit();
             self.acknowledge();
+            if self.last_index.elapsed() >= self.config.search_index {
+                self.index();
+            }
         }
+        self.index();
         tracing::debug!("store writer stopped");
     }
 
@@ -262,12 +272,34 @@ impl Writer {
         self.apply_changes_after_messages();
     }
 
+    /// Adds what was committed since the last time to the search index, in
+    /// one transaction: a segment of the index per batch of messages, not
+    /// per commit. A failure is logged and tried again next time.
+    fn index(&mut self) {
+        if self.unindexed == 0 {
+            return;
+        }
+        match self.store.apply_changes(&[Change::Index]) {
+            Ok(_) => self.unindexed = 0,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot index messages for search; retrying later")
+            }
+        }
+        self.last_index = Instant::now();
+    }
+
     /// Commits the batch's messages, then its changes: those come from
     /// commands about messages stored already (or read marks and purges),
     /// so applying them after the batch's messages keeps every change
     /// after what it changes.
     fn apply_changes_after_messages(&mut self) {
+        self.unindexed += self.records.len();
         self.store_messages();
+        if self.changes.contains(&Change::Index) {
+            // A search asked for the index to be brought up to date.
+            self.unindexed = 0;
+            self.last_index = Instant::now();
+        }
         self.outcomes.clear();
         if self.changes.is_empty() {
             return;

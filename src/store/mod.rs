@@ -428,6 +428,10 @@ pub enum Change {
         /// The channels that exist.
         keep: Vec<String>,
     },
+    /// Adds the messages stored since the last time to the search index
+    /// (see the 0005 migration for why this is not a trigger). Affects the
+    /// rows it indexed.
+    Index,
     /// Deletes up to `limit` of the oldest messages sent before `before`
     /// (RFC 3339 UTC), in id order, stopping at the first newer one.
     Expire {

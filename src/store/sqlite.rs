@@ -797,6 +797,7 @@ impl Store for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![account, channel, last_id])),
                 Change::Expire { before, limit } => expire(&tx, before, *limit),
+                Change::Index => index(&tx),
                 Change::PurgeOthers { keep } => serde_json::to_string(keep)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
                     .and_then(|keep| {
@@ -1071,6 +1072,33 @@ fn found(
     let mut stmt = conn.prepare_cached(sql).map_err(classify_query)?;
     let rows = stmt.query_map(args, message_row).map_err(classify_query)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(classify_query)
+}
+
+/// Indexes the messages above `fts_indexed` for search, channel and
+/// direct ones in their own index, and moves the mark to the newest.
+fn index(conn: &Connection) -> rusqlite::Result<usize> {
+    let from: MessageId = conn
+        .prepare_cached("SELECT value FROM meta WHERE name = 'fts_indexed'")?
+        .query_row([], |r| r.get(0))?;
+    let channels = conn
+        .prepare_cached(
+            "INSERT INTO messages_fts (rowid, text) \
+             SELECT id, text FROM messages WHERE id > ?1 AND channel_key <> ''",
+        )?
+        .execute([from])?;
+    let direct = conn
+        .prepare_cached(
+            "INSERT INTO direct_fts (rowid, text) \
+             SELECT id, text FROM messages WHERE id > ?1 AND channel_key = ''",
+        )?
+        .execute([from])?;
+    if channels + direct > 0 {
+        conn.prepare_cached(
+            "UPDATE meta SET value = (SELECT max(id) FROM messages) WHERE name = 'fts_indexed'",
+        )?
+        .execute([])?;
+    }
+    Ok(channels + direct)
 }
 
 /// Deletes the oldest messages sent before `before`, at most `limit`:
@@ -1640,6 +1668,7 @@ mod tests {
             ])
             .unwrap();
         let find = |q: &str| {
+            store.apply_changes(&[Change::Index]).unwrap();
             store
                 .search(&SearchQuery {
                     expression: format!("\"{q}\""),
@@ -1711,6 +1740,69 @@ mod tests {
             count_cap: 100,
         });
         assert!(matches!(bad, Err(StoreError::Query(_))), "{bad:?}");
+    }
+
+    #[test]
+    fn messages_edited_or_deleted_before_they_are_indexed_are_found_as_they_are_now() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .append_messages(&[
+                said(1, "general", "a", "first draft", "t"),
+                said(2, "general", "a", "to be gone", "t"),
+                said(3, "general", "a", "kept as is", "t"),
+            ])
+            .unwrap();
+        // Not indexed yet: the triggers leave the index alone.
+        store
+            .apply_changes(&[
+                Change::Edit {
+                    id: 1,
+                    text: "final words".into(),
+                    edited: "t2".into(),
+                },
+                Change::Delete(2),
+            ])
+            .unwrap();
+        assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [2]);
+        assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [0]);
+        let found = |q: &str| {
+            store
+                .search(&SearchQuery {
+                    expression: format!("\"{q}\""),
+                    scope: Some(Scope::Except(vec![])),
+                    direct: None,
+                    direct_from: 0,
+                    sender_key: None,
+                    offset: 0,
+                    limit: 10,
+                    count_cap: 100,
+                })
+                .unwrap()
+                .total
+        };
+        assert_eq!(
+            (found("draft"), found("final"), found("gone"), found("kept")),
+            (0, 1, 0, 1)
+        );
+        // Indexed now: an edit and a deletion go through the index.
+        store
+            .apply_changes(&[
+                Change::Edit {
+                    id: 3,
+                    text: "changed".into(),
+                    edited: "t3".into(),
+                },
+                Change::Delete(1),
+            ])
+            .unwrap();
+        assert_eq!((found("kept"), found("changed"), found("final")), (0, 1, 0));
+        // FTS5's own check: the index matches the rows.
+        store
+            .lock()
+            .execute_batch(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+            )
+            .unwrap();
     }
 
     #[test]
