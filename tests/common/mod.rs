@@ -5,6 +5,7 @@
 #[cfg(unix)]
 pub mod binary;
 pub mod lines;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::time::Duration;

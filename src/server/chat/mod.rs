@@ -603,6 +603,7 @@ impl Hub {
             for m in ch.members.iter().filter(|m| m.id != id) {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
+            crate::metrics::deliveries(ch.members.len().saturating_sub(1));
         }
         g.finish();
         Ok(())
