@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod lines;
 pub mod web;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::time::Duration;

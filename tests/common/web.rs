@@ -41,6 +41,16 @@ impl WebServer {
     pub async fn start_tls(config: Config, tls: Option<Arc<Tls>>) -> WebServer {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        Self::start_on(config, tls, tcp, http).await
+    }
+
+    /// A server on listeners already bound (a restart on the same ports).
+    pub async fn start_on(
+        config: Config,
+        tls: Option<Arc<Tls>>,
+        tcp: TcpListener,
+        http: TcpListener,
+    ) -> WebServer {
         let (tcp_addr, http_addr) = (tcp.local_addr().unwrap(), http.local_addr().unwrap());
         let server = Server::new(config);
         let hub = server.hub();
