@@ -95,6 +95,10 @@ enum Close {
     Replaced,
     #[error("server shutdown")]
     Shutdown,
+    /// The server began to shut down while a write was blocked: what is
+    /// queued, and the goodbye, still get the shutdown timeout.
+    #[error("server shutdown during a write")]
+    ShutdownMidWrite,
 }
 
 /// What woke the loop.
@@ -292,9 +296,16 @@ impl<T: Transport> Connection<T> {
     async fn serve(&mut self) {
         let conn = self;
         metrics::connection_opened(conn.kind);
-        let result = conn.run().await;
+        let mut result = conn.run().await;
+        if let Err(Close::ShutdownMidWrite) = result {
+            // protocol.md: at shutdown every client gets what was queued
+            // for it and `server_shutdown`, within the shutdown timeout.
+            result = conn.goodbye().await;
+        }
         metrics::connection_closed(conn.kind);
-        if matches!(result, Err(Close::Killed) | Err(Close::WriteStalled(_))) {
+        if matches!(result, Err(Close::Killed) | Err(Close::WriteStalled(_)))
+            && !conn.shutdown.is_cancelled()
+        {
             metrics::slow_consumer();
         }
         // Nothing more can be written: refuse further packages at once and
@@ -939,7 +950,7 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => Err(Close::Killed),
-                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::Killed),
+                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::ShutdownMidWrite),
                 r = poll_fn(|cx| Transport::poll_write_ready(&mut self.stream, cx)) => r.map_err(Close::Io),
             }
         };
@@ -957,7 +968,7 @@ impl<T: Transport> Connection<T> {
             tokio::select! {
                 biased;
                 _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => Err(Close::Killed),
-                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::Killed),
+                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::ShutdownMidWrite),
                 r = poll_fn(|cx| self.stream.poll_flush(cx)) => r.map_err(Close::Io),
             }
         };

@@ -204,22 +204,23 @@ impl Server {
                             let acceptor = tls.chat_acceptor();
                             let deadline = Instant::now() + config.login_timeout;
                             tracker.spawn(async move {
-                                // The handshake counts against the login timeout.
-                                let stream = match tokio::time::timeout_at(
-                                    deadline,
-                                    acceptor.accept(stream),
-                                )
-                                .await
-                                {
-                                    Ok(Ok(s)) => s,
-                                    Ok(Err(e)) => {
-                                        tracing::info!(%peer, error = %e, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::info!(%peer, "TLS handshake not completed within the login timeout");
-                                        return;
-                                    }
+                                // The handshake counts against the login
+                                // timeout, and gives way to a shutdown.
+                                let handshake =
+                                    tokio::time::timeout_at(deadline, acceptor.accept(stream));
+                                let stream = tokio::select! {
+                                    _ = token.cancelled() => return,
+                                    done = handshake => match done {
+                                        Ok(Ok(s)) => s,
+                                        Ok(Err(e)) => {
+                                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                            return;
+                                        }
+                                        Err(_) => {
+                                            tracing::info!(%peer, "TLS handshake not completed within the login timeout");
+                                            return;
+                                        }
+                                    },
                                 };
                                 connection::serve_over(
                                     IoTransport::new(stream),

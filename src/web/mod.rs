@@ -91,7 +91,7 @@ pub(crate) async fn serve(listener: TcpListener, web: Arc<Web>, stop: Cancellati
     let app = router(Arc::clone(&web));
     if let Ok(addr) = listener.local_addr() {
         let scheme = if web.tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, scheme, "listening (HTTP)");
+        tracing::info!(%addr, scheme, "serving HTTP");
     }
     loop {
         let accepted = tokio::select! {

@@ -112,9 +112,9 @@ pub fn package_of(body: &[u8]) -> Value {
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A WebSocket chat client.
-pub struct WsClient {
-    pub ws: Ws,
+/// A WebSocket chat client (over any stream: plain or TLS).
+pub struct WsClient<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
 }
 
 impl WsClient {
@@ -131,7 +131,9 @@ impl WsClient {
             .map_err(|e| e.to_string())?;
         Ok(WsClient { ws })
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> WsClient<S> {
     pub async fn send_json(&mut self, json: &str) {
         self.ws
             .send(Message::Binary(body_of(json).into()))
