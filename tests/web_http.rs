@@ -420,3 +420,70 @@ fn a_certificate_that_cannot_be_read_is_refused_with_its_name() {
         .to_string();
     assert!(err.contains("empty.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_client_speaks_tls_and_checks_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let der = write_cert(dir.path());
+    let cert = dir.path().join("cert.pem");
+    let tls = Tls::load(&cert, &dir.path().join("key.pem")).unwrap();
+    let server = WebServer::start_tls(test_config(), Some(tls)).await;
+    // Somebody already in general, over TLS too.
+    let mut watcher = tls_connect(server.tcp, client_tls(&der)).await.unwrap();
+    let _ = recv_frame(&mut watcher).await;
+    send_frame(
+        &mut watcher,
+        r#"{"type":"command","data":{"command":"login","parameters":{"username":"watcher"}}}"#,
+    )
+    .await;
+    let _session = recv_frame(&mut watcher).await;
+    let _own = recv_frame(&mut watcher).await;
+
+    let port = server.tcp.port().to_string();
+    let run = move |ca: std::path::PathBuf| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatmaster-client"))
+            .args(["--tls", "--host", "localhost", "--port", &port])
+            .arg("--ca")
+            .arg(ca)
+            .args(["--username", "clitls"])
+            .env_remove("CHATMASTER_PASSWORD")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        let _ = child.stdin.take().unwrap().write_all(b"hello over tls\n");
+        child.wait_with_output().unwrap()
+    };
+    let (run2, cert2) = (run.clone(), cert.clone());
+    let out = tokio::task::spawn_blocking(move || run2(cert2))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut said = None;
+    for _ in 0..10 {
+        let p = recv_frame(&mut watcher).await;
+        if p["type"] == "message" {
+            said = Some(p);
+            break;
+        }
+    }
+    let said = said.expect("clitls's message");
+    assert_eq!(said["data"]["username"], "clitls");
+    assert_eq!(said["data"]["message"], "hello over tls");
+
+    // A certificate the client does not trust: it cannot connect (exit 3).
+    let other = tempfile::tempdir().unwrap();
+    write_cert(other.path());
+    let untrusted = other.path().join("cert.pem");
+    let out = tokio::task::spawn_blocking(move || run(untrusted))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
+        "{out:?}"
+    );
+    server.shutdown().await;
+}
