@@ -118,6 +118,37 @@ async fn two_browsers_and_a_terminal_user_chat() {
         bob.screenshot(&screenshots().join("chat-phone.png"));
     });
 
+    // A direct message: ann clicks bob in the member list.
+    block_in_place(|| {
+        if ann.run(
+            "return getComputedStyle(document.getElementById('members-pane')).display",
+            json!([]),
+        ) == "none"
+        {
+            ann.click("#toggle-members");
+        }
+        ann.click("#members li[data-user='bob'] button");
+        ann.wait_text("#title", "@bob");
+        ann.type_into("#composer", &format!("psst, bob{ENTER}"));
+        ann.wait_text("#message-list .msg.own", "psst, bob");
+        // bob sees an unread badge on the conversation, opens it, reads it.
+        if bob.run(
+            "return getComputedStyle(document.getElementById('side')).display",
+            json!([]),
+        ) == "none"
+        {
+            bob.click("#toggle-side");
+        }
+        bob.wait_text("#dm-list li[data-user='ann'] .badge", "1");
+        bob.click("#dm-list li[data-user='ann'] button");
+        bob.wait_text("#title", "@ann");
+        bob.wait_text("#message-list", "psst, bob");
+        bob.screenshot(&screenshots().join("direct-phone.png"));
+        // Back to the channel for the rest.
+        ann.click("#channel-list li[data-channel='rust'] button");
+        ann.wait_text("#title", "#rust");
+    });
+
     // The server goes away: the banner says so and the page retries.
     let (tcp_addr, http_addr) = (server.tcp, server.http);
     server.begin_shutdown();

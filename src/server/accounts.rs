@@ -270,6 +270,8 @@ impl Accounts {
                     }
                     Persist::Admit { channel, account } => s.admit(channel, account)?,
                     Persist::Unregister(channel) => s.delete_channel(channel)?,
+                    Persist::Ignore { account, key, name } => s.add_ignore(account, &key, &name)?,
+                    Persist::Unignore { account, key } => s.remove_ignore(account, &key)?,
                 }
             }
             Ok(())

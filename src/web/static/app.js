@@ -474,7 +474,6 @@ function onNotification(d) {
       p.entry.id = d.id;
       p.entry.pending = false;
       if (d.timestamp) p.entry.timestamp = d.timestamp;
-      if (d.to && state.dms.size === 0) state.dms.add(d.to);
       if (d.queued) notice(p.key, `${d.to} is offline: the message waits for them.`);
       if (d.away) notice(p.key, `${d.to} is away: ${d.away}`);
       return rerender(p.entry);
@@ -569,19 +568,25 @@ function onMessage(d) {
 }
 
 function onError(d) {
-  const unknown = d.error_type === "protocol" && /unknown command/i.test(d.message || "");
-  if (unknown) {
-    // A feature this server does not have: say nothing more about it.
-    for (const [cmd, feature] of [["history", "history"], ["search", "search"], ["direct", "direct"]]) {
-      if (new RegExp(`\\b${cmd}\\b`).test(d.message)) {
-        state.supports[feature] = false;
-        if (feature === "history") for (const l of state.logs.values()) l.loading = false;
-        if (feature === "search") setStatus("This server has no search.");
-        if (feature === "direct") setStatus("This server has no direct messages.");
-        renderLog(true);
-        return;
+  // "unknown command `history`; known commands: ...": a feature this
+  // server does not have, switched off without further noise.
+  const unknown = d.error_type === "protocol" ? /unknown command `([^`]+)`/i.exec(d.message || "") : null;
+  if (unknown && Object.prototype.hasOwnProperty.call(state.supports, unknown[1])) {
+    const feature = unknown[1];
+    state.supports[feature] = false;
+    if (feature === "history") for (const l of state.logs.values()) l.loading = false;
+    if (feature === "search") setStatus("This server has no search.");
+    if (feature === "direct") {
+      setStatus("This server has no direct messages.");
+      const p = state.pending.shift();
+      if (p) {
+        p.entry.pending = false;
+        p.entry.failed = true;
+        rerender(p.entry);
       }
     }
+    renderLog(true);
+    return;
   }
   if (["message", "direct", "random"].includes(d.error_type) && state.pending.length) {
     const p = state.pending.shift();
