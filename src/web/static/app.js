@@ -36,7 +36,10 @@ const state = {
   /** Own messages waiting for their message_sent, in the order sent. */
   pending: [],
   dms: new Set(),
-  supports: { history: true, search: true, direct: true },
+  supports: { history: true, search: true, direct: true, dmHistory: true },
+  /** A direct-message history request is unanswered (a server without
+   * `history {with}` answers it with a protocol error). */
+  dmHistoryPending: false,
   /** The command whose unknown-command error switches a feature off. */
   lastCommand: [],
   shuttingDown: false,
@@ -74,11 +77,13 @@ function login(name, password) {
 
 function requestHistory(view, before) {
   if (!state.supports.history) return;
+  if (view.kind === "dm" && !state.supports.dmHistory) return;
   const l = log(keyOf(view));
   if (l.loading) return;
   l.loading = true;
   const parameters = view.kind === "dm" ? { with: view.name, limit: PAGE } : { channel: view.name, limit: PAGE };
   if (before !== undefined) parameters.before = before;
+  if (view.kind === "dm") state.dmHistoryPending = true;
   command("history", parameters);
 }
 
@@ -521,6 +526,7 @@ function onHistory(d) {
   const key = keyOf(view);
   const l = log(key);
   l.loading = false;
+  if (view.kind === "dm") state.dmHistoryPending = false;
   // A first page scrolls to the end; an older one keeps the reader's place.
   const older = l.loaded;
   l.loaded = true;
@@ -586,6 +592,13 @@ function onError(d) {
       }
     }
     renderLog(true);
+    return;
+  }
+  if (d.error_type === "protocol" && state.dmHistoryPending && /\bwith\b/.test(d.message || "")) {
+    // This server pages channels only: direct conversations start empty.
+    state.dmHistoryPending = false;
+    state.supports.dmHistory = false;
+    for (const [key, l] of state.logs) if (key.startsWith("@")) l.loading = false;
     return;
   }
   if (["message", "direct", "random"].includes(d.error_type) && state.pending.length) {
