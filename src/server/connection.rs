@@ -461,6 +461,9 @@ impl<T: Transport> Connection<T> {
                         // Not a package (a WebSocket text message): said
                         // so in its turn, and the connection stays.
                         Ok(Input::Refused(why)) => {
+                            // Counted like a package, so that refusals
+                            // cannot be had faster than answers.
+                            self.rate.try_take();
                             self.reply_error("protocol", why)?;
                             self.flush_queue().await?;
                         }
