@@ -172,6 +172,12 @@ impl Browser<'_> {
         );
     }
 
+    /// Empties an input.
+    pub fn clear(&self, css: &str) {
+        let el = self.find(css);
+        self.call("POST", &format!("/element/{el}/clear"), Some(json!({})));
+    }
+
     pub fn click(&self, css: &str) {
         let el = self.find(css);
         self.call("POST", &format!("/element/{el}/click"), Some(json!({})));
