@@ -210,3 +210,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for IoTranspo
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn io_transport_bounds_its_buffer_and_flushes_it() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut t = IoTransport::new(near);
+        assert!(!t.has_pending_output());
+        // Whole writes are taken until the buffer holds WRITE_BUFFER bytes.
+        let chunk = vec![7u8; 40 * 1024];
+        assert_eq!(t.try_write(&chunk).unwrap(), chunk.len());
+        assert_eq!(t.try_write(&chunk).unwrap(), chunk.len());
+        let e = t.try_write(&chunk).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(t.has_pending_output());
+        // The far end reads; flushing pushes everything through.
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 80 * 1024];
+            far.read_exact(&mut got).await.unwrap();
+            far.write_all(b"back").await.unwrap();
+            far.shutdown().await.unwrap();
+            got
+        });
+        poll_fn(|cx| t.poll_flush(cx)).await.unwrap();
+        assert!(!t.has_pending_output());
+        assert!(reader.await.unwrap().iter().all(|&b| b == 7));
+        // Reading: readiness, then the bytes, then the end.
+        let mut buf = BytesMut::new();
+        poll_fn(|cx| t.poll_read_ready(cx)).await.unwrap();
+        assert!(matches!(t.try_read(&mut buf).unwrap(), Input::Data(4)));
+        assert_eq!(&buf[..], b"back");
+        poll_fn(|cx| t.poll_read_ready(cx)).await.unwrap();
+        assert!(matches!(t.try_read(&mut buf).unwrap(), Input::Eof));
+    }
+}
