@@ -12,7 +12,7 @@ use std::time::Duration;
 use chatmaster::server::chat::Hub;
 use chatmaster::store::{
     Account, AccountId, AccountsVersion, ChannelId, MessageId, NewAccount, NewChannel,
-    RegisteredChannel, SqliteStore, Store, StoreError, StoredMessage,
+    RegisteredChannel, SqliteStore, Store, StoreError, StoredBan, StoredMessage,
 };
 use chatmaster::wire::protocol::{Notification, OutgoingMessage, ServerPackage};
 use chatmaster::{ClientPackage, Config, Server};
@@ -136,6 +136,23 @@ impl Store for GatedStore {
     }
     fn admitted(&self, channel: ChannelId) -> Result<Vec<AccountId>, StoreError> {
         self.inner.admitted(channel)
+    }
+    fn set_channel_topic(&self, id: ChannelId, topic: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_channel_topic(id, topic)
+    }
+    fn add_ban(&self, channel: ChannelId, ban: &StoredBan) -> Result<(), StoreError> {
+        self.inner.add_ban(channel, ban)
+    }
+    fn remove_ban(
+        &self,
+        channel: ChannelId,
+        key: &str,
+        account: Option<AccountId>,
+    ) -> Result<(), StoreError> {
+        self.inner.remove_ban(channel, key, account)
+    }
+    fn delete_channel_and_messages(&self, id: ChannelId) -> Result<(), StoreError> {
+        self.inner.delete_channel_and_messages(id)
     }
     fn delete_channel(&self, id: ChannelId) -> Result<(), StoreError> {
         self.inner.delete_channel(id)

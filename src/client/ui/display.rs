@@ -118,6 +118,12 @@ fn name_list(names: &[String], total: usize) -> String {
     format!("({count}): {}", joined.join(", "))
 }
 
+/// Names, sanitized, joined with commas.
+fn sanitized(names: &[String]) -> String {
+    let names: Vec<_> = names.iter().map(|n| sanitize(n)).collect();
+    names.join(", ")
+}
+
 /// What the client knows about its own session: enough for the prompt and
 /// for telling "you" from others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -188,6 +194,7 @@ impl ChatState {
                 users_total,
                 owner,
                 private,
+                topic,
             } => match users {
                 Some(users) => {
                     let mut about = Vec::new();
@@ -202,16 +209,29 @@ impl ChatState {
                     } else {
                         format!(" [{}]", about.join(", "))
                     };
+                    let topic = match topic {
+                        Some(t) => format!("; topic: {}", sanitize(t)),
+                        None => String::new(),
+                    };
                     format!(
-                        "you are in {}{about}; users {}",
+                        "you are in {}{about}; users {}{topic}",
                         sanitize(channel),
                         name_list(users, users_total.unwrap_or(users.len()))
                     )
                 }
                 None => format!("{} joined {}", sanitize(username), sanitize(channel)),
             },
-            Notification::UserLeft { username, channel } => {
-                format!("{} left {}", sanitize(username), sanitize(channel))
+            Notification::UserLeft {
+                username,
+                channel,
+                kicked,
+            } => {
+                let how = if *kicked == Some(true) {
+                    "was put out of"
+                } else {
+                    "left"
+                };
+                format!("{} {how} {}", sanitize(username), sanitize(channel))
             }
             Notification::UserRename {
                 old_username,
@@ -239,8 +259,20 @@ impl ChatState {
             } => format!("{} has {users_total} users", sanitize(channel)),
             Notification::ChannelUpdate {
                 channel,
+                topic: Some(topic),
+                ..
+            } => {
+                if topic.is_empty() {
+                    format!("the topic of {} is cleared", sanitize(channel))
+                } else {
+                    format!("topic of {}: {}", sanitize(channel), sanitize(topic))
+                }
+            }
+            Notification::ChannelUpdate {
+                channel,
                 private,
                 owner,
+                topic: None,
             } => self.describe_update(channel, *private, owner.as_deref()),
             Notification::Invited { channel, by } => format!(
                 "{} invited you to {}; type /join {} to accept",
@@ -259,6 +291,75 @@ impl ChatState {
                 sanitize(username)
             ),
             Notification::PasswordChanged {} => "your password is changed".to_owned(),
+            Notification::GroupCreated {
+                channel,
+                invited,
+                not_found,
+            } => {
+                let mut text = format!("group {} created", sanitize(channel));
+                if !invited.is_empty() {
+                    text.push_str(&format!("; invited {}", sanitized(invited)));
+                }
+                if !not_found.is_empty() {
+                    text.push_str(&format!("; not online: {}", sanitized(not_found)));
+                }
+                text
+            }
+            Notification::Kicked {
+                channel,
+                by,
+                reason,
+                banned,
+            } => {
+                let what = if *banned == Some(true) {
+                    "banned from"
+                } else {
+                    "kicked out of"
+                };
+                let reason = match reason {
+                    Some(r) => format!(" ({})", sanitize(r)),
+                    None => String::new(),
+                };
+                return Some(theme.error(&format!(
+                    "you were {what} {} by {}{reason}; you are back in general",
+                    sanitize(channel),
+                    sanitize(by)
+                )));
+            }
+            Notification::Banned { channel, username } => format!(
+                "{} is banned from {}",
+                sanitize(username),
+                sanitize(channel)
+            ),
+            Notification::Unbanned { channel, username } => format!(
+                "{} may join {} again",
+                sanitize(username),
+                sanitize(channel)
+            ),
+            Notification::BanList {
+                channel,
+                usernames,
+                usernames_total,
+            } => format!(
+                "bans in {} {}",
+                sanitize(channel),
+                name_list(usernames, *usernames_total)
+            ),
+            Notification::ChannelDeleted { channel, by } => format!(
+                "{} deleted {}; you are back in general",
+                sanitize(by),
+                sanitize(channel)
+            ),
+            Notification::ServerNotice { message, by } => {
+                return Some(theme.paint(
+                    AnsiColor::Yellow.on_default().bold(),
+                    &format!(
+                        "{NOTE_PREFIX}notice from {}: {}",
+                        sanitize(by),
+                        sanitize(message)
+                    ),
+                ))
+            }
             // The acknowledgement that one's own message is stored: the
             // line was already shown when it was typed.
             Notification::Pong { .. } | Notification::MessageSent { .. } => return None,
@@ -340,6 +441,7 @@ impl ChatState {
                 channel,
                 private,
                 owner,
+                ..
             }) if self.is_my_channel(channel) => {
                 self.private = *private;
                 self.owner = owner.clone();
@@ -449,6 +551,7 @@ mod tests {
     fn notifications_read_as_sentences() {
         let s = alice_in("general");
         let joined = note(Notification::UserJoined {
+            topic: None,
             username: "carol".into(),
             channel: "general".into(),
             users: None,
@@ -458,6 +561,7 @@ mod tests {
         });
         assert_eq!(show(&s, &joined).unwrap(), "-- carol joined general");
         let left = note(Notification::UserLeft {
+            kicked: None,
             username: "carol".into(),
             channel: "general".into(),
         });
@@ -551,6 +655,7 @@ mod tests {
     fn own_join_lists_members() {
         let s = alice_in("general");
         let own = note(Notification::UserJoined {
+            topic: None,
             username: "alice".into(),
             channel: "rust".into(),
             users: Some(vec!["alice".into(), "bob".into()]),
@@ -615,6 +720,7 @@ mod tests {
         assert_eq!(s.prompt(), "[general] alice> ");
         // Somebody else's join does not move us.
         s.apply(&note(Notification::UserJoined {
+            topic: None,
             username: "bob".into(),
             channel: "general".into(),
             users: None,
@@ -624,6 +730,7 @@ mod tests {
         }));
         assert_eq!(s.prompt(), "[general] alice> ");
         s.apply(&note(Notification::UserJoined {
+            topic: None,
             username: "alice".into(),
             channel: "rust".into(),
             users: Some(vec!["alice".into()]),
@@ -653,6 +760,7 @@ mod tests {
         let mut s = alice_in("rust");
         s.owner = Some("alice".into());
         let private = note(Notification::ChannelUpdate {
+            topic: None,
             channel: "rust".into(),
             private: true,
             owner: Some("alice".into()),
@@ -661,6 +769,7 @@ mod tests {
         s.apply(&private);
         assert!(s.private);
         let handover = note(Notification::ChannelUpdate {
+            topic: None,
             channel: "rust".into(),
             private: true,
             owner: Some("bob".into()),
