@@ -30,9 +30,11 @@ fn chat_message() -> ServerPackage {
     ServerPackage::Message(ChatMessage {
         message: "hello everybody, how is the weather over there today?".into(),
         username: "alice".into(),
-        channel: "general".into(),
+        channel: Some("general".into()),
+        to: None,
         timestamp: "2026-11-21T10:00:00.123Z".into(),
         id: 1_234_567,
+        offline: None,
     })
 }
 

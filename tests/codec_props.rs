@@ -286,14 +286,23 @@ fn arb_server_package() -> impl Strategy<Value = ServerPackage> {
             error_type,
             message
         })),
-        (s(), s(), s(), s(), any::<i64>()).prop_map(
-            |(message, username, channel, timestamp, id)| {
+        (s(), s(), s(), s(), any::<i64>(), any::<bool>()).prop_map(
+            |(message, username, place, timestamp, id, direct)| {
+                // A channel message names its channel; a direct one its
+                // recipient, and may have been kept while they were offline.
+                let (channel, to, offline) = if direct {
+                    (None, Some(place), Some(id % 2 == 0))
+                } else {
+                    (Some(place), None, None)
+                };
                 ServerPackage::Message(ChatMessage {
                     message,
                     username,
                     channel,
+                    to,
                     timestamp,
                     id,
+                    offline,
                 })
             }
         ),

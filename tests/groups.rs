@@ -72,7 +72,7 @@ async fn a_group_is_a_private_channel_with_its_invitations_and_first_message() {
         }
     );
     match next_note(&mut alice).await {
-        Notification::MessageSent { channel, .. } => assert_eq!(channel, "Trip"),
+        Notification::MessageSent { channel, .. } => assert_eq!(channel.as_deref(), Some("Trip")),
         other => panic!("{other:?}"),
     }
     // bob and carol saw alice leave general; bob alone is invited.

@@ -235,6 +235,15 @@ async fn ban_kicks_keeps_out_look_alikes_and_unban_lets_in() {
     let m = refused(&mut alice, "ban", json!({"username": "b\u{43e}b"})).await;
     assert!(m.contains("already banned from rust (as bob)"), "{m}");
 
+    // A member cannot take a banned name (or a look-alike) where it is banned.
+    send(&mut carol, "rename", json!({"username": "Mallory"})).await;
+    assert_eq!(
+        next_error(&mut carol).await,
+        (
+            "rename".to_owned(),
+            "Mallory is banned from rust, where you are; choose another name.".to_owned()
+        )
+    );
     send(&mut alice, "bans", json!({})).await;
     assert_eq!(
         next_note(&mut alice).await,

@@ -188,7 +188,8 @@ async fn messages_reach_the_channel_but_not_the_sender() {
         ServerPackage::Message(m) => {
             assert_eq!(m.message, "line one\n\tindented 🙂");
             assert_eq!(m.username, "alice");
-            assert_eq!(m.channel, "general");
+            assert_eq!(m.channel.as_deref(), Some("general"));
+            assert_eq!((m.to.as_deref(), m.offline), (None, None));
             // RFC 3339, UTC, milliseconds: 2026-11-21T10:00:00.123Z
             let ts = chrono::DateTime::parse_from_rfc3339(&m.timestamp).unwrap();
             assert_eq!(m.timestamp.len(), 24, "{}", m.timestamp);
@@ -205,8 +206,12 @@ async fn messages_reach_the_channel_but_not_the_sender() {
         next_note(&mut alice).await,
         Notification::MessageSent {
             id: delivered.id,
-            channel: "general".into(),
+            channel: Some("general".into()),
+            to: None,
             timestamp: delivered.timestamp.clone(),
+            queued: None,
+            random: None,
+            away: None,
         }
     );
     assert_quiet(&mut alice).await;

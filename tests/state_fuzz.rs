@@ -341,8 +341,14 @@ impl Client {
                 }
                 Notification::Invited { .. }
                 | Notification::InviteSent { .. }
-                | Notification::ChannelList { .. } => {}
-                Notification::MessageSent { id, channel, .. } => out.sent.push((id, channel)),
+                | Notification::ChannelList { .. }
+                | Notification::Who { .. }
+                | Notification::Whois { .. }
+                | Notification::Away { .. }
+                | Notification::IgnoreList { .. } => {}
+                Notification::MessageSent { id, channel, .. } => {
+                    out.sent.push((id, channel.unwrap_or_default()))
+                }
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
                 Notification::Registered { .. } | Notification::PasswordChanged {} => {
                     return Err(fail(format!("unexpected account notice {n:?}")))
@@ -356,7 +362,7 @@ impl Client {
                 }
             },
             ServerPackage::Message(m) => {
-                if m.channel != v.channel
+                if m.channel.as_ref() != Some(&v.channel)
                     || !v.members.contains(&m.username)
                     || m.username == v.name
                 {
@@ -367,7 +373,7 @@ impl Client {
                 self.log.received_ids.push(((sender, seq), m.id));
                 self.log
                     .received
-                    .push((s.id, s.segment, sender, seq, m.channel));
+                    .push((s.id, s.segment, sender, seq, v.channel.clone()));
             }
             ServerPackage::Error(e) => out.errors.push((e.error_type, e.message)),
             other => return Err(fail(format!("unexpected {other:?}"))),

@@ -175,6 +175,12 @@ impl AccountIndex {
         self.lock().keys.get(key).map(|e| e.id)
     }
 
+    /// Whether `key` is an account's folded name, as far as the index
+    /// knows (it may still hold an account deleted a moment ago).
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.lock().keys.contains_key(key)
+    }
+
     /// Accounts in the index.
     pub fn len(&self) -> usize {
         self.lock().keys.len()

@@ -284,6 +284,8 @@ impl Accounts {
                         account,
                     } => s.remove_ban(channel, &key, account)?,
                     Persist::Delete(channel) => s.delete_channel_and_messages(channel)?,
+                    Persist::Ignore { account, key, name } => s.add_ignore(account, &key, &name)?,
+                    Persist::Unignore { account, key } => s.remove_ignore(account, &key)?,
                 }
             }
             Ok(())

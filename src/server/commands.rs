@@ -14,7 +14,8 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::server::chat::{ChatError, Hub, Persist, UserId};
+use crate::server::chat::{ChatError, Hub, OfflineDirect, Persist, UserId};
+use crate::server::journal::Slot;
 use crate::wire::protocol::Command;
 
 /// Longest `ping` token echoed back, in bytes.
@@ -62,6 +63,12 @@ pub struct CommandSpec {
 /// must be written to the store before it is acknowledged.
 type ChatFn = fn(&Hub, UserId, Option<serde_json::Value>) -> Result<Vec<Persist>, Outcome>;
 
+/// A command that sends a message (`direct`, `random`): it gets a place in
+/// the store's queue first, as a chat message does, and may hand a direct
+/// message to an offline name back for the store to be asked about.
+type SendFn =
+    fn(&Hub, UserId, Option<serde_json::Value>, Slot) -> Result<Option<OfflineDirect>, Outcome>;
+
 /// What runs a command.
 enum Handler {
     /// A chat-state operation, done at once.
@@ -69,6 +76,8 @@ enum Handler {
     /// An operation on accounts or the store, run by the connection
     /// through [`crate::server::accounts`].
     Accounts,
+    /// A message to store, like a chat message (see [`SendFn`]).
+    Send(SendFn),
 }
 
 /// What [`dispatch`] did.
@@ -83,6 +92,10 @@ pub enum Dispatched {
         /// Its parameters, not yet parsed.
         parameters: Option<serde_json::Value>,
     },
+    /// A direct message to a name that is not online: the caller asks the
+    /// store whether it is an account's, then calls
+    /// [`Hub::direct_offline`].
+    Offline(OfflineDirect),
 }
 
 /// A handler's failure before the table attaches the command name.
@@ -205,12 +218,43 @@ struct TopicParams {
     topic: String,
 }
 
+/// `{"username": ..., "message": ...}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectParams {
+    /// The recipient.
+    username: String,
+    /// The text.
+    message: String,
+}
+
 /// `{"message": ...}`
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoticeParams {
-    /// The notice's text.
+struct MessageParams {
+    /// The text.
     message: String,
+}
+
+/// `{"message": ...}`, optional (absent, `null` or empty clears).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwayParams {
+    /// The away text.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `{"channel": ..., "after": ...}`, both optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhoParams {
+    /// The channel whose members to list; everybody online when absent.
+    #[serde(default)]
+    channel: Option<String>,
+    /// List only the names sorting after this one (the next page).
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// `{"token": ...}`, token optional.
@@ -434,8 +478,93 @@ pub static COMMANDS: &[CommandSpec] = &[
         parameters: "{\"message\": TEXT}",
         summary: "send a notice to everybody online (operators)",
         handler: Handler::Chat(|hub, id, p| {
-            let p: NoticeParams = params("notice", p)?;
+            let p: MessageParams = params("notice", p)?;
             hub.notice(id, &p.message)?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "direct",
+        aliases: &[],
+        parameters: "{\"username\": NAME, \"message\": TEXT}",
+        summary: "send a direct message to one user (kept for an offline account)",
+        handler: Handler::Send(|hub, id, p, slot| {
+            let p: DirectParams = params("direct", p)?;
+            Ok(hub.direct(id, &p.username, p.message, slot)?)
+        }),
+    },
+    CommandSpec {
+        name: "random",
+        aliases: &[],
+        parameters: "{\"message\": TEXT}",
+        summary: "send a direct message to a user picked at random",
+        handler: Handler::Send(|hub, id, p, slot| {
+            let p: MessageParams = params("random", p)?;
+            hub.random(id, p.message, slot)?;
+            Ok(None)
+        }),
+    },
+    CommandSpec {
+        name: "who",
+        aliases: &[],
+        parameters: "{\"channel\": NAME, \"after\": NAME} (both optional)",
+        summary: "list the users online, or a channel's members",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: WhoParams = params("who", p)?;
+            hub.who(id, p.channel.as_deref(), p.after.as_deref())?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "whois",
+        aliases: &[],
+        parameters: "{\"username\": NAME}",
+        summary: "what is known of a user",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: UsernameParams = params("whois", p)?;
+            hub.whois(id, &p.username)?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "away",
+        aliases: &[],
+        parameters: "{\"message\": TEXT} (absent or empty: back)",
+        summary: "set or clear your away text",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: AwayParams = params("away", p)?;
+            hub.away(id, p.message)?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "ignore",
+        aliases: &[],
+        parameters: "{\"username\": NAME}",
+        summary: "stop receiving a user's messages",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: UsernameParams = params("ignore", p)?;
+            Ok(hub.ignore(id, &p.username)?)
+        }),
+    },
+    CommandSpec {
+        name: "unignore",
+        aliases: &[],
+        parameters: "{\"username\": NAME}",
+        summary: "receive an ignored user's messages again",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: UsernameParams = params("unignore", p)?;
+            Ok(hub.unignore(id, &p.username)?)
+        }),
+    },
+    CommandSpec {
+        name: "ignores",
+        aliases: &[],
+        parameters: "none",
+        summary: "list the users you ignore",
+        handler: Handler::Chat(|hub, id, p| {
+            let NoParams {} = params("ignores", p)?;
+            hub.ignores(id)?;
             Ok(Vec::new())
         }),
     },
@@ -462,6 +591,12 @@ pub fn waits_for_store(command: &Command) -> bool {
     find(&command.command).is_some_and(|c| c.name == "ping")
 }
 
+/// Whether a command sends a message and so needs a place in the store's
+/// queue before it runs (`direct`, `random`).
+pub fn needs_slot(command: &Command) -> bool {
+    find(&command.command).is_some_and(|c| matches!(c.handler, Handler::Send(_)))
+}
+
 fn failure(command: &'static str, outcome: Outcome) -> CommandError {
     match outcome {
         Outcome::Protocol(m) => CommandError::Protocol(m),
@@ -477,7 +612,13 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
 }
 
 /// Runs a logged-in user's chat command, or hands an accounts command back.
-pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<Dispatched, CommandError> {
+/// `slot` is the store queue place a [`needs_slot`] command was given.
+pub fn dispatch(
+    hub: &Hub,
+    id: UserId,
+    command: Command,
+    slot: Option<Slot>,
+) -> Result<Dispatched, CommandError> {
     let Some(spec) = find(&command.command) else {
         let known: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
         return Err(CommandError::Protocol(format!(
@@ -486,6 +627,10 @@ pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<Dispatched, C
             known.join(", ")
         )));
     };
+    if spec.name != "ping" {
+        // A ping is a keep-alive: it does not make anybody less idle.
+        hub.touch(id);
+    }
     let run = match spec.handler {
         Handler::Chat(run) => run,
         Handler::Accounts => {
@@ -493,6 +638,19 @@ pub fn dispatch(hub: &Hub, id: UserId, command: Command) -> Result<Dispatched, C
                 command: spec.name,
                 parameters: command.parameters,
             })
+        }
+        Handler::Send(send) => {
+            let Some(slot) = slot else {
+                return Err(CommandError::Failed {
+                    command: "server",
+                    message: "Messages cannot be stored right now; nothing was sent.".into(),
+                });
+            };
+            return match send(hub, id, command.parameters, slot) {
+                Ok(None) => Ok(Dispatched::Done(Vec::new())),
+                Ok(Some(offline)) => Ok(Dispatched::Offline(offline)),
+                Err(o) => Err(failure(spec.name, o)),
+            };
         }
     };
     run(hub, id, command.parameters)

@@ -96,6 +96,15 @@ pub const DEFAULT_ACCOUNT_STORE_CALLS: usize = 8;
 /// added there is enforced within this time.
 pub const DEFAULT_ACCOUNTS_POLL_MS: u64 = 1000;
 
+/// Most names one user may ignore (`ignore`).
+pub const DEFAULT_MAX_IGNORES: usize = 500;
+/// Longest away text (`away`), in UTF-8 bytes.
+pub const DEFAULT_MAX_AWAY_BYTES: usize = 300;
+/// Most kept direct messages read from the store and queued for a user at
+/// once when their backlog is delivered after a login; the next page is read
+/// once these are written to the socket.
+pub const DEFAULT_BACKLOG_PAGE: usize = 64;
+
 /// Whether users may register their names (`register`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Registration {
@@ -135,6 +144,12 @@ pub struct Config {
     pub max_name_chars: usize,
     /// Cap on names in `users` / `channels` lists.
     pub max_list_names: usize,
+    /// Most names on one user's ignore list.
+    pub max_ignores: usize,
+    /// Longest away text in bytes.
+    pub max_away_bytes: usize,
+    /// Kept direct messages delivered per page after a login.
+    pub backlog_page: usize,
     /// Time allowed between connecting and logging in.
     pub login_timeout: Duration,
     /// Time allowed for a started frame to finish arriving.
@@ -275,6 +290,9 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_name_chars: DEFAULT_MAX_NAME_CHARS,
             max_list_names: DEFAULT_MAX_LIST_NAMES,
+            max_ignores: DEFAULT_MAX_IGNORES,
+            max_away_bytes: DEFAULT_MAX_AWAY_BYTES,
+            backlog_page: DEFAULT_BACKLOG_PAGE,
             login_timeout: Duration::from_secs(DEFAULT_LOGIN_TIMEOUT_SECS),
             frame_timeout: Duration::from_secs(DEFAULT_FRAME_TIMEOUT_SECS),
             write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_SECS),
@@ -387,6 +405,15 @@ pub struct ServerArgs {
     /// Most names sent in one `users` or `channels` list (the total is sent too).
     #[arg(long, default_value_t = DEFAULT_MAX_LIST_NAMES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_list_names: usize,
+    /// Most names one user may ignore (`ignore`).
+    #[arg(long, default_value_t = DEFAULT_MAX_IGNORES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_ignores: usize,
+    /// Longest away text (`away`) in UTF-8 bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_AWAY_BYTES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_away_bytes: usize,
+    /// Kept direct messages read and queued per page when a user's backlog is delivered after a login.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG_PAGE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub backlog_page: usize,
     /// Seconds a new connection has to log in before it is closed.
     #[arg(long, default_value_t = DEFAULT_LOGIN_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub login_timeout_secs: u64,
@@ -523,6 +550,9 @@ impl ServerArgs {
             max_message_bytes: self.max_message_bytes,
             max_name_chars: self.max_name_chars,
             max_list_names: self.max_list_names,
+            max_ignores: self.max_ignores,
+            max_away_bytes: self.max_away_bytes,
+            backlog_page: self.backlog_page,
             login_timeout: Duration::from_secs(self.login_timeout_secs),
             frame_timeout: Duration::from_secs(self.frame_timeout_secs),
             write_timeout: Duration::from_secs(self.write_timeout_secs),

@@ -53,15 +53,18 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::chat::{Hub, Persist, UserId};
+use crate::server::chat::{Hub, LoginSetup, OfflineDirect, OfflineRecipient, Persist, UserId};
 use crate::server::commands::{self, parse_params, Dispatched, LoginParams};
 use crate::server::config::Config;
 use crate::server::journal::{Slot, SlotError};
-use crate::server::outbox::{Outbox, Take, Taken};
+use crate::server::outbox::{Outbox, PushError, Take, Taken};
 use crate::server::rate::TokenBucket;
+use crate::store::{AccountId, MessageId};
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
-use crate::wire::protocol::{ClientPackage, Notification, Request, ServerPackage, Session};
+use crate::wire::protocol::{
+    fold_name, ChatMessage, ClientPackage, Notification, Request, ServerPackage, Session,
+};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -164,6 +167,14 @@ enum Later {
         name: String,
         /// What to store.
         steps: Vec<Persist>,
+    },
+    /// A direct message to a name that is not online: the store is asked
+    /// whether it is an account's.
+    Offline {
+        /// Who sent it.
+        id: UserId,
+        /// The message, holding its place in the store's queue.
+        message: OfflineDirect,
     },
     /// An accounts command (`register`, `password`, ...).
     Accounts {
@@ -510,12 +521,17 @@ impl Connection {
         if self.user.is_none() {
             return self.handle_package(package, None);
         }
-        // A message takes a place in the store's queue first, or is parked
-        // until there is one; a ping is parked until the writer has
+        // A message (and a command that sends one: `direct`, `random`)
+        // takes a place in the store's queue first, or is parked until
+        // there is one; a ping is parked until the writer has
         // acknowledged everything queued before it.
         let journal = self.hub.journal();
+        let wants_slot = match &package {
+            ClientPackage::Message(_) => true,
+            ClientPackage::Command(c) => commands::needs_slot(c),
+        };
         let wait: Pin<Box<dyn Future<Output = StoreReady> + Send>> = match &package {
-            ClientPackage::Message(_) => match journal.try_slot() {
+            _ if wants_slot => match journal.try_slot() {
                 Ok(slot) => return self.handle_package(package, Some(slot)),
                 Err(SlotError::Closed) => return self.store_unavailable().map(|()| None),
                 Err(SlotError::Full) => {
@@ -537,7 +553,7 @@ impl Connection {
                     }
                 })
             }
-            ClientPackage::Command(_) => return self.handle_package(package, None),
+            _ => return self.handle_package(package, None),
         };
         // Boxed: rare, and every idle connection would carry its size.
         self.stalled = Some(Box::new(Stalled {
@@ -594,7 +610,8 @@ impl Connection {
             }
             (ClientPackage::Command(c), Some(id)) => {
                 let name = c.command.clone();
-                match commands::dispatch(&self.hub, id, c) {
+                match commands::dispatch(&self.hub, id, c, slot) {
+                    Ok(Dispatched::Offline(message)) => Ok(Some(Later::Offline { id, message })),
                     Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(None),
                     Ok(Dispatched::Done(steps)) => Ok(Some(Later::Persist { name, steps })),
                     Ok(Dispatched::Accounts {
@@ -617,6 +634,7 @@ impl Connection {
         let result = match later {
             Later::Login(p) => return self.login(p).await,
             Later::Persist { name, steps } => self.persist(&name, steps).await?,
+            Later::Offline { id, message } => self.direct_offline(id, message).await?,
             Later::Accounts {
                 id,
                 name,
@@ -760,15 +778,196 @@ impl Connection {
                 return self.reply(&ServerPackage::Request(Request::login()));
             }
         };
-        match self.hub.login_as(&name, account, self.outbox.clone()) {
+        // An account's ignore list comes back with it, before any message
+        // can reach the new session.
+        let mut setup = LoginSetup {
+            ignores: Vec::new(),
+            backlog: account.is_some(),
+        };
+        if let Some(account) = account {
+            let accounts = Arc::clone(self.hub.accounts());
+            let read = self
+                .serving_while(async move { accounts.db(move |s| s.ignores(account)).await })
+                .await?;
+            match read {
+                Ok(ignores) => setup.ignores = ignores,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read an ignore list");
+                    let reason = format!("The server's database failed ({e}); try again later.");
+                    self.reply(&ServerPackage::Session(Session::refused(reason)))?;
+                    return self.reply(&ServerPackage::Request(Request::login()));
+                }
+            }
+        }
+        match self
+            .hub
+            .login_with(&name, account, self.outbox.clone(), setup)
+        {
             Ok(id) => {
                 self.user = Some(id);
                 tracing::debug!(peer = %self.peer, user = %name, account = account.is_some(), "logged in");
-                Ok(())
+                match account {
+                    Some(account) => Box::pin(self.deliver_backlog(id, account)).await,
+                    None => Ok(()),
+                }
             }
             Err(e) => {
                 self.reply(&ServerPackage::Session(Session::refused(e.0)))?;
                 self.reply(&ServerPackage::Request(Request::login()))
+            }
+        }
+    }
+
+    /// Finishes a direct message to a name that is not online: asks the
+    /// store for its account (and that account's ignore list) while this
+    /// connection's queue is written, then hands the message to the hub.
+    async fn direct_offline(
+        &mut self,
+        id: UserId,
+        message: OfflineDirect,
+    ) -> Result<Result<(), commands::CommandError>, Close> {
+        let accounts = Arc::clone(self.hub.accounts());
+        let key = message.key.clone();
+        let found = self
+            .serving_while(async move {
+                accounts
+                    .db(move |s| {
+                        let Some(a) = s.account_by_key(&key)? else {
+                            return Ok(None);
+                        };
+                        let ignores = s.ignores(a.id)?.into_iter().map(|(k, _)| k).collect();
+                        Ok(Some(OfflineRecipient {
+                            account: a.id,
+                            name: a.name,
+                            ignores,
+                        }))
+                    })
+                    .await
+            })
+            .await?;
+        let failed = |message: String| commands::CommandError::Failed {
+            command: "direct",
+            message,
+        };
+        Ok(match found {
+            Ok(recipient) => self
+                .hub
+                .direct_offline(id, message, recipient)
+                .map_err(|e| failed(e.0)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up a direct message's recipient");
+                Err(failed(format!(
+                    "The server's database failed ({e}); nothing was sent."
+                )))
+            }
+        })
+    }
+
+    /// Delivers the direct messages kept for `account` while it was
+    /// offline, oldest first, each marked `"offline": true`: a page of at
+    /// most `backlog_page` is read from the store and queued, written to
+    /// the socket, and only then recorded as delivered (the account's
+    /// marker), so a connection or a server that dies in the middle leaves
+    /// the rest, and at worst that page again, for the next login. New
+    /// direct messages join the backlog until [`Hub::backlog_done`] finds
+    /// it empty, so none overtakes an older one.
+    async fn deliver_backlog(&mut self, id: UserId, account: AccountId) -> Result<(), Close> {
+        let accounts = Arc::clone(self.hub.accounts());
+        let a = Arc::clone(&accounts);
+        let marker = self
+            .serving_while(async move { a.db(move |s| s.direct_delivered(account)).await })
+            .await?;
+        let mut cursor: MessageId = match marker {
+            Ok(marker) => marker,
+            Err(e) => return self.backlog_failed(id, &e.to_string()),
+        };
+        loop {
+            // What was accepted for this account before now is committed
+            // after this: the store has all of the backlog up to here.
+            let journal = self.hub.journal().clone();
+            if self.serving_while(journal.barrier()).await?.is_err() {
+                return self.backlog_failed(id, "the store's writer has stopped");
+            }
+            let page = self.config.backlog_page.max(1);
+            let a = Arc::clone(&accounts);
+            let read = self
+                .serving_while(async move {
+                    a.db(move |s| s.direct_backlog(account, cursor, page)).await
+                })
+                .await?;
+            let messages = match read {
+                Ok(m) => m,
+                Err(e) => return self.backlog_failed(id, &e.to_string()),
+            };
+            if messages.is_empty() {
+                match self.hub.backlog_done(id, cursor) {
+                    Some(false) => continue,
+                    Some(true) | None => return Ok(()),
+                }
+            }
+            let ignored = self.hub.ignored_keys(id);
+            let kept_up_to = self.hub.backlog_kept_up_to(id).unwrap_or(MessageId::MAX);
+            for m in messages {
+                cursor = m.id;
+                if ignored.contains(&fold_name(&m.sender)) {
+                    continue;
+                }
+                let package = ServerPackage::Message(ChatMessage {
+                    message: m.text,
+                    username: m.sender,
+                    channel: None,
+                    to: m.direct.map(|d| d.recipient),
+                    timestamp: m.timestamp,
+                    id: m.id,
+                    offline: (m.id <= kept_up_to).then_some(true),
+                });
+                self.queue_waiting(&package).await?;
+            }
+            self.flush_queue().await?;
+            let a = Arc::clone(&accounts);
+            let up_to = cursor;
+            let marked = self
+                .serving_while(async move {
+                    a.db(move |s| s.set_direct_delivered(account, up_to)).await
+                })
+                .await?;
+            if let Err(e) = marked {
+                // Delivered but not recorded: they come again next time.
+                tracing::error!(error = %e, "cannot record delivered direct messages");
+            }
+        }
+    }
+
+    /// The backlog cannot be read: the user is told, and gets direct
+    /// messages live from now on; the backlog stays for the next login.
+    fn backlog_failed(&mut self, id: UserId, why: &str) -> Result<(), Close> {
+        tracing::error!(error = %why, "cannot deliver kept direct messages");
+        self.hub.backlog_done(id, MessageId::MAX);
+        self.reply_error(
+            "direct",
+            format!("The direct messages kept for you cannot be read now ({why}); they will come after your next login."),
+        )
+    }
+
+    /// Queues a package of this connection's own, first writing out what
+    /// is queued if the queue has no room for it (an empty queue takes any
+    /// one package).
+    async fn queue_waiting(&mut self, package: &ServerPackage) -> Result<(), Close> {
+        let bytes = codec::encode_packed(
+            package,
+            self.config.max_package_bytes,
+            self.config.compression_level,
+            self.config.compress_min_bytes,
+        )
+        .map_err(|e| Close::Fatal(format!("cannot encode reply: {e}")))?;
+        match self.outbox.push(bytes.clone()) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(self.stopped().await),
+            Err(_) => {
+                self.flush_queue().await?;
+                self.outbox
+                    .push(bytes)
+                    .map_err(|e| Close::Fatal(format!("cannot queue a reply: {e}")))
             }
         }
     }

@@ -49,10 +49,26 @@ pub enum Job {
         record: StoredMessage,
         /// The sender's queue, for `message_sent`.
         ack: Outbox,
+        /// What a direct message's `message_sent` says beyond the record
+        /// (boxed: `None` for every channel message).
+        extra: Option<Box<AckExtra>>,
     },
     /// Answered once everything queued before it is committed and
     /// acknowledged.
     Barrier(oneshot::Sender<()>),
+}
+
+/// The parts of a direct message's `message_sent` that are not in its
+/// record: how the recipient was chosen and what they said about being away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckExtra {
+    /// The recipient was picked by `random`.
+    pub random: bool,
+    /// The recipient's away text when the message was sent.
+    pub away: Option<String>,
+    /// The recipient was online: the message is delivered now (or within
+    /// their backlog, which is being delivered), not kept for later.
+    pub online: bool,
 }
 
 /// A reserved place in the journal's queue: taking it is what may wait,
@@ -212,12 +228,28 @@ impl Writer {
         let mut records = self.records.drain(..);
         for job in self.jobs.drain(..) {
             match job {
-                Job::Message { ack, .. } => {
+                Job::Message { ack, extra, .. } => {
                     let Some(m) = records.next() else { continue };
-                    let sent = ServerPackage::notification(Notification::MessageSent {
-                        id: m.id,
-                        channel: m.channel,
-                        timestamp: m.timestamp,
+                    let extra = extra.map(|e| *e).unwrap_or_default();
+                    let sent = ServerPackage::notification(match m.direct {
+                        None => Notification::MessageSent {
+                            id: m.id,
+                            channel: Some(m.channel),
+                            to: None,
+                            timestamp: m.timestamp,
+                            queued: None,
+                            random: None,
+                            away: None,
+                        },
+                        Some(d) => Notification::MessageSent {
+                            id: m.id,
+                            channel: None,
+                            to: Some(d.recipient),
+                            timestamp: m.timestamp,
+                            queued: (d.offline && !extra.online).then_some(true),
+                            random: extra.random.then_some(true),
+                            away: extra.away,
+                        },
                     });
                     // Always stored, never deflated: an acknowledgement is
                     // 130-200 bytes of JSON, deflate would save a tenth of
@@ -252,6 +284,7 @@ fn empty_record() -> StoredMessage {
         account: None,
         text: String::new(),
         timestamp: String::new(),
+        direct: None,
     }
 }
 

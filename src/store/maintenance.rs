@@ -163,6 +163,7 @@ mod tests {
             account: None,
             text: text.into(),
             timestamp: "2026-12-01T08:00:00.000Z".into(),
+            direct: None,
         }
     }
 

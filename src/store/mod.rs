@@ -1,5 +1,7 @@
 //! The durable store: accounts, registered channels (owner, privacy,
-//! admitted accounts, topic, bans) and every accepted chat message, behind the
+//! admitted accounts, topic, bans), every accepted chat message (channel
+//! and direct, with the offline backlog of each account) and accounts'
+//! ignore lists, behind the
 //! [`Store`] trait the rest of the server calls.
 //!
 //! The chat logic never sees SQL: it calls [`Store`] methods, so another
@@ -219,6 +221,52 @@ pub struct StoredMessage {
     pub text: String,
     /// RFC 3339 UTC with milliseconds, as delivered.
     pub timestamp: String,
+    /// Set for a direct message (whose `channel_key` and `channel` are
+    /// empty); `None` for a channel message. Boxed: channel messages, the
+    /// most, stay as small as they were in the store's queue.
+    pub direct: Option<Box<Direct>>,
+}
+
+/// The recipient side of a direct message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Direct {
+    /// The recipient's name when it was sent.
+    pub recipient: String,
+    /// That name folded.
+    pub recipient_key: String,
+    /// The recipient's account, if they have one (cleared if it is deleted).
+    pub recipient_account: Option<AccountId>,
+    /// The conversation's key: see [`conversation_key`].
+    pub conversation: String,
+    /// Kept for a recipient who was not there to receive it live: delivered
+    /// after their next login, carrying `"offline": true`.
+    pub offline: bool,
+}
+
+/// One side of a direct conversation, for [`conversation_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Participant<'a> {
+    /// An account holder, known by account id (a rename keeps the conversation).
+    Account(AccountId),
+    /// A guest, known by folded name.
+    Guest(&'a str),
+}
+
+/// The key of the conversation between `a` and `b`, the same whichever
+/// of them sent: both identities (`#` and the account id, or the folded
+/// guest name) sorted and joined by a space, which no name contains. What
+/// history and search over direct messages look a conversation up by.
+pub fn conversation_key(a: Participant<'_>, b: Participant<'_>) -> String {
+    let id = |p: Participant<'_>| match p {
+        Participant::Account(id) => format!("#{id}"),
+        Participant::Guest(key) => key.to_owned(),
+    };
+    let (a, b) = (id(a), id(b));
+    if a <= b {
+        format!("{a} {b}")
+    } else {
+        format!("{b} {a}")
+    }
 }
 
 /// What the server stores. See the module docs for the threading rule:
@@ -310,6 +358,27 @@ pub trait Store: Send + Sync + fmt::Debug {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Up to `limit` direct messages kept for `account` while it was
+    /// offline, with ids above `after`, ascending (its backlog).
+    fn direct_backlog(
+        &self,
+        account: AccountId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The highest id of `account`'s backlog written to its connection
+    /// (0 before any).
+    fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError>;
+    /// Raises `account`'s delivered-up-to marker to `up_to` (never lowers it).
+    fn set_direct_delivered(&self, account: AccountId, up_to: MessageId) -> Result<(), StoreError>;
+
+    /// The names `account` ignores, as (folded, as given), by folded name.
+    fn ignores(&self, account: AccountId) -> Result<Vec<(String, String)>, StoreError>;
+    /// Adds `key` (spelled `name`) to `account`'s ignore list (idempotent).
+    fn add_ignore(&self, account: AccountId, key: &str, name: &str) -> Result<(), StoreError>;
+    /// Takes `key` off `account`'s ignore list (idempotent).
+    fn remove_ignore(&self, account: AccountId, key: &str) -> Result<(), StoreError>;
 }
 
 /// Opens the store `--db` names: `:memory:` or a SQLite file (created if

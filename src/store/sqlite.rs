@@ -23,8 +23,8 @@ use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension,
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
 use super::{
-    Account, AccountId, AccountsVersion, ChannelId, Durability, MessageId, NewAccount, NewChannel,
-    RegisteredChannel, Store, StoreError, StoreOptions, StoredBan, StoredMessage,
+    Account, AccountId, AccountsVersion, ChannelId, Direct, Durability, MessageId, NewAccount,
+    NewChannel, RegisteredChannel, Store, StoreError, StoreOptions, StoredBan, StoredMessage,
 };
 
 /// The schema's history, oldest first: version N is the database after
@@ -32,6 +32,7 @@ use super::{
 pub(super) const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_accounts_version.sql")),
+    M::up(include_str!("migrations/0003_direct.sql")),
     M::up(include_str!("migrations/0004_moderation.sql")),
 ];
 
@@ -609,13 +610,19 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(classify)?;
         {
+            // An account deleted (by the admin commands) after the message
+            // was accepted is stored as no account: a foreign key failing
+            // would fail the batch again at every retry.
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO messages (id, channel_key, channel, sender, account, text, timestamp) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO messages (id, channel_key, channel, sender, account, text, \
+                     timestamp, recipient, recipient_key, recipient_account, conversation, offline) \
+                     VALUES (?1, ?2, ?3, ?4, (SELECT id FROM accounts WHERE id = ?5), ?6, ?7, \
+                     ?8, ?9, (SELECT id FROM accounts WHERE id = ?10), ?11, ?12)",
                 )
                 .map_err(classify)?;
             for m in batch {
+                let d = m.direct.as_ref();
                 stmt.execute(params![
                     m.id,
                     m.channel_key,
@@ -623,7 +630,12 @@ impl Store for SqliteStore {
                     m.sender,
                     m.account,
                     m.text,
-                    m.timestamp
+                    m.timestamp,
+                    d.map(|d| &d.recipient),
+                    d.map(|d| &d.recipient_key),
+                    d.and_then(|d| d.recipient_account),
+                    d.map(|d| &d.conversation),
+                    d.is_some_and(|d| d.offline),
                 ])
                 .map_err(|e| match classify(e) {
                     StoreError::Backend(why) => {
@@ -649,29 +661,126 @@ impl Store for SqliteStore {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE channel_key = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        );
+        query_messages(
+            &self.read(),
+            &sql,
+            params![channel_key, after, limit_of(limit)],
+        )
+    }
+
+    fn direct_backlog(
+        &self,
+        account: AccountId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_inbox \
+             WHERE offline = 1 AND recipient_account = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        );
+        query_messages(&self.read(), &sql, params![account, after, limit_of(limit)])
+    }
+
+    fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError> {
+        self.read()
+            .prepare_cached(
+                "SELECT coalesce((SELECT up_to FROM direct_delivered WHERE account = ?1), 0)",
+            )
+            .and_then(|mut s| s.query_row([account], |r| r.get(0)))
+            .map_err(classify)
+    }
+
+    fn set_direct_delivered(&self, account: AccountId, up_to: MessageId) -> Result<(), StoreError> {
+        // An account deleted meanwhile has no marker to keep: nothing is inserted.
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO direct_delivered (account, up_to) \
+                 SELECT id, ?2 FROM accounts WHERE id = ?1 \
+                 ON CONFLICT (account) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
+            )
+            .and_then(|mut s| s.execute(params![account, up_to]))
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn ignores(&self, account: AccountId) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.read();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, channel_key, channel, sender, account, text, timestamp FROM messages \
-                 WHERE channel_key = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                "SELECT name_key, name FROM ignores WHERE account = ?1 ORDER BY name_key",
             )
             .map_err(classify)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![channel_key, after, limit], |r| {
-                Ok(StoredMessage {
-                    id: r.get(0)?,
-                    channel_key: r.get(1)?,
-                    channel: r.get(2)?,
-                    sender: r.get(3)?,
-                    account: r.get(4)?,
-                    text: r.get(5)?,
-                    timestamp: r.get(6)?,
-                })
-            })
+            .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(classify)?;
         rows.collect::<Result<_, _>>().map_err(classify)
     }
+
+    fn add_ignore(&self, account: AccountId, key: &str, name: &str) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO ignores (account, name_key, name) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (account, name_key) DO UPDATE SET name = excluded.name",
+            )
+            .and_then(|mut s| s.execute(params![account, key, name]))
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn remove_ignore(&self, account: AccountId, key: &str) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached("DELETE FROM ignores WHERE account = ?1 AND name_key = ?2")
+            .and_then(|mut s| s.execute(params![account, key]))
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+/// The columns [`message_row`] reads, in its order.
+const MESSAGE_COLUMNS: &str = "id, channel_key, channel, sender, account, text, timestamp, \
+     recipient, recipient_key, recipient_account, conversation, offline";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let recipient: Option<String> = r.get(7)?;
+    let direct = match recipient {
+        None => None,
+        Some(recipient) => Some(Box::new(Direct {
+            recipient,
+            recipient_key: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            recipient_account: r.get(9)?,
+            conversation: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+            offline: r.get(11)?,
+        })),
+    };
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        channel_key: r.get(1)?,
+        channel: r.get(2)?,
+        sender: r.get(3)?,
+        account: r.get(4)?,
+        text: r.get(5)?,
+        timestamp: r.get(6)?,
+        direct,
+    })
+}
+
+fn query_messages(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
+    let rows = stmt.query_map(args, message_row).map_err(classify)?;
+    rows.collect::<Result<_, _>>().map_err(classify)
+}
+
+/// A row limit as SQLite takes it.
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -707,6 +816,7 @@ mod tests {
             account,
             text: format!("text {id}"),
             timestamp: "2026-12-01T07:00:00.000Z".to_owned(),
+            direct: None,
         }
     }
 
@@ -1157,6 +1267,84 @@ mod tests {
         assert!(kept
             .iter()
             .all(|m| m.account.is_none() && m.sender == "alice"));
+    }
+
+    fn direct(id: MessageId, to: AccountId, offline: bool) -> StoredMessage {
+        StoredMessage {
+            channel_key: String::new(),
+            channel: String::new(),
+            direct: Some(Box::new(Direct {
+                recipient: "Bob".into(),
+                recipient_key: "bob".into(),
+                recipient_account: Some(to),
+                conversation: crate::store::conversation_key(
+                    crate::store::Participant::Guest("alice"),
+                    crate::store::Participant::Account(to),
+                ),
+                offline,
+            })),
+            ..message(id, "general", None)
+        }
+    }
+
+    #[test]
+    fn direct_messages_keep_their_recipient_and_an_accounts_backlog_pages_by_id() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let bob = store.create_account(&account("bob", "b0b")).unwrap().0;
+        let batch = [
+            direct(1, bob, true),
+            message(2, "general", None),
+            direct(3, bob, false),
+            direct(4, bob, true),
+            direct(5, bob, true),
+        ];
+        store.append_messages(&batch).unwrap();
+        // Only the kept ones are the backlog; a channel never sees them.
+        let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.direct_backlog(bob, 0, 10).unwrap()), [1, 4, 5]);
+        assert_eq!(ids(store.direct_backlog(bob, 1, 1).unwrap()), [4]);
+        assert_eq!(store.direct_backlog(bob, 0, 10).unwrap()[0], batch[0]);
+        assert_eq!(ids(store.messages_after("general", 0, 10).unwrap()), [2]);
+        assert_eq!(
+            batch[0].direct.as_ref().unwrap().conversation,
+            format!("#{bob} alice")
+        );
+        // The marker only goes up.
+        assert_eq!(store.direct_delivered(bob).unwrap(), 0);
+        store.set_direct_delivered(bob, 4).unwrap();
+        store.set_direct_delivered(bob, 1).unwrap();
+        assert_eq!(store.direct_delivered(bob).unwrap(), 4);
+        // Ignore lists, idempotent both ways.
+        store.add_ignore(bob, "carol", "Carol").unwrap();
+        store.add_ignore(bob, "carol", "CAROL").unwrap();
+        store.add_ignore(bob, "al", "al").unwrap();
+        assert_eq!(
+            store.ignores(bob).unwrap(),
+            [("al".into(), "al".into()), ("carol".into(), "CAROL".into())]
+        );
+        store.remove_ignore(bob, "al").unwrap();
+        store.remove_ignore(bob, "al").unwrap();
+        assert_eq!(store.ignores(bob).unwrap().len(), 1);
+        // A deleted account takes its backlog link, marker, list and
+        // conversations along; the messages stay. Its id, the highest,
+        // may be handed out again, and must start clean.
+        store.delete_account(bob).unwrap();
+        assert_eq!(store.direct_backlog(bob, 0, 10).unwrap(), vec![]);
+        let again = store.create_account(&account("dan", "dan")).unwrap().0;
+        assert_eq!(store.direct_delivered(again).unwrap(), 0);
+        assert_eq!(store.ignores(again).unwrap(), vec![]);
+        let conversations: i64 = store
+            .lock()
+            .query_row(
+                "SELECT count(*) FROM messages WHERE conversation IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(conversations, 0);
+        assert_eq!(store.max_message_id().unwrap(), 5);
+        // A recipient account deleted before the commit is stored as none.
+        store.append_messages(&[direct(6, 999, true)]).unwrap();
     }
 
     #[test]

@@ -311,10 +311,65 @@ pub enum Notification {
     MessageSent {
         /// The message's id, as its recipients got it.
         id: i64,
-        /// The channel it was sent to.
-        channel: String,
+        /// The channel it was sent to (absent for a direct message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// The recipient of a direct message (absent for a channel message).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
         /// Its timestamp, as its recipients got it.
         timestamp: String,
+        /// Set when the recipient was offline: the message waits in the
+        /// store for their next session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queued: Option<bool>,
+        /// Set for `random`: the server chose the recipient.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        random: Option<bool>,
+        /// The recipient's away text, when they have set one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        away: Option<String>,
+    },
+    /// The answer to `who`: online users, or a channel's members.
+    Who {
+        /// The channel asked about; `null` for everybody online.
+        channel: Option<String>,
+        /// Users sorted by folded name, at most `max_list_names`, after
+        /// the `after` name if one was given.
+        users: Vec<WhoEntry>,
+        /// How many users the question matches in all (ignoring `after`).
+        users_total: usize,
+    },
+    /// The answer to `whois`.
+    Whois {
+        /// The name as its owner spells it (as asked, when nobody has it).
+        username: String,
+        /// Whether somebody with that name is online.
+        online: bool,
+        /// Whether the name is an account.
+        account: bool,
+        /// The user's channel, when it is public or the asker's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// The user's away text, when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        away: Option<String>,
+        /// Whole seconds since the user's last message or command other
+        /// than `ping` (online users only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idle_secs: Option<u64>,
+    },
+    /// The answer to `away`: the away text now in force (absent: cleared).
+    Away {
+        /// The text, when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// The answer to `ignore`, `unignore` and `ignores`: everyone the
+    /// user ignores, sorted by folded name.
+    IgnoreList {
+        /// The ignored names, as they were given.
+        usernames: Vec<String>,
     },
     /// The server is shutting down; the connection closes next.
     ServerShutdown {},
@@ -400,20 +455,51 @@ pub struct ErrorData {
     pub message: String,
 }
 
-/// `data` of a server `message` package: chat text with its origin.
+/// One user in a `who` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoEntry {
+    /// The name as its owner spells it.
+    pub username: String,
+    /// Whether the user is logged in to an account.
+    pub account: bool,
+    /// The user's channel, when it is public or the asker's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The user's away text, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
+}
+
+/// `data` of a server `message` package: chat text with its origin. A
+/// channel message has `channel`; a direct message has `to` instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// The text as sent.
     pub message: String,
     /// Who sent it.
     pub username: String,
-    /// Where it was sent.
-    pub channel: String,
+    /// Where it was sent (channel messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The recipient (direct messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// When the server accepted it: RFC 3339, UTC, milliseconds.
     pub timestamp: String,
     /// Unique on the server and increasing in the order messages are
     /// stored (a JSON integer).
     pub id: i64,
+    /// Set on a direct message kept while its recipient was offline and
+    /// delivered after their next login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<bool>,
+}
+
+impl ChatMessage {
+    /// Whether this is a direct message (it names a recipient, no channel).
+    pub fn is_direct(&self) -> bool {
+        self.to.is_some()
+    }
 }
 
 impl ServerPackage {
@@ -772,8 +858,12 @@ mod tests {
             (
                 ServerPackage::notification(Notification::MessageSent {
                     id: 42,
-                    channel: "rust".into(),
+                    channel: Some("rust".into()),
+                    to: None,
                     timestamp: "2026-11-21T10:00:00.123Z".into(),
+                    queued: None,
+                    random: None,
+                    away: None,
                 }),
                 json!({"type": "notification", "data": {"event_type": "message_sent", "id": 42,
                     "channel": "rust", "timestamp": "2026-11-21T10:00:00.123Z"}}),
@@ -797,12 +887,79 @@ mod tests {
                 ServerPackage::Message(ChatMessage {
                     message: "Hello".into(),
                     username: "alice".into(),
-                    channel: "general".into(),
+                    channel: Some("general".into()),
+                    to: None,
                     timestamp: "2026-11-21T10:00:00.123Z".into(),
                     id: 7,
+                    offline: None,
                 }),
                 json!({"type": "message", "data": {"message": "Hello", "username": "alice",
                     "channel": "general", "timestamp": "2026-11-21T10:00:00.123Z", "id": 7}}),
+            ),
+            (
+                ServerPackage::Message(ChatMessage {
+                    message: "hi".into(),
+                    username: "alice".into(),
+                    channel: None,
+                    to: Some("bob".into()),
+                    timestamp: "2026-11-21T10:00:00.123Z".into(),
+                    id: 8,
+                    offline: Some(true),
+                }),
+                json!({"type": "message", "data": {"message": "hi", "username": "alice",
+                    "to": "bob", "timestamp": "2026-11-21T10:00:00.123Z", "id": 8,
+                    "offline": true}}),
+            ),
+            (
+                ServerPackage::notification(Notification::MessageSent {
+                    id: 8,
+                    channel: None,
+                    to: Some("bob".into()),
+                    timestamp: "2026-11-21T10:00:00.123Z".into(),
+                    queued: Some(true),
+                    random: None,
+                    away: Some("lunch".into()),
+                }),
+                json!({"type": "notification", "data": {"event_type": "message_sent", "id": 8,
+                    "to": "bob", "timestamp": "2026-11-21T10:00:00.123Z", "queued": true,
+                    "away": "lunch"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Who {
+                    channel: None,
+                    users: vec![WhoEntry {
+                        username: "bob".into(),
+                        account: true,
+                        channel: Some("general".into()),
+                        away: None,
+                    }],
+                    users_total: 1,
+                }),
+                json!({"type": "notification", "data": {"event_type": "who", "channel": null,
+                    "users": [{"username": "bob", "account": true, "channel": "general"}],
+                    "users_total": 1}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Whois {
+                    username: "bob".into(),
+                    online: true,
+                    account: false,
+                    channel: None,
+                    away: Some("out".into()),
+                    idle_secs: Some(3),
+                }),
+                json!({"type": "notification", "data": {"event_type": "whois", "username": "bob",
+                    "online": true, "account": false, "away": "out", "idle_secs": 3}}),
+            ),
+            (
+                ServerPackage::notification(Notification::IgnoreList {
+                    usernames: vec!["carol".into()],
+                }),
+                json!({"type": "notification", "data": {"event_type": "ignore_list", "usernames": ["carol"]}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Away { message: None }),
+                json!({"type": "notification", "data": {"event_type": "away"}}),
             ),
         ];
         for (package, expected) in cases {

@@ -95,15 +95,53 @@ pub fn format_message<Tz: TimeZone>(m: &ChatMessage, theme: &Theme, tz: &Tz) -> 
 where
     Tz::Offset: fmt::Display,
 {
+    let time = theme.paint(Style::new().dimmed(), &format_time(&m.timestamp, tz));
+    let Some(channel) = &m.channel else {
+        // A direct message: no channel, the sender between stars.
+        let offline = if m.offline == Some(true) {
+            theme.paint(Style::new().dimmed(), " (while you were away)")
+        } else {
+            String::new()
+        };
+        return format!(
+            "{time} {} {}{offline}",
+            theme.paint(
+                AnsiColor::Magenta.on_default().bold(),
+                &format!("*{}*", sanitize(&m.username))
+            ),
+            sanitize(&m.message)
+        );
+    };
     format!(
-        "{} {} {} {}",
-        theme.paint(Style::new().dimmed(), &format_time(&m.timestamp, tz)),
+        "{time} {} {} {}",
         theme.paint(
             AnsiColor::Blue.on_default(),
-            &format!("[{}]", sanitize(&m.channel))
+            &format!("[{}]", sanitize(channel))
         ),
         theme.paint(Style::new().bold(), &format!("<{}>", sanitize(&m.username))),
         sanitize(&m.message)
+    )
+}
+
+/// One's own direct message as shown once sent: `10:02 -> *bob* hi`.
+pub fn format_own_direct<Tz: TimeZone>(
+    to: &str,
+    text: &str,
+    timestamp: &str,
+    theme: &Theme,
+    tz: &Tz,
+) -> String
+where
+    Tz::Offset: fmt::Display,
+{
+    format!(
+        "{} -> {} {}",
+        theme.paint(Style::new().dimmed(), &format_time(timestamp, tz)),
+        theme.paint(
+            AnsiColor::Magenta.on_default().bold(),
+            &format!("*{}*", sanitize(to))
+        ),
+        sanitize(text)
     )
 }
 
@@ -360,6 +398,73 @@ impl ChatState {
                     ),
                 ))
             }
+            Notification::Who {
+                channel,
+                users,
+                users_total,
+            } => {
+                let entries: Vec<String> = users
+                    .iter()
+                    .map(|u| {
+                        let mut line = sanitize(&u.username).into_owned();
+                        if let Some(c) = &u.channel {
+                            line.push_str(&format!(" [{}]", sanitize(c)));
+                        }
+                        if u.account {
+                            line.push_str(" (account)");
+                        }
+                        if let Some(a) = &u.away {
+                            line.push_str(&format!(" (away: {})", sanitize(a)));
+                        }
+                        line
+                    })
+                    .collect();
+                let whom = match channel {
+                    Some(c) => format!("in {}", sanitize(c)),
+                    None => "online".to_owned(),
+                };
+                let count = if *users_total > users.len() {
+                    format!("{} of {users_total}", users.len())
+                } else {
+                    users_total.to_string()
+                };
+                format!("{whom} ({count}): {}", entries.join(", "))
+            }
+            Notification::Whois {
+                username,
+                online,
+                account,
+                channel,
+                away,
+                idle_secs,
+            } => {
+                let mut parts = vec![sanitize(username).into_owned()];
+                parts.push(if *online { "online" } else { "offline" }.to_owned());
+                parts.push(if *account { "account" } else { "guest" }.to_owned());
+                if let Some(c) = channel {
+                    parts.push(format!("in {}", sanitize(c)));
+                }
+                if let Some(a) = away {
+                    parts.push(format!("away: {}", sanitize(a)));
+                }
+                if let Some(i) = idle_secs {
+                    parts.push(format!("idle {i} s"));
+                }
+                parts.join(", ")
+            }
+            Notification::Away { message } => match message {
+                Some(m) => format!("you are marked away: {}", sanitize(m)),
+                None => "you are back".to_owned(),
+            },
+            Notification::IgnoreList { usernames } => {
+                if usernames.is_empty() {
+                    "you ignore nobody".to_owned()
+                } else {
+                    let names: Vec<String> =
+                        usernames.iter().map(|n| sanitize(n).into_owned()).collect();
+                    format!("you ignore ({}): {}", names.len(), names.join(", "))
+                }
+            }
             // The acknowledgement that one's own message is stored: the
             // line was already shown when it was typed.
             Notification::Pong { .. } | Notification::MessageSent { .. } => return None,
@@ -499,9 +604,11 @@ mod tests {
         ServerPackage::Message(ChatMessage {
             message: text.into(),
             username: user.into(),
-            channel: "general".into(),
+            channel: Some("general".into()),
+            to: None,
             timestamp: ts.into(),
             id: 1,
+            offline: None,
         })
     }
 

@@ -52,8 +52,11 @@ use crate::wire::protocol::{
 
 mod channels;
 mod moderation;
+mod people;
 mod presence;
 mod registered;
+
+pub use people::{LoginSetup, OfflineDirect, OfflineRecipient};
 
 /// The channel every user starts in. It always exists, is public and has no owner.
 pub const GENERAL: &str = "general";
@@ -121,6 +124,22 @@ pub enum Persist {
     /// A registered channel was deleted: it goes from the store with its
     /// messages (after every message already queued for it is written).
     Delete(ChannelId),
+    /// An account ignores a name from now on.
+    Ignore {
+        /// Whose list.
+        account: AccountId,
+        /// The folded name.
+        key: String,
+        /// The name as given.
+        name: String,
+    },
+    /// An account no longer ignores a name.
+    Unignore {
+        /// Whose list.
+        account: AccountId,
+        /// The folded name.
+        key: String,
+    },
 }
 
 /// A registered channel as loaded from the store at start.
@@ -279,6 +298,35 @@ struct User {
     /// Folded keys of channels holding an invitation for this user, so the
     /// invitations can be dropped when the user goes away.
     invited_to: HashSet<String>,
+    /// The user's away text (`away`), if set.
+    away: Option<String>,
+    /// Folded names this user ignores, to the name as given (at most
+    /// `max_ignores`); mirrored in [`State::ignored_by`].
+    ignores: BTreeMap<String, String>,
+    /// When the user last sent a message or a command other than `ping`
+    /// (for `whois`'s idle time).
+    last_active: std::time::Instant,
+    /// Set while this account's backlog of kept direct messages is being
+    /// delivered after its login. New direct messages join the backlog
+    /// until it is empty, so they keep their order.
+    backlog: Option<people::Backlog>,
+}
+
+impl User {
+    /// A user just logged in, in `general`, with nothing set.
+    fn new(name: &str, outbox: Outbox, account: Option<AccountId>) -> Self {
+        User {
+            name: name.to_owned(),
+            channel: GENERAL.to_owned(),
+            outbox,
+            account,
+            invited_to: HashSet::new(),
+            away: None,
+            ignores: BTreeMap::new(),
+            last_active: std::time::Instant::now(),
+            backlog: None,
+        }
+    }
 }
 
 /// A member slot: the id plus a handle on its queue, so a broadcast walks
@@ -395,6 +443,10 @@ struct State {
     /// Folded keys of channels above the presence limit whose member count
     /// changed since their last `channel_stats` (at most one per channel).
     presence_dirty: HashSet<String>,
+    /// Folded name to the online users ignoring it: a message's recipients
+    /// are checked against its sender's entry only, and only when the map
+    /// is not empty, so fan-out costs nothing extra while nobody ignores.
+    ignored_by: HashMap<String, HashSet<UserId>>,
 }
 
 /// Names kept sorted, folded key to display name, plus the capped list of
@@ -555,6 +607,7 @@ impl Hub {
             closing: false,
             public: SortedNames::public_channels(),
             presence_dirty: HashSet::new(),
+            ignored_by: HashMap::new(),
         };
         Ok(Hub {
             shared: Arc::new(Shared {
@@ -663,13 +716,16 @@ impl Hub {
             account: user.account,
             text,
             timestamp: timestamp_now(),
+            direct: None,
         };
         let package = ServerPackage::Message(ChatMessage {
             message: record.text.clone(),
             username: record.sender.clone(),
-            channel: record.channel.clone(),
+            channel: Some(record.channel.clone()),
+            to: None,
             timestamp: record.timestamp.clone(),
             id: message_id,
+            offline: None,
         });
         let bytes = codec::encode_packed(
             &package,
@@ -679,15 +735,32 @@ impl Hub {
         )
         .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
         let ack = user.outbox.clone();
+        // Only looked up when somebody ignores somebody: folding a name
+        // per message is not free.
+        let ignorers = (!g.state.ignored_by.is_empty())
+            .then(|| g.state.ignored_by.get(&fold_name(&record.sender)).cloned())
+            .flatten()
+            .unwrap_or_default();
         g.state.next_message_id += 1;
-        slot.send(Job::Message { record, ack });
+        slot.send(Job::Message {
+            record,
+            ack,
+            extra: None,
+        });
         let state = &mut *g.state;
+        if let Some(user) = state.users.get_mut(&id) {
+            user.last_active = std::time::Instant::now();
+        }
         if let Some(ch) = state
             .users
             .get(&id)
             .and_then(|u| state.channels.get(&u.channel))
         {
-            for m in ch.members.iter().filter(|m| m.id != id) {
+            for m in ch
+                .members
+                .iter()
+                .filter(|m| m.id != id && !ignorers.contains(&m.id))
+            {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
         }
@@ -704,6 +777,19 @@ impl Hub {
         let channel = user.channel.clone();
         if old == new_name {
             return fail(format!("Your name is already {new_name}."));
+        }
+        // A new name must not get its holder past a ban of the channel
+        // they are in.
+        if let Some(ch) = g
+            .state
+            .channels
+            .get(&channel)
+            .filter(|ch| moderation::is_banned(ch, new_name, None))
+        {
+            return fail(format!(
+                "{new_name} is banned from {}, where you are; choose another name.",
+                ch.name
+            ));
         }
         if fold_name(&old) == fold_name(new_name) {
             validate_name(new_name, g.config.max_name_chars).map_err(ChatError)?;
@@ -1011,6 +1097,9 @@ impl Guard<'_> {
                     ch.invited.remove(&id);
                 }
             }
+            for key in user.ignores.keys() {
+                unmark_ignorer(&mut state.ignored_by, key, id);
+            }
             user.outbox.close();
         }
     }
@@ -1047,6 +1136,16 @@ fn admitted(ch: &Channel, account: Option<AccountId>) -> bool {
 fn mark_dirty(dirty: &mut HashSet<String>, key: &str) {
     if !dirty.contains(key) {
         dirty.insert(key.to_owned());
+    }
+}
+
+/// Takes `id` out of the users ignoring `key`.
+fn unmark_ignorer(ignored_by: &mut HashMap<String, HashSet<UserId>>, key: &str, id: UserId) {
+    if let Some(set) = ignored_by.get_mut(key) {
+        set.remove(&id);
+        if set.is_empty() {
+            ignored_by.remove(key);
+        }
     }
 }
 

@@ -48,6 +48,19 @@ impl Hub {
         account: Option<AccountId>,
         outbox: Outbox,
     ) -> Result<UserId, ChatError> {
+        self.login_with(name, account, outbox, LoginSetup::default())
+    }
+
+    /// [`Hub::login_as`], with what the session starts with beyond its
+    /// name: the account's ignore list, and whether its backlog of kept
+    /// direct messages is still to be delivered ([`LoginSetup`]).
+    pub fn login_with(
+        &self,
+        name: &str,
+        account: Option<AccountId>,
+        outbox: Outbox,
+        setup: LoginSetup,
+    ) -> Result<UserId, ChatError> {
         let mut g = self.lock();
         if let Some(account) = account {
             validate_name(name, g.config.max_name_chars).map_err(ChatError)?;
@@ -65,16 +78,8 @@ impl Hub {
         if let Some(account) = account {
             g.state.online_accounts.insert(account, id);
         }
-        g.state.users.insert(
-            id,
-            User {
-                name: name.to_owned(),
-                channel: GENERAL.to_owned(),
-                outbox,
-                account,
-                invited_to: HashSet::new(),
-            },
-        );
+        g.state.users.insert(id, User::new(name, outbox, account));
+        g.setup_user(id, setup);
         g.send_session(id, name, account.is_some());
         g.enter(id, GENERAL);
         g.finish();
