@@ -24,6 +24,27 @@ pub enum ChatCommand {
     Invite(String),
     /// `/channels`
     Channels,
+    /// `/msg USER TEXT` (and `/reply TEXT`, once the session knows to whom)
+    Direct {
+        /// The recipient.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// `/random TEXT`
+    Random(String),
+    /// `/who [CHANNEL]`
+    Who(Option<String>),
+    /// `/whois USER`
+    Whois(String),
+    /// `/away [TEXT]`: without text, back.
+    Away(Option<String>),
+    /// `/ignore USER`
+    Ignore(String),
+    /// `/unignore USER`
+    Unignore(String),
+    /// `/ignores`
+    Ignores,
 }
 
 impl ChatCommand {
@@ -37,6 +58,19 @@ impl ChatCommand {
             ChatCommand::Public => ("public", None),
             ChatCommand::Invite(u) => ("invite", Some(serde_json::json!({ "username": u }))),
             ChatCommand::Channels => ("channels", None),
+            ChatCommand::Direct { to, text } => (
+                "direct",
+                Some(serde_json::json!({ "username": to, "message": text })),
+            ),
+            ChatCommand::Random(text) => ("random", Some(serde_json::json!({ "message": text }))),
+            ChatCommand::Who(None) => ("who", None),
+            ChatCommand::Who(Some(c)) => ("who", Some(serde_json::json!({ "channel": c }))),
+            ChatCommand::Whois(u) => ("whois", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Away(None) => ("away", None),
+            ChatCommand::Away(Some(m)) => ("away", Some(serde_json::json!({ "message": m }))),
+            ChatCommand::Ignore(u) => ("ignore", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Unignore(u) => ("unignore", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Ignores => ("ignores", None),
         };
         ClientPackage::Command(Command::new(name, parameters))
     }
@@ -68,6 +102,8 @@ pub enum Input {
     Register,
     /// `/password`: asks for the current and a new password.
     Password,
+    /// `/reply TEXT`: a direct message to whoever last wrote to us directly.
+    Reply(String),
     /// A malformed command; the text says how to use it.
     Invalid(String),
 }
@@ -92,6 +128,14 @@ enum Arity {
     Zero,
     /// Exactly one word.
     One,
+    /// One word, optional.
+    MaybeOne,
+    /// One word, then text (required).
+    OneAndText,
+    /// Text (required): the rest of the line.
+    Text,
+    /// Text, optional.
+    MaybeText,
 }
 
 /// One row of the command list: name, argument, description, arity.
@@ -151,6 +195,60 @@ const SPECS: &[Spec] = &[
         arity: Arity::Zero,
     },
     Spec {
+        name: "msg",
+        arg: "USER TEXT",
+        about: "send TEXT to USER only (kept for them if they have an account and are away)",
+        arity: Arity::OneAndText,
+    },
+    Spec {
+        name: "reply",
+        arg: "TEXT",
+        about: "send TEXT to the last person who wrote to you directly",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "random",
+        arg: "TEXT",
+        about: "send TEXT to somebody online picked at random",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "who",
+        arg: "[CHANNEL]",
+        about: "list who is online, or who is in CHANNEL",
+        arity: Arity::MaybeOne,
+    },
+    Spec {
+        name: "whois",
+        arg: "USER",
+        about: "show what is known of USER",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "away",
+        arg: "[TEXT]",
+        about: "mark yourself away with TEXT; without TEXT, back",
+        arity: Arity::MaybeText,
+    },
+    Spec {
+        name: "ignore",
+        arg: "USER",
+        about: "stop receiving USER's messages",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "unignore",
+        arg: "USER",
+        about: "receive USER's messages again",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "ignores",
+        arg: "",
+        about: "list the users you ignore",
+        arity: Arity::Zero,
+    },
+    Spec {
         name: "register",
         arg: "",
         about: "register your name as an account (asks for a password twice)",
@@ -185,6 +283,11 @@ impl Spec {
             format!("/{} {}", self.name, self.arg)
         }
     }
+}
+
+/// Every command name, without its slash, in `/help` order.
+pub fn command_names() -> impl Iterator<Item = &'static str> {
+    SPECS.iter().map(|s| s.name)
 }
 
 /// The `/help` text, one line per entry.
@@ -233,12 +336,32 @@ pub fn parse_line(line: &str) -> Input {
             crate::client::ui::sanitize::sanitize(&shown)
         ));
     };
+    let text = rest.trim_start();
+    let usage = || Input::Invalid(format!("usage: {}", spec.usage()));
     let arg = match (spec.arity, args.as_slice()) {
-        (Arity::Zero, []) => String::new(),
-        (Arity::One, [one]) => (*one).to_owned(),
-        _ => return Input::Invalid(format!("usage: {}", spec.usage())),
+        (Arity::Zero, []) | (Arity::MaybeOne, []) | (Arity::MaybeText, []) => String::new(),
+        (Arity::One | Arity::MaybeOne, [one]) => (*one).to_owned(),
+        (Arity::Text | Arity::MaybeText, [_, ..]) => text.to_owned(),
+        (Arity::OneAndText, [_, _, ..]) => text.to_owned(),
+        _ => return usage(),
     };
+    let optional = |arg: String| Some(arg).filter(|a| !a.is_empty());
     match spec.name {
+        "msg" => match arg.split_once(char::is_whitespace) {
+            Some((to, text)) => Input::Command(ChatCommand::Direct {
+                to: to.to_owned(),
+                text: text.trim_start().to_owned(),
+            }),
+            None => usage(),
+        },
+        "reply" => Input::Reply(arg),
+        "random" => Input::Command(ChatCommand::Random(arg)),
+        "who" => Input::Command(ChatCommand::Who(optional(arg))),
+        "whois" => Input::Command(ChatCommand::Whois(arg)),
+        "away" => Input::Command(ChatCommand::Away(optional(arg))),
+        "ignore" => Input::Command(ChatCommand::Ignore(arg)),
+        "unignore" => Input::Command(ChatCommand::Unignore(arg)),
+        "ignores" => Input::Command(ChatCommand::Ignores),
         "join" => Input::Command(ChatCommand::Join(arg)),
         "leave" => Input::Command(ChatCommand::Leave),
         "rename" => Input::Command(ChatCommand::Rename(arg)),
@@ -335,7 +458,7 @@ mod tests {
 
     #[test]
     fn unknown_commands_are_not_sent() {
-        for line in ["/jion rust", "/", "/ join", "/msg bob hi", "/\u{1b}[2J"] {
+        for line in ["/jion rust", "/", "/ join", "/mgs bob hi", "/\u{1b}[2J"] {
             match parse_line(line) {
                 Input::Invalid(text) => {
                     assert!(text.starts_with("unknown command"), "{text}");
@@ -402,6 +525,64 @@ mod tests {
         );
         assert_eq!(parse_line("/help").to_package(), None);
         assert_eq!(parse_line("/quit").to_package(), None);
+    }
+
+    #[test]
+    fn people_commands() {
+        assert_eq!(
+            parse_line("/msg bob  hello  there "),
+            cmd(ChatCommand::Direct {
+                to: "bob".into(),
+                text: "hello  there ".into()
+            })
+        );
+        assert_eq!(parse_line("/reply ok then"), Input::Reply("ok then".into()));
+        assert_eq!(
+            parse_line("/random hi all"),
+            cmd(ChatCommand::Random("hi all".into()))
+        );
+        assert_eq!(parse_line("/who"), cmd(ChatCommand::Who(None)));
+        assert_eq!(
+            parse_line("/who rust"),
+            cmd(ChatCommand::Who(Some("rust".into())))
+        );
+        assert_eq!(
+            parse_line("/whois bob"),
+            cmd(ChatCommand::Whois("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/away at lunch"),
+            cmd(ChatCommand::Away(Some("at lunch".into())))
+        );
+        assert_eq!(parse_line("/away"), cmd(ChatCommand::Away(None)));
+        assert_eq!(
+            parse_line("/ignore bob"),
+            cmd(ChatCommand::Ignore("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/unignore bob"),
+            cmd(ChatCommand::Unignore("bob".into()))
+        );
+        assert_eq!(parse_line("/ignores"), cmd(ChatCommand::Ignores));
+        for bad in [
+            "/msg", "/msg bob", "/reply", "/random", "/whois", "/who a b", "/ignore",
+        ] {
+            assert!(matches!(parse_line(bad), Input::Invalid(_)), "{bad}");
+        }
+        let value = |i: Input| serde_json::to_value(i.to_package().unwrap()).unwrap();
+        assert_eq!(
+            value(parse_line("/msg bob hi")),
+            json!({"type": "command", "data": {"command": "direct",
+                "parameters": {"username": "bob", "message": "hi"}}})
+        );
+        assert_eq!(
+            value(parse_line("/away")),
+            json!({"type": "command", "data": {"command": "away"}})
+        );
+        assert_eq!(
+            value(parse_line("/who rust")),
+            json!({"type": "command", "data": {"command": "who", "parameters": {"channel": "rust"}}})
+        );
     }
 
     #[test]
