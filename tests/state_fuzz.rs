@@ -967,6 +967,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     barrier.wait().await;
     let snap = server.hub.snapshot();
     server.hub.check_member_lists()?;
+    server.hub.check_people()?;
     barrier.wait().await;
     let mut logs = Vec::new();
     for t in tasks {

@@ -247,6 +247,35 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Checks that the index of who ignores whom mirrors every user's own
+    /// ignore list and that no list is over `max_ignores` (for tests and
+    /// diagnostics). A user may come to ignore their own name by a rename:
+    /// harmless, since nobody receives their own messages.
+    pub fn check_people(&self) -> Result<(), String> {
+        let g = self.lock();
+        let s = &g.state;
+        let mut expected: HashMap<&str, HashSet<UserId>> = HashMap::new();
+        for (id, u) in &s.users {
+            if u.ignores.len() > g.config.max_ignores {
+                return Err(format!("{} ignores {} names", u.name, u.ignores.len()));
+            }
+            for key in u.ignores.keys() {
+                expected.entry(key.as_str()).or_default().insert(*id);
+            }
+        }
+        let actual: HashMap<&str, HashSet<UserId>> = s
+            .ignored_by
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        if actual != expected {
+            return Err(format!(
+                "ignore index {actual:?} does not mirror the lists {expected:?}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Notes that the user did something (`whois` shows the time since):
     /// the command table calls it for every command but `ping`.
     pub fn touch(&self, id: UserId) {
