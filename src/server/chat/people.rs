@@ -295,32 +295,45 @@ impl Hub {
         let mut g = self.lock();
         let asker = g.user(id)?;
         let asker_channel = asker.channel.clone();
-        let (shown, ids): (Option<String>, Vec<UserId>) = match channel {
-            None => (None, g.state.users.keys().copied().collect()),
+        // Folded names come from the maps that hold them already: folding
+        // every name per `who` under the lock would cost a microsecond or
+        // so per user.
+        let (shown, mut users): (Option<String>, Vec<(&str, &User)>) = match channel {
+            None => (
+                None,
+                g.state
+                    .names
+                    .iter()
+                    .filter_map(|(key, uid)| Some((key.as_str(), g.state.users.get(uid)?)))
+                    .collect(),
+            ),
             Some(name) => {
                 let key = fold_name(name);
                 match g.state.channels.get(&key) {
                     Some(ch) if !ch.private || key == asker_channel => (
                         Some(ch.name.clone()),
-                        ch.members.iter().map(|m| m.id).collect(),
+                        // The members' folded names, sorted already.
+                        ch.sorted
+                            .names
+                            .keys()
+                            .filter_map(|k| {
+                                let user = g.state.users.get(g.state.names.get(k)?)?;
+                                Some((k.as_str(), user))
+                            })
+                            .collect(),
                     ),
                     _ => return fail(format!("There is no public channel named {name}.")),
                 }
             }
         };
-        let mut users: Vec<(String, &User)> = ids
-            .iter()
-            .filter_map(|uid| g.state.users.get(uid))
-            .map(|u| (fold_name(&u.name), u))
-            .collect();
-        users.sort_by(|a, b| a.0.cmp(&b.0));
+        users.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let total = users.len();
         let after = after.map(fold_name);
         let budget = g.config.max_package_bytes / 2;
         let mut used = 0;
         let mut entries = Vec::new();
         for (key, u) in users {
-            if after.as_ref().is_some_and(|a| key <= *a) {
+            if after.as_deref().is_some_and(|a| key <= a) {
                 continue;
             }
             if entries.len() >= g.config.max_list_names {
