@@ -66,6 +66,8 @@ pub struct OfflineRecipient {
     pub name: String,
     /// Folded names the account ignores.
     pub ignores: HashSet<String>,
+    /// How many messages wait in its backlog (counted up to `max_backlog`).
+    pub waiting: usize,
 }
 
 impl Hub {
@@ -136,6 +138,12 @@ impl Hub {
             return fail(format!(
                 "{} does not accept direct messages from you.",
                 recipient.name
+            ));
+        }
+        if recipient.waiting >= g.config.max_backlog {
+            return fail(format!(
+                "{} has {} direct messages waiting already, the most there may be; try again after they log in.",
+                recipient.name, recipient.waiting
             ));
         }
         let record = StoredMessage {
