@@ -65,6 +65,30 @@ enum Action {
         slot: u8,
         token: Option<String>,
     },
+    /// `direct`, or `random` when `name` is `None`.
+    Direct {
+        slot: u8,
+        name: Option<u8>,
+        text: String,
+    },
+    Who {
+        slot: u8,
+        channel: Option<u8>,
+        after: Option<u8>,
+    },
+    Whois {
+        slot: u8,
+        name: u8,
+    },
+    Away {
+        slot: u8,
+        text: Option<String>,
+    },
+    Ignore {
+        slot: u8,
+        name: u8,
+        undo: bool,
+    },
     /// The client reads what is queued for it.
     Drain {
         slot: u8,
@@ -201,6 +225,48 @@ fuzz_target!(|input: Input| {
                     let _ = hub.ping(id, token);
                 }
             }
+            Action::Direct { slot, name, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    if let Ok(place) = hub.journal().try_slot() {
+                        // No store lookup here: a direct message to an
+                        // offline name handed back is dropped, slot and all.
+                        let _ = match name {
+                            Some(n) => hub.direct(id, pick(NAMES, n), text, place).map(|_| ()),
+                            None => hub.random(id, text, place),
+                        };
+                    }
+                }
+            }
+            Action::Who {
+                slot,
+                channel,
+                after,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let channel = channel.map(|c| pick(CHANNELS, c));
+                    let after = after.map(|a| pick(NAMES, a));
+                    let _ = hub.who(id, channel, after);
+                }
+            }
+            Action::Whois { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.whois(id, pick(NAMES, name));
+                }
+            }
+            Action::Away { slot, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.away(id, text);
+                }
+            }
+            Action::Ignore { slot, name, undo } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = if undo {
+                        hub.unignore(id, pick(NAMES, name))
+                    } else {
+                        hub.ignore(id, pick(NAMES, name))
+                    };
+                }
+            }
         }
         // A killed connection (slow consumer) ends; its task then calls
         // disconnect, which must be harmless after the hub removed it.
@@ -213,6 +279,9 @@ fuzz_target!(|input: Input| {
         }
         let live = slots.iter().flatten().count();
         check(&hub.snapshot(), live);
+        if let Err(e) = hub.check_people() {
+            panic!("{e}");
+        }
     }
     for s in slots.iter_mut().flatten() {
         drain(s, max);
