@@ -244,6 +244,22 @@ impl Hub {
             .map(|b| b.kept_up_to)
     }
 
+    /// The user's ignore list as (folded, as given), for storing it when a
+    /// guest registers.
+    pub fn ignore_entries(&self, id: UserId) -> Vec<(String, String)> {
+        self.lock()
+            .state
+            .users
+            .get(&id)
+            .map(|u| {
+                u.ignores
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The folded names the user ignores (a backlog's messages from them
     /// are not delivered).
     pub fn ignored_keys(&self, id: UserId) -> HashSet<String> {
