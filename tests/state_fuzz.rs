@@ -1,15 +1,21 @@
 //! Randomised state-machine test: several clients act at once against a
 //! live server (log in with clashing and invalid names, join, leave,
 //! rename, go private and public, invite, talk, send malformed packages,
-//! vanish, send direct and random messages, set away texts, ignore and
-//! unignore each other), each rebuilding its view of its channel (and its
-//! ignore list) from the notifications it receives. After the run the views, the server's snapshot and the
+//! vanish, moderate: make groups, kick, ban, unban, list bans, hand
+//! channels over, set topics, delete channels; and send direct and random
+//! messages, set away texts, ignore and unignore each other), each
+//! rebuilding its view of its channel (and its ignore list) from the
+//! notifications it receives. After the run the views, the server's snapshot and the
 //! message logs must agree:
 //!
 //! - every logged-in user is in exactly one channel, names are unique
-//!   case-insensitively, and no channel but `general` is empty;
-//! - each client's reconstructed member list, owner and visibility match
-//!   the server's;
+//!   case-insensitively, and no channel but `general` is empty; no member
+//!   of a channel is banned from it; every channel but `general` has one
+//!   owner, a member;
+//! - a channel deleted is left at once: its members (the deleter too) are
+//!   told `channel_deleted` and are next in `general`;
+//! - each client's reconstructed member list, owner, visibility and topic
+//!   match the server's;
 //! - every message was accepted or refused as its validity says; a member
 //!   only ever receives accepted messages of its current channel, each at
 //!   most once and in the sender's order, with no gap while it stayed in
@@ -101,6 +107,8 @@ struct ClientLog {
     ignoring: HashSet<(u32, u32)>,
     /// The final round's direct message: (recipient client, seq, refused).
     final_direct: Option<(usize, u64, bool)>,
+    /// Moderation commands the server carried out, by name.
+    moderated: BTreeMap<&'static str, usize>,
 }
 
 /// A client's reconstruction of where it is.
@@ -115,6 +123,7 @@ struct View {
     ignores: BTreeSet<String>,
     /// The away text as the server last confirmed it.
     away: Option<String>,
+    topic: Option<String>,
 }
 
 /// A connection plus its reconstructed view.
@@ -143,6 +152,11 @@ struct Client {
 #[derive(Default)]
 struct Outcome {
     errors: Vec<(String, String)>,
+    /// Channels this client was told were deleted.
+    deleted: Vec<String>,
+    /// Whether someone else put this client out of its channel (a kick,
+    /// a ban, a deletion) meanwhile.
+    moved_out: bool,
     /// `message_sent` acknowledgements: (id, channel).
     sent: Vec<(i64, String)>,
     /// Direct `message_sent`: (id, to, random, away).
@@ -190,6 +204,25 @@ impl Client {
             .collect();
         self.names.lock().unwrap().push(name.clone());
         name
+    }
+
+    /// Usually another member of the own channel (kicks and transfers
+    /// need one), else any name.
+    fn member_or_random(&mut self) -> String {
+        let others: Vec<String> = self
+            .view()
+            .map(|v| {
+                v.members
+                    .iter()
+                    .filter(|m| **m != v.name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        match others.choose(&mut self.rng) {
+            Some(m) if self.rng.random_bool(0.7) => m.clone(),
+            _ => self.random_name(),
+        }
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -246,12 +279,14 @@ impl Client {
                     users: Some(users),
                     owner,
                     private,
+                    topic,
                     ..
                 } if username == v.name => {
                     v.channel = channel;
                     v.members = users.into_iter().collect();
                     v.owner = owner;
                     v.private = private.unwrap_or(false);
+                    v.topic = topic;
                     s.segment += 1;
                     self.log
                         .segments
@@ -267,7 +302,9 @@ impl Client {
                         return Err(fail(format!("bad user_joined {username} {channel}: {v:?}")));
                     }
                 }
-                Notification::UserLeft { username, channel } => {
+                Notification::UserLeft {
+                    username, channel, ..
+                } => {
                     if channel != v.channel || !v.members.remove(&username) {
                         return Err(fail(format!("bad user_left {username} {channel}: {v:?}")));
                     }
@@ -292,12 +329,38 @@ impl Client {
                     channel,
                     private,
                     owner,
+                    topic,
                 } => {
                     if channel != v.channel {
                         return Err(fail(format!("update for {channel} while in {}", v.channel)));
                     }
                     v.private = private;
                     v.owner = owner;
+                    if let Some(t) = topic {
+                        v.topic = (!t.is_empty()).then_some(t);
+                    }
+                }
+                // The own user_joined for general follows each of these.
+                Notification::Kicked { channel, .. } if channel == v.channel => {
+                    out.moved_out = true
+                }
+                Notification::ChannelDeleted { channel, .. } if channel == v.channel => {
+                    out.moved_out = true;
+                    out.deleted.push(channel)
+                }
+                Notification::Kicked { .. } | Notification::ChannelDeleted { .. } => {
+                    return Err(fail(format!("{n:?} while in {}", v.channel)))
+                }
+                Notification::GroupCreated { channel, .. } if channel == v.channel => {}
+                Notification::GroupCreated { .. } => {
+                    return Err(fail(format!("{n:?} but in {}", v.channel)))
+                }
+                Notification::Banned { .. }
+                | Notification::Unbanned { .. }
+                | Notification::BanList { .. } => {}
+                // Nobody here is an operator.
+                Notification::ServerNotice { .. } => {
+                    return Err(fail(format!("notice from a non-operator: {n:?}")))
                 }
                 Notification::Invited { .. }
                 | Notification::InviteSent { .. }
@@ -473,6 +536,12 @@ impl Client {
         // The pong follows the message's acknowledgement: exactly one for
         // an accepted message, none for a refused one.
         let expected_acks = usize::from(valid);
+        // Put out of the channel by someone else before the message was
+        // handled, the sender sent it in general.
+        let channel = match out.sent.first() {
+            Some((_, c)) if out.moved_out && c == "general" => c.clone(),
+            _ => channel,
+        };
         if out.sent.len() != expected_acks || out.sent.iter().any(|(_, c)| *c != channel) {
             return Err(self.fail(format!(
                 "message valid={valid} in {channel} acknowledged as {:?}",
@@ -583,7 +652,7 @@ impl Client {
     }
 
     async fn step_logged_in(&mut self) -> Check {
-        let roll = self.rng.random_range(0..100);
+        let roll = self.rng.random_range(0..132);
         if roll < 3 {
             // Vanish, sometimes mid-frame.
             if self.rng.random_bool(0.5) {
@@ -613,6 +682,8 @@ impl Client {
                 Err(self.fail("closed without an error"))
             };
         }
+        let in_channel = self.view().map(|v| v.channel.clone()).unwrap_or_default();
+        let mut deleting = false;
         match roll {
             4..=33 => return self.talk(true).await,
             34..=36 => return self.talk(false).await,
@@ -634,13 +705,62 @@ impl Client {
                     .await?
             }
             89..=90 => self.command("channels", None).await?,
-            91..=93 => {
+            91..=95 => {
+                let name = self.member_or_random();
+                let reason = self.rng.random_bool(0.5).then_some("go away");
+                self.command("kick", Some(json!({ "username": name, "reason": reason })))
+                    .await?
+            }
+            96..=100 => {
+                let name = self.member_or_random();
+                self.command("ban", Some(json!({ "username": name })))
+                    .await?
+            }
+            101..=103 => {
+                let name = self.random_name();
+                self.command("unban", Some(json!({ "username": name })))
+                    .await?
+            }
+            104 => self.command("bans", None).await?,
+            105..=108 => {
+                let name = self.member_or_random();
+                self.command("transfer", Some(json!({ "username": name })))
+                    .await?
+            }
+            109..=111 => {
+                let topic = ["", "on topic", "\u{7}bell", &"t".repeat(301)]
+                    .choose(&mut self.rng)
+                    .unwrap()
+                    .to_string();
+                self.command("topic", Some(json!({ "topic": topic })))
+                    .await?
+            }
+            112..=113 => {
+                deleting = true;
+                self.command("delete_channel", None).await?
+            }
+            114..=118 => {
+                let ch = CHANNELS.choose(&mut self.rng).unwrap().to_string();
+                let recipients: Vec<String> = (0..self.rng.random_range(0..4))
+                    .map(|_| self.random_name())
+                    .collect();
+                let message = self.rng.random_bool(0.3).then(|| {
+                    self.seq += 1;
+                    format!("c{}#{}", self.index, self.seq)
+                });
+                self.command(
+                    "group",
+                    Some(json!({ "channel": ch, "recipients": recipients, "message": message })),
+                )
+                .await?
+            }
+            119..=121 => {
                 let name = self.random_name();
                 let valid = self.rng.random_bool(0.9);
                 return self.direct(Some(name), valid).await.map(|_| ());
             }
-            94 => return self.direct(None, true).await.map(|_| ()),
-            95..=96 => {
+            122 => return self.direct(None, true).await.map(|_| ()),
+            123..=124 => {
                 let cmd = if self.rng.random_bool(0.6) {
                     "ignore"
                 } else {
@@ -649,7 +769,7 @@ impl Client {
                 let name = self.random_name();
                 self.command(cmd, Some(json!({ "username": name }))).await?
             }
-            97 => {
+            125 => {
                 let away = *["", "lunch", "back soon"].choose(&mut self.rng).unwrap();
                 self.command("away", Some(json!({ "message": away })))
                     .await?;
@@ -675,9 +795,50 @@ impl Client {
                     | "invite"
                     | "ignore"
                     | "unignore"
+                    | "kick"
+                    | "ban"
+                    | "unban"
+                    | "bans"
+                    | "transfer"
+                    | "topic"
+                    | "delete_channel"
+                    | "group"
             )
         }) {
             return Err(self.fail(format!("unexpected error {t}: {m}")));
+        }
+        // A group's first message is the one message a command may send:
+        // acknowledged in the group, and recorded as accepted there.
+        let view_channel = self.view().map(|v| v.channel.clone()).unwrap_or_default();
+        for (id, channel) in &out.sent {
+            if (114..=118).contains(&roll) && *channel == view_channel {
+                self.log.ids.insert(self.seq, *id);
+                self.log.accepted.insert(self.seq, channel.clone());
+            } else {
+                return Err(self.fail(format!("unexpected message_sent {id} in {channel}")));
+            }
+        }
+        let moderation = match roll {
+            91..=95 => Some("kick"),
+            96..=100 => Some("ban"),
+            101..=103 => Some("unban"),
+            105..=108 => Some("transfer"),
+            109..=111 => Some("topic"),
+            112..=113 => Some("delete_channel"),
+            114..=118 => Some("group"),
+            _ => None,
+        };
+        if let Some(name) = moderation.filter(|_| out.errors.is_empty()) {
+            *self.log.moderated.entry(name).or_default() += 1;
+        }
+        if deleting
+            && out.errors.is_empty()
+            && (out.deleted != [in_channel.clone()] || view_channel != "general")
+        {
+            return Err(self.fail(format!(
+                "deleted {in_channel}: told {:?}, now in {view_channel}",
+                out.deleted
+            )));
         }
         Ok(())
     }
@@ -793,7 +954,11 @@ fn check_snapshot(snap: &Snapshot, views: &[Option<View>]) -> Check {
             .find(|c| c.name == v.channel)
             .ok_or_else(|| format!("{} thinks it is in missing {}", v.name, v.channel))?;
         let actual: BTreeSet<String> = ch.members.iter().cloned().collect();
-        if actual != v.members || ch.owner != v.owner || ch.private != v.private {
+        if actual != v.members
+            || ch.owner != v.owner
+            || ch.private != v.private
+            || ch.topic != v.topic
+        {
             return Err(format!("view of {} differs: {v:?} vs {ch:?}", v.name));
         }
     }
@@ -980,11 +1145,17 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     check_snapshot(&snap, &views)?;
     check_messages(&logs, &snap, &views)?;
     server.shutdown().await;
+    let mut moderated: BTreeMap<&str, usize> = BTreeMap::new();
+    for log in &logs {
+        for (name, n) in &log.moderated {
+            *moderated.entry(name).or_default() += n;
+        }
+    }
     let accepted: usize = logs.iter().map(|l| l.accepted.len()).sum();
     let received: usize = logs.iter().map(|l| l.received.len()).sum();
     let direct: usize = logs.iter().map(|l| l.direct_received.len()).sum();
     Ok(format!(
-        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries, {direct} direct messages received",
+        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries, {direct} direct messages received, moderation done {moderated:?}",
         snap.channels.len()
     ))
 }

@@ -1,6 +1,8 @@
 //! Fuzz target: a sequence of arbitrary chat actions by a handful of users
 //! driving the [`Hub`] directly (no sockets), with tiny outbound queues so
-//! slow-consumer removal is exercised too. After every action the hub's
+//! slow-consumer removal is exercised too. Moderation (groups, kicks, bans,
+//! transfers, topics, deletions) is in the mix; the invariants include that
+//! no member of a channel is banned from it. After every action the hub's
 //! snapshot must satisfy the state invariants, and every queued package
 //! must decode.
 
@@ -88,6 +90,44 @@ enum Action {
         slot: u8,
         name: u8,
         undo: bool,
+    },
+    Group {
+        slot: u8,
+        channel: u8,
+        recipients: Vec<u8>,
+    },
+    Kick {
+        slot: u8,
+        name: u8,
+        reason: Option<String>,
+    },
+    Ban {
+        slot: u8,
+        name: u8,
+        channel: Option<u8>,
+    },
+    Unban {
+        slot: u8,
+        name: u8,
+    },
+    Bans {
+        slot: u8,
+    },
+    Transfer {
+        slot: u8,
+        name: u8,
+    },
+    Topic {
+        slot: u8,
+        topic: String,
+    },
+    DeleteChannel {
+        slot: u8,
+        channel: Option<u8>,
+    },
+    Notice {
+        slot: u8,
+        text: String,
     },
     /// The client reads what is queued for it.
     Drain {
@@ -265,6 +305,65 @@ fuzz_target!(|input: Input| {
                     } else {
                         hub.ignore(id, pick(NAMES, name))
                     };
+                }
+            }
+            Action::Group {
+                slot,
+                channel,
+                recipients,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let names: Vec<String> = recipients
+                        .iter()
+                        .take(64)
+                        .map(|&n| pick(NAMES, n).to_owned())
+                        .collect();
+                    let _ = hub.create_group(id, pick(CHANNELS, channel), &names, None);
+                }
+            }
+            Action::Kick { slot, name, reason } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.kick(id, pick(NAMES, name), reason.as_deref(), None);
+                }
+            }
+            Action::Ban {
+                slot,
+                name,
+                channel,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let channel = channel.map(|c| pick(CHANNELS, c));
+                    let _ = hub.ban(id, pick(NAMES, name), channel);
+                }
+            }
+            Action::Unban { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.unban(id, pick(NAMES, name), None);
+                }
+            }
+            Action::Bans { slot } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.bans(id, None);
+                }
+            }
+            Action::Transfer { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.transfer(id, pick(NAMES, name));
+                }
+            }
+            Action::Topic { slot, topic } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.set_topic(id, &topic);
+                }
+            }
+            Action::DeleteChannel { slot, channel } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.delete_channel(id, channel.map(|c| pick(CHANNELS, c)));
+                }
+            }
+            Action::Notice { slot, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.notice(id, &text);
                 }
             }
         }

@@ -2119,6 +2119,7 @@ mod tests {
         // fallback still finds it.
         let quoted = codec::encode(
             &ServerPackage::notification(crate::wire::protocol::Notification::UserJoined {
+                topic: None,
                 username: "a\"b".into(),
                 channel: "c".into(),
                 users: Some(vec![pad.clone()]),
@@ -2150,6 +2151,7 @@ mod tests {
         for owner in [None, Some("someone".to_owned())] {
             let head =
                 ServerPackage::notification(crate::wire::protocol::Notification::UserJoined {
+                    topic: None,
                     username: "me".into(),
                     channel: "c".into(),
                     users: None,

@@ -60,6 +60,17 @@ pub const DEFAULT_PRESENCE_LIMIT: usize = 1000;
 /// Milliseconds between two `channel_stats` of a channel above the presence limit.
 pub const DEFAULT_PRESENCE_INTERVAL_MS: u64 = 2000;
 
+/// Most recipients one `group` may name: each is a name lookup and
+/// possibly an invitation, under the chat state's lock.
+pub const DEFAULT_MAX_GROUP_RECIPIENTS: usize = 50;
+/// Most bans one channel may hold; every join into a channel with bans
+/// compares the joiner against them.
+pub const DEFAULT_MAX_BANS: usize = 500;
+/// Longest channel topic, in characters.
+pub const DEFAULT_MAX_TOPIC_CHARS: usize = 300;
+/// Longest reason a `kick` may give, in characters.
+pub const DEFAULT_MAX_REASON_CHARS: usize = 300;
+
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
@@ -201,6 +212,17 @@ pub struct Config {
     pub presence_limit: usize,
     /// Shortest time between two `channel_stats` of one channel.
     pub presence_interval: Duration,
+    /// Most recipients of one `group`.
+    pub max_group_recipients: usize,
+    /// Most bans per channel.
+    pub max_bans: usize,
+    /// Longest topic in characters.
+    pub max_topic_chars: usize,
+    /// Longest kick reason in characters.
+    pub max_reason_chars: usize,
+    /// Account names of the server operators, as given (compared folded):
+    /// they may kick, ban and delete in any channel and send notices.
+    pub opers: Vec<String>,
 }
 
 impl Config {
@@ -304,6 +326,11 @@ impl Default for Config {
             store_group: Duration::from_micros(DEFAULT_STORE_GROUP_US),
             presence_limit: DEFAULT_PRESENCE_LIMIT,
             presence_interval: Duration::from_millis(DEFAULT_PRESENCE_INTERVAL_MS),
+            max_group_recipients: DEFAULT_MAX_GROUP_RECIPIENTS,
+            max_bans: DEFAULT_MAX_BANS,
+            max_topic_chars: DEFAULT_MAX_TOPIC_CHARS,
+            max_reason_chars: DEFAULT_MAX_REASON_CHARS,
+            opers: Vec::new(),
         }
     }
 }
@@ -441,6 +468,23 @@ pub struct ServerArgs {
     /// Milliseconds between two `channel_stats` of a channel above --presence-limit.
     #[arg(long, default_value_t = DEFAULT_PRESENCE_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub presence_interval_ms: u64,
+    /// Most recipients one `group` command may name.
+    #[arg(long, default_value_t = DEFAULT_MAX_GROUP_RECIPIENTS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_group_recipients: usize,
+    /// Most bans one channel may hold.
+    #[arg(long, default_value_t = DEFAULT_MAX_BANS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_bans: usize,
+    /// Longest channel topic, in characters.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOPIC_CHARS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_topic_chars: usize,
+    /// Longest reason a kick may give, in characters.
+    #[arg(long, default_value_t = DEFAULT_MAX_REASON_CHARS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_reason_chars: usize,
+    /// An account name that is a server operator (repeat for several): an
+    /// operator logged in to that account may kick, ban and delete in any
+    /// channel and send `notice` to everybody.
+    #[arg(long = "oper", value_name = "NAME")]
+    pub oper: Vec<String>,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -546,6 +590,11 @@ impl ServerArgs {
             store_group: Duration::from_micros(self.store_group_us),
             presence_limit: self.presence_limit,
             presence_interval: Duration::from_millis(self.presence_interval_ms),
+            max_group_recipients: self.max_group_recipients,
+            max_bans: self.max_bans,
+            max_topic_chars: self.max_topic_chars,
+            max_reason_chars: self.max_reason_chars,
+            opers: self.oper.clone(),
         }
     }
 }
@@ -617,5 +666,13 @@ mod tests {
         let config = args.config();
         assert_eq!(config.max_frame_bytes, 1024);
         assert_eq!(config.rate_per_sec, 0);
+    }
+
+    #[test]
+    fn opers_repeat() {
+        let config =
+            ServerArgs::parse_from(["chatmaster-server", "--oper", "root", "--oper", "Admin"])
+                .config();
+        assert_eq!(config.opers, ["root", "Admin"]);
     }
 }

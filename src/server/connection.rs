@@ -699,11 +699,23 @@ impl Connection {
             return Ok(Ok(()));
         }
         let accounts = Arc::clone(self.hub.accounts());
+        // A deleted channel's messages still queued for the writer must be
+        // written before the deletion, or they would outlive it.
+        let barrier = steps
+            .iter()
+            .any(|s| matches!(s, Persist::Delete(_)))
+            .then(|| self.hub.journal().clone());
+        let store = async move {
+            if let Some(journal) = barrier {
+                let _ = journal.barrier().await;
+            }
+            accounts.persist(steps).await
+        };
         let stored = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return Err(self.stopped().await),
             _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => return Err(self.stopped().await),
-            stored = accounts.persist(steps) => stored,
+            stored = store => stored,
         };
         Ok(stored.map_err(|message| commands::CommandError::Failed {
             command: commands::find(command).map_or("server", |c| c.name),

@@ -174,6 +174,7 @@ mod tests {
             users_total: Some(2),
             owner: None,
             private: None,
+            topic: None,
         }));
         assert_eq!(names.matching(""), ["dave", "Eve"]);
         for i in 0..MAX_KNOWN_NAMES + 10 {

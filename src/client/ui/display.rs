@@ -157,6 +157,12 @@ fn name_list(names: &[String], total: usize) -> String {
     format!("({count}): {}", joined.join(", "))
 }
 
+/// Names, sanitized, joined with commas.
+fn sanitized(names: &[String]) -> String {
+    let names: Vec<_> = names.iter().map(|n| sanitize(n)).collect();
+    names.join(", ")
+}
+
 /// What the client knows about its own session: enough for the prompt and
 /// for telling "you" from others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -255,6 +261,7 @@ impl ChatState {
                 users_total,
                 owner,
                 private,
+                topic,
             } => match users {
                 Some(users) => {
                     let mut about = Vec::new();
@@ -269,16 +276,29 @@ impl ChatState {
                     } else {
                         format!(" [{}]", about.join(", "))
                     };
+                    let topic = match topic {
+                        Some(t) => format!("; topic: {}", sanitize(t)),
+                        None => String::new(),
+                    };
                     format!(
-                        "you are in {}{about}; users {}",
+                        "you are in {}{about}; users {}{topic}",
                         sanitize(channel),
                         name_list(users, users_total.unwrap_or(users.len()))
                     )
                 }
                 None => format!("{} joined {}", sanitize(username), sanitize(channel)),
             },
-            Notification::UserLeft { username, channel } => {
-                format!("{} left {}", sanitize(username), sanitize(channel))
+            Notification::UserLeft {
+                username,
+                channel,
+                kicked,
+            } => {
+                let how = if *kicked == Some(true) {
+                    "was put out of"
+                } else {
+                    "left"
+                };
+                format!("{} {how} {}", sanitize(username), sanitize(channel))
             }
             Notification::UserRename {
                 old_username,
@@ -306,8 +326,20 @@ impl ChatState {
             } => format!("{} has {users_total} users", sanitize(channel)),
             Notification::ChannelUpdate {
                 channel,
+                topic: Some(topic),
+                ..
+            } => {
+                if topic.is_empty() {
+                    format!("the topic of {} is cleared", sanitize(channel))
+                } else {
+                    format!("topic of {}: {}", sanitize(channel), sanitize(topic))
+                }
+            }
+            Notification::ChannelUpdate {
+                channel,
                 private,
                 owner,
+                topic: None,
             } => self.describe_update(channel, *private, owner.as_deref()),
             Notification::Invited { channel, by } => format!(
                 "{} invited you to {}; type /join {} to accept",
@@ -326,6 +358,75 @@ impl ChatState {
                 sanitize(username)
             ),
             Notification::PasswordChanged {} => "your password is changed".to_owned(),
+            Notification::GroupCreated {
+                channel,
+                invited,
+                not_found,
+            } => {
+                let mut text = format!("group {} created", sanitize(channel));
+                if !invited.is_empty() {
+                    text.push_str(&format!("; invited {}", sanitized(invited)));
+                }
+                if !not_found.is_empty() {
+                    text.push_str(&format!("; not online: {}", sanitized(not_found)));
+                }
+                text
+            }
+            Notification::Kicked {
+                channel,
+                by,
+                reason,
+                banned,
+            } => {
+                let what = if *banned == Some(true) {
+                    "banned from"
+                } else {
+                    "kicked out of"
+                };
+                let reason = match reason {
+                    Some(r) => format!(" ({})", sanitize(r)),
+                    None => String::new(),
+                };
+                return Some(theme.error(&format!(
+                    "you were {what} {} by {}{reason}; you are back in general",
+                    sanitize(channel),
+                    sanitize(by)
+                )));
+            }
+            Notification::Banned { channel, username } => format!(
+                "{} is banned from {}",
+                sanitize(username),
+                sanitize(channel)
+            ),
+            Notification::Unbanned { channel, username } => format!(
+                "{} may join {} again",
+                sanitize(username),
+                sanitize(channel)
+            ),
+            Notification::BanList {
+                channel,
+                usernames,
+                usernames_total,
+            } => format!(
+                "bans in {} {}",
+                sanitize(channel),
+                name_list(usernames, *usernames_total)
+            ),
+            Notification::ChannelDeleted { channel, by } => format!(
+                "{} deleted {}; you are back in general",
+                sanitize(by),
+                sanitize(channel)
+            ),
+            Notification::ServerNotice { message, by } => {
+                return Some(theme.paint(
+                    AnsiColor::Yellow.on_default().bold(),
+                    &format!(
+                        "{NOTE_PREFIX}notice from {}: {}",
+                        sanitize(by),
+                        sanitize(message)
+                    ),
+                ))
+            }
             Notification::Who {
                 channel,
                 users,
@@ -497,6 +598,7 @@ impl ChatState {
                 channel,
                 private,
                 owner,
+                ..
             }) if self.is_my_channel(channel) => {
                 self.private = *private;
                 self.owner = owner.clone();
@@ -621,6 +723,7 @@ mod tests {
     fn notifications_read_as_sentences() {
         let s = alice_in("general");
         let joined = note(Notification::UserJoined {
+            topic: None,
             username: "carol".into(),
             channel: "general".into(),
             users: None,
@@ -630,6 +733,7 @@ mod tests {
         });
         assert_eq!(show(&s, &joined).unwrap(), "-- carol joined general");
         let left = note(Notification::UserLeft {
+            kicked: None,
             username: "carol".into(),
             channel: "general".into(),
         });
@@ -723,6 +827,7 @@ mod tests {
     fn own_join_lists_members() {
         let s = alice_in("general");
         let own = note(Notification::UserJoined {
+            topic: None,
             username: "alice".into(),
             channel: "rust".into(),
             users: Some(vec!["alice".into(), "bob".into()]),
@@ -787,6 +892,7 @@ mod tests {
         assert_eq!(s.prompt(), "[general] alice> ");
         // Somebody else's join does not move us.
         s.apply(&note(Notification::UserJoined {
+            topic: None,
             username: "bob".into(),
             channel: "general".into(),
             users: None,
@@ -796,6 +902,7 @@ mod tests {
         }));
         assert_eq!(s.prompt(), "[general] alice> ");
         s.apply(&note(Notification::UserJoined {
+            topic: None,
             username: "alice".into(),
             channel: "rust".into(),
             users: Some(vec!["alice".into()]),
@@ -825,6 +932,7 @@ mod tests {
         let mut s = alice_in("rust");
         s.owner = Some("alice".into());
         let private = note(Notification::ChannelUpdate {
+            topic: None,
             channel: "rust".into(),
             private: true,
             owner: Some("alice".into()),
@@ -833,6 +941,7 @@ mod tests {
         s.apply(&private);
         assert!(s.private);
         let handover = note(Notification::ChannelUpdate {
+            topic: None,
             channel: "rust".into(),
             private: true,
             owner: Some("bob".into()),

@@ -45,6 +45,34 @@ pub enum ChatCommand {
     Unignore(String),
     /// `/ignores`
     Ignores,
+    /// `/group NAME USER...`
+    Group {
+        /// The new channel.
+        channel: String,
+        /// Who to invite.
+        recipients: Vec<String>,
+    },
+    /// `/kick USER [REASON]`
+    Kick {
+        /// Who.
+        username: String,
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// `/ban USER`
+    Ban(String),
+    /// `/unban USER`
+    Unban(String),
+    /// `/bans`
+    Bans,
+    /// `/transfer USER`
+    Transfer(String),
+    /// `/topic [TEXT]` (no text clears the topic)
+    Topic(String),
+    /// `/delete channel`: deletes the current channel.
+    DeleteChannel,
+    /// `/notice TEXT`
+    Notice(String),
 }
 
 impl ChatCommand {
@@ -71,6 +99,27 @@ impl ChatCommand {
             ChatCommand::Ignore(u) => ("ignore", Some(serde_json::json!({ "username": u }))),
             ChatCommand::Unignore(u) => ("unignore", Some(serde_json::json!({ "username": u }))),
             ChatCommand::Ignores => ("ignores", None),
+            ChatCommand::Group {
+                channel,
+                recipients,
+            } => (
+                "group",
+                Some(serde_json::json!({ "channel": channel, "recipients": recipients })),
+            ),
+            ChatCommand::Kick { username, reason } => (
+                "kick",
+                Some(match reason {
+                    Some(r) => serde_json::json!({ "username": username, "reason": r }),
+                    None => serde_json::json!({ "username": username }),
+                }),
+            ),
+            ChatCommand::Ban(u) => ("ban", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Unban(u) => ("unban", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Bans => ("bans", None),
+            ChatCommand::Transfer(u) => ("transfer", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Topic(t) => ("topic", Some(serde_json::json!({ "topic": t }))),
+            ChatCommand::DeleteChannel => ("delete_channel", None),
+            ChatCommand::Notice(t) => ("notice", Some(serde_json::json!({ "message": t }))),
         };
         ClientPackage::Command(Command::new(name, parameters))
     }
@@ -80,7 +129,11 @@ impl ChatCommand {
     pub fn changes_prompt(&self) -> bool {
         matches!(
             self,
-            ChatCommand::Join(_) | ChatCommand::Leave | ChatCommand::Rename(_)
+            ChatCommand::Join(_)
+                | ChatCommand::Leave
+                | ChatCommand::Rename(_)
+                | ChatCommand::Group { .. }
+                | ChatCommand::DeleteChannel
         )
     }
 }
@@ -128,14 +181,18 @@ enum Arity {
     Zero,
     /// Exactly one word.
     One,
-    /// One word, optional.
-    MaybeOne,
-    /// One word, then text (required).
-    OneAndText,
-    /// Text (required): the rest of the line.
+    /// One word, then optional free text (`/kick USER [REASON]`).
+    OneThenText,
+    /// Two words or more (`/group NAME USER...`).
+    TwoOrMore,
+    /// Free text, required (`/notice TEXT`).
     Text,
-    /// Text, optional.
+    /// Free text, optional (`/topic [TEXT]`).
     MaybeText,
+    /// Nothing, or one word (`/delete channel`).
+    MaybeOne,
+    /// One word, then text, required (`/msg USER TEXT`).
+    OneAndText,
 }
 
 /// One row of the command list: name, argument, description, arity.
@@ -249,6 +306,60 @@ const SPECS: &[Spec] = &[
         arity: Arity::Zero,
     },
     Spec {
+        name: "group",
+        arg: "NAME USER...",
+        about: "create private channel NAME, move in and invite the USERs",
+        arity: Arity::TwoOrMore,
+    },
+    Spec {
+        name: "topic",
+        arg: "[TEXT]",
+        about: "set your channel's topic; no TEXT clears it (owner)",
+        arity: Arity::MaybeText,
+    },
+    Spec {
+        name: "kick",
+        arg: "USER [REASON]",
+        about: "put USER out of your channel, back to general (owner)",
+        arity: Arity::OneThenText,
+    },
+    Spec {
+        name: "ban",
+        arg: "USER",
+        about: "ban USER from your channel, kicking them if there (owner)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "unban",
+        arg: "USER",
+        about: "lift the ban on USER (owner)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "bans",
+        arg: "",
+        about: "list who is banned from your channel (owner)",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "transfer",
+        arg: "USER",
+        about: "give your channel to USER, who must be in it (owner)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "delete",
+        arg: "channel",
+        about: "delete the channel you are in, moving everyone to general (owner)",
+        arity: Arity::MaybeOne,
+    },
+    Spec {
+        name: "notice",
+        arg: "TEXT",
+        about: "send TEXT to everybody online (server operators)",
+        arity: Arity::Text,
+    },
+    Spec {
         name: "register",
         arg: "",
         about: "register your name as an account (asks for a password twice)",
@@ -336,13 +447,20 @@ pub fn parse_line(line: &str) -> Input {
             crate::client::ui::sanitize::sanitize(&shown)
         ));
     };
-    let text = rest.trim_start();
+    // Free text keeps its inner spacing; only its ends are trimmed.
+    let text = rest.trim();
+    let after_first = text
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, t)| t.trim());
     let usage = || Input::Invalid(format!("usage: {}", spec.usage()));
     let arg = match (spec.arity, args.as_slice()) {
-        (Arity::Zero, []) | (Arity::MaybeOne, []) | (Arity::MaybeText, []) => String::new(),
-        (Arity::One | Arity::MaybeOne, [one]) => (*one).to_owned(),
-        (Arity::Text | Arity::MaybeText, [_, ..]) => text.to_owned(),
-        (Arity::OneAndText, [_, _, ..]) => text.to_owned(),
+        (Arity::Zero, []) | (Arity::MaybeOne, []) => String::new(),
+        (Arity::One, [one]) | (Arity::MaybeOne, [one]) | (Arity::OneThenText, [one, ..]) => {
+            (*one).to_owned()
+        }
+        (Arity::TwoOrMore | Arity::OneAndText, [_, _, ..])
+        | (Arity::Text, [_, ..])
+        | (Arity::MaybeText, _) => text.to_owned(),
         _ => return usage(),
     };
     let optional = |arg: String| Some(arg).filter(|a| !a.is_empty());
@@ -362,6 +480,32 @@ pub fn parse_line(line: &str) -> Input {
         "ignore" => Input::Command(ChatCommand::Ignore(arg)),
         "unignore" => Input::Command(ChatCommand::Unignore(arg)),
         "ignores" => Input::Command(ChatCommand::Ignores),
+        "group" => Input::Command(ChatCommand::Group {
+            channel: args[0].to_owned(),
+            recipients: args[1..].iter().map(|a| (*a).to_owned()).collect(),
+        }),
+        "kick" => Input::Command(ChatCommand::Kick {
+            username: arg,
+            reason: (!after_first.is_empty()).then(|| after_first.to_owned()),
+        }),
+        "ban" => Input::Command(ChatCommand::Ban(arg)),
+        "unban" => Input::Command(ChatCommand::Unban(arg)),
+        "bans" => Input::Command(ChatCommand::Bans),
+        "transfer" => Input::Command(ChatCommand::Transfer(arg)),
+        "topic" => Input::Command(ChatCommand::Topic(arg)),
+        "notice" => Input::Command(ChatCommand::Notice(arg)),
+        // A bare /delete only explains: deleting a channel moves everyone
+        // out and cannot be undone, so the word `channel` confirms it (and
+        // leaves `/delete N` free for deleting a message).
+        "delete" => match arg.to_lowercase().as_str() {
+            "channel" => Input::Command(ChatCommand::DeleteChannel),
+            "" => Input::Invalid(
+                "/delete channel deletes the channel you are in and moves everyone in it to \
+                 general, for good; type /delete channel to do it"
+                    .into(),
+            ),
+            _ => usage(),
+        },
         "join" => Input::Command(ChatCommand::Join(arg)),
         "leave" => Input::Command(ChatCommand::Leave),
         "rename" => Input::Command(ChatCommand::Rename(arg)),
@@ -533,7 +677,7 @@ mod tests {
             parse_line("/msg bob  hello  there "),
             cmd(ChatCommand::Direct {
                 to: "bob".into(),
-                text: "hello  there ".into()
+                text: "hello  there".into()
             })
         );
         assert_eq!(parse_line("/reply ok then"), Input::Reply("ok then".into()));
@@ -592,6 +736,70 @@ mod tests {
         assert!(ChatCommand::Rename("x".into()).changes_prompt());
         assert!(!ChatCommand::Channels.changes_prompt());
         assert!(!ChatCommand::Invite("x".into()).changes_prompt());
+    }
+
+    #[test]
+    fn moderation_commands() {
+        let value =
+            |line: &str| serde_json::to_value(parse_line(line).to_package().unwrap()).unwrap();
+        assert_eq!(
+            value("/group trip bob  carol"),
+            json!({"type": "command", "data": {"command": "group",
+                "parameters": {"channel": "trip", "recipients": ["bob", "carol"]}}})
+        );
+        assert_eq!(
+            parse_line("/group trip"),
+            Input::Invalid("usage: /group NAME USER...".into())
+        );
+        assert_eq!(
+            value("/kick troll  stop   spamming "),
+            json!({"type": "command", "data": {"command": "kick",
+                "parameters": {"username": "troll", "reason": "stop   spamming"}}})
+        );
+        assert_eq!(
+            value("/kick troll"),
+            json!({"type": "command", "data": {"command": "kick", "parameters": {"username": "troll"}}})
+        );
+        assert!(matches!(parse_line("/kick"), Input::Invalid(_)));
+        for (line, name) in [
+            ("/ban x", "ban"),
+            ("/unban x", "unban"),
+            ("/transfer x", "transfer"),
+        ] {
+            assert_eq!(
+                value(line),
+                json!({"type": "command", "data": {"command": name, "parameters": {"username": "x"}}})
+            );
+        }
+        assert!(matches!(parse_line("/ban a b"), Input::Invalid(_)));
+        assert_eq!(
+            value("/bans"),
+            json!({"type": "command", "data": {"command": "bans"}})
+        );
+        assert_eq!(
+            value("/topic  Rust  talk "),
+            json!({"type": "command", "data": {"command": "topic", "parameters": {"topic": "Rust  talk"}}})
+        );
+        assert_eq!(
+            value("/topic"),
+            json!({"type": "command", "data": {"command": "topic", "parameters": {"topic": ""}}})
+        );
+        assert_eq!(
+            value("/notice back at 12"),
+            json!({"type": "command", "data": {"command": "notice", "parameters": {"message": "back at 12"}}})
+        );
+        assert!(matches!(parse_line("/notice"), Input::Invalid(_)));
+        // A bare /delete explains and sends nothing; /delete channel deletes.
+        match parse_line("/delete") {
+            Input::Invalid(text) => assert!(text.contains("/delete channel"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_line("/delete").to_package(), None);
+        assert_eq!(
+            value("/delete Channel"),
+            json!({"type": "command", "data": {"command": "delete_channel"}})
+        );
+        assert!(matches!(parse_line("/delete 42"), Input::Invalid(_)));
     }
 
     #[test]
