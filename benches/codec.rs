@@ -41,6 +41,7 @@ fn chat_message() -> ServerPackage {
 
 fn join_with_users(n: usize) -> ServerPackage {
     ServerPackage::notification(Notification::UserJoined {
+        topic: None,
         username: "user0042".into(),
         channel: "general".into(),
         users: Some((0..n).map(|i| format!("user{i:04}")).collect()),

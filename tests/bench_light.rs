@@ -111,7 +111,9 @@ mod bench_light {
                 users: users.is_some(),
                 ..Fields::default()
             },
-            ServerPackage::Notification(Notification::UserLeft { username, channel }) => Fields {
+            ServerPackage::Notification(Notification::UserLeft {
+                username, channel, ..
+            }) => Fields {
                 kind: "notification".into(),
                 event_type: Some("user_left".into()),
                 username: Some(username.clone()),

@@ -208,19 +208,29 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
             opt_names(),
             prop::option::of(any::<usize>()),
             prop::option::of(s()),
-            prop::option::of(any::<bool>())
+            prop::option::of(any::<bool>()),
+            prop::option::of(s())
         )
-            .prop_map(|(username, channel, users, users_total, owner, private)| {
-                Notification::UserJoined {
-                    username,
-                    channel,
-                    users,
-                    users_total,
-                    owner,
-                    private,
+            .prop_map(
+                |(username, channel, users, users_total, owner, private, topic)| {
+                    Notification::UserJoined {
+                        username,
+                        channel,
+                        users,
+                        users_total,
+                        owner,
+                        private,
+                        topic,
+                    }
                 }
-            }),
-        (s(), s()).prop_map(|(username, channel)| Notification::UserLeft { username, channel }),
+            ),
+        (s(), s(), prop::option::of(any::<bool>())).prop_map(|(username, channel, kicked)| {
+            Notification::UserLeft {
+                username,
+                channel,
+                kicked,
+            }
+        }),
         (s(), s()).prop_map(|(old_username, new_username)| Notification::UserRename {
             old_username,
             new_username
@@ -231,13 +241,50 @@ fn arb_notification() -> impl Strategy<Value = Notification> {
                 channels_total,
             }
         }),
-        (s(), any::<bool>(), prop::option::of(s())).prop_map(|(channel, private, owner)| {
-            Notification::ChannelUpdate {
+        (
+            s(),
+            any::<bool>(),
+            prop::option::of(s()),
+            prop::option::of(s())
+        )
+            .prop_map(|(channel, private, owner, topic)| {
+                Notification::ChannelUpdate {
+                    channel,
+                    private,
+                    owner,
+                    topic,
+                }
+            }),
+        (s(), vec(s(), 0..3), vec(s(), 0..3)).prop_map(|(channel, invited, not_found)| {
+            Notification::GroupCreated {
                 channel,
-                private,
-                owner,
+                invited,
+                not_found,
             }
         }),
+        (
+            s(),
+            s(),
+            prop::option::of(s()),
+            prop::option::of(any::<bool>())
+        )
+            .prop_map(|(channel, by, reason, banned)| Notification::Kicked {
+                channel,
+                by,
+                reason,
+                banned,
+            }),
+        (s(), s()).prop_map(|(channel, username)| Notification::Banned { channel, username }),
+        (s(), s()).prop_map(|(channel, username)| Notification::Unbanned { channel, username }),
+        (s(), vec(s(), 0..3), any::<usize>()).prop_map(|(channel, usernames, usernames_total)| {
+            Notification::BanList {
+                channel,
+                usernames,
+                usernames_total,
+            }
+        }),
+        (s(), s()).prop_map(|(channel, by)| Notification::ChannelDeleted { channel, by }),
+        (s(), s()).prop_map(|(message, by)| Notification::ServerNotice { message, by }),
         (s(), s()).prop_map(|(channel, by)| Notification::Invited { channel, by }),
         (s(), s()).prop_map(|(channel, username)| Notification::InviteSent { channel, username }),
         prop::option::of(s()).prop_map(|token| Notification::Pong { token }),

@@ -175,6 +175,7 @@ async fn above_the_limit_arrivals_departures_and_renames_become_counts() {
         assert_eq!(
             next_note(x).await,
             Notification::UserLeft {
+                kicked: None,
                 username: "caroline".into(),
                 channel: "general".into(),
             }
@@ -221,6 +222,7 @@ async fn ownership_changes_are_told_in_a_crowded_channel() {
         assert_eq!(
             next_note(m).await,
             Notification::ChannelUpdate {
+                topic: None,
                 channel: "room".into(),
                 private: false,
                 owner: Some("m1".into()),

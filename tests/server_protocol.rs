@@ -52,7 +52,9 @@ async fn move_to<const N: usize>(
 
 fn left(n: Notification) -> (String, String) {
     match n {
-        Notification::UserLeft { username, channel } => (username, channel),
+        Notification::UserLeft {
+            username, channel, ..
+        } => (username, channel),
         other => panic!("expected user_left, got {other:?}"),
     }
 }
@@ -77,6 +79,7 @@ async fn login_success_tells_the_channel_and_lists_channels() {
             users_total,
             owner,
             private,
+            ..
         } => {
             assert_eq!((username.as_str(), channel.as_str()), ("Bob", "general"));
             assert_eq!(users, Some(vec!["alice".into(), "Bob".into()]));
@@ -265,6 +268,7 @@ async fn join_creates_moves_and_removes_empty_channels() {
             users_total,
             owner,
             private,
+            ..
         } => {
             assert_eq!((username.as_str(), channel.as_str()), ("alice", "Rust"));
             assert_eq!(users, Some(vec!["alice".into()]));
@@ -308,6 +312,7 @@ async fn join_creates_moves_and_removes_empty_channels() {
             channel,
             private,
             owner,
+            ..
         } => {
             assert_eq!(
                 (channel.as_str(), private, owner.as_deref()),
@@ -406,6 +411,7 @@ async fn private_channels_need_an_invitation_and_are_unlisted() {
                 channel,
                 private,
                 owner,
+                ..
             } => {
                 assert_eq!(
                     (channel.as_str(), private, owner.as_deref()),

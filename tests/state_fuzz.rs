@@ -1,18 +1,33 @@
 //! Randomised state-machine test: several clients act at once against a
 //! live server (log in with clashing and invalid names, join, leave,
 //! rename, go private and public, invite, talk, send malformed packages,
-//! vanish), each rebuilding its view of its channel from the notifications
-//! it receives. After the run the views, the server's snapshot and the
+//! vanish, moderate: make groups, kick, ban, unban, list bans, hand
+//! channels over, set topics, delete channels; and send direct and random
+//! messages, set away texts, ignore and unignore each other), each
+//! rebuilding its view of its channel (and its ignore list) from the
+//! notifications it receives. After the run the views, the server's snapshot and the
 //! message logs must agree:
 //!
 //! - every logged-in user is in exactly one channel, names are unique
-//!   case-insensitively, and no channel but `general` is empty;
-//! - each client's reconstructed member list, owner and visibility match
-//!   the server's;
+//!   case-insensitively, and no channel but `general` is empty; no member
+//!   of a channel is banned from it; every channel but `general` has one
+//!   owner, a member;
+//! - a channel deleted is left at once: its members (the deleter too) are
+//!   told `channel_deleted` and are next in `general`;
+//! - each client's reconstructed member list, owner, visibility and topic
+//!   match the server's;
 //! - every message was accepted or refused as its validity says; a member
 //!   only ever receives accepted messages of its current channel, each at
 //!   most once and in the sender's order, with no gap while it stayed in
-//!   the channel; and a final round reaches exactly the channel's members.
+//!   the channel; and a final round reaches exactly the channel's members;
+//! - no message reaches a client from a name on its ignore list (as the
+//!   server last told it), and a client's away text is what it asked for;
+//! - a direct message is acknowledged to its sender with `to`, or refused
+//!   with error `direct`, never both; each one received went to the
+//!   receiver's own name, carries the id its sender was told, and arrives
+//!   once at most; and in a final round each client's direct message to
+//!   another reaches exactly that one, unless it ignores the sender, which
+//!   refuses it, with the recipient's away text on the acknowledgement.
 //!
 //! The server handles one connection's packages in order, so a `ping`
 //! after each action is a barrier: whatever arrives before its `pong` is
@@ -30,7 +45,7 @@ use chatmaster::client::ClientConnection;
 use chatmaster::server::chat::Snapshot;
 use chatmaster::wire::compress;
 use chatmaster::wire::frame::FrameCodec;
-use chatmaster::wire::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{fold_name, Notification, ServerPackage};
 use common::*;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -85,6 +100,15 @@ struct ClientLog {
     final_seq: Option<u64>,
     /// Final view, if logged in at the end.
     view: Option<View>,
+    /// Direct messages received: (sender, seq, id).
+    direct_received: Vec<(usize, u64, i64)>,
+    /// Segments during which the client ignored somebody (its receipts
+    /// may then have gaps).
+    ignoring: HashSet<(u32, u32)>,
+    /// The final round's direct message: (recipient client, seq, refused).
+    final_direct: Option<(usize, u64, bool)>,
+    /// Moderation commands the server carried out, by name.
+    moderated: BTreeMap<&'static str, usize>,
 }
 
 /// A client's reconstruction of where it is.
@@ -95,6 +119,11 @@ struct View {
     members: BTreeSet<String>,
     owner: Option<String>,
     private: bool,
+    /// The ignore list as the server last sent it, folded.
+    ignores: BTreeSet<String>,
+    /// The away text as the server last confirmed it.
+    away: Option<String>,
+    topic: Option<String>,
 }
 
 /// A connection plus its reconstructed view.
@@ -123,8 +152,15 @@ struct Client {
 #[derive(Default)]
 struct Outcome {
     errors: Vec<(String, String)>,
+    /// Channels this client was told were deleted.
+    deleted: Vec<String>,
+    /// Whether someone else put this client out of its channel (a kick,
+    /// a ban, a deletion) meanwhile.
+    moved_out: bool,
     /// `message_sent` acknowledgements: (id, channel).
     sent: Vec<(i64, String)>,
+    /// Direct `message_sent`: (id, to, random, away).
+    direct_sent: Vec<(i64, String, bool, Option<String>)>,
 }
 
 type Check = Result<(), String>;
@@ -168,6 +204,25 @@ impl Client {
             .collect();
         self.names.lock().unwrap().push(name.clone());
         name
+    }
+
+    /// Usually another member of the own channel (kicks and transfers
+    /// need one), else any name.
+    fn member_or_random(&mut self) -> String {
+        let others: Vec<String> = self
+            .view()
+            .map(|v| {
+                v.members
+                    .iter()
+                    .filter(|m| **m != v.name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        match others.choose(&mut self.rng) {
+            Some(m) if self.rng.random_bool(0.7) => m.clone(),
+            _ => self.random_name(),
+        }
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -224,12 +279,14 @@ impl Client {
                     users: Some(users),
                     owner,
                     private,
+                    topic,
                     ..
                 } if username == v.name => {
                     v.channel = channel;
                     v.members = users.into_iter().collect();
                     v.owner = owner;
                     v.private = private.unwrap_or(false);
+                    v.topic = topic;
                     s.segment += 1;
                     self.log
                         .segments
@@ -245,7 +302,9 @@ impl Client {
                         return Err(fail(format!("bad user_joined {username} {channel}: {v:?}")));
                     }
                 }
-                Notification::UserLeft { username, channel } => {
+                Notification::UserLeft {
+                    username, channel, ..
+                } => {
                     if channel != v.channel || !v.members.remove(&username) {
                         return Err(fail(format!("bad user_left {username} {channel}: {v:?}")));
                     }
@@ -270,23 +329,67 @@ impl Client {
                     channel,
                     private,
                     owner,
+                    topic,
                 } => {
                     if channel != v.channel {
                         return Err(fail(format!("update for {channel} while in {}", v.channel)));
                     }
                     v.private = private;
                     v.owner = owner;
+                    if let Some(t) = topic {
+                        v.topic = (!t.is_empty()).then_some(t);
+                    }
+                }
+                // The own user_joined for general follows each of these.
+                Notification::Kicked { channel, .. } if channel == v.channel => {
+                    out.moved_out = true
+                }
+                Notification::ChannelDeleted { channel, .. } if channel == v.channel => {
+                    out.moved_out = true;
+                    out.deleted.push(channel)
+                }
+                Notification::Kicked { .. } | Notification::ChannelDeleted { .. } => {
+                    return Err(fail(format!("{n:?} while in {}", v.channel)))
+                }
+                Notification::GroupCreated { channel, .. } if channel == v.channel => {}
+                Notification::GroupCreated { .. } => {
+                    return Err(fail(format!("{n:?} but in {}", v.channel)))
+                }
+                Notification::Banned { .. }
+                | Notification::Unbanned { .. }
+                | Notification::BanList { .. } => {}
+                // Nobody here is an operator.
+                Notification::ServerNotice { .. } => {
+                    return Err(fail(format!("notice from a non-operator: {n:?}")))
                 }
                 Notification::Invited { .. }
                 | Notification::InviteSent { .. }
                 | Notification::ChannelList { .. }
                 | Notification::Who { .. }
-                | Notification::Whois { .. }
-                | Notification::Away { .. }
-                | Notification::IgnoreList { .. } => {}
-                Notification::MessageSent { id, channel, .. } => {
-                    out.sent.push((id, channel.unwrap_or_default()))
+                | Notification::Whois { .. } => {}
+                Notification::MessageSent {
+                    id,
+                    channel,
+                    to,
+                    random,
+                    away,
+                    ..
+                } => match to {
+                    Some(to) => out.direct_sent.push((id, to, random == Some(true), away)),
+                    None => out.sent.push((id, channel.unwrap_or_default())),
+                },
+                Notification::IgnoreList { usernames } => {
+                    v.ignores = usernames.iter().map(|n| fold_name(n)).collect();
+                    // Receipts may have gaps from here on while it is not empty.
+                    s.segment += 1;
+                    self.log
+                        .segments
+                        .insert((s.id, s.segment), v.channel.clone());
+                    if !v.ignores.is_empty() {
+                        self.log.ignoring.insert((s.id, s.segment));
+                    }
                 }
+                Notification::Away { message } => v.away = message,
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
                 Notification::Registered { .. } | Notification::PasswordChanged {} => {
                     return Err(fail(format!("unexpected account notice {n:?}")))
@@ -309,7 +412,22 @@ impl Client {
                     )))
                 }
             },
+            ServerPackage::Message(m) if m.to.is_some() => {
+                if m.to.as_ref() != Some(&v.name) || m.channel.is_some() {
+                    return Err(fail(format!("direct {m:?} misdelivered to {v:?}")));
+                }
+                if v.ignores.contains(&fold_name(&m.username)) {
+                    return Err(fail(format!("direct {m:?} from an ignored name: {v:?}")));
+                }
+                let (sender, seq) =
+                    parse_tag(&m.message).ok_or_else(|| fail(format!("untagged message {m:?}")))?;
+                self.log.received_ids.push(((sender, seq), m.id));
+                self.log.direct_received.push((sender, seq, m.id));
+            }
             ServerPackage::Message(m) => {
+                if v.ignores.contains(&fold_name(&m.username)) {
+                    return Err(fail(format!("{m:?} from an ignored name: {v:?}")));
+                }
                 if m.channel.as_ref() != Some(&v.channel)
                     || !v.members.contains(&m.username)
                     || m.username == v.name
@@ -428,6 +546,12 @@ impl Client {
         // The pong follows the message's acknowledgement: exactly one for
         // an accepted message, none for a refused one.
         let expected_acks = usize::from(valid);
+        // Put out of the channel by someone else before the message was
+        // handled, the sender sent it in general.
+        let channel = match out.sent.first() {
+            Some((_, c)) if out.moved_out && c == "general" => c.clone(),
+            _ => channel,
+        };
         if out.sent.len() != expected_acks || out.sent.iter().any(|(_, c)| *c != channel) {
             return Err(self.fail(format!(
                 "message valid={valid} in {channel} acknowledged as {:?}",
@@ -448,6 +572,56 @@ impl Client {
 
     fn view(&self) -> Option<&View> {
         self.session.as_ref().and_then(|s| s.view.as_ref())
+    }
+
+    /// Sends a direct message (to `to`, or with `random` to whomever the
+    /// server picks) and checks it was acknowledged with a recipient or
+    /// refused, exactly one of the two. Returns (acknowledged to, away).
+    async fn direct(
+        &mut self,
+        to: Option<String>,
+        valid: bool,
+    ) -> Result<Option<(String, Option<String>)>, String> {
+        self.seq += 1;
+        let tag = format!("c{}#{}", self.index, self.seq);
+        let text = if valid { tag } else { format!("{tag}\u{7}") };
+        let (command, params, kind) = match &to {
+            Some(to) => (
+                "direct",
+                json!({ "username": to, "message": text }),
+                "direct",
+            ),
+            None => ("random", json!({ "message": text }), "random"),
+        };
+        self.command(command, Some(params)).await?;
+        let out = self.barrier().await?;
+        let refused = out.errors.iter().filter(|(t, _)| t == kind).count();
+        if out.errors.len() != refused || !out.sent.is_empty() {
+            return Err(self.fail(format!("{kind}: {:?} {:?}", out.errors, out.sent)));
+        }
+        match (refused, out.direct_sent.as_slice()) {
+            (1, []) => Ok(None),
+            (0, [(id, acked_to, random, away)]) if valid => {
+                if *random != to.is_none()
+                    || to
+                        .as_ref()
+                        .is_some_and(|t| fold_name(t) != fold_name(acked_to))
+                {
+                    return Err(self.fail(format!(
+                        "{kind} to {to:?} acknowledged as to {acked_to} random={random}"
+                    )));
+                }
+                if self.log.ids.values().any(|&before| before >= *id) {
+                    return Err(self.fail(format!("id {id} not above this client's earlier ids")));
+                }
+                self.log.ids.insert(self.seq, *id);
+                Ok(Some((acked_to.clone(), away.clone())))
+            }
+            other => Err(self.fail(format!(
+                "{kind} valid={valid}: refused {}, acknowledged {:?}",
+                other.0, other.1
+            ))),
+        }
     }
 
     async fn malformed(&mut self) -> Check {
@@ -488,7 +662,7 @@ impl Client {
     }
 
     async fn step_logged_in(&mut self) -> Check {
-        let roll = self.rng.random_range(0..100);
+        let roll = self.rng.random_range(0..136);
         if roll < 3 {
             // Vanish, sometimes mid-frame.
             if self.rng.random_bool(0.5) {
@@ -518,6 +692,8 @@ impl Client {
                 Err(self.fail("closed without an error"))
             };
         }
+        let in_channel = self.view().map(|v| v.channel.clone()).unwrap_or_default();
+        let mut deleting = false;
         match roll {
             4..=33 => return self.talk(true).await,
             34..=36 => return self.talk(false).await,
@@ -539,7 +715,82 @@ impl Client {
                     .await?
             }
             89..=90 => self.command("channels", None).await?,
-            91..=94 => {
+            91..=95 => {
+                let name = self.member_or_random();
+                let reason = self.rng.random_bool(0.5).then_some("go away");
+                self.command("kick", Some(json!({ "username": name, "reason": reason })))
+                    .await?
+            }
+            96..=100 => {
+                let name = self.member_or_random();
+                self.command("ban", Some(json!({ "username": name })))
+                    .await?
+            }
+            101..=103 => {
+                let name = self.random_name();
+                self.command("unban", Some(json!({ "username": name })))
+                    .await?
+            }
+            104 => self.command("bans", None).await?,
+            105..=108 => {
+                let name = self.member_or_random();
+                self.command("transfer", Some(json!({ "username": name })))
+                    .await?
+            }
+            109..=111 => {
+                let topic = ["", "on topic", "\u{7}bell", &"t".repeat(301)]
+                    .choose(&mut self.rng)
+                    .unwrap()
+                    .to_string();
+                self.command("topic", Some(json!({ "topic": topic })))
+                    .await?
+            }
+            112..=113 => {
+                deleting = true;
+                self.command("delete_channel", None).await?
+            }
+            114..=118 => {
+                let ch = CHANNELS.choose(&mut self.rng).unwrap().to_string();
+                let recipients: Vec<String> = (0..self.rng.random_range(0..4))
+                    .map(|_| self.random_name())
+                    .collect();
+                let message = self.rng.random_bool(0.3).then(|| {
+                    self.seq += 1;
+                    format!("c{}#{}", self.index, self.seq)
+                });
+                self.command(
+                    "group",
+                    Some(json!({ "channel": ch, "recipients": recipients, "message": message })),
+                )
+                .await?
+            }
+            119..=121 => {
+                let name = self.random_name();
+                let valid = self.rng.random_bool(0.9);
+                return self.direct(Some(name), valid).await.map(|_| ());
+            }
+            122 => return self.direct(None, true).await.map(|_| ()),
+            123..=124 => {
+                let cmd = if self.rng.random_bool(0.6) {
+                    "ignore"
+                } else {
+                    "unignore"
+                };
+                let name = self.random_name();
+                self.command(cmd, Some(json!({ "username": name }))).await?
+            }
+            125 => {
+                let away = *["", "lunch", "back soon"].choose(&mut self.rng).unwrap();
+                self.command("away", Some(json!({ "message": away })))
+                    .await?;
+                let out = self.barrier().await?;
+                let want = Some(away.to_owned()).filter(|a| !a.is_empty());
+                if !out.errors.is_empty() || self.view().map(|v| &v.away) != Some(&want) {
+                    return Err(self.fail(format!("away {away:?}: {:?}", out.errors)));
+                }
+                return Ok(());
+            }
+            132..=135 => {
                 // Reads and changes of stored messages, with channels and
                 // ids that may or may not be there (or be the client's).
                 let ch = CHANNELS.choose(&mut self.rng).unwrap().to_string();
@@ -570,9 +821,52 @@ impl Client {
                     | "search"
                     | "edit"
                     | "delete"
+                    | "ignore"
+                    | "unignore"
+                    | "kick"
+                    | "ban"
+                    | "unban"
+                    | "bans"
+                    | "transfer"
+                    | "topic"
+                    | "delete_channel"
+                    | "group"
             )
         }) {
             return Err(self.fail(format!("unexpected error {t}: {m}")));
+        }
+        // A group's first message is the one message a command may send:
+        // acknowledged in the group, and recorded as accepted there.
+        let view_channel = self.view().map(|v| v.channel.clone()).unwrap_or_default();
+        for (id, channel) in &out.sent {
+            if (114..=118).contains(&roll) && *channel == view_channel {
+                self.log.ids.insert(self.seq, *id);
+                self.log.accepted.insert(self.seq, channel.clone());
+            } else {
+                return Err(self.fail(format!("unexpected message_sent {id} in {channel}")));
+            }
+        }
+        let moderation = match roll {
+            91..=95 => Some("kick"),
+            96..=100 => Some("ban"),
+            101..=103 => Some("unban"),
+            105..=108 => Some("transfer"),
+            109..=111 => Some("topic"),
+            112..=113 => Some("delete_channel"),
+            114..=118 => Some("group"),
+            _ => None,
+        };
+        if let Some(name) = moderation.filter(|_| out.errors.is_empty()) {
+            *self.log.moderated.entry(name).or_default() += 1;
+        }
+        if deleting
+            && out.errors.is_empty()
+            && (out.deleted != [in_channel.clone()] || view_channel != "general")
+        {
+            return Err(self.fail(format!(
+                "deleted {in_channel}: told {:?}, now in {view_channel}",
+                out.deleted
+            )));
         }
         Ok(())
     }
@@ -604,6 +898,7 @@ async fn run_client(
     steps: usize,
     barrier: Arc<Barrier>,
     logged_in: Arc<AtomicUsize>,
+    finals: Arc<Mutex<Vec<Option<View>>>>,
 ) -> ClientLog {
     let mut result: Check = Ok(());
     for step in 0..steps {
@@ -626,6 +921,7 @@ async fn run_client(
     if result.is_ok() && c.view().is_some() {
         result = c.barrier().await.map(|_| ());
         c.log.view = c.view().cloned();
+        finals.lock().unwrap()[c.index] = c.log.view.clone();
     }
     // C: views final; the main task compares them with the snapshot.
     barrier.wait().await;
@@ -634,10 +930,33 @@ async fn run_client(
         result = c.talk(true).await;
         c.log.final_seq = Some(c.seq);
     }
+    if result.is_ok() && c.view().is_some() {
+        // A direct message to the next client still logged in.
+        let views = finals.lock().unwrap().clone();
+        let next = (1..CLIENTS)
+            .map(|k| (c.index + k) % CLIENTS)
+            .find(|&r| views[r].is_some());
+        if let (Some(r), Some(me)) = (next, views[c.index].clone()) {
+            let target = views[r].clone().unwrap_or_default();
+            let ignored = target.ignores.contains(&fold_name(&me.name));
+            c.step = steps + 2;
+            result = match c.direct(Some(target.name.clone()), true).await {
+                Ok(None) if ignored => Ok(()),
+                Ok(Some((to, away))) if !ignored && to == target.name && away == target.away => {
+                    Ok(())
+                }
+                Ok(other) => Err(c.fail(format!(
+                    "final direct to {target:?} (ignored={ignored}) gave {other:?}"
+                ))),
+                Err(e) => Err(e),
+            };
+            c.log.final_direct = Some((r, c.seq, ignored));
+        }
+    }
     // D: final messages sent; collect them.
     barrier.wait().await;
     if result.is_ok() && c.view().is_some() {
-        c.step = steps + 2;
+        c.step = steps + 3;
         result = c.barrier().await.map(|_| ());
     }
     if let Err(e) = result {
@@ -663,7 +982,11 @@ fn check_snapshot(snap: &Snapshot, views: &[Option<View>]) -> Check {
             .find(|c| c.name == v.channel)
             .ok_or_else(|| format!("{} thinks it is in missing {}", v.name, v.channel))?;
         let actual: BTreeSet<String> = ch.members.iter().cloned().collect();
-        if actual != v.members || ch.owner != v.owner || ch.private != v.private {
+        if actual != v.members
+            || ch.owner != v.owner
+            || ch.private != v.private
+            || ch.topic != v.topic
+        {
             return Err(format!("view of {} differs: {v:?} vs {ch:?}", v.name));
         }
     }
@@ -717,6 +1040,9 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
         // While r stayed in a channel, nothing the sender said there between
         // two received messages may be missing.
         for ((session, segment, sender), seqs) in &by_segment {
+            if log.ignoring.contains(&(*session, *segment)) {
+                continue;
+            }
             let channel = &log.segments[&(*session, *segment)];
             for pair in seqs.windows(2) {
                 if let Some((missing, _)) = logs[*sender]
@@ -730,6 +1056,31 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
                     ));
                 }
             }
+        }
+    }
+    // No direct message arrived twice, anywhere.
+    let mut direct_seen = HashSet::new();
+    for log in logs {
+        for (sender, seq, id) in &log.direct_received {
+            if !direct_seen.insert(*id) {
+                return Err(format!("direct c{sender}#{seq} (id {id}) received twice"));
+            }
+        }
+    }
+    // The final direct messages reached exactly their recipients.
+    for (s, log) in logs.iter().enumerate() {
+        let Some((r, seq, refused)) = log.final_direct else {
+            continue;
+        };
+        let got = logs[r]
+            .direct_received
+            .iter()
+            .filter(|m| m.0 == s && m.1 == seq)
+            .count();
+        if got != usize::from(!refused) {
+            return Err(format!(
+                "final direct c{s}#{seq} reached client {r} {got} times (refused={refused})"
+            ));
         }
     }
     // The final round reached exactly the other members of each channel.
@@ -752,7 +1103,8 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
                 .iter()
                 .filter(|m| m.2 == s && m.3 == seq)
                 .count();
-            let expected = usize::from(r != s && members.contains(&rv.name));
+            let ignored = rv.ignores.contains(&fold_name(&view.name));
+            let expected = usize::from(r != s && members.contains(&rv.name) && !ignored);
             if got != expected {
                 return Err(format!(
                     "final c{s}#{seq} reached client {r} {got} times, expected {expected}"
@@ -767,6 +1119,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     let server = TestServer::start_default().await;
     let names = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let finals = Arc::new(Mutex::new(vec![None; CLIENTS]));
     let logged_in = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for index in 0..CLIENTS {
@@ -786,6 +1139,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
             steps,
             barrier.clone(),
             logged_in.clone(),
+            finals.clone(),
         )));
     }
     barrier.wait().await;
@@ -806,6 +1160,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     barrier.wait().await;
     let snap = server.hub.snapshot();
     server.hub.check_member_lists()?;
+    server.hub.check_people()?;
     barrier.wait().await;
     let mut logs = Vec::new();
     for t in tasks {
@@ -818,10 +1173,17 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     check_snapshot(&snap, &views)?;
     check_messages(&logs, &snap, &views)?;
     server.shutdown().await;
+    let mut moderated: BTreeMap<&str, usize> = BTreeMap::new();
+    for log in &logs {
+        for (name, n) in &log.moderated {
+            *moderated.entry(name).or_default() += n;
+        }
+    }
     let accepted: usize = logs.iter().map(|l| l.accepted.len()).sum();
     let received: usize = logs.iter().map(|l| l.received.len()).sum();
+    let direct: usize = logs.iter().map(|l| l.direct_received.len()).sum();
     Ok(format!(
-        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries",
+        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries, {direct} direct messages received, moderation done {moderated:?}",
         snap.channels.len()
     ))
 }

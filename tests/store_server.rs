@@ -13,7 +13,7 @@ use chatmaster::server::chat::Hub;
 use chatmaster::store::{
     Account, AccountId, AccountsVersion, Change, ChannelId, HistoryPage, MessageId, NewAccount,
     NewChannel, Page, RegisteredChannel, SearchHits, SearchQuery, SqliteStore, Store, StoreError,
-    StoredMessage, Unread,
+    StoredBan, StoredMessage, Unread,
 };
 use chatmaster::wire::protocol::{Notification, OutgoingMessage, ServerPackage};
 use chatmaster::{ClientPackage, Config, Server};
@@ -84,6 +84,9 @@ impl Store for GatedStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.direct_backlog(account, after, limit)
+    }
+    fn direct_waiting(&self, account: AccountId, cap: usize) -> Result<usize, StoreError> {
+        self.inner.direct_waiting(account, cap)
     }
     fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError> {
         self.inner.direct_delivered(account)
@@ -188,6 +191,23 @@ impl Store for GatedStore {
     }
     fn admitted(&self, channel: ChannelId) -> Result<Vec<AccountId>, StoreError> {
         self.inner.admitted(channel)
+    }
+    fn set_channel_topic(&self, id: ChannelId, topic: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_channel_topic(id, topic)
+    }
+    fn add_ban(&self, channel: ChannelId, ban: &StoredBan) -> Result<(), StoreError> {
+        self.inner.add_ban(channel, ban)
+    }
+    fn remove_ban(
+        &self,
+        channel: ChannelId,
+        key: &str,
+        account: Option<AccountId>,
+    ) -> Result<(), StoreError> {
+        self.inner.remove_ban(channel, key, account)
+    }
+    fn delete_channel_and_messages(&self, id: ChannelId) -> Result<(), StoreError> {
+        self.inner.delete_channel_and_messages(id)
     }
     fn delete_channel(&self, id: ChannelId) -> Result<(), StoreError> {
         self.inner.delete_channel(id)
@@ -409,6 +429,57 @@ async fn ids_increase_across_senders_as_every_member_sees_them() {
         .unwrap();
     assert_eq!(stored.iter().map(|m| m.id).collect::<Vec<_>>(), seen);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_channels_messages_still_queued_are_deleted_with_it() {
+    let store = GatedStore::new(false);
+    let (addr, _hub, stop, handle) = start(test_config(), store.clone()).await;
+    let mut alice = login(addr, "alice").await;
+    next_note(&mut alice).await; // own user_joined
+    alice
+        .command(
+            "register",
+            Some(serde_json::json!({"password": "correct horse battery"})),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_note(&mut alice).await,
+        Notification::Registered { .. }
+    ));
+    alice
+        .command("join", Some(serde_json::json!({"channel": "club"})))
+        .await
+        .unwrap();
+    next_note(&mut alice).await; // own user_joined
+    alice.message("queued when deleted").await.unwrap();
+    alice.command("delete_channel", None).await.unwrap();
+    let gate_store = store.clone();
+    tokio::task::spawn_blocking(move || gate_store.wait_for_waiting_batch())
+        .await
+        .unwrap();
+    // The deletion waits for the message ahead of it to be written.
+    nothing_for_a_while(&mut alice).await;
+    assert_eq!(store.inner.registered_channels().unwrap().len(), 1);
+
+    store.open();
+    // The deletion's notices were queued when it was handled, before the
+    // message's acknowledgement, which only the commit brings.
+    assert!(matches!(
+        next_note(&mut alice).await,
+        Notification::ChannelDeleted { .. }
+    ));
+    next_note(&mut alice).await; // own user_joined for general
+    assert!(matches!(
+        next_note(&mut alice).await,
+        Notification::MessageSent { .. }
+    ));
+    assert_quiet(&mut alice).await;
+    assert_eq!(store.inner.messages_after("club", 0, 10).unwrap(), vec![]);
+    assert_eq!(store.inner.registered_channels().unwrap(), vec![]);
+    let _ = stop.send(());
+    handle.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! Fuzz target: a sequence of arbitrary chat actions by a handful of users
 //! driving the [`Hub`] directly (no sockets), with tiny outbound queues so
-//! slow-consumer removal is exercised too. After every action the hub's
+//! slow-consumer removal is exercised too. Moderation (groups, kicks, bans,
+//! transfers, topics, deletions) is in the mix; the invariants include that
+//! no member of a channel is banned from it. After every action the hub's
 //! snapshot must satisfy the state invariants, and every queued package
 //! must decode.
 
@@ -64,6 +66,68 @@ enum Action {
     Ping {
         slot: u8,
         token: Option<String>,
+    },
+    /// `direct`, or `random` when `name` is `None`.
+    Direct {
+        slot: u8,
+        name: Option<u8>,
+        text: String,
+    },
+    Who {
+        slot: u8,
+        channel: Option<u8>,
+        after: Option<u8>,
+    },
+    Whois {
+        slot: u8,
+        name: u8,
+    },
+    Away {
+        slot: u8,
+        text: Option<String>,
+    },
+    Ignore {
+        slot: u8,
+        name: u8,
+        undo: bool,
+    },
+    Group {
+        slot: u8,
+        channel: u8,
+        recipients: Vec<u8>,
+    },
+    Kick {
+        slot: u8,
+        name: u8,
+        reason: Option<String>,
+    },
+    Ban {
+        slot: u8,
+        name: u8,
+        channel: Option<u8>,
+    },
+    Unban {
+        slot: u8,
+        name: u8,
+    },
+    Bans {
+        slot: u8,
+    },
+    Transfer {
+        slot: u8,
+        name: u8,
+    },
+    Topic {
+        slot: u8,
+        topic: String,
+    },
+    DeleteChannel {
+        slot: u8,
+        channel: Option<u8>,
+    },
+    Notice {
+        slot: u8,
+        text: String,
     },
     /// The client reads what is queued for it.
     Drain {
@@ -201,6 +265,107 @@ fuzz_target!(|input: Input| {
                     let _ = hub.ping(id, token);
                 }
             }
+            Action::Direct { slot, name, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    if let Ok(place) = hub.journal().try_slot() {
+                        // No store lookup here: a direct message to an
+                        // offline name handed back is dropped, slot and all.
+                        let _ = match name {
+                            Some(n) => hub.direct(id, pick(NAMES, n), text, place).map(|_| ()),
+                            None => hub.random(id, text, place),
+                        };
+                    }
+                }
+            }
+            Action::Who {
+                slot,
+                channel,
+                after,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let channel = channel.map(|c| pick(CHANNELS, c));
+                    let after = after.map(|a| pick(NAMES, a));
+                    let _ = hub.who(id, channel, after);
+                }
+            }
+            Action::Whois { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.whois(id, pick(NAMES, name));
+                }
+            }
+            Action::Away { slot, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.away(id, text);
+                }
+            }
+            Action::Ignore { slot, name, undo } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = if undo {
+                        hub.unignore(id, pick(NAMES, name))
+                    } else {
+                        hub.ignore(id, pick(NAMES, name))
+                    };
+                }
+            }
+            Action::Group {
+                slot,
+                channel,
+                recipients,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let names: Vec<String> = recipients
+                        .iter()
+                        .take(64)
+                        .map(|&n| pick(NAMES, n).to_owned())
+                        .collect();
+                    let _ = hub.create_group(id, pick(CHANNELS, channel), &names, None);
+                }
+            }
+            Action::Kick { slot, name, reason } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.kick(id, pick(NAMES, name), reason.as_deref(), None);
+                }
+            }
+            Action::Ban {
+                slot,
+                name,
+                channel,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let channel = channel.map(|c| pick(CHANNELS, c));
+                    let _ = hub.ban(id, pick(NAMES, name), channel);
+                }
+            }
+            Action::Unban { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.unban(id, pick(NAMES, name), None);
+                }
+            }
+            Action::Bans { slot } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.bans(id, None);
+                }
+            }
+            Action::Transfer { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.transfer(id, pick(NAMES, name));
+                }
+            }
+            Action::Topic { slot, topic } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.set_topic(id, &topic);
+                }
+            }
+            Action::DeleteChannel { slot, channel } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.delete_channel(id, channel.map(|c| pick(CHANNELS, c)));
+                }
+            }
+            Action::Notice { slot, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.notice(id, &text);
+                }
+            }
         }
         // A killed connection (slow consumer) ends; its task then calls
         // disconnect, which must be harmless after the hub removed it.
@@ -213,6 +378,9 @@ fuzz_target!(|input: Input| {
         }
         let live = slots.iter().flatten().count();
         check(&hub.snapshot(), live);
+        if let Err(e) = hub.check_people() {
+            panic!("{e}");
+        }
     }
     for s in slots.iter_mut().flatten() {
         drain(s, max);

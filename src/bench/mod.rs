@@ -2237,6 +2237,7 @@ mod tests {
         // fallback still finds it.
         let quoted = codec::encode(
             &ServerPackage::notification(crate::wire::protocol::Notification::UserJoined {
+                topic: None,
                 username: "a\"b".into(),
                 channel: "c".into(),
                 users: Some(vec![pad.clone()]),
@@ -2268,6 +2269,7 @@ mod tests {
         for owner in [None, Some("someone".to_owned())] {
             let head =
                 ServerPackage::notification(crate::wire::protocol::Notification::UserJoined {
+                    topic: None,
                     username: "me".into(),
                     channel: "c".into(),
                     users: None,

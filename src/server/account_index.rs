@@ -169,6 +169,12 @@ impl AccountIndex {
         names.keys.contains_key(key) || names.skeletons.contains_key(skeleton)
     }
 
+    /// The account whose folded name is `key`, as far as the index knows
+    /// (it may still hold an account deleted meanwhile by another process).
+    pub fn account_id(&self, key: &str) -> Option<AccountId> {
+        self.lock().keys.get(key).map(|e| e.id)
+    }
+
     /// Whether `key` is an account's folded name, as far as the index
     /// knows (it may still hold an account deleted a moment ago).
     pub fn contains_key(&self, key: &str) -> bool {

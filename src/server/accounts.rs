@@ -1,7 +1,7 @@
 //! Accounts as the server uses them: checking a login against the store,
 //! and the commands that need the store or a password hash (`register`,
-//! `password`, `rename`, and `join`, which registers the channels an
-//! account holder creates).
+//! `password`, `rename`, and `join` and `group`, which register the
+//! channels an account holder creates).
 //!
 //! Everything here is async and keeps off the async workers: store calls
 //! run on tokio's blocking pool behind a semaphore of `account_store_calls`
@@ -28,12 +28,15 @@ use tokio_util::sync::CancellationToken;
 use crate::server::account_index::{AccountIndex, Change};
 use crate::server::chat::{Hub, Persist, UserId};
 use crate::server::commands::{
-    parse_params, ChannelParams, CommandError, PasswordParams, RegisterParams, UsernameParams,
+    parse_params, ChannelParams, CommandError, GroupParams, PasswordParams, RegisterParams,
+    UsernameParams,
 };
 use crate::server::config::{Config, Registration};
 use crate::server::passwords::{check_password_rules, Hasher, Throttle};
 use crate::store::{self, Account, AccountId, NewAccount, NewChannel, Store, StoreError};
-use crate::wire::protocol::{fold_name, name_skeleton, validate_name, Notification, ServerPackage};
+use crate::wire::protocol::{
+    fold_name, name_skeleton, validate_message, validate_name, Notification, ServerPackage,
+};
 use arc_swap::ArcSwap;
 
 /// A refused login: the reason for the user, and whether a password would
@@ -270,6 +273,17 @@ impl Accounts {
                     }
                     Persist::Admit { channel, account } => s.admit(channel, account)?,
                     Persist::Unregister(channel) => s.delete_channel(channel)?,
+                    Persist::SetOwner { channel, owner } => s.set_channel_owner(channel, owner)?,
+                    Persist::SetTopic { channel, topic } => {
+                        s.set_channel_topic(channel, topic.as_deref())?
+                    }
+                    Persist::Ban { channel, ban } => s.add_ban(channel, &ban)?,
+                    Persist::Unban {
+                        channel,
+                        key,
+                        account,
+                    } => s.remove_ban(channel, &key, account)?,
+                    Persist::Delete(channel) => s.delete_channel_and_messages(channel)?,
                     Persist::Ignore { account, key, name } => s.add_ignore(account, &key, &name)?,
                     Persist::Unignore { account, key } => s.remove_ignore(account, &key)?,
                 }
@@ -333,6 +347,12 @@ impl Accounts {
                     persist: Vec::new(),
                 })
             }
+            "group" => {
+                let p: GroupParams =
+                    parse_params(command, parameters).map_err(CommandError::Protocol)?;
+                self.group(hub, id, p).await.map_err(failed)?;
+                Ok(Answer::default())
+            }
             // The command table and this match are kept in step by the
             // unit test of the table; reaching here would be a bug.
             other => Err(CommandError::Protocol(format!(
@@ -375,6 +395,65 @@ impl Accounts {
                 Err(e.0)
             }
         }
+    }
+
+    /// `group`: an account holder's group is registered first, as a
+    /// channel made by `join` is (private from the start); its first
+    /// message, if any, goes the way every message goes (stored, with an
+    /// id, and `message_sent` once committed).
+    async fn group(&self, hub: &Hub, id: UserId, p: GroupParams) -> Result<(), String> {
+        let config = hub.config();
+        if p.recipients.len() > config.max_group_recipients {
+            return Err(format!(
+                "A group names at most {} recipients ({} given).",
+                config.max_group_recipients,
+                p.recipients.len()
+            ));
+        }
+        if let Some(text) = &p.message {
+            validate_message(text, config.max_message_bytes)?;
+        }
+        let owner = hub.check_group(id, &p.channel).map_err(|e| e.0)?;
+        // The message's place in the store queue is taken before anything
+        // changes, so a group is never left half made for want of one.
+        let slot = match p.message {
+            Some(_) => Some(hub.journal().clone().slot().await.map_err(|_| {
+                "Messages cannot be stored right now; the group was not created.".to_owned()
+            })?),
+            None => None,
+        };
+        let registration = match owner {
+            None => None,
+            Some(owner) => {
+                let new = NewChannel {
+                    name: p.channel.clone(),
+                    key: fold_name(&p.channel),
+                    owner,
+                    private: true,
+                    created_at: store::now_millis(),
+                };
+                match self.db(move |s| s.register_channel(&new)).await {
+                    Ok(cid) => Some(cid),
+                    Err(StoreError::Conflict { existing }) => {
+                        return Err(format!(
+                            "{existing} is registered but not loaded; ask the server's operator."
+                        ))
+                    }
+                    Err(e) => return Err(unavailable(&e)),
+                }
+            }
+        };
+        if let Err(e) = hub.create_group(id, &p.channel, &p.recipients, registration) {
+            if let Some(cid) = registration {
+                let _ = self.db(move |s| s.delete_channel(cid)).await;
+            }
+            return Err(e.0);
+        }
+        if let (Some(text), Some(slot)) = (p.message, slot) {
+            hub.message(id, text, slot)
+                .map_err(|e| format!("The group was created but its message was not sent: {e}"))?;
+        }
+        Ok(())
     }
 
     /// `rename`: the new name must not be another account's, or look like
@@ -502,6 +581,21 @@ impl Accounts {
                 })
                 .await;
             return Err(e.0);
+        }
+        // What the guest ignored is the account's from now on.
+        let ignores = hub.ignore_entries(id);
+        if !ignores.is_empty() {
+            let stored = self
+                .db(move |s| {
+                    for (key, name) in &ignores {
+                        s.add_ignore(account, key, name)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = stored {
+                tracing::error!(error = %e, "cannot store a new account's ignore list");
+            }
         }
         tracing::info!(account = %name, "account registered");
         Ok(name)

@@ -6,8 +6,8 @@
 //! (unknown keys are errors) once the command is known.
 //!
 //! Most commands are chat-state operations done at once under the hub's
-//! lock. The ones that need the store or a password hash (`join`, which may
-//! register a channel, `rename`, `register`, `password`) are marked
+//! lock. The ones that need the store or a password hash (`join` and
+//! `group`, which may register a channel, `rename`, `register`, `password`) are marked
 //! accounts commands: the connection runs them asynchronously through
 //! [`crate::server::accounts`], off the async workers.
 
@@ -209,6 +209,61 @@ struct MarkReadParams {
     channel: String,
     /// The last message id seen there.
     id: i64,
+}
+
+/// `{"channel": ..., "recipients": [...], "message": ...}`, message optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupParams {
+    /// The new channel's name.
+    pub(crate) channel: String,
+    /// Who to invite.
+    pub(crate) recipients: Vec<String>,
+    /// The group's first message.
+    #[serde(default)]
+    pub(crate) message: Option<String>,
+}
+
+/// `{"username": ..., "reason": ..., "channel": ...}`, the last two optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickParams {
+    /// Who.
+    username: String,
+    /// Why, shown to them.
+    #[serde(default)]
+    reason: Option<String>,
+    /// Which channel, when not the sender's own.
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// `{"username": ..., "channel": ...}`, channel optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetParams {
+    /// Who.
+    username: String,
+    /// Which channel, when not the sender's own.
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// `{"channel": ...}`, channel optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaybeChannelParams {
+    /// Which channel, when not the sender's own.
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// `{"topic": ...}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicParams {
+    /// The topic; empty clears it.
+    topic: String,
 }
 
 /// `{"username": ..., "message": ...}`
@@ -421,6 +476,98 @@ pub static COMMANDS: &[CommandSpec] = &[
         parameters: "{\"old\": TEXT, \"new\": TEXT}",
         summary: "change your account's password",
         handler: Handler::Accounts,
+    },
+    CommandSpec {
+        name: "group",
+        aliases: &[],
+        parameters:
+            "{\"channel\": NAME, \"recipients\": [NAME, ...], \"message\": TEXT (optional)}",
+        summary: "create a private channel, move in and invite the recipients",
+        handler: Handler::Accounts,
+    },
+    CommandSpec {
+        name: "kick",
+        aliases: &[],
+        parameters:
+            "{\"username\": NAME, \"reason\": TEXT (optional), \"channel\": NAME (optional)}",
+        summary: "put a member out of your channel (owner or operator)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: KickParams = params("kick", p)?;
+            hub.kick(id, &p.username, p.reason.as_deref(), p.channel.as_deref())?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "ban",
+        aliases: &[],
+        parameters: "{\"username\": NAME, \"channel\": NAME (optional)}",
+        summary: "keep a user out of your channel, kicking them if there (owner or operator)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: TargetParams = params("ban", p)?;
+            Ok(hub.ban(id, &p.username, p.channel.as_deref())?)
+        }),
+    },
+    CommandSpec {
+        name: "unban",
+        aliases: &[],
+        parameters: "{\"username\": NAME, \"channel\": NAME (optional)}",
+        summary: "lift a ban (owner or operator)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: TargetParams = params("unban", p)?;
+            Ok(hub.unban(id, &p.username, p.channel.as_deref())?)
+        }),
+    },
+    CommandSpec {
+        name: "bans",
+        aliases: &[],
+        parameters: "{\"channel\": NAME} (optional)",
+        summary: "list the bans of your channel (owner or operator)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: MaybeChannelParams = params("bans", p)?;
+            hub.bans(id, p.channel.as_deref())?;
+            Ok(Vec::new())
+        }),
+    },
+    CommandSpec {
+        name: "transfer",
+        aliases: &[],
+        parameters: "{\"username\": NAME}",
+        summary: "give your channel to another member (owner)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: UsernameParams = params("transfer", p)?;
+            Ok(hub.transfer(id, &p.username)?)
+        }),
+    },
+    CommandSpec {
+        name: "topic",
+        aliases: &[],
+        parameters: "{\"topic\": TEXT} (empty clears)",
+        summary: "set your channel's topic (owner or operator)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: TopicParams = params("topic", p)?;
+            Ok(hub.set_topic(id, &p.topic)?)
+        }),
+    },
+    CommandSpec {
+        name: "delete_channel",
+        aliases: &[],
+        parameters: "{\"channel\": NAME} (optional)",
+        summary: "delete your channel, moving everyone to general (owner or operator)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: MaybeChannelParams = params("delete_channel", p)?;
+            Ok(hub.delete_channel(id, p.channel.as_deref())?)
+        }),
+    },
+    CommandSpec {
+        name: "notice",
+        aliases: &[],
+        parameters: "{\"message\": TEXT}",
+        summary: "send a notice to everybody online (operators)",
+        handler: Handler::Chat(|hub, id, p| {
+            let p: MessageParams = params("notice", p)?;
+            hub.notice(id, &p.message)?;
+            Ok(Vec::new())
+        }),
     },
     CommandSpec {
         name: "direct",
@@ -941,7 +1088,10 @@ mod tests {
             .filter(|c| matches!(c.handler, Handler::Accounts))
             .map(|c| c.name)
             .collect();
-        assert_eq!(accounts, ["join", "rename", "register", "password"]);
+        assert_eq!(
+            accounts,
+            ["join", "rename", "register", "password", "group"]
+        );
         let memory: Vec<&str> = COMMANDS
             .iter()
             .filter(|c| matches!(c.handler, Handler::Memory))

@@ -1,7 +1,7 @@
 //! The durable store: accounts, registered channels (owner, privacy,
-//! admitted accounts), every accepted chat message (channel and direct,
-//! with the offline backlog of each account) and accounts' ignore lists,
-//! behind the
+//! admitted accounts, topic, bans), every accepted chat message (channel
+//! and direct, with the offline backlog of each account) and accounts'
+//! ignore lists, behind the
 //! [`Store`] trait the rest of the server calls.
 //!
 //! The chat logic never sees SQL: it calls [`Store`] methods, so another
@@ -187,6 +187,23 @@ pub struct RegisteredChannel {
     pub created_at: i64,
     /// Accounts admitted by invitation, ascending.
     pub admitted: Vec<AccountId>,
+    /// The channel's topic, if set.
+    pub topic: Option<String>,
+    /// Who is banned from it, oldest ban first.
+    pub bans: Vec<StoredBan>,
+}
+
+/// A ban from a registered channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBan {
+    /// The account banned, whatever name it uses (`None`: a guest's name).
+    pub account: Option<AccountId>,
+    /// The name shown: the account's current one, or the guest's.
+    pub name: String,
+    /// The folded name as banned.
+    pub key: String,
+    /// Its confusable skeleton: names that look like it are banned too.
+    pub skeleton: String,
 }
 
 /// The store's count of changes to the set of account names: one more
@@ -503,6 +520,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn admitted(&self, channel: ChannelId) -> Result<Vec<AccountId>, StoreError>;
     /// Unregisters a channel (its admissions go too; its messages stay).
     fn delete_channel(&self, id: ChannelId) -> Result<(), StoreError>;
+    /// Sets (or, with `None`, clears) a registered channel's topic.
+    fn set_channel_topic(&self, id: ChannelId, topic: Option<&str>) -> Result<(), StoreError>;
+    /// Bans someone from a registered channel.
+    fn add_ban(&self, channel: ChannelId, ban: &StoredBan) -> Result<(), StoreError>;
+    /// Lifts a ban: the account's if `account` is given, else the guest
+    /// ban on the folded name `key`. Lifting no ban is not an error.
+    fn remove_ban(
+        &self,
+        channel: ChannelId,
+        key: &str,
+        account: Option<AccountId>,
+    ) -> Result<(), StoreError>;
+    /// Deletes a registered channel (`delete_channel`), with its
+    /// admissions, its bans and every stored message sent to it, in one
+    /// transaction.
+    fn delete_channel_and_messages(&self, id: ChannelId) -> Result<(), StoreError>;
 
     /// Stores messages in one transaction: all or none. Ids must be new.
     fn append_messages(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
@@ -524,6 +557,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// How many messages of `account`'s backlog are not yet delivered
+    /// (above its marker), counting at most `cap` (the answer is then `cap`).
+    fn direct_waiting(&self, account: AccountId, cap: usize) -> Result<usize, StoreError>;
     /// The highest id of `account`'s backlog written to its connection
     /// (0 before any).
     fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError>;

@@ -28,7 +28,7 @@ use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 use super::{
     Account, AccountId, AccountsVersion, Change, ChannelId, Direct, DirectScope, Durability,
     HistoryPage, MessageId, NewAccount, NewChannel, Page, RegisteredChannel, Scope, SearchHits,
-    SearchQuery, Store, StoreError, StoreOptions, StoredMessage, Unread,
+    SearchQuery, Store, StoreError, StoreOptions, StoredBan, StoredMessage, Unread,
 };
 
 /// The schema's history, oldest first: version N is the database after
@@ -37,6 +37,7 @@ pub(super) const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_accounts_version.sql")),
     M::up(include_str!("migrations/0003_direct.sql")),
+    M::up(include_str!("migrations/0004_moderation.sql")),
     M::up(include_str!("migrations/0005_memory.sql")),
 ];
 
@@ -302,6 +303,29 @@ fn query_accounts(
     rows.collect::<Result<_, _>>().map_err(classify)
 }
 
+fn bans_of(conn: &Connection, channel: ChannelId) -> Result<Vec<StoredBan>, StoreError> {
+    // An account's ban shows the account's name now, not the one it was
+    // banned under.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT b.account, COALESCE(a.name, b.name), b.name_key, b.skeleton \
+             FROM channel_bans b LEFT JOIN accounts a ON a.id = b.account \
+             WHERE b.channel = ?1 ORDER BY b.id",
+        )
+        .map_err(classify)?;
+    let rows = stmt
+        .query_map([channel], |r| {
+            Ok(StoredBan {
+                account: r.get(0)?,
+                name: r.get(1)?,
+                key: r.get(2)?,
+                skeleton: r.get(3)?,
+            })
+        })
+        .map_err(classify)?;
+    rows.collect::<Result<_, _>>().map_err(classify)
+}
+
 fn admitted_to(conn: &Connection, channel: ChannelId) -> Result<Vec<AccountId>, StoreError> {
     let mut stmt = conn
         .prepare_cached("SELECT account FROM channel_access WHERE channel = ?1 ORDER BY account")
@@ -440,7 +464,7 @@ impl Store for SqliteStore {
         let mut channels: Vec<RegisteredChannel> = {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT id, name, name_key, owner, private, created_at FROM channels \
+                    "SELECT id, name, name_key, owner, private, created_at, topic FROM channels \
                      ORDER BY name_key",
                 )
                 .map_err(classify)?;
@@ -453,7 +477,9 @@ impl Store for SqliteStore {
                         owner: r.get(3)?,
                         private: r.get(4)?,
                         created_at: r.get(5)?,
+                        topic: r.get(6)?,
                         admitted: Vec::new(),
+                        bans: Vec::new(),
                     })
                 })
                 .map_err(classify)?;
@@ -461,6 +487,7 @@ impl Store for SqliteStore {
         };
         for c in &mut channels {
             c.admitted = admitted_to(&conn, c.id)?;
+            c.bans = bans_of(&conn, c.id)?;
         }
         Ok(channels)
     }
@@ -534,6 +561,74 @@ impl Store for SqliteStore {
             .and_then(|mut s| s.execute([id]))
             .map_err(classify)?;
         touched(rows, "channel")
+    }
+
+    fn set_channel_topic(&self, id: ChannelId, topic: Option<&str>) -> Result<(), StoreError> {
+        let rows = self
+            .lock()
+            .prepare_cached("UPDATE channels SET topic = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, topic]))
+            .map_err(classify)?;
+        touched(rows, "channel")
+    }
+
+    fn add_ban(&self, channel: ChannelId, ban: &StoredBan) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached(
+                // An account deleted meanwhile leaves a ban on the name.
+                "INSERT INTO channel_bans (channel, account, name, name_key, skeleton, created_at) \
+                 VALUES (?1, (SELECT id FROM accounts WHERE id = ?2), ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    channel,
+                    ban.account,
+                    ban.name,
+                    ban.key,
+                    ban.skeleton,
+                    super::now_millis()
+                ])
+            })
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    fn remove_ban(
+        &self,
+        channel: ChannelId,
+        key: &str,
+        account: Option<AccountId>,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let done = match account {
+            Some(account) => conn
+                .prepare_cached("DELETE FROM channel_bans WHERE channel = ?1 AND account = ?2")
+                .and_then(|mut s| s.execute(params![channel, account])),
+            None => conn
+                .prepare_cached(
+                    "DELETE FROM channel_bans \
+                     WHERE channel = ?1 AND account IS NULL AND name_key = ?2",
+                )
+                .and_then(|mut s| s.execute(params![channel, key])),
+        };
+        done.map_err(classify)?;
+        Ok(())
+    }
+
+    fn delete_channel_and_messages(&self, id: ChannelId) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(classify)?;
+        tx.prepare_cached(
+            "DELETE FROM messages WHERE channel_key = (SELECT name_key FROM channels WHERE id = ?1)",
+        )
+        .and_then(|mut s| s.execute([id]))
+        .map_err(classify)?;
+        let rows = tx
+            .prepare_cached("DELETE FROM channels WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .map_err(classify)?;
+        touched(rows, "channel")?;
+        tx.commit().map_err(classify)
     }
 
     fn append_messages(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
@@ -830,6 +925,19 @@ impl Store for SqliteStore {
             &sql,
             params![account, after, sql_limit(limit)],
         )
+    }
+
+    fn direct_waiting(&self, account: AccountId, cap: usize) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .read()
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_inbox \
+                 WHERE offline = 1 AND recipient_account = ?1 AND id > coalesce(\
+                 (SELECT up_to FROM direct_delivered WHERE account = ?1), 0) LIMIT ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![account, sql_limit(cap)], |r| r.get(0)))
+            .map_err(classify)?;
+        Ok(usize::try_from(n).unwrap_or(cap))
     }
 
     fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError> {
@@ -1309,6 +1417,8 @@ mod tests {
             (channels[0].name.as_str(), channels[0].owner),
             ("Rust", alice.id)
         );
+        // Moderation came later: an old channel has no topic and no bans.
+        assert_eq!((&channels[0].topic, channels[0].bans.len()), (&None, 0));
         assert_eq!(store.messages_after("rust", 0, 10).unwrap()[0].text, "hi");
         // The version starts at 0 and every change to the names bumps it.
         assert_eq!(store.accounts_version().unwrap(), 0);
@@ -1547,6 +1657,86 @@ mod tests {
         assert_eq!(store.registered_channels().unwrap(), vec![]);
         assert_eq!(
             store.delete_channel(den),
+            Err(StoreError::NotFound("channel"))
+        );
+    }
+
+    #[test]
+    fn topics_bans_and_deletion_with_messages() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let alice = store.create_account(&account("alice", "a")).unwrap().0;
+        let bob = store.create_account(&account("bob", "b")).unwrap().0;
+        let rust = store
+            .register_channel(&channel("Rust", alice, false))
+            .unwrap();
+        let den = store
+            .register_channel(&channel("den", alice, true))
+            .unwrap();
+        store.set_channel_topic(rust, Some("borrowing")).unwrap();
+        assert_eq!(
+            store.set_channel_topic(999, Some("x")),
+            Err(StoreError::NotFound("channel"))
+        );
+        let ban = |account, name: &str| StoredBan {
+            account,
+            name: name.into(),
+            key: name.to_lowercase(),
+            skeleton: format!("s-{}", name.to_lowercase()),
+        };
+        store.add_ban(rust, &ban(Some(bob), "bob")).unwrap();
+        store.add_ban(rust, &ban(None, "Troll")).unwrap();
+        // A ban on an account deleted meanwhile is kept as a name ban.
+        store.add_ban(rust, &ban(Some(999), "ghost")).unwrap();
+        store
+            .rename_account(bob, "robert", "robert", "r0bert")
+            .unwrap();
+        let all = store.registered_channels().unwrap();
+        let r = all.iter().find(|c| c.id == rust).unwrap();
+        assert_eq!(r.topic.as_deref(), Some("borrowing"));
+        // The account's ban shows the account's name now.
+        assert_eq!(
+            r.bans,
+            vec![
+                StoredBan {
+                    name: "robert".into(),
+                    ..ban(Some(bob), "bob")
+                },
+                ban(None, "Troll"),
+                ban(None, "ghost"),
+            ]
+        );
+        // Lifting goes by account for an account, by name for a guest.
+        store.remove_ban(rust, "robert", Some(bob)).unwrap();
+        store.remove_ban(rust, "troll", None).unwrap();
+        store.remove_ban(rust, "nobody", None).unwrap();
+        store.set_channel_topic(rust, None).unwrap();
+        let all = store.registered_channels().unwrap();
+        let r = all.iter().find(|c| c.id == rust).unwrap();
+        assert_eq!(
+            (r.topic.as_deref(), r.bans.clone()),
+            (None, vec![ban(None, "ghost")])
+        );
+
+        // Deleting a channel takes its messages, not other channels'.
+        store
+            .append_messages(&[
+                message(1, "rust", Some(alice)),
+                message(2, "den", Some(alice)),
+                message(3, "rust", None),
+            ])
+            .unwrap();
+        store.delete_channel_and_messages(rust).unwrap();
+        assert_eq!(store.messages_after("rust", 0, 10).unwrap(), vec![]);
+        assert_eq!(store.messages_after("den", 0, 10).unwrap().len(), 1);
+        let left: Vec<ChannelId> = store
+            .registered_channels()
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(left, vec![den]);
+        assert_eq!(
+            store.delete_channel_and_messages(rust),
             Err(StoreError::NotFound("channel"))
         );
     }
@@ -1918,7 +2108,10 @@ mod tests {
         );
         // The marker only goes up.
         assert_eq!(store.direct_delivered(bob).unwrap(), 0);
+        assert_eq!(store.direct_waiting(bob, 10).unwrap(), 3);
+        assert_eq!(store.direct_waiting(bob, 2).unwrap(), 2);
         store.set_direct_delivered(bob, 4).unwrap();
+        assert_eq!(store.direct_waiting(bob, 10).unwrap(), 1);
         store.set_direct_delivered(bob, 1).unwrap();
         assert_eq!(store.direct_delivered(bob).unwrap(), 4);
         // Ignore lists, idempotent both ways.

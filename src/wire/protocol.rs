@@ -415,13 +415,20 @@ pub enum Notification {
         /// Whether the channel is private (joiner's copy only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         private: Option<bool>,
+        /// The channel's topic (joiner's copy only, when it has one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
     },
-    /// Someone left a channel (by `join`, `leave` or disconnecting).
+    /// Someone left a channel (by `join`, `leave` or disconnecting, or
+    /// kicked out).
     UserLeft {
         /// Who left.
         username: String,
         /// Which channel.
         channel: String,
+        /// `true` when a moderator kicked (or banned) them out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kicked: Option<bool>,
     },
     /// Someone in the recipient's channel (or the recipient) changed name.
     UserRename {
@@ -447,7 +454,7 @@ pub enum Notification {
         /// Public channel names, sorted, at most `max_list_names`.
         channels: Vec<String>,
     },
-    /// The recipient's channel changed visibility or owner.
+    /// The recipient's channel changed visibility, owner or topic.
     ChannelUpdate {
         /// Which channel.
         channel: String,
@@ -456,6 +463,10 @@ pub enum Notification {
         /// Its owner now (absent for `general`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
+        /// Present only when the topic changed: the new topic, `""` when
+        /// it was cleared.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
     },
     /// The recipient was invited to a channel.
     Invited {
@@ -616,6 +627,69 @@ pub enum Notification {
         /// The last message id now counted as seen there.
         id: i64,
     },
+    /// The answer to `group`: the private channel is made and the sender
+    /// is in it.
+    GroupCreated {
+        /// The new channel.
+        channel: String,
+        /// Recipients who were online and got `invited`, as they spell
+        /// their names.
+        invited: Vec<String>,
+        /// Recipients nobody online is called, as given.
+        not_found: Vec<String>,
+    },
+    /// The recipient was put out of a channel by a moderator and is back
+    /// in `general`.
+    Kicked {
+        /// The channel they were put out of.
+        channel: String,
+        /// The moderator.
+        by: String,
+        /// The moderator's reason, if one was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// `true` when it was a ban: joining again is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        banned: Option<bool>,
+    },
+    /// The moderator's confirmation of `ban`.
+    Banned {
+        /// Which channel.
+        channel: String,
+        /// Who is banned, as the ban list shows it.
+        username: String,
+    },
+    /// The moderator's confirmation of `unban`.
+    Unbanned {
+        /// Which channel.
+        channel: String,
+        /// Who may join again.
+        username: String,
+    },
+    /// The answer to `bans`.
+    BanList {
+        /// Which channel.
+        channel: String,
+        /// Banned names, sorted, at most `max_list_names`.
+        usernames: Vec<String>,
+        /// How many bans the channel has in all.
+        usernames_total: usize,
+    },
+    /// The recipient's channel was deleted; the recipient is in `general`
+    /// now.
+    ChannelDeleted {
+        /// The channel that is gone.
+        channel: String,
+        /// Who deleted it.
+        by: String,
+    },
+    /// A server operator's notice to everybody online.
+    ServerNotice {
+        /// The text.
+        message: String,
+        /// The operator.
+        by: String,
+    },
 }
 
 /// `data` of an `error` package.
@@ -773,6 +847,29 @@ pub fn name_skeleton(name: &str) -> String {
     // before and after: the skeleton of a folded name may hold capitals.
     let skeleton: String = unicode_security::skeleton(&fold_name(name)).collect();
     fold_name(&skeleton)
+}
+
+/// Checks a channel topic or a kick reason (`what` names it in the
+/// error): at most `max_chars` characters (Unicode scalar values), under
+/// the same rule as chat text (no control characters but newline and
+/// tab). Empty is allowed: an empty topic clears it.
+pub fn validate_short_text(text: &str, max_chars: usize, what: &str) -> Result<(), String> {
+    let count = text.chars().count();
+    if count > max_chars {
+        return Err(format!(
+            "a {what} is at most {max_chars} characters (this one has {count})"
+        ));
+    }
+    if let Some(bad) = text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        return Err(format!(
+            "a {what} may not contain control characters (found U+{:04X})",
+            bad as u32
+        ));
+    }
+    Ok(())
 }
 
 /// Checks chat text: 1..=`max_bytes` bytes, no control characters but
@@ -953,6 +1050,7 @@ mod tests {
                     users_total: None,
                     owner: None,
                     private: None,
+                    topic: None,
                 }),
                 json!({"type": "notification", "data": {"event_type": "user_joined", "username": "bob", "channel": "rust"}}),
             ),
@@ -968,8 +1066,79 @@ mod tests {
                     channel: "rust".into(),
                     private: true,
                     owner: Some("bob".into()),
+                    topic: None,
                 }),
                 json!({"type": "notification", "data": {"event_type": "channel_update", "channel": "rust", "private": true, "owner": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ChannelUpdate {
+                    channel: "rust".into(),
+                    private: false,
+                    owner: Some("bob".into()),
+                    topic: Some(String::new()),
+                }),
+                json!({"type": "notification", "data": {"event_type": "channel_update", "channel": "rust", "private": false, "owner": "bob", "topic": ""}}),
+            ),
+            (
+                ServerPackage::notification(Notification::UserLeft {
+                    username: "troll".into(),
+                    channel: "rust".into(),
+                    kicked: Some(true),
+                }),
+                json!({"type": "notification", "data": {"event_type": "user_left", "username": "troll", "channel": "rust", "kicked": true}}),
+            ),
+            (
+                ServerPackage::notification(Notification::GroupCreated {
+                    channel: "trip".into(),
+                    invited: vec!["bob".into()],
+                    not_found: vec!["zed".into()],
+                }),
+                json!({"type": "notification", "data": {"event_type": "group_created", "channel": "trip", "invited": ["bob"], "not_found": ["zed"]}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Kicked {
+                    channel: "rust".into(),
+                    by: "bob".into(),
+                    reason: Some("spam".into()),
+                    banned: None,
+                }),
+                json!({"type": "notification", "data": {"event_type": "kicked", "channel": "rust", "by": "bob", "reason": "spam"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Banned {
+                    channel: "rust".into(),
+                    username: "troll".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "banned", "channel": "rust", "username": "troll"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::Unbanned {
+                    channel: "rust".into(),
+                    username: "troll".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "unbanned", "channel": "rust", "username": "troll"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::BanList {
+                    channel: "rust".into(),
+                    usernames: vec!["troll".into()],
+                    usernames_total: 1,
+                }),
+                json!({"type": "notification", "data": {"event_type": "ban_list", "channel": "rust", "usernames": ["troll"], "usernames_total": 1}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ChannelDeleted {
+                    channel: "rust".into(),
+                    by: "bob".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "channel_deleted", "channel": "rust", "by": "bob"}}),
+            ),
+            (
+                ServerPackage::notification(Notification::ServerNotice {
+                    message: "restart at noon".into(),
+                    by: "root".into(),
+                }),
+                json!({"type": "notification", "data": {"event_type": "server_notice", "message": "restart at noon", "by": "root"}}),
             ),
             (
                 ServerPackage::notification(Notification::MessageSent {
@@ -1127,5 +1296,15 @@ mod tests {
         assert!(validate_message("\u{1b}[31m", 4096).is_err());
         assert!(validate_message(&"a".repeat(4096), 4096).is_ok());
         assert!(validate_message(&"a".repeat(4097), 4096).is_err());
+    }
+
+    #[test]
+    fn topics() {
+        assert!(validate_short_text("", 300, "topic").is_ok());
+        assert!(validate_short_text(&"é".repeat(300), 300, "topic").is_ok());
+        let long = validate_short_text(&"é".repeat(301), 300, "topic").unwrap_err();
+        assert!(long.contains("at most 300 characters"), "{long}");
+        assert!(validate_short_text("a\tb", 300, "topic").is_ok());
+        assert!(validate_short_text("\u{1b}[2J", 300, "topic").is_err());
     }
 }

@@ -6,6 +6,8 @@
 pub mod binary;
 pub mod lines;
 pub mod memory;
+pub mod web;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::time::Duration;

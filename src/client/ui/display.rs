@@ -6,6 +6,7 @@
 //! own line breaks are shown escaped, so one event is always one line
 //! (which scripts reading the client's output rely on).
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use anstyle::{AnsiColor, Style};
@@ -264,6 +265,12 @@ fn name_list(names: &[String], total: usize) -> String {
     format!("({count}): {}", joined.join(", "))
 }
 
+/// Names, sanitized, joined with commas.
+fn sanitized(names: &[String]) -> String {
+    let names: Vec<_> = names.iter().map(|n| sanitize(n)).collect();
+    names.join(", ")
+}
+
 /// What the client knows about its own session: enough for the prompt and
 /// for telling "you" from others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,7 +283,19 @@ pub struct ChatState {
     pub owner: Option<String>,
     /// Whether our channel is private.
     pub private: bool,
+    /// The texts of our direct messages (`/msg`, `/reply`, `/random`) not
+    /// yet acknowledged, oldest first: each is shown, as `-> *bob* text`,
+    /// when its `message_sent` names the recipient (for `/random` the
+    /// server picks it). At most [`MAX_PENDING_DIRECT`].
+    pub pending_direct: VecDeque<String>,
+    /// Who last wrote to us directly (for `/reply`).
+    pub last_direct_from: Option<String>,
 }
+
+/// Most of our own direct messages remembered while they await their
+/// acknowledgement (the client paces itself, so this is never reached in
+/// practice; past it, the oldest are forgotten and shown without text).
+pub const MAX_PENDING_DIRECT: usize = 1024;
 
 impl ChatState {
     /// The prompt: `[general] alice> `, or `> ` before logging in.
@@ -285,6 +304,14 @@ impl ChatState {
             (Some(c), Some(u)) => format!("[{}] {}> ", sanitize(c), sanitize(u)),
             _ => "> ".to_owned(),
         }
+    }
+
+    /// Notes the text of a direct message we are sending.
+    pub fn sent_direct(&mut self, text: &str) {
+        if self.pending_direct.len() >= MAX_PENDING_DIRECT {
+            self.pending_direct.pop_front();
+        }
+        self.pending_direct.push_back(text.to_owned());
     }
 
     fn is_me(&self, name: &str) -> bool {
@@ -410,6 +437,7 @@ impl ChatState {
                 users_total,
                 owner,
                 private,
+                topic,
             } => match users {
                 Some(users) => {
                     let mut about = Vec::new();
@@ -424,16 +452,29 @@ impl ChatState {
                     } else {
                         format!(" [{}]", about.join(", "))
                     };
+                    let topic = match topic {
+                        Some(t) => format!("; topic: {}", sanitize(t)),
+                        None => String::new(),
+                    };
                     format!(
-                        "you are in {}{about}; users {}",
+                        "you are in {}{about}; users {}{topic}",
                         sanitize(channel),
                         name_list(users, users_total.unwrap_or(users.len()))
                     )
                 }
                 None => format!("{} joined {}", sanitize(username), sanitize(channel)),
             },
-            Notification::UserLeft { username, channel } => {
-                format!("{} left {}", sanitize(username), sanitize(channel))
+            Notification::UserLeft {
+                username,
+                channel,
+                kicked,
+            } => {
+                let how = if *kicked == Some(true) {
+                    "was put out of"
+                } else {
+                    "left"
+                };
+                format!("{} {how} {}", sanitize(username), sanitize(channel))
             }
             Notification::UserRename {
                 old_username,
@@ -461,8 +502,20 @@ impl ChatState {
             } => format!("{} has {users_total} users", sanitize(channel)),
             Notification::ChannelUpdate {
                 channel,
+                topic: Some(topic),
+                ..
+            } => {
+                if topic.is_empty() {
+                    format!("the topic of {} is cleared", sanitize(channel))
+                } else {
+                    format!("topic of {}: {}", sanitize(channel), sanitize(topic))
+                }
+            }
+            Notification::ChannelUpdate {
+                channel,
                 private,
                 owner,
+                topic: None,
             } => self.describe_update(channel, *private, owner.as_deref()),
             Notification::Invited { channel, by } => format!(
                 "{} invited you to {}; type /join {} to accept",
@@ -481,6 +534,75 @@ impl ChatState {
                 sanitize(username)
             ),
             Notification::PasswordChanged {} => "your password is changed".to_owned(),
+            Notification::GroupCreated {
+                channel,
+                invited,
+                not_found,
+            } => {
+                let mut text = format!("group {} created", sanitize(channel));
+                if !invited.is_empty() {
+                    text.push_str(&format!("; invited {}", sanitized(invited)));
+                }
+                if !not_found.is_empty() {
+                    text.push_str(&format!("; not online: {}", sanitized(not_found)));
+                }
+                text
+            }
+            Notification::Kicked {
+                channel,
+                by,
+                reason,
+                banned,
+            } => {
+                let what = if *banned == Some(true) {
+                    "banned from"
+                } else {
+                    "kicked out of"
+                };
+                let reason = match reason {
+                    Some(r) => format!(" ({})", sanitize(r)),
+                    None => String::new(),
+                };
+                return Some(theme.error(&format!(
+                    "you were {what} {} by {}{reason}; you are back in general",
+                    sanitize(channel),
+                    sanitize(by)
+                )));
+            }
+            Notification::Banned { channel, username } => format!(
+                "{} is banned from {}",
+                sanitize(username),
+                sanitize(channel)
+            ),
+            Notification::Unbanned { channel, username } => format!(
+                "{} may join {} again",
+                sanitize(username),
+                sanitize(channel)
+            ),
+            Notification::BanList {
+                channel,
+                usernames,
+                usernames_total,
+            } => format!(
+                "bans in {} {}",
+                sanitize(channel),
+                name_list(usernames, *usernames_total)
+            ),
+            Notification::ChannelDeleted { channel, by } => format!(
+                "{} deleted {}; you are back in general",
+                sanitize(by),
+                sanitize(channel)
+            ),
+            Notification::ServerNotice { message, by } => {
+                return Some(theme.paint(
+                    AnsiColor::Yellow.on_default().bold(),
+                    &format!(
+                        "{NOTE_PREFIX}notice from {}: {}",
+                        sanitize(by),
+                        sanitize(message)
+                    ),
+                ))
+            }
             Notification::Who {
                 channel,
                 users,
@@ -547,6 +669,29 @@ impl ChatState {
                         usernames.iter().map(|n| sanitize(n).into_owned()).collect();
                     format!("you ignore ({}): {}", names.len(), names.join(", "))
                 }
+            }
+            Notification::MessageSent {
+                to: Some(to),
+                timestamp,
+                queued,
+                away,
+                ..
+            } => {
+                let text = self.pending_direct.front().map_or("", String::as_str);
+                let mut line = format_own_direct(to, text, timestamp, theme, tz);
+                if *queued == Some(true) {
+                    line.push_str(&theme.paint(
+                        Style::new().dimmed(),
+                        " (kept: they will get it when they log in)",
+                    ));
+                }
+                if let Some(a) = away {
+                    line.push_str(&theme.paint(
+                        Style::new().dimmed(),
+                        &format!(" ({} is away: {})", sanitize(to), sanitize(a)),
+                    ));
+                }
+                return Some(line);
             }
             // The acknowledgement that one's own message is stored: the
             // line was already shown when it was typed.
@@ -629,9 +774,22 @@ impl ChatState {
                 channel,
                 private,
                 owner,
+                ..
             }) if self.is_my_channel(channel) => {
                 self.private = *private;
                 self.owner = owner.clone();
+            }
+            ServerPackage::Notification(Notification::MessageSent { to: Some(_), .. }) => {
+                self.pending_direct.pop_front();
+            }
+            ServerPackage::Error(e) if matches!(e.error_type.as_str(), "direct" | "random") => {
+                // Refused instead of acknowledged (a backlog that cannot be
+                // read is a `direct` error too, but only right after login,
+                // before anything was sent).
+                self.pending_direct.pop_front();
+            }
+            ServerPackage::Message(m) if m.to.is_some() => {
+                self.last_direct_from = Some(m.username.clone());
             }
             _ => {}
         }
@@ -685,6 +843,7 @@ mod tests {
             channel: Some(channel.into()),
             owner: None,
             private: false,
+            ..ChatState::default()
         }
     }
 
@@ -751,6 +910,7 @@ mod tests {
     fn notifications_read_as_sentences() {
         let s = alice_in("general");
         let joined = note(Notification::UserJoined {
+            topic: None,
             username: "carol".into(),
             channel: "general".into(),
             users: None,
@@ -760,6 +920,7 @@ mod tests {
         });
         assert_eq!(show(&s, &joined).unwrap(), "-- carol joined general");
         let left = note(Notification::UserLeft {
+            kicked: None,
             username: "carol".into(),
             channel: "general".into(),
         });
@@ -853,6 +1014,7 @@ mod tests {
     fn own_join_lists_members() {
         let s = alice_in("general");
         let own = note(Notification::UserJoined {
+            topic: None,
             username: "alice".into(),
             channel: "rust".into(),
             users: Some(vec!["alice".into(), "bob".into()]),
@@ -971,6 +1133,7 @@ mod tests {
         assert_eq!(s.prompt(), "[general] alice> ");
         // Somebody else's join does not move us.
         s.apply(&note(Notification::UserJoined {
+            topic: None,
             username: "bob".into(),
             channel: "general".into(),
             users: None,
@@ -980,6 +1143,7 @@ mod tests {
         }));
         assert_eq!(s.prompt(), "[general] alice> ");
         s.apply(&note(Notification::UserJoined {
+            topic: None,
             username: "alice".into(),
             channel: "rust".into(),
             users: Some(vec!["alice".into()]),
@@ -1009,6 +1173,7 @@ mod tests {
         let mut s = alice_in("rust");
         s.owner = Some("alice".into());
         let private = note(Notification::ChannelUpdate {
+            topic: None,
             channel: "rust".into(),
             private: true,
             owner: Some("alice".into()),
@@ -1017,6 +1182,7 @@ mod tests {
         s.apply(&private);
         assert!(s.private);
         let handover = note(Notification::ChannelUpdate {
+            topic: None,
             channel: "rust".into(),
             private: true,
             owner: Some("bob".into()),

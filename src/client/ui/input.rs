@@ -24,6 +24,55 @@ pub enum ChatCommand {
     Invite(String),
     /// `/channels`
     Channels,
+    /// `/msg USER TEXT` (and `/reply TEXT`, once the session knows to whom)
+    Direct {
+        /// The recipient.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// `/random TEXT`
+    Random(String),
+    /// `/who [CHANNEL]`
+    Who(Option<String>),
+    /// `/whois USER`
+    Whois(String),
+    /// `/away [TEXT]`: without text, back.
+    Away(Option<String>),
+    /// `/ignore USER`
+    Ignore(String),
+    /// `/unignore USER`
+    Unignore(String),
+    /// `/ignores`
+    Ignores,
+    /// `/group NAME USER...`
+    Group {
+        /// The new channel.
+        channel: String,
+        /// Who to invite.
+        recipients: Vec<String>,
+    },
+    /// `/kick USER [REASON]`
+    Kick {
+        /// Who.
+        username: String,
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// `/ban USER`
+    Ban(String),
+    /// `/unban USER`
+    Unban(String),
+    /// `/bans`
+    Bans,
+    /// `/transfer USER`
+    Transfer(String),
+    /// `/topic [TEXT]` (no text clears the topic)
+    Topic(String),
+    /// `/delete-channel`: deletes the current channel.
+    DeleteChannel,
+    /// `/notice TEXT`
+    Notice(String),
 }
 
 impl ChatCommand {
@@ -37,6 +86,40 @@ impl ChatCommand {
             ChatCommand::Public => ("public", None),
             ChatCommand::Invite(u) => ("invite", Some(serde_json::json!({ "username": u }))),
             ChatCommand::Channels => ("channels", None),
+            ChatCommand::Direct { to, text } => (
+                "direct",
+                Some(serde_json::json!({ "username": to, "message": text })),
+            ),
+            ChatCommand::Random(text) => ("random", Some(serde_json::json!({ "message": text }))),
+            ChatCommand::Who(None) => ("who", None),
+            ChatCommand::Who(Some(c)) => ("who", Some(serde_json::json!({ "channel": c }))),
+            ChatCommand::Whois(u) => ("whois", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Away(None) => ("away", None),
+            ChatCommand::Away(Some(m)) => ("away", Some(serde_json::json!({ "message": m }))),
+            ChatCommand::Ignore(u) => ("ignore", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Unignore(u) => ("unignore", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Ignores => ("ignores", None),
+            ChatCommand::Group {
+                channel,
+                recipients,
+            } => (
+                "group",
+                Some(serde_json::json!({ "channel": channel, "recipients": recipients })),
+            ),
+            ChatCommand::Kick { username, reason } => (
+                "kick",
+                Some(match reason {
+                    Some(r) => serde_json::json!({ "username": username, "reason": r }),
+                    None => serde_json::json!({ "username": username }),
+                }),
+            ),
+            ChatCommand::Ban(u) => ("ban", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Unban(u) => ("unban", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Bans => ("bans", None),
+            ChatCommand::Transfer(u) => ("transfer", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Topic(t) => ("topic", Some(serde_json::json!({ "topic": t }))),
+            ChatCommand::DeleteChannel => ("delete_channel", None),
+            ChatCommand::Notice(t) => ("notice", Some(serde_json::json!({ "message": t }))),
         };
         ClientPackage::Command(Command::new(name, parameters))
     }
@@ -46,7 +129,11 @@ impl ChatCommand {
     pub fn changes_prompt(&self) -> bool {
         matches!(
             self,
-            ChatCommand::Join(_) | ChatCommand::Leave | ChatCommand::Rename(_)
+            ChatCommand::Join(_)
+                | ChatCommand::Leave
+                | ChatCommand::Rename(_)
+                | ChatCommand::Group { .. }
+                | ChatCommand::DeleteChannel
         )
     }
 }
@@ -135,6 +222,8 @@ pub enum Input {
     /// A command about stored messages, which needs what the session
     /// remembers (the current channel, one's own last messages).
     Memory(MemoryInput),
+    /// `/reply TEXT`: a direct message to whoever last wrote to us directly.
+    Reply(String),
     /// A malformed command; the text says how to use it.
     Invalid(String),
 }
@@ -159,10 +248,18 @@ enum Arity {
     Zero,
     /// Exactly one word.
     One,
-    /// None or one word.
-    Optional,
-    /// The rest of the line, not empty.
+    /// One word, then optional free text (`/kick USER [REASON]`).
+    OneThenText,
+    /// Two words or more (`/group NAME USER...`).
+    TwoOrMore,
+    /// Free text, required (`/notice TEXT`).
     Text,
+    /// Free text, optional (`/topic [TEXT]`).
+    MaybeText,
+    /// Nothing, or one word (`/history [N]`, `/delete [N]`).
+    MaybeOne,
+    /// One word, then text, required (`/msg USER TEXT`).
+    OneAndText,
 }
 
 /// One row of the command list: name, argument, description, arity.
@@ -222,10 +319,118 @@ const SPECS: &[Spec] = &[
         arity: Arity::Zero,
     },
     Spec {
+        name: "msg",
+        arg: "USER TEXT",
+        about: "send TEXT to USER only (kept for them if they have an account and are away)",
+        arity: Arity::OneAndText,
+    },
+    Spec {
+        name: "reply",
+        arg: "TEXT",
+        about: "send TEXT to the last person who wrote to you directly",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "random",
+        arg: "TEXT",
+        about: "send TEXT to somebody online picked at random",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "who",
+        arg: "[CHANNEL]",
+        about: "list who is online, or who is in CHANNEL",
+        arity: Arity::MaybeOne,
+    },
+    Spec {
+        name: "whois",
+        arg: "USER",
+        about: "show what is known of USER",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "away",
+        arg: "[TEXT]",
+        about: "mark yourself away with TEXT; without TEXT, back",
+        arity: Arity::MaybeText,
+    },
+    Spec {
+        name: "ignore",
+        arg: "USER",
+        about: "stop receiving USER's messages",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "unignore",
+        arg: "USER",
+        about: "receive USER's messages again",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "ignores",
+        arg: "",
+        about: "list the users you ignore",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "group",
+        arg: "NAME USER...",
+        about: "create private channel NAME, move in and invite the USERs",
+        arity: Arity::TwoOrMore,
+    },
+    Spec {
+        name: "topic",
+        arg: "[TEXT]",
+        about: "set your channel's topic; no TEXT clears it (owner)",
+        arity: Arity::MaybeText,
+    },
+    Spec {
+        name: "kick",
+        arg: "USER [REASON]",
+        about: "put USER out of your channel, back to general (owner)",
+        arity: Arity::OneThenText,
+    },
+    Spec {
+        name: "ban",
+        arg: "USER",
+        about: "ban USER from your channel, kicking them if there (owner)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "unban",
+        arg: "USER",
+        about: "lift the ban on USER (owner)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "bans",
+        arg: "",
+        about: "list who is banned from your channel (owner)",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "transfer",
+        arg: "USER",
+        about: "give your channel to USER, who must be in it (owner)",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "delete-channel",
+        arg: "",
+        about: "delete the channel you are in, moving everyone to general (owner)",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "notice",
+        arg: "TEXT",
+        about: "send TEXT to everybody online (server operators)",
+        arity: Arity::Text,
+    },
+    Spec {
         name: "history",
         arg: "[N]",
         about: "show N (20) earlier messages of your channel",
-        arity: Arity::Optional,
+        arity: Arity::MaybeOne,
     },
     Spec {
         name: "search",
@@ -243,7 +448,7 @@ const SPECS: &[Spec] = &[
         name: "delete",
         arg: "[N]",
         about: "delete your last (or N-th last) message",
-        arity: Arity::Optional,
+        arity: Arity::MaybeOne,
     },
     Spec {
         name: "attach",
@@ -286,6 +491,11 @@ impl Spec {
             format!("/{} {}", self.name, self.arg)
         }
     }
+}
+
+/// Every command name, without its slash, in `/help` order.
+pub fn command_names() -> impl Iterator<Item = &'static str> {
+    SPECS.iter().map(|s| s.name)
 }
 
 /// The `/help` text, one line per entry.
@@ -334,11 +544,20 @@ pub fn parse_line(line: &str) -> Input {
             crate::client::ui::sanitize::sanitize(&shown)
         ));
     };
+    // Free text keeps its inner spacing; only its ends are trimmed.
+    let text = rest.trim();
+    let after_first = text
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, t)| t.trim());
     let usage = || Input::Invalid(format!("usage: {}", spec.usage()));
     let arg = match (spec.arity, args.as_slice()) {
-        (Arity::Zero, []) | (Arity::Optional, []) => String::new(),
-        (Arity::One, [one]) | (Arity::Optional, [one]) => (*one).to_owned(),
-        (Arity::Text, [_, ..]) => rest.trim().to_owned(),
+        (Arity::Zero, []) | (Arity::MaybeOne, []) => String::new(),
+        (Arity::One, [one]) | (Arity::MaybeOne, [one]) | (Arity::OneThenText, [one, ..]) => {
+            (*one).to_owned()
+        }
+        (Arity::TwoOrMore | Arity::OneAndText, [_, _, ..])
+        | (Arity::Text, [_, ..])
+        | (Arity::MaybeText, _) => text.to_owned(),
         _ => return usage(),
     };
     // A count from 1, when given; `default` when not.
@@ -348,7 +567,40 @@ pub fn parse_line(line: &str) -> Input {
         }
         arg.parse::<usize>().ok().filter(|n| (1..=max).contains(n))
     };
+    let optional = |arg: String| Some(arg).filter(|a| !a.is_empty());
     match spec.name {
+        "msg" => match arg.split_once(char::is_whitespace) {
+            Some((to, text)) => Input::Command(ChatCommand::Direct {
+                to: to.to_owned(),
+                text: text.trim_start().to_owned(),
+            }),
+            None => usage(),
+        },
+        "reply" => Input::Reply(arg),
+        "random" => Input::Command(ChatCommand::Random(arg)),
+        "who" => Input::Command(ChatCommand::Who(optional(arg))),
+        "whois" => Input::Command(ChatCommand::Whois(arg)),
+        "away" => Input::Command(ChatCommand::Away(optional(arg))),
+        "ignore" => Input::Command(ChatCommand::Ignore(arg)),
+        "unignore" => Input::Command(ChatCommand::Unignore(arg)),
+        "ignores" => Input::Command(ChatCommand::Ignores),
+        "group" => Input::Command(ChatCommand::Group {
+            channel: args[0].to_owned(),
+            recipients: args[1..].iter().map(|a| (*a).to_owned()).collect(),
+        }),
+        "kick" => Input::Command(ChatCommand::Kick {
+            username: arg,
+            reason: (!after_first.is_empty()).then(|| after_first.to_owned()),
+        }),
+        "ban" => Input::Command(ChatCommand::Ban(arg)),
+        "unban" => Input::Command(ChatCommand::Unban(arg)),
+        "bans" => Input::Command(ChatCommand::Bans),
+        "transfer" => Input::Command(ChatCommand::Transfer(arg)),
+        "topic" => Input::Command(ChatCommand::Topic(arg)),
+        "notice" => Input::Command(ChatCommand::Notice(arg)),
+        // Deleting a channel has a name of its own: `/delete [N]` deletes
+        // one of one's own messages.
+        "delete-channel" => Input::Command(ChatCommand::DeleteChannel),
         "join" => Input::Command(ChatCommand::Join(arg)),
         "leave" => Input::Command(ChatCommand::Leave),
         "rename" => Input::Command(ChatCommand::Rename(arg)),
@@ -483,7 +735,7 @@ mod tests {
 
     #[test]
     fn unknown_commands_are_not_sent() {
-        for line in ["/jion rust", "/", "/ join", "/msg bob hi", "/\u{1b}[2J"] {
+        for line in ["/jion rust", "/", "/ join", "/mgs bob hi", "/\u{1b}[2J"] {
             match parse_line(line) {
                 Input::Invalid(text) => {
                     assert!(text.starts_with("unknown command"), "{text}");
@@ -550,6 +802,64 @@ mod tests {
         );
         assert_eq!(parse_line("/help").to_package(), None);
         assert_eq!(parse_line("/quit").to_package(), None);
+    }
+
+    #[test]
+    fn people_commands() {
+        assert_eq!(
+            parse_line("/msg bob  hello  there "),
+            cmd(ChatCommand::Direct {
+                to: "bob".into(),
+                text: "hello  there".into()
+            })
+        );
+        assert_eq!(parse_line("/reply ok then"), Input::Reply("ok then".into()));
+        assert_eq!(
+            parse_line("/random hi all"),
+            cmd(ChatCommand::Random("hi all".into()))
+        );
+        assert_eq!(parse_line("/who"), cmd(ChatCommand::Who(None)));
+        assert_eq!(
+            parse_line("/who rust"),
+            cmd(ChatCommand::Who(Some("rust".into())))
+        );
+        assert_eq!(
+            parse_line("/whois bob"),
+            cmd(ChatCommand::Whois("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/away at lunch"),
+            cmd(ChatCommand::Away(Some("at lunch".into())))
+        );
+        assert_eq!(parse_line("/away"), cmd(ChatCommand::Away(None)));
+        assert_eq!(
+            parse_line("/ignore bob"),
+            cmd(ChatCommand::Ignore("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/unignore bob"),
+            cmd(ChatCommand::Unignore("bob".into()))
+        );
+        assert_eq!(parse_line("/ignores"), cmd(ChatCommand::Ignores));
+        for bad in [
+            "/msg", "/msg bob", "/reply", "/random", "/whois", "/who a b", "/ignore",
+        ] {
+            assert!(matches!(parse_line(bad), Input::Invalid(_)), "{bad}");
+        }
+        let value = |i: Input| serde_json::to_value(i.to_package().unwrap()).unwrap();
+        assert_eq!(
+            value(parse_line("/msg bob hi")),
+            json!({"type": "command", "data": {"command": "direct",
+                "parameters": {"username": "bob", "message": "hi"}}})
+        );
+        assert_eq!(
+            value(parse_line("/away")),
+            json!({"type": "command", "data": {"command": "away"}})
+        );
+        assert_eq!(
+            value(parse_line("/who rust")),
+            json!({"type": "command", "data": {"command": "who", "parameters": {"channel": "rust"}}})
+        );
     }
 
     #[test]
@@ -633,6 +943,69 @@ mod tests {
             })
         );
         assert!(matches!(parse_line("/attach --video"), Input::Invalid(_)));
+    }
+
+    #[test]
+    fn moderation_commands() {
+        let value =
+            |line: &str| serde_json::to_value(parse_line(line).to_package().unwrap()).unwrap();
+        assert_eq!(
+            value("/group trip bob  carol"),
+            json!({"type": "command", "data": {"command": "group",
+                "parameters": {"channel": "trip", "recipients": ["bob", "carol"]}}})
+        );
+        assert_eq!(
+            parse_line("/group trip"),
+            Input::Invalid("usage: /group NAME USER...".into())
+        );
+        assert_eq!(
+            value("/kick troll  stop   spamming "),
+            json!({"type": "command", "data": {"command": "kick",
+                "parameters": {"username": "troll", "reason": "stop   spamming"}}})
+        );
+        assert_eq!(
+            value("/kick troll"),
+            json!({"type": "command", "data": {"command": "kick", "parameters": {"username": "troll"}}})
+        );
+        assert!(matches!(parse_line("/kick"), Input::Invalid(_)));
+        for (line, name) in [
+            ("/ban x", "ban"),
+            ("/unban x", "unban"),
+            ("/transfer x", "transfer"),
+        ] {
+            assert_eq!(
+                value(line),
+                json!({"type": "command", "data": {"command": name, "parameters": {"username": "x"}}})
+            );
+        }
+        assert!(matches!(parse_line("/ban a b"), Input::Invalid(_)));
+        assert_eq!(
+            value("/bans"),
+            json!({"type": "command", "data": {"command": "bans"}})
+        );
+        assert_eq!(
+            value("/topic  Rust  talk "),
+            json!({"type": "command", "data": {"command": "topic", "parameters": {"topic": "Rust  talk"}}})
+        );
+        assert_eq!(
+            value("/topic"),
+            json!({"type": "command", "data": {"command": "topic", "parameters": {"topic": ""}}})
+        );
+        assert_eq!(
+            value("/notice back at 12"),
+            json!({"type": "command", "data": {"command": "notice", "parameters": {"message": "back at 12"}}})
+        );
+        assert!(matches!(parse_line("/notice"), Input::Invalid(_)));
+        // Channel deletion is /delete-channel; /delete is for messages.
+        assert_eq!(
+            value("/delete-channel"),
+            json!({"type": "command", "data": {"command": "delete_channel"}})
+        );
+        assert!(matches!(
+            parse_line("/delete-channel now"),
+            Input::Invalid(_)
+        ));
+        assert!(matches!(parse_line("/delete"), Input::Memory(_)));
     }
 
     #[test]

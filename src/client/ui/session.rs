@@ -18,7 +18,9 @@ use tokio::time::{sleep_until, Instant};
 use crate::client::ui::args::Exit;
 use crate::client::ui::console::{Console, InputEvent, LineKind};
 use crate::client::ui::display::{ChatState, Theme};
-use crate::client::ui::input::{help_lines, parse_line, Input, MemoryInput, HISTORY_LINES};
+use crate::client::ui::input::{
+    help_lines, parse_line, ChatCommand, Input, MemoryInput, HISTORY_LINES,
+};
 use crate::client::{ClientConnection, ClientError};
 use crate::server::rate::TokenBucket;
 use crate::wire::protocol::{ClientPackage, Command, Notification, ServerPackage};
@@ -293,6 +295,7 @@ impl Session {
                 self.print(line).await;
             }
         }
+        self.console.names().learn_from(&package);
         self.state.apply(&package);
         if self.unacked == 0 {
             if let Some(waiting) = self.deferred.take() {
@@ -720,7 +723,26 @@ impl Session {
                 }
                 self.ask(LineKind::Chat);
             }
+            Input::Reply(text) => match self.state.last_direct_from.clone() {
+                Some(to) => {
+                    let c = ChatCommand::Direct {
+                        to,
+                        text: text.clone(),
+                    };
+                    self.state.sent_direct(text);
+                    self.send(&c.to_package()).await?;
+                    self.ask(LineKind::Chat);
+                }
+                None => {
+                    self.print(theme.error("nobody has written to you directly yet"))
+                        .await;
+                    self.ask(LineKind::Chat);
+                }
+            },
             Input::Command(c) => {
+                if let ChatCommand::Direct { text, .. } | ChatCommand::Random(text) = c {
+                    self.state.sent_direct(text);
+                }
                 self.send(&c.to_package()).await?;
                 if c.changes_prompt() {
                     let limit = self.settings.prompt_wait;

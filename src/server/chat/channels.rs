@@ -1,6 +1,7 @@
 //! Channel commands: joining (and creating), leaving, privacy, invitations and
 //! the channel list, with the presence each of them announces.
 
+use super::moderation::is_banned;
 use super::presence::{presence, Presence};
 use super::*;
 
@@ -35,6 +36,9 @@ impl Hub {
             return fail(format!("You are already in {channel}."));
         }
         match existing {
+            Some(ch) if is_banned(ch, &owner_name, account) => {
+                return fail(format!("You are banned from {}.", ch.name))
+            }
             Some(ch) if ch.private && !ch.invited.contains(&id) && !admitted(ch, account) => {
                 return fail(format!(
                     "{} is private: you need an invitation from a member to join.",
@@ -175,6 +179,11 @@ impl Hub {
         if target_user.channel == key {
             return fail(format!("{target_name} is already in {channel_name}."));
         }
+        if is_banned(ch, &target_name, target_user.account) {
+            return fail(format!(
+                "{target_name} is banned from {channel_name}; unban them first."
+            ));
+        }
         if let Some(ch) = g.state.channels.get_mut(&key) {
             ch.invited.insert(target);
         }
@@ -223,6 +232,7 @@ impl Guard<'_> {
             channel,
             private,
             owner,
+            topic: None,
         })
     }
 
@@ -261,6 +271,7 @@ impl Guard<'_> {
                     users_total: None,
                     owner: None,
                     private: None,
+                    topic: None,
                 });
                 self.send_to_channel(key, Some(id), &joined);
             }
@@ -287,6 +298,7 @@ impl Guard<'_> {
             users_total: Some(total),
             owner,
             private: Some(ch.private),
+            topic: ch.topic.clone(),
         });
         let encoded = ch
             .sorted
@@ -303,6 +315,12 @@ impl Guard<'_> {
     /// handing ownership on and removing the channel if it is now empty
     /// (unless it is `general`).
     pub(super) fn exit(&mut self, id: UserId) {
+        self.exit_as(id, None);
+    }
+
+    /// [`Guard::exit`], the departure announced with `kicked` (a
+    /// moderator put the user out).
+    pub(super) fn exit_as(&mut self, id: UserId, kicked: Option<bool>) {
         let state = &mut *self.state;
         let Some(user) = state.users.get(&id) else {
             return;
@@ -350,6 +368,7 @@ impl Guard<'_> {
                 let left = ServerPackage::notification(Notification::UserLeft {
                     username,
                     channel: ch.name.clone(),
+                    kicked,
                 });
                 self.send_to_channel(&key, None, &left);
             }

@@ -336,12 +336,10 @@ impl Hub {
             .map_err(|e| StoreError::Backend(format!("store read failed: {e}")))?
     }
 
-    /// Whether `id` is a server operator. Operators (`--oper`) come with
-    /// the moderation commands; until then nobody is one, and deleting a
-    /// message is for its author and the channel's owner.
+    /// Whether `id` is a server operator (`--oper`), who may delete any
+    /// message.
     pub fn is_operator(&self, id: UserId) -> bool {
-        let _ = id;
-        false
+        self.is_oper(id)
     }
 
     /// The folded key and display name of `channel` if `id` may read its

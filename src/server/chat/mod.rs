@@ -41,7 +41,7 @@ use crate::server::journal::{Job, Journal, Slot};
 pub use crate::server::outbox::Outbox;
 use crate::server::outbox::PushError;
 use crate::store::{
-    AccountId, ChannelId, MessageId, SqliteStore, Store, StoreError, StoredMessage,
+    AccountId, ChannelId, MessageId, SqliteStore, Store, StoreError, StoredBan, StoredMessage,
 };
 use crate::wire::codec::{self, EncodeError};
 use crate::wire::compress::DeflatedTail;
@@ -52,6 +52,7 @@ use crate::wire::protocol::{
 
 mod channels;
 mod memory;
+mod moderation;
 mod people;
 mod presence;
 mod registered;
@@ -96,6 +97,39 @@ pub enum Persist {
     /// channel already created (by a guest, meanwhile): the registration
     /// is undone.
     Unregister(ChannelId),
+    /// A registered channel passed to another account (`transfer`).
+    SetOwner {
+        /// Which channel.
+        channel: ChannelId,
+        /// The new owner account.
+        owner: AccountId,
+    },
+    /// A registered channel's topic was set or cleared.
+    SetTopic {
+        /// Which channel.
+        channel: ChannelId,
+        /// The topic; `None` clears it.
+        topic: Option<String>,
+    },
+    /// Someone was banned from a registered channel.
+    Ban {
+        /// Which channel.
+        channel: ChannelId,
+        /// The ban.
+        ban: StoredBan,
+    },
+    /// A ban on a registered channel was lifted.
+    Unban {
+        /// Which channel.
+        channel: ChannelId,
+        /// The folded name of a guest ban.
+        key: String,
+        /// The account of an account's ban.
+        account: Option<AccountId>,
+    },
+    /// A registered channel was deleted: it goes from the store with its
+    /// messages (after every message already queued for it is written).
+    Delete(ChannelId),
     /// An account ignores a name from now on.
     Ignore {
         /// Whose list.
@@ -129,6 +163,10 @@ pub struct LoadedChannel {
     pub owner_name: String,
     /// Accounts admitted by invitation.
     pub admitted: Vec<AccountId>,
+    /// Its topic, if set.
+    pub topic: Option<String>,
+    /// Who is banned from it.
+    pub bans: Vec<StoredBan>,
 }
 
 /// A failed chat operation; the text is meant for the user.
@@ -147,6 +185,8 @@ pub struct Snapshot {
     pub users: Vec<(String, String)>,
     /// Channels, sorted by name.
     pub channels: Vec<ChannelSnapshot>,
+    /// The account each user logged in to an account is logged in to, by name.
+    pub accounts: BTreeMap<String, AccountId>,
 }
 
 impl Snapshot {
@@ -156,7 +196,9 @@ impl Snapshot {
     /// no two users' names share a confusable skeleton; a guest's channel
     /// other than `general` is non-empty and owned by one of its members;
     /// a registered channel has an owner (its account, who may be offline)
-    /// and may be empty. Returns the first violation found.
+    /// and may be empty; no member of a channel is banned from it (by
+    /// account, or by a name that looks like a banned one). Returns the
+    /// first violation found.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut folded = HashSet::new();
         let mut skeletons = HashSet::new();
@@ -191,6 +233,17 @@ impl Snapshot {
             }
             Some(_) => {}
         }
+        for c in &self.channels {
+            for m in &c.members {
+                let account = self.accounts.get(m);
+                if let Some(b) = c.bans.iter().find(|b| {
+                    name_skeleton(&b.name) == name_skeleton(m)
+                        || (b.account.is_some() && b.account == account.copied())
+                }) {
+                    return Err(format!("{m} is in {} but banned as {}", c.name, b.name));
+                }
+            }
+        }
         for c in self.channels.iter().filter(|c| c.name != GENERAL) {
             if c.registered {
                 if c.owner.is_none() {
@@ -222,6 +275,19 @@ pub struct ChannelSnapshot {
     pub members: Vec<String>,
     /// Whether it is registered (owned by an account, kept when empty).
     pub registered: bool,
+    /// Its topic, if set.
+    pub topic: Option<String>,
+    /// Its bans, oldest first.
+    pub bans: Vec<BanSnapshot>,
+}
+
+/// One ban in a [`ChannelSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanSnapshot {
+    /// The name shown.
+    pub name: String,
+    /// The account banned, if it is an account's ban.
+    pub account: Option<AccountId>,
 }
 
 /// A logged-in user.
@@ -314,6 +380,25 @@ struct Channel {
     /// The member count as last told to the members in a `channel_stats`,
     /// so an interval in which people came and went again sends nothing.
     stats_total: usize,
+    /// The topic, if set (at most `max_topic_chars`).
+    topic: Option<String>,
+    /// Who is kept out, oldest first (at most `max_bans`).
+    bans: Vec<Ban>,
+}
+
+/// One ban from a channel.
+#[derive(Debug, Clone)]
+struct Ban {
+    /// The name shown in `ban_list`: the account's current name for an
+    /// account's ban.
+    name: String,
+    /// Folded `name`.
+    key: String,
+    /// Confusable skeleton of `name`: a joiner whose name has it is kept
+    /// out, so a look-alike spelling does not get past a ban.
+    skeleton: String,
+    /// The account banned, whatever name it logs in under.
+    account: Option<AccountId>,
 }
 
 impl Channel {
@@ -328,6 +413,8 @@ impl Channel {
             invited: HashSet::new(),
             sorted: SortedNames::new("users"),
             stats_total: 0,
+            topic: None,
+            bans: Vec::new(),
         }
     }
 }
@@ -707,8 +794,7 @@ impl Hub {
         // per message is not free.
         let ignorers = (!g.state.ignored_by.is_empty())
             .then(|| g.state.ignored_by.get(&fold_name(&record.sender)).cloned())
-            .flatten()
-            .unwrap_or_default();
+            .flatten();
         g.state.next_message_id += 1;
         slot.send(Job::Message {
             record,
@@ -727,10 +813,11 @@ impl Hub {
             for m in ch
                 .members
                 .iter()
-                .filter(|m| m.id != id && !ignorers.contains(&m.id))
+                .filter(|m| m.id != id && !ignorers.as_ref().is_some_and(|i| i.contains(&m.id)))
             {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
+            crate::metrics::deliveries(ch.members.len().saturating_sub(1));
         }
         g.finish();
         Ok(())
@@ -745,6 +832,19 @@ impl Hub {
         let channel = user.channel.clone();
         if old == new_name {
             return fail(format!("Your name is already {new_name}."));
+        }
+        // A new name must not get its holder past a ban of the channel
+        // they are in.
+        if let Some(ch) = g
+            .state
+            .channels
+            .get(&channel)
+            .filter(|ch| moderation::is_banned(ch, new_name, None))
+        {
+            return fail(format!(
+                "{new_name} is banned from {}, where you are; choose another name.",
+                ch.name
+            ));
         }
         if fold_name(&old) == fold_name(new_name) {
             validate_name(new_name, g.config.max_name_chars).map_err(ChatError)?;
@@ -767,6 +867,7 @@ impl Hub {
         // the rename itself tells.
         let mut owned = Vec::new();
         if let Some(account) = account {
+            g.rename_bans(account, new_name);
             for (key, ch) in g.state.channels.iter_mut() {
                 if let Some(reg) = ch.registered.as_mut().filter(|r| r.owner == account) {
                     reg.owner_name = new_name.to_owned();
@@ -878,10 +979,28 @@ impl Hub {
                 },
                 members: c.members.iter().map(|m| name(&m.id)).collect(),
                 registered: c.registered.is_some(),
+                topic: c.topic.clone(),
+                bans: c
+                    .bans
+                    .iter()
+                    .map(|b| BanSnapshot {
+                        name: b.name.clone(),
+                        account: b.account,
+                    })
+                    .collect(),
             })
             .collect();
         channels.sort_by(|a, b| a.name.cmp(&b.name));
-        Snapshot { users, channels }
+        let accounts = s
+            .users
+            .values()
+            .filter_map(|u| u.account.map(|a| (u.name.clone(), a)))
+            .collect();
+        Snapshot {
+            users,
+            channels,
+            accounts,
+        }
     }
 }
 

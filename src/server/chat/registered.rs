@@ -22,6 +22,8 @@ impl Hub {
                 owner: c.owner,
                 owner_name: owner.name,
                 admitted: c.admitted,
+                topic: c.topic,
+                bans: c.bans,
             });
         }
         let count = loaded.len();
@@ -114,10 +116,23 @@ impl Hub {
             if !c.private {
                 g.state.public.insert(key.clone(), c.name.clone(), cap);
             }
+            // An account's ban is compared under the account's current name.
+            let bans = c
+                .bans
+                .into_iter()
+                .map(|b| Ban {
+                    key: fold_name(&b.name),
+                    skeleton: name_skeleton(&b.name),
+                    name: b.name,
+                    account: b.account,
+                })
+                .collect();
             g.state.channels.insert(
                 key,
                 Channel {
                     private: c.private,
+                    topic: c.topic,
+                    bans,
                     registered: Some(Registered {
                         id: c.id,
                         owner: c.owner,

@@ -9,6 +9,8 @@ fn channel(name: &str, owner: Option<&str>, members: &[&str]) -> ChannelSnapshot
         owner: owner.map(str::to_owned),
         members: members.iter().map(|m| (*m).to_owned()).collect(),
         registered: false,
+        topic: None,
+        bans: Vec::new(),
     }
 }
 
@@ -70,6 +72,7 @@ fn invariants_hold_for_a_sound_state_and_catch_each_violation() {
             channel("general", None, &["bob"]),
             channel("rust", Some("alice"), &["alice"]),
         ],
+        accounts: BTreeMap::new(),
     };
     assert_eq!(sound.check_invariants(), Ok(()));
 
@@ -100,6 +103,24 @@ fn invariants_hold_for_a_sound_state_and_catch_each_violation() {
         ..channel("kept", Some("offline_owner"), &[])
     });
     assert_eq!(sound_registered.check_invariants(), Ok(()));
+    let mut banned_member = sound.clone();
+    banned_member.channels[1].bans.push(BanSnapshot {
+        name: "ALİCE".into(),
+        account: None,
+    });
+    banned_member.channels[1].bans[0].name = "\u{430}lice".into();
+    let mut banned_account = sound.clone();
+    banned_account.accounts.insert("alice".into(), 7);
+    banned_account.channels[1].bans.push(BanSnapshot {
+        name: "alicia".into(),
+        account: Some(7),
+    });
+    let mut banned_elsewhere = sound.clone();
+    banned_elsewhere.channels[0].bans.push(BanSnapshot {
+        name: "alice".into(),
+        account: None,
+    });
+    assert_eq!(banned_elsewhere.check_invariants(), Ok(()));
     for (what, bad) in [
         ("case-insensitive duplicate", twice),
         ("user in two channels", two_homes),
@@ -109,6 +130,8 @@ fn invariants_hold_for_a_sound_state_and_catch_each_violation() {
         ("missing general", no_general),
         ("look-alike names", look_alike),
         ("registered channel without owner", ownerless_registered),
+        ("member banned by a look-alike name", banned_member),
+        ("member banned by account", banned_account),
     ] {
         assert!(bad.check_invariants().is_err(), "{what} not caught");
     }
