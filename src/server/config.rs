@@ -113,6 +113,9 @@ pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
 
 /// Most names one user may ignore (`ignore`).
 pub const DEFAULT_MAX_IGNORES: usize = 500;
+/// Most direct messages kept for one offline account; more are refused
+/// until it logs in.
+pub const DEFAULT_MAX_BACKLOG: usize = 10_000;
 /// Longest away text (`away`), in UTF-8 bytes.
 pub const DEFAULT_MAX_AWAY_BYTES: usize = 300;
 /// Most kept direct messages read from the store and queued for a user at
@@ -163,6 +166,8 @@ pub struct Config {
     pub max_ignores: usize,
     /// Longest away text in bytes.
     pub max_away_bytes: usize,
+    /// Most direct messages kept for one offline account.
+    pub max_backlog: usize,
     /// Kept direct messages delivered per page after a login.
     pub backlog_page: usize,
     /// Time allowed between connecting and logging in.
@@ -319,6 +324,7 @@ impl Default for Config {
             max_list_names: DEFAULT_MAX_LIST_NAMES,
             max_ignores: DEFAULT_MAX_IGNORES,
             max_away_bytes: DEFAULT_MAX_AWAY_BYTES,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             backlog_page: DEFAULT_BACKLOG_PAGE,
             login_timeout: Duration::from_secs(DEFAULT_LOGIN_TIMEOUT_SECS),
             frame_timeout: Duration::from_secs(DEFAULT_FRAME_TIMEOUT_SECS),
@@ -460,6 +466,9 @@ pub struct ServerArgs {
     /// Longest away text (`away`) in UTF-8 bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_AWAY_BYTES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_away_bytes: usize,
+    /// Most direct messages kept for one offline account; more are refused until it logs in.
+    #[arg(long, default_value_t = DEFAULT_MAX_BACKLOG, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_backlog: usize,
     /// Kept direct messages read and queued per page when a user's backlog is delivered after a login.
     #[arg(long, default_value_t = DEFAULT_BACKLOG_PAGE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub backlog_page: usize,
@@ -613,6 +622,7 @@ impl ServerArgs {
             max_list_names: self.max_list_names,
             max_ignores: self.max_ignores,
             max_away_bytes: self.max_away_bytes,
+            max_backlog: self.max_backlog,
             backlog_page: self.backlog_page,
             login_timeout: Duration::from_secs(self.login_timeout_secs),
             frame_timeout: Duration::from_secs(self.frame_timeout_secs),

@@ -906,6 +906,7 @@ impl<T: Transport> Connection<T> {
     ) -> Result<Result<(), commands::CommandError>, Close> {
         let accounts = Arc::clone(self.hub.accounts());
         let key = message.key.clone();
+        let cap = self.config.max_backlog;
         let found = self
             .serving_while(async move {
                 accounts
@@ -914,10 +915,12 @@ impl<T: Transport> Connection<T> {
                             return Ok(None);
                         };
                         let ignores = s.ignores(a.id)?.into_iter().map(|(k, _)| k).collect();
+                        let waiting = s.direct_waiting(a.id, cap)?;
                         Ok(Some(OfflineRecipient {
                             account: a.id,
                             name: a.name,
                             ignores,
+                            waiting,
                         }))
                     })
                     .await

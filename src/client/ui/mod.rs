@@ -8,6 +8,7 @@
 //! and exit codes.
 
 pub mod args;
+pub mod complete;
 pub mod console;
 pub mod display;
 pub mod input;
