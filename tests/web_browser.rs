@@ -170,3 +170,55 @@ async fn two_browsers_and_a_terminal_user_chat() {
     drop((ann, bob));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_then_log_in_with_the_password() {
+    let Some((driver_path, browser_path)) = find_browser() else {
+        let msg = "web_browser: Chromium or chromedriver is not installed, so the browser test \
+                   DID NOT RUN. Install them with: apt-get install chromium chromium-driver";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("\n*** {msg} ***\n");
+        return;
+    };
+    let server = WebServer::start(test_config()).await;
+    let page = format!("http://{}/", server.http);
+    let profiles = tempfile::tempdir().unwrap();
+    let driver = block_in_place(|| Driver::start(&driver_path, &browser_path));
+    let b = block_in_place(|| driver.session(&profiles.path().join("reg"), 1000, 700));
+    block_in_place(|| {
+        b.goto(&page);
+        b.type_into("#login-name", "regina");
+        b.click("#login-button");
+        b.wait_text("#me", "regina (guest)");
+        // Register through the dialog.
+        b.click("#register-button");
+        b.type_into("#register-password", "correct horse battery");
+        b.type_into("#register-again", "correct horse battery");
+        b.click("#register-ok");
+        b.wait_text("#status", "regina is registered");
+        b.wait_text("#me", "regina");
+        b.wait_shown("#register-button", false);
+        // A new page: the name now asks for its password.
+        b.goto(&page);
+        b.type_into("#login-name", "regina");
+        b.click("#login-button");
+        b.wait_text("#login-error", "password");
+        b.type_into("#login-password", "wrong password");
+        b.click("#login-button");
+        b.wait_text("#login-error", "password");
+        b.clear("#login-password");
+        b.type_into("#login-password", "correct horse battery");
+        b.click("#login-button");
+        b.wait_shown("#chat-view", true);
+        b.wait_text("#me", "regina");
+        let guest = b.run(
+            "return document.getElementById('me').textContent",
+            json!([]),
+        );
+        assert_eq!(guest, "regina", "an account, not a guest");
+    });
+    drop(b);
+    server.shutdown().await;
+}
