@@ -880,6 +880,8 @@ impl Connection {
         let marker = self
             .serving_while(async move { a.db(move |s| s.direct_delivered(account)).await })
             .await?;
+        // Set after an empty page that found messages joining the backlog.
+        let mut caught_up = false;
         let mut cursor: MessageId = match marker {
             Ok(marker) => marker,
             Err(e) => return self.backlog_failed(id, &e.to_string()),
@@ -904,10 +906,24 @@ impl Connection {
             };
             if messages.is_empty() {
                 match self.hub.backlog_done(id, cursor) {
-                    Some(false) => continue,
+                    // One joined the backlog meanwhile: the barrier at the
+                    // top of the loop makes sure it is stored, then it is read.
+                    Some(false) if !caught_up => {
+                        caught_up = true;
+                        continue;
+                    }
+                    Some(false) => {
+                        // Stored after a barrier and still not in the
+                        // account's inbox: the account was deleted meanwhile
+                        // (its messages lost the link). Stop waiting for them.
+                        tracing::warn!("direct messages left out of a deleted account's backlog");
+                        self.hub.backlog_done(id, MessageId::MAX);
+                        return Ok(());
+                    }
                     Some(true) | None => return Ok(()),
                 }
             }
+            caught_up = false;
             let ignored = self.hub.ignored_keys(id);
             let kept_up_to = self.hub.backlog_kept_up_to(id).unwrap_or(MessageId::MAX);
             for m in messages {
