@@ -27,6 +27,13 @@
 //! `message_sent` of every earlier message and before the answer to
 //! anything later.
 //!
+//! After an account logs in, the connection delivers the direct messages
+//! kept for it while it was offline before it reads anything more: pages
+//! of `backlog_page` read from the store off the async workers, each
+//! queued (writing the queue out first when it is full), written to the
+//! socket, and then recorded as delivered in the store, so a connection or
+//! server that dies meanwhile leaves the rest for the next login.
+//!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), no timer exists once logged in unless a
