@@ -258,15 +258,17 @@ async fn an_ignored_users_messages_do_not_reach_the_one_who_ignores() {
         .command("direct", Some(json!({"username": "bob", "message": "hi"})))
         .await
         .unwrap();
-    let mut refused = false;
-    while !refused {
+    // The refusal and the earlier message's message_sent, in either order
+    // (the acknowledgement waits for the commit, the refusal does not).
+    let (mut refused, mut acked) = (false, false);
+    while !(refused && acked) {
         match next(&mut alice).await {
             ServerPackage::Error(e) => {
                 assert_eq!(e.error_type, "direct");
                 assert!(e.message.contains("does not accept"), "{}", e.message);
                 refused = true;
             }
-            ServerPackage::Notification(Notification::MessageSent { .. }) => {}
+            ServerPackage::Notification(Notification::MessageSent { .. }) => acked = true,
             other => panic!("{other:?}"),
         }
     }

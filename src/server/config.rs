@@ -96,6 +96,21 @@ pub const DEFAULT_ACCOUNT_STORE_CALLS: usize = 8;
 /// added there is enforced within this time.
 pub const DEFAULT_ACCOUNTS_POLL_MS: u64 = 1000;
 
+/// Chat sessions one client address may hold at once, over every
+/// transport together (0: no cap beyond `--max-connections`). Off by
+/// default because clients behind one address (a NAT, a proxy, the
+/// loopback load tests) are common; set it on a public server.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 0;
+/// The HTTP port (web client, WebSocket, health, metrics).
+pub const DEFAULT_HTTP_PORT: u16 = 9080;
+/// HTTP connections open at once that are not (yet) WebSocket sessions;
+/// past it new ones are closed at once. A WebSocket session counts
+/// against `--max-connections` instead, from its upgrade on.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Seconds an HTTP connection has to complete its TLS handshake and each
+/// request's headers (slow-sender defence).
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+
 /// Most names one user may ignore (`ignore`).
 pub const DEFAULT_MAX_IGNORES: usize = 500;
 /// Most direct messages kept for one offline account; more are refused
@@ -170,6 +185,15 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// Maximum simultaneous connections.
     pub max_connections: usize,
+    /// Sessions per client address, over every transport (0: no cap).
+    pub max_connections_per_address: usize,
+    /// Origins, besides the page's own, whose pages may open a WebSocket
+    /// session (`https://chat.example.org`).
+    pub allowed_origins: Vec<String>,
+    /// HTTP connections open at once before they are upgraded.
+    pub max_http_connections: usize,
+    /// Time for an HTTP connection's TLS handshake and request headers.
+    pub http_header_timeout: Duration,
     /// Packages per second handled per client on average; past it the
     /// connection stops being read until the next token is due. 0 disables.
     pub rate_per_sec: u32,
@@ -255,6 +279,8 @@ impl Config {
                 self.account_store_calls,
                 self.accounts_poll,
             ),
+            // The HTTP listener's connection slots.
+            self.max_http_connections,
         )
     }
 
@@ -274,6 +300,7 @@ impl Config {
             login_throttle_entries: running.login_throttle_entries,
             account_store_calls: running.account_store_calls,
             accounts_poll: running.accounts_poll,
+            max_http_connections: running.max_http_connections,
             ..self
         }
     }
@@ -306,6 +333,10 @@ impl Default for Config {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            allowed_origins: Vec::new(),
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            http_header_timeout: Duration::from_secs(DEFAULT_HTTP_HEADER_TIMEOUT_SECS),
             rate_per_sec: DEFAULT_RATE_PER_SEC,
             rate_burst: DEFAULT_RATE_BURST,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
@@ -396,6 +427,24 @@ pub struct ServerArgs {
     /// TCP port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
+    /// HTTP port, on --host, serving the web client, the WebSocket endpoint
+    /// /ws, /healthz and /metrics (0 picks a free one).
+    #[arg(long, default_value_t = DEFAULT_HTTP_PORT)]
+    pub http_port: u16,
+    /// Serve no HTTP port at all (no web client, WebSocket, health or metrics).
+    #[arg(long)]
+    pub no_http: bool,
+    /// Origin (scheme://host[:port]) besides the page's own whose pages may
+    /// open WebSocket sessions; repeatable. Any other Origin gets HTTP 403.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
+    /// Certificate chain (PEM) making the TCP port speak TLS and the HTTP
+    /// port HTTPS and WSS; needs --tls-key. SIGHUP reads it again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Largest frame body in bytes (compressed); larger frames close the connection.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES, value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
     pub max_frame_bytes: usize,
@@ -444,6 +493,18 @@ pub struct ServerArgs {
     /// Simultaneous connections; past it a new client gets an error and is closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_connections: usize,
+    /// Chat sessions one client address may hold at once over TCP, TLS and
+    /// WebSocket together (0 = no cap beyond --max-connections).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+    /// HTTP connections open at once that are not WebSocket sessions (page
+    /// loads, health checks, scrapes); past it new ones are closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_HTTP_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_http_connections: usize,
+    /// Seconds an HTTP connection has for its TLS handshake and for each
+    /// request's headers.
+    #[arg(long, default_value_t = DEFAULT_HTTP_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
     /// Packages per second handled per client (token bucket; 0 turns flood control off).
     /// A faster client is slowed down, never refused: its socket is not read until the
     /// next token is due, so TCP pushes back on it.
@@ -570,6 +631,10 @@ impl ServerArgs {
             outbound_queue: self.outbound_queue,
             max_queue_bytes: self.max_queue_bytes,
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            allowed_origins: self.allowed_origin.clone(),
+            max_http_connections: self.max_http_connections,
+            http_header_timeout: Duration::from_secs(self.http_header_timeout_secs),
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst,
             compression_level: self.compression_level,

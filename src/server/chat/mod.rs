@@ -762,6 +762,7 @@ impl Hub {
             {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
+            crate::metrics::deliveries(ch.members.len().saturating_sub(1));
         }
         g.finish();
         Ok(())
