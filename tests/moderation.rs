@@ -339,6 +339,33 @@ async fn an_accounts_ban_follows_the_account_not_the_name() {
 }
 
 #[tokio::test]
+async fn a_ban_on_an_offline_accounts_name_holds_the_account() {
+    let server = TestServer::start_default().await;
+    let mut bob = server.login("bob").await;
+    register(&mut bob).await;
+    drop(bob);
+    until_state(&server, "bob gone", |s| s.users.is_empty()).await;
+    let mut alice = server.login("alice").await;
+    join(&mut alice, "rust").await;
+    send(&mut alice, "ban", json!({"username": "BOB"})).await;
+    assert!(matches!(
+        next_note(&mut alice).await,
+        Notification::Banned { username, .. } if username == "BOB"
+    ));
+    let mut bob = server.connect().await;
+    next_login_request(&mut bob).await;
+    assert!(login_with(&mut bob, "bob", Some(PW)).await.status);
+    send(&mut bob, "rename", json!({"username": "robert"})).await;
+    assert!(matches!(
+        next_note(&mut bob).await,
+        Notification::UserRename { .. }
+    ));
+    let m = refused(&mut bob, "join", json!({"channel": "rust"})).await;
+    assert_eq!(m, "You are banned from rust.");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn transfer_hands_a_channel_to_another_member() {
     let server = TestServer::start_default().await;
     let [mut alice, mut bob, mut carol, mut dave] = room(&server).await;
