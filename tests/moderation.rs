@@ -563,12 +563,29 @@ async fn operators_moderate_anywhere_and_send_notices() {
     .await;
     let [mut alice, mut bob, mut carol, mut dave] = room(&server).await;
     let mut root = server.login("root").await;
-    // A guest under an operator's name is no operator.
+    // A guest under an operator's name is no operator, and cannot make
+    // the name an account: whoever did would be an operator.
     let m = refused(&mut root, "notice", json!({"message": "hi"})).await;
     assert_eq!(m, "Only server operators can send notices.");
+    let m = refused(&mut root, "register", json!({"password": PW})).await;
+    assert!(m.contains("root is a server operator's name"), "{m}");
     let m = refused(&mut alice, "notice", json!({"message": "hi"})).await;
     assert!(m.contains("operators"), "{m}");
-    register(&mut root).await;
+    // Nor can an account be renamed to it.
+    let mut erin = server.login("erin").await;
+    register(&mut erin).await;
+    drop(root);
+    until_state(&server, "root gone", |s| {
+        s.users.iter().all(|u| u.0 != "root")
+    })
+    .await;
+    drain(&mut erin).await;
+    let m = refused(&mut erin, "rename", json!({"username": "ROOT"})).await;
+    assert!(m.contains("server operator's name"), "{m}");
+    drop(erin);
+    // The operator's account is made as the admin command makes it.
+    add_account(&server, "root", PW).await;
+    let mut root = login_account(&server, "root", PW).await;
     for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
         drain(c).await;
     }
@@ -639,8 +656,8 @@ async fn operators_moderate_anywhere_and_send_notices() {
         let got = loop {
             match next_note(c).await {
                 n @ Notification::ServerNotice { .. } => break n,
-                // Arrivals in general from the deletion may come first.
-                Notification::UserJoined { .. } => continue,
+                // Arrivals and departures in general may come first.
+                Notification::UserJoined { .. } | Notification::UserLeft { .. } => continue,
                 other => panic!("expected the notice, got {other:?}"),
             }
         };
