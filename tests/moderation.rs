@@ -187,6 +187,33 @@ async fn kick_sends_the_member_to_general_and_tells_the_channel() {
 }
 
 #[tokio::test]
+async fn a_kick_in_a_crowded_channel_is_counted_and_the_moderator_still_told() {
+    let server = TestServer::start(Config {
+        presence_limit: 2,
+        ..test_config()
+    })
+    .await;
+    let [mut alice, mut bob, mut carol, _dave] = room(&server).await;
+    send(&mut alice, "kick", json!({"username": "bob"})).await;
+    // 3 -> 2 members crosses the limit: a count for the members ...
+    let stats = Notification::ChannelStats {
+        channel: "rust".into(),
+        users_total: 2,
+    };
+    assert_eq!(next_note(&mut carol).await, stats);
+    assert_eq!(next_note(&mut alice).await, stats);
+    // ... and the kick itself for the moderator.
+    expect_kicked_left(&mut alice, "bob", "rust").await;
+    assert!(matches!(
+        next_note(&mut bob).await,
+        Notification::Kicked { .. }
+    ));
+    assert_quiet(&mut alice).await;
+    assert_quiet(&mut carol).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn ban_kicks_keeps_out_look_alikes_and_unban_lets_in() {
     let server = TestServer::start_default().await;
     let [mut alice, mut bob, mut carol, mut dave] = room(&server).await;
