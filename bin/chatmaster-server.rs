@@ -14,6 +14,8 @@ use chatmaster::ops::layers::{self, LayerError, Layered};
 use chatmaster::ops::{logging, reload, systemd};
 use chatmaster::server::admin;
 use chatmaster::server::config::ServerCommand;
+use chatmaster::server::Listeners;
+use chatmaster::web::tls::Tls;
 use chatmaster::{Server, ServerArgs};
 use clap::CommandFactory;
 use tokio::net::TcpListener;
@@ -192,6 +194,29 @@ async fn serve(
             }
         }
     };
+    // A certificate that cannot be used stops the start, as a database does.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match Tls::load(cert, key) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("chatmaster-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let http = if args.no_http {
+        None
+    } else {
+        let addr = format!("{}:{}", args.host, args.http_port);
+        match TcpListener::bind(&addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen (HTTP)");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let hub = server.hub();
     if let Some(interval) = systemd::watchdog_interval() {
         tracing::info!(?interval, "watchdog keep-alives enabled");
@@ -208,15 +233,20 @@ async fn serve(
         }
     };
     #[cfg(unix)]
-    let reloader = tokio::spawn(reload_on_sighup(hangups, argv, loaded, hub));
+    let reloader = tokio::spawn(reload_on_sighup(hangups, argv, loaded, hub, tls.clone()));
     #[cfg(not(unix))]
     let reloader = tokio::spawn(async move { drop((argv, loaded, hub)) });
+    let listeners = Listeners {
+        tcp: listener,
+        http,
+        tls,
+    };
     systemd::ready();
     let shutdown = async {
         shutdown_signal().await;
         systemd::stopping();
     };
-    let result = server.run(listener, shutdown).await;
+    let result = server.run_with(listeners, shutdown).await;
     reloader.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,12 +265,23 @@ async fn reload_on_sighup(
     argv: Vec<OsString>,
     started: Layered<ServerArgs>,
     hub: chatmaster::server::chat::Hub,
+    tls: Option<std::sync::Arc<Tls>>,
 ) {
     {
         let Some(mut hangups) = hangups else { return };
         let mut current = started.clone();
         while hangups.recv().await.is_some() {
             systemd::reloading();
+            // The certificate is read again on every reload: renewing it
+            // in place needs no restart, and sessions open keep theirs.
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate reload failed; the running one stays")
+                    }
+                }
+            }
             match layers::load_from_env::<ServerArgs>(&argv) {
                 Err(e) => tracing::error!(
                     error = %e,

@@ -16,10 +16,12 @@
 
 pub mod bench;
 pub mod client;
+pub mod metrics;
 pub mod ops;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod wire;
 
 pub use server::config::{Config, ServerArgs};

@@ -246,6 +246,44 @@ async fn a_large_backlog_comes_in_pages_through_a_small_queue() {
 }
 
 #[tokio::test]
+async fn an_offline_accounts_backlog_is_capped() {
+    let server = TestServer::start(Config {
+        max_backlog: 3,
+        ..test_config()
+    })
+    .await;
+    let bob = registered(&server, "bob").await;
+    drop(bob);
+    until_gone(&server, "bob").await;
+    let mut alice = server.login("alice").await;
+    for i in 0..3 {
+        send_direct(&mut alice, "bob", &format!("m{i}")).await;
+        assert_eq!(next_sent(&mut alice).await.3, Some(true));
+    }
+    send_direct(&mut alice, "bob", "one too many").await;
+    let (kind, message) = next_error(&mut alice).await;
+    assert_eq!(kind, "direct");
+    assert!(message.contains("3 direct messages waiting"), "{message}");
+    // Once bob has read them there is room again.
+    let mut bob = account_login(server.addr, "bob").await;
+    for i in 0..3 {
+        assert_eq!(next_message(&mut bob).await.message, format!("m{i}"));
+    }
+    assert_quiet(&mut bob).await;
+    drop(bob);
+    until_gone(&server, "bob").await;
+    send_direct(&mut alice, "bob", "room again").await;
+    loop {
+        match next_note(&mut alice).await {
+            Notification::MessageSent { queued, .. } => break assert_eq!(queued, Some(true)),
+            Notification::UserJoined { .. } | Notification::UserLeft { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn away_text_rides_on_the_senders_acknowledgement() {
     let server = TestServer::start_default().await;
     let mut alice = server.login("alice").await;

@@ -572,7 +572,7 @@ async fn a_paused_flooder_is_held_back_by_tcp_not_by_memory() {
         burst.extend_from_slice(&frame);
     }
     let before = memory_kib();
-    let (stream, _) = flooder.into_parts();
+    let (stream, _) = flooder.into_parts().unwrap();
     let writing = tokio::spawn(async move {
         let mut stream = stream;
         let r = stream.write_all(&burst).await;

@@ -1,9 +1,11 @@
 //! Randomised state-machine test: several clients act at once against a
 //! live server (log in with clashing and invalid names, join, leave,
 //! rename, go private and public, invite, talk, send malformed packages,
-//! vanish, and moderate: make groups, kick, ban, unban, list bans, hand
-//! channels over, set topics, delete channels), each rebuilding its view of its channel from the notifications
-//! it receives. After the run the views, the server's snapshot and the
+//! vanish, moderate: make groups, kick, ban, unban, list bans, hand
+//! channels over, set topics, delete channels; and send direct and random
+//! messages, set away texts, ignore and unignore each other), each
+//! rebuilding its view of its channel (and its ignore list) from the
+//! notifications it receives. After the run the views, the server's snapshot and the
 //! message logs must agree:
 //!
 //! - every logged-in user is in exactly one channel, names are unique
@@ -17,7 +19,15 @@
 //! - every message was accepted or refused as its validity says; a member
 //!   only ever receives accepted messages of its current channel, each at
 //!   most once and in the sender's order, with no gap while it stayed in
-//!   the channel; and a final round reaches exactly the channel's members.
+//!   the channel; and a final round reaches exactly the channel's members;
+//! - no message reaches a client from a name on its ignore list (as the
+//!   server last told it), and a client's away text is what it asked for;
+//! - a direct message is acknowledged to its sender with `to`, or refused
+//!   with error `direct`, never both; each one received went to the
+//!   receiver's own name, carries the id its sender was told, and arrives
+//!   once at most; and in a final round each client's direct message to
+//!   another reaches exactly that one, unless it ignores the sender, which
+//!   refuses it, with the recipient's away text on the acknowledgement.
 //!
 //! The server handles one connection's packages in order, so a `ping`
 //! after each action is a barrier: whatever arrives before its `pong` is
@@ -35,7 +45,7 @@ use chatmaster::client::ClientConnection;
 use chatmaster::server::chat::Snapshot;
 use chatmaster::wire::compress;
 use chatmaster::wire::frame::FrameCodec;
-use chatmaster::wire::protocol::{Notification, ServerPackage};
+use chatmaster::wire::protocol::{fold_name, Notification, ServerPackage};
 use common::*;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -90,6 +100,13 @@ struct ClientLog {
     final_seq: Option<u64>,
     /// Final view, if logged in at the end.
     view: Option<View>,
+    /// Direct messages received: (sender, seq, id).
+    direct_received: Vec<(usize, u64, i64)>,
+    /// Segments during which the client ignored somebody (its receipts
+    /// may then have gaps).
+    ignoring: HashSet<(u32, u32)>,
+    /// The final round's direct message: (recipient client, seq, refused).
+    final_direct: Option<(usize, u64, bool)>,
     /// Moderation commands the server carried out, by name.
     moderated: BTreeMap<&'static str, usize>,
 }
@@ -102,6 +119,10 @@ struct View {
     members: BTreeSet<String>,
     owner: Option<String>,
     private: bool,
+    /// The ignore list as the server last sent it, folded.
+    ignores: BTreeSet<String>,
+    /// The away text as the server last confirmed it.
+    away: Option<String>,
     topic: Option<String>,
 }
 
@@ -138,6 +159,8 @@ struct Outcome {
     moved_out: bool,
     /// `message_sent` acknowledgements: (id, channel).
     sent: Vec<(i64, String)>,
+    /// Direct `message_sent`: (id, to, random, away).
+    direct_sent: Vec<(i64, String, bool, Option<String>)>,
 }
 
 type Check = Result<(), String>;
@@ -343,12 +366,30 @@ impl Client {
                 | Notification::InviteSent { .. }
                 | Notification::ChannelList { .. }
                 | Notification::Who { .. }
-                | Notification::Whois { .. }
-                | Notification::Away { .. }
-                | Notification::IgnoreList { .. } => {}
-                Notification::MessageSent { id, channel, .. } => {
-                    out.sent.push((id, channel.unwrap_or_default()))
+                | Notification::Whois { .. } => {}
+                Notification::MessageSent {
+                    id,
+                    channel,
+                    to,
+                    random,
+                    away,
+                    ..
+                } => match to {
+                    Some(to) => out.direct_sent.push((id, to, random == Some(true), away)),
+                    None => out.sent.push((id, channel.unwrap_or_default())),
+                },
+                Notification::IgnoreList { usernames } => {
+                    v.ignores = usernames.iter().map(|n| fold_name(n)).collect();
+                    // Receipts may have gaps from here on while it is not empty.
+                    s.segment += 1;
+                    self.log
+                        .segments
+                        .insert((s.id, s.segment), v.channel.clone());
+                    if !v.ignores.is_empty() {
+                        self.log.ignoring.insert((s.id, s.segment));
+                    }
                 }
+                Notification::Away { message } => v.away = message,
                 Notification::ServerShutdown {} => return Err(fail("unexpected shutdown".into())),
                 Notification::Registered { .. } | Notification::PasswordChanged {} => {
                     return Err(fail(format!("unexpected account notice {n:?}")))
@@ -361,7 +402,22 @@ impl Client {
                     )))
                 }
             },
+            ServerPackage::Message(m) if m.to.is_some() => {
+                if m.to.as_ref() != Some(&v.name) || m.channel.is_some() {
+                    return Err(fail(format!("direct {m:?} misdelivered to {v:?}")));
+                }
+                if v.ignores.contains(&fold_name(&m.username)) {
+                    return Err(fail(format!("direct {m:?} from an ignored name: {v:?}")));
+                }
+                let (sender, seq) =
+                    parse_tag(&m.message).ok_or_else(|| fail(format!("untagged message {m:?}")))?;
+                self.log.received_ids.push(((sender, seq), m.id));
+                self.log.direct_received.push((sender, seq, m.id));
+            }
             ServerPackage::Message(m) => {
+                if v.ignores.contains(&fold_name(&m.username)) {
+                    return Err(fail(format!("{m:?} from an ignored name: {v:?}")));
+                }
                 if m.channel.as_ref() != Some(&v.channel)
                     || !v.members.contains(&m.username)
                     || m.username == v.name
@@ -508,6 +564,56 @@ impl Client {
         self.session.as_ref().and_then(|s| s.view.as_ref())
     }
 
+    /// Sends a direct message (to `to`, or with `random` to whomever the
+    /// server picks) and checks it was acknowledged with a recipient or
+    /// refused, exactly one of the two. Returns (acknowledged to, away).
+    async fn direct(
+        &mut self,
+        to: Option<String>,
+        valid: bool,
+    ) -> Result<Option<(String, Option<String>)>, String> {
+        self.seq += 1;
+        let tag = format!("c{}#{}", self.index, self.seq);
+        let text = if valid { tag } else { format!("{tag}\u{7}") };
+        let (command, params, kind) = match &to {
+            Some(to) => (
+                "direct",
+                json!({ "username": to, "message": text }),
+                "direct",
+            ),
+            None => ("random", json!({ "message": text }), "random"),
+        };
+        self.command(command, Some(params)).await?;
+        let out = self.barrier().await?;
+        let refused = out.errors.iter().filter(|(t, _)| t == kind).count();
+        if out.errors.len() != refused || !out.sent.is_empty() {
+            return Err(self.fail(format!("{kind}: {:?} {:?}", out.errors, out.sent)));
+        }
+        match (refused, out.direct_sent.as_slice()) {
+            (1, []) => Ok(None),
+            (0, [(id, acked_to, random, away)]) if valid => {
+                if *random != to.is_none()
+                    || to
+                        .as_ref()
+                        .is_some_and(|t| fold_name(t) != fold_name(acked_to))
+                {
+                    return Err(self.fail(format!(
+                        "{kind} to {to:?} acknowledged as to {acked_to} random={random}"
+                    )));
+                }
+                if self.log.ids.values().any(|&before| before >= *id) {
+                    return Err(self.fail(format!("id {id} not above this client's earlier ids")));
+                }
+                self.log.ids.insert(self.seq, *id);
+                Ok(Some((acked_to.clone(), away.clone())))
+            }
+            other => Err(self.fail(format!(
+                "{kind} valid={valid}: refused {}, acknowledged {:?}",
+                other.0, other.1
+            ))),
+        }
+    }
+
     async fn malformed(&mut self) -> Check {
         let bytes = match self.rng.random_range(0..6) {
             0 => {
@@ -546,7 +652,7 @@ impl Client {
     }
 
     async fn step_logged_in(&mut self) -> Check {
-        let roll = self.rng.random_range(0..125);
+        let roll = self.rng.random_range(0..132);
         if roll < 3 {
             // Vanish, sometimes mid-frame.
             if self.rng.random_bool(0.5) {
@@ -648,6 +754,32 @@ impl Client {
                 )
                 .await?
             }
+            119..=121 => {
+                let name = self.random_name();
+                let valid = self.rng.random_bool(0.9);
+                return self.direct(Some(name), valid).await.map(|_| ());
+            }
+            122 => return self.direct(None, true).await.map(|_| ()),
+            123..=124 => {
+                let cmd = if self.rng.random_bool(0.6) {
+                    "ignore"
+                } else {
+                    "unignore"
+                };
+                let name = self.random_name();
+                self.command(cmd, Some(json!({ "username": name }))).await?
+            }
+            125 => {
+                let away = *["", "lunch", "back soon"].choose(&mut self.rng).unwrap();
+                self.command("away", Some(json!({ "message": away })))
+                    .await?;
+                let out = self.barrier().await?;
+                let want = Some(away.to_owned()).filter(|a| !a.is_empty());
+                if !out.errors.is_empty() || self.view().map(|v| &v.away) != Some(&want) {
+                    return Err(self.fail(format!("away {away:?}: {:?}", out.errors)));
+                }
+                return Ok(());
+            }
             _ => self.malformed().await?,
         }
         let out = self.barrier().await?;
@@ -661,6 +793,8 @@ impl Client {
                     | "private"
                     | "public"
                     | "invite"
+                    | "ignore"
+                    | "unignore"
                     | "kick"
                     | "ban"
                     | "unban"
@@ -736,6 +870,7 @@ async fn run_client(
     steps: usize,
     barrier: Arc<Barrier>,
     logged_in: Arc<AtomicUsize>,
+    finals: Arc<Mutex<Vec<Option<View>>>>,
 ) -> ClientLog {
     let mut result: Check = Ok(());
     for step in 0..steps {
@@ -758,6 +893,7 @@ async fn run_client(
     if result.is_ok() && c.view().is_some() {
         result = c.barrier().await.map(|_| ());
         c.log.view = c.view().cloned();
+        finals.lock().unwrap()[c.index] = c.log.view.clone();
     }
     // C: views final; the main task compares them with the snapshot.
     barrier.wait().await;
@@ -766,10 +902,33 @@ async fn run_client(
         result = c.talk(true).await;
         c.log.final_seq = Some(c.seq);
     }
+    if result.is_ok() && c.view().is_some() {
+        // A direct message to the next client still logged in.
+        let views = finals.lock().unwrap().clone();
+        let next = (1..CLIENTS)
+            .map(|k| (c.index + k) % CLIENTS)
+            .find(|&r| views[r].is_some());
+        if let (Some(r), Some(me)) = (next, views[c.index].clone()) {
+            let target = views[r].clone().unwrap_or_default();
+            let ignored = target.ignores.contains(&fold_name(&me.name));
+            c.step = steps + 2;
+            result = match c.direct(Some(target.name.clone()), true).await {
+                Ok(None) if ignored => Ok(()),
+                Ok(Some((to, away))) if !ignored && to == target.name && away == target.away => {
+                    Ok(())
+                }
+                Ok(other) => Err(c.fail(format!(
+                    "final direct to {target:?} (ignored={ignored}) gave {other:?}"
+                ))),
+                Err(e) => Err(e),
+            };
+            c.log.final_direct = Some((r, c.seq, ignored));
+        }
+    }
     // D: final messages sent; collect them.
     barrier.wait().await;
     if result.is_ok() && c.view().is_some() {
-        c.step = steps + 2;
+        c.step = steps + 3;
         result = c.barrier().await.map(|_| ());
     }
     if let Err(e) = result {
@@ -853,6 +1012,9 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
         // While r stayed in a channel, nothing the sender said there between
         // two received messages may be missing.
         for ((session, segment, sender), seqs) in &by_segment {
+            if log.ignoring.contains(&(*session, *segment)) {
+                continue;
+            }
             let channel = &log.segments[&(*session, *segment)];
             for pair in seqs.windows(2) {
                 if let Some((missing, _)) = logs[*sender]
@@ -866,6 +1028,31 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
                     ));
                 }
             }
+        }
+    }
+    // No direct message arrived twice, anywhere.
+    let mut direct_seen = HashSet::new();
+    for log in logs {
+        for (sender, seq, id) in &log.direct_received {
+            if !direct_seen.insert(*id) {
+                return Err(format!("direct c{sender}#{seq} (id {id}) received twice"));
+            }
+        }
+    }
+    // The final direct messages reached exactly their recipients.
+    for (s, log) in logs.iter().enumerate() {
+        let Some((r, seq, refused)) = log.final_direct else {
+            continue;
+        };
+        let got = logs[r]
+            .direct_received
+            .iter()
+            .filter(|m| m.0 == s && m.1 == seq)
+            .count();
+        if got != usize::from(!refused) {
+            return Err(format!(
+                "final direct c{s}#{seq} reached client {r} {got} times (refused={refused})"
+            ));
         }
     }
     // The final round reached exactly the other members of each channel.
@@ -888,7 +1075,8 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
                 .iter()
                 .filter(|m| m.2 == s && m.3 == seq)
                 .count();
-            let expected = usize::from(r != s && members.contains(&rv.name));
+            let ignored = rv.ignores.contains(&fold_name(&view.name));
+            let expected = usize::from(r != s && members.contains(&rv.name) && !ignored);
             if got != expected {
                 return Err(format!(
                     "final c{s}#{seq} reached client {r} {got} times, expected {expected}"
@@ -903,6 +1091,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     let server = TestServer::start_default().await;
     let names = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
+    let finals = Arc::new(Mutex::new(vec![None; CLIENTS]));
     let logged_in = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for index in 0..CLIENTS {
@@ -922,6 +1111,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
             steps,
             barrier.clone(),
             logged_in.clone(),
+            finals.clone(),
         )));
     }
     barrier.wait().await;
@@ -942,6 +1132,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     barrier.wait().await;
     let snap = server.hub.snapshot();
     server.hub.check_member_lists()?;
+    server.hub.check_people()?;
     barrier.wait().await;
     let mut logs = Vec::new();
     for t in tasks {
@@ -962,8 +1153,9 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     }
     let accepted: usize = logs.iter().map(|l| l.accepted.len()).sum();
     let received: usize = logs.iter().map(|l| l.received.len()).sum();
+    let direct: usize = logs.iter().map(|l| l.direct_received.len()).sum();
     Ok(format!(
-        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries, moderation done {moderated:?}",
+        "{want} logged in at the end, {} channels, {accepted} messages accepted, {received} deliveries, {direct} direct messages received, moderation done {moderated:?}",
         snap.channels.len()
     ))
 }

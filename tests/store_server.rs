@@ -80,6 +80,9 @@ impl Store for GatedStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.direct_backlog(account, after, limit)
     }
+    fn direct_waiting(&self, account: AccountId, cap: usize) -> Result<usize, StoreError> {
+        self.inner.direct_waiting(account, cap)
+    }
     fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError> {
         self.inner.direct_delivered(account)
     }

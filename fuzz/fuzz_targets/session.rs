@@ -67,6 +67,30 @@ enum Action {
         slot: u8,
         token: Option<String>,
     },
+    /// `direct`, or `random` when `name` is `None`.
+    Direct {
+        slot: u8,
+        name: Option<u8>,
+        text: String,
+    },
+    Who {
+        slot: u8,
+        channel: Option<u8>,
+        after: Option<u8>,
+    },
+    Whois {
+        slot: u8,
+        name: u8,
+    },
+    Away {
+        slot: u8,
+        text: Option<String>,
+    },
+    Ignore {
+        slot: u8,
+        name: u8,
+        undo: bool,
+    },
     Group {
         slot: u8,
         channel: u8,
@@ -241,6 +265,48 @@ fuzz_target!(|input: Input| {
                     let _ = hub.ping(id, token);
                 }
             }
+            Action::Direct { slot, name, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    if let Ok(place) = hub.journal().try_slot() {
+                        // No store lookup here: a direct message to an
+                        // offline name handed back is dropped, slot and all.
+                        let _ = match name {
+                            Some(n) => hub.direct(id, pick(NAMES, n), text, place).map(|_| ()),
+                            None => hub.random(id, text, place),
+                        };
+                    }
+                }
+            }
+            Action::Who {
+                slot,
+                channel,
+                after,
+            } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let channel = channel.map(|c| pick(CHANNELS, c));
+                    let after = after.map(|a| pick(NAMES, a));
+                    let _ = hub.who(id, channel, after);
+                }
+            }
+            Action::Whois { slot, name } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.whois(id, pick(NAMES, name));
+                }
+            }
+            Action::Away { slot, text } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = hub.away(id, text);
+                }
+            }
+            Action::Ignore { slot, name, undo } => {
+                if let Some(id) = id_of(&slots, slot) {
+                    let _ = if undo {
+                        hub.unignore(id, pick(NAMES, name))
+                    } else {
+                        hub.ignore(id, pick(NAMES, name))
+                    };
+                }
+            }
             Action::Group {
                 slot,
                 channel,
@@ -312,6 +378,9 @@ fuzz_target!(|input: Input| {
         }
         let live = slots.iter().flatten().count();
         check(&hub.snapshot(), live);
+        if let Err(e) = hub.check_people() {
+            panic!("{e}");
+        }
     }
     for s in slots.iter_mut().flatten() {
         drain(s, max);

@@ -1,14 +1,23 @@
-//! Client-side transport: a TCP connection speaking packages, used by the
-//! terminal client, the load generator and the tests.
+//! Client-side transport: a TCP connection (plain, or TLS with the
+//! server's name checked) speaking packages, used by the terminal client,
+//! the load generator and the tests.
 //!
-//! It is a thin wrapper over `Framed<TcpStream, PackageCodec>` with
+//! It is a thin wrapper over `Framed<ClientStream, PackageCodec>` with
 //! `send` / `recv` / `recv_timeout`, plus the login handshake.
 
 use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
 use crate::wire::codec::{DecodeError, EncodeError, PackageCodec};
@@ -35,13 +44,103 @@ pub enum ClientError {
     /// The server answered something other than what the protocol says.
     #[error("unexpected package: {0:?}")]
     Unexpected(Box<ServerPackage>),
+    /// The certificate authority file could not be used.
+    #[error("cannot use the CA file {0}")]
+    Ca(String),
+    /// The host is not a name or address a certificate can be checked for.
+    #[error("{0} is not a host name or address")]
+    BadHost(String),
+}
+
+/// The socket under a connection: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A TLS client configuration trusting the certificates in `ca` (PEM), or
+/// the system's roots without one.
+pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let what = |e: String| ClientError::Ca(format!("{}: {e}", path.display()));
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| what(format!("{e:?}")))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| what(format!("{e:?}")))?;
+            if certs.is_empty() {
+                return Err(what("no certificate in it".into()));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| what(e.to_string()))?;
+            }
+        }
+        None => {
+            // Unreadable system certificates are skipped, as browsers do;
+            // with none at all every handshake fails and says so.
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Ca(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A package connection to a ChatMaster server.
 #[derive(Debug)]
 pub struct ClientConnection {
     /// The framed socket.
-    framed: Framed<TcpStream, PackageCodec<ServerPackage>>,
+    framed: Framed<ClientStream, PackageCodec<ServerPackage>>,
 }
 
 impl ClientConnection {
@@ -52,24 +151,51 @@ impl ClientConnection {
         Ok(Self::from_stream(stream))
     }
 
+    /// Connects over TLS to `host:port`, checking that the server's
+    /// certificate is valid for `host` under `config`'s roots.
+    pub async fn connect_tls(
+        host: &str,
+        port: u16,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| ClientError::BadHost(host.to_owned()))?;
+        let stream = TcpStream::connect((host, port)).await?;
+        let _ = stream.set_nodelay(true);
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await?;
+        Ok(ClientConnection {
+            framed: Framed::new(ClientStream::Tls(Box::new(tls)), PackageCodec::default()),
+        })
+    }
+
     /// Wraps an already connected socket.
     pub fn from_stream(stream: TcpStream) -> Self {
         ClientConnection {
-            framed: Framed::new(stream, PackageCodec::default()),
+            framed: Framed::new(ClientStream::Plain(stream), PackageCodec::default()),
         }
     }
 
-    /// The underlying socket, e.g. to write raw bytes in tests.
+    /// The underlying TCP socket, e.g. to write raw bytes in tests (under
+    /// TLS, bytes written there bypass the encryption).
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        self.framed.get_mut()
+        match self.framed.get_mut() {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_mut().0,
+        }
     }
 
     /// Gives up the package layer: the socket plus any bytes already read
     /// from it but not yet decoded, for callers (the load generator) that
-    /// take over the raw stream after the handshake.
-    pub fn into_parts(self) -> (TcpStream, bytes::BytesMut) {
+    /// take over the raw stream after the handshake. `None` for a TLS
+    /// connection, whose socket cannot be used raw.
+    pub fn into_parts(self) -> Option<(TcpStream, bytes::BytesMut)> {
         let parts = self.framed.into_parts();
-        (parts.io, parts.read_buf)
+        match parts.io {
+            ClientStream::Plain(s) => Some((s, parts.read_buf)),
+            ClientStream::Tls(_) => None,
+        }
     }
 
     /// Sends one package.

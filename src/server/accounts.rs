@@ -608,6 +608,21 @@ impl Accounts {
                 .await;
             return Err(e.0);
         }
+        // What the guest ignored is the account's from now on.
+        let ignores = hub.ignore_entries(id);
+        if !ignores.is_empty() {
+            let stored = self
+                .db(move |s| {
+                    for (key, name) in &ignores {
+                        s.add_ignore(account, key, name)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = stored {
+                tracing::error!(error = %e, "cannot store a new account's ignore list");
+            }
+        }
         tracing::info!(account = %name, "account registered");
         Ok(name)
     }

@@ -96,8 +96,26 @@ pub const DEFAULT_ACCOUNT_STORE_CALLS: usize = 8;
 /// added there is enforced within this time.
 pub const DEFAULT_ACCOUNTS_POLL_MS: u64 = 1000;
 
+/// Chat sessions one client address may hold at once, over every
+/// transport together (0: no cap beyond `--max-connections`). Off by
+/// default because clients behind one address (a NAT, a proxy, the
+/// loopback load tests) are common; set it on a public server.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 0;
+/// The HTTP port (web client, WebSocket, health, metrics).
+pub const DEFAULT_HTTP_PORT: u16 = 9080;
+/// HTTP connections open at once that are not (yet) WebSocket sessions;
+/// past it new ones are closed at once. A WebSocket session counts
+/// against `--max-connections` instead, from its upgrade on.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Seconds an HTTP connection has to complete its TLS handshake and each
+/// request's headers (slow-sender defence).
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_SECS: u64 = 10;
+
 /// Most names one user may ignore (`ignore`).
 pub const DEFAULT_MAX_IGNORES: usize = 500;
+/// Most direct messages kept for one offline account; more are refused
+/// until it logs in.
+pub const DEFAULT_MAX_BACKLOG: usize = 10_000;
 /// Longest away text (`away`), in UTF-8 bytes.
 pub const DEFAULT_MAX_AWAY_BYTES: usize = 300;
 /// Most kept direct messages read from the store and queued for a user at
@@ -148,6 +166,8 @@ pub struct Config {
     pub max_ignores: usize,
     /// Longest away text in bytes.
     pub max_away_bytes: usize,
+    /// Most direct messages kept for one offline account.
+    pub max_backlog: usize,
     /// Kept direct messages delivered per page after a login.
     pub backlog_page: usize,
     /// Time allowed between connecting and logging in.
@@ -165,6 +185,15 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// Maximum simultaneous connections.
     pub max_connections: usize,
+    /// Sessions per client address, over every transport (0: no cap).
+    pub max_connections_per_address: usize,
+    /// Origins, besides the page's own, whose pages may open a WebSocket
+    /// session (`https://chat.example.org`).
+    pub allowed_origins: Vec<String>,
+    /// HTTP connections open at once before they are upgraded.
+    pub max_http_connections: usize,
+    /// Time for an HTTP connection's TLS handshake and request headers.
+    pub http_header_timeout: Duration,
     /// Packages per second handled per client on average; past it the
     /// connection stops being read until the next token is due. 0 disables.
     pub rate_per_sec: u32,
@@ -250,6 +279,8 @@ impl Config {
                 self.account_store_calls,
                 self.accounts_poll,
             ),
+            // The HTTP listener's connection slots.
+            self.max_http_connections,
         )
     }
 
@@ -269,6 +300,7 @@ impl Config {
             login_throttle_entries: running.login_throttle_entries,
             account_store_calls: running.account_store_calls,
             accounts_poll: running.accounts_poll,
+            max_http_connections: running.max_http_connections,
             ..self
         }
     }
@@ -292,6 +324,7 @@ impl Default for Config {
             max_list_names: DEFAULT_MAX_LIST_NAMES,
             max_ignores: DEFAULT_MAX_IGNORES,
             max_away_bytes: DEFAULT_MAX_AWAY_BYTES,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             backlog_page: DEFAULT_BACKLOG_PAGE,
             login_timeout: Duration::from_secs(DEFAULT_LOGIN_TIMEOUT_SECS),
             frame_timeout: Duration::from_secs(DEFAULT_FRAME_TIMEOUT_SECS),
@@ -300,6 +333,10 @@ impl Default for Config {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            allowed_origins: Vec::new(),
+            max_http_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            http_header_timeout: Duration::from_secs(DEFAULT_HTTP_HEADER_TIMEOUT_SECS),
             rate_per_sec: DEFAULT_RATE_PER_SEC,
             rate_burst: DEFAULT_RATE_BURST,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
@@ -390,6 +427,24 @@ pub struct ServerArgs {
     /// TCP port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
+    /// HTTP port, on --host, serving the web client, the WebSocket endpoint
+    /// /ws, /healthz and /metrics (0 picks a free one).
+    #[arg(long, default_value_t = DEFAULT_HTTP_PORT)]
+    pub http_port: u16,
+    /// Serve no HTTP port at all (no web client, WebSocket, health or metrics).
+    #[arg(long)]
+    pub no_http: bool,
+    /// Origin (scheme://host[:port]) besides the page's own whose pages may
+    /// open WebSocket sessions; repeatable. Any other Origin gets HTTP 403.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
+    /// Certificate chain (PEM) making the TCP port speak TLS and the HTTP
+    /// port HTTPS and WSS; needs --tls-key. SIGHUP reads it again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Largest frame body in bytes (compressed); larger frames close the connection.
     #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES, value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
     pub max_frame_bytes: usize,
@@ -411,6 +466,9 @@ pub struct ServerArgs {
     /// Longest away text (`away`) in UTF-8 bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_AWAY_BYTES, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_away_bytes: usize,
+    /// Most direct messages kept for one offline account; more are refused until it logs in.
+    #[arg(long, default_value_t = DEFAULT_MAX_BACKLOG, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_backlog: usize,
     /// Kept direct messages read and queued per page when a user's backlog is delivered after a login.
     #[arg(long, default_value_t = DEFAULT_BACKLOG_PAGE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub backlog_page: usize,
@@ -435,6 +493,18 @@ pub struct ServerArgs {
     /// Simultaneous connections; past it a new client gets an error and is closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_connections: usize,
+    /// Chat sessions one client address may hold at once over TCP, TLS and
+    /// WebSocket together (0 = no cap beyond --max-connections).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+    /// HTTP connections open at once that are not WebSocket sessions (page
+    /// loads, health checks, scrapes); past it new ones are closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_HTTP_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_http_connections: usize,
+    /// Seconds an HTTP connection has for its TLS handshake and for each
+    /// request's headers.
+    #[arg(long, default_value_t = DEFAULT_HTTP_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
     /// Packages per second handled per client (token bucket; 0 turns flood control off).
     /// A faster client is slowed down, never refused: its socket is not read until the
     /// next token is due, so TCP pushes back on it.
@@ -552,6 +622,7 @@ impl ServerArgs {
             max_list_names: self.max_list_names,
             max_ignores: self.max_ignores,
             max_away_bytes: self.max_away_bytes,
+            max_backlog: self.max_backlog,
             backlog_page: self.backlog_page,
             login_timeout: Duration::from_secs(self.login_timeout_secs),
             frame_timeout: Duration::from_secs(self.frame_timeout_secs),
@@ -560,6 +631,10 @@ impl ServerArgs {
             outbound_queue: self.outbound_queue,
             max_queue_bytes: self.max_queue_bytes,
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            allowed_origins: self.allowed_origin.clone(),
+            max_http_connections: self.max_http_connections,
+            http_header_timeout: Duration::from_secs(self.http_header_timeout_secs),
             rate_per_sec: self.rate_per_sec,
             rate_burst: self.rate_burst,
             compression_level: self.compression_level,

@@ -1,5 +1,7 @@
-//! One task per TCP connection: reads frames, runs them against the chat
-//! state, and writes the connection's outbound queue to the socket.
+//! One task per connection: reads frames, runs them against the chat
+//! state, and writes the connection's outbound queue to the socket. The
+//! socket is any [`Transport`] (TCP, TLS, WebSocket): the loop, the limits
+//! and everything below are the same for all of them.
 //!
 //! The task is a single `select!` loop over cancel-safe futures (shutdown,
 //! queue non-empty or closed, socket readable, deadlines); the reads and
@@ -47,18 +49,19 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics;
 use crate::server::chat::{Hub, LoginSetup, OfflineDirect, OfflineRecipient, Persist, UserId};
 use crate::server::commands::{self, parse_params, Dispatched, LoginParams};
 use crate::server::config::Config;
 use crate::server::journal::{Slot, SlotError};
 use crate::server::outbox::{Outbox, PushError, Take, Taken};
 use crate::server::rate::TokenBucket;
+use crate::server::transport::{self, Input, Transport};
 use crate::store::{AccountId, MessageId};
 use crate::wire::codec;
 use crate::wire::frame::FrameCodec;
@@ -66,8 +69,6 @@ use crate::wire::protocol::{
     fold_name, ChatMessage, ClientPackage, Notification, Request, ServerPackage, Session,
 };
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 8 * 1024;
 /// Most bytes gathered from the queue into one write.
 const MAX_WRITE_BATCH: usize = 64 * 1024;
 thread_local! {
@@ -97,6 +98,10 @@ enum Close {
     Replaced,
     #[error("server shutdown")]
     Shutdown,
+    /// The server began to shut down while a write was blocked: what is
+    /// queued, and the goodbye, still get the shutdown timeout.
+    #[error("server shutdown during a write")]
+    ShutdownMidWrite,
 }
 
 /// What woke the loop.
@@ -190,9 +195,13 @@ enum Later {
 }
 
 /// The state of one connection.
-struct Connection {
+struct Connection<T> {
     /// The socket.
-    stream: TcpStream,
+    stream: T,
+    /// Which kind of socket, for the metrics.
+    kind: metrics::Transport,
+    /// When the connection is closed unless it has logged in.
+    login_deadline: Instant,
     /// Peer address, for logs.
     peer: SocketAddr,
     /// Chat state.
@@ -249,9 +258,33 @@ pub fn serve(
     hub: Hub,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
+    let login_deadline = Instant::now() + hub.config().login_timeout;
+    serve_over(
+        stream,
+        metrics::Transport::Tcp,
+        peer,
+        hub,
+        shutdown,
+        login_deadline,
+    )
+}
+
+/// Serves one connection over any transport until it closes; it must log
+/// in by `login_deadline` (a TLS handshake or an HTTP upgrade before it
+/// counts against the login timeout).
+pub fn serve_over<T: Transport>(
+    stream: T,
+    kind: metrics::Transport,
+    peer: SocketAddr,
+    hub: Hub,
+    shutdown: CancellationToken,
+    login_deadline: Instant,
+) -> impl Future<Output = ()> + Send {
     let config = hub.config();
     let mut conn = Connection {
         stream,
+        kind,
+        login_deadline,
         peer,
         outbox: Outbox::new(config.outbound_queue, config.max_queue_bytes),
         unsent: None,
@@ -269,11 +302,23 @@ pub fn serve(
     async move { conn.serve().await }
 }
 
-impl Connection {
+impl<T: Transport> Connection<T> {
     /// Runs the connection, then lets go of it.
     async fn serve(&mut self) {
         let conn = self;
-        let result = conn.run().await;
+        metrics::connection_opened(conn.kind);
+        let mut result = conn.run().await;
+        if let Err(Close::ShutdownMidWrite) = result {
+            // protocol.md: at shutdown every client gets what was queued
+            // for it and `server_shutdown`, within the shutdown timeout.
+            result = conn.goodbye().await;
+        }
+        metrics::connection_closed(conn.kind);
+        if matches!(result, Err(Close::Killed) | Err(Close::WriteStalled(_)))
+            && !conn.shutdown.is_cancelled()
+        {
+            metrics::slow_consumer();
+        }
         // Nothing more can be written: refuse further packages at once and
         // free what is queued, before the hub lets go of its clones.
         conn.outbox.close();
@@ -300,7 +345,7 @@ impl Connection {
         tokio::pin!(stop);
         let mut stop_registered = false;
         self.reply(&ServerPackage::Request(Request::login()))?;
-        let login_deadline = Instant::now() + self.config.login_timeout;
+        let login_deadline = self.login_deadline;
         let mut frame_deadline: Option<Instant> = None;
         loop {
             if let Some(pause) = self.pause {
@@ -382,7 +427,7 @@ impl Connection {
                     Taken::Closed => Event::Killed,
                 },
                 ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
-                r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !paused => Event::Readable(r),
+                r = poll_fn(|cx| Transport::poll_read_ready(&mut self.stream, cx)), if !paused => Event::Readable(r),
                 _ = poll_timer(&mut self.timer), if self.timer.is_some() => {
                     let now = Instant::now();
                     if timed.is_some_and(|d| now >= d) {
@@ -410,10 +455,19 @@ impl Connection {
                 Event::Readable(r) => {
                     r?;
                     self.follow_reload();
-                    self.buf.reserve(READ_CHUNK);
-                    match self.stream.try_read_buf(&mut self.buf) {
-                        Ok(0) => return Err(Close::Eof),
-                        Ok(_) => {}
+                    match self.stream.try_read(&mut self.buf) {
+                        Ok(Input::Data(_)) => {}
+                        Ok(Input::Eof) => return Err(Close::Eof),
+                        // Not a package (a WebSocket text message): said
+                        // so in its turn, and the connection stays.
+                        Ok(Input::Refused(why)) => {
+                            // Counted like a package, so that refusals
+                            // cannot be had faster than answers.
+                            self.rate.try_take();
+                            self.reply_error("protocol", why)?;
+                            self.flush_queue().await?;
+                        }
+                        Ok(Input::Fatal(why)) => return self.close_with("protocol", why).await,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -497,6 +551,9 @@ impl Connection {
         match &mut self.pause {
             Some(p) => p.until = p.until.max(until),
             None => {
+                if reason == PauseReason::Rate {
+                    metrics::throttled();
+                }
                 self.pause = Some(Pause {
                     reason,
                     since: Instant::now(),
@@ -604,13 +661,31 @@ impl Connection {
                     None => return self.store_unavailable().map(|()| None),
                 };
                 match result {
-                    Ok(()) => Ok(None),
+                    Ok(()) => {
+                        metrics::message();
+                        Ok(None)
+                    }
                     Err(e) => self.reply_error("message", e.0).map(|()| None),
                 }
             }
             (ClientPackage::Command(c), Some(id)) => {
                 let name = c.command.clone();
-                match commands::dispatch(&self.hub, id, c, slot) {
+                // `direct` and `random` send a message: counted as one
+                // when accepted, and as a delivery when its recipient is
+                // online.
+                let sends = commands::needs_slot(&c);
+                let dispatched = commands::dispatch(&self.hub, id, c, slot);
+                if sends {
+                    match &dispatched {
+                        Ok(Dispatched::Offline(_)) => metrics::message(),
+                        Ok(_) => {
+                            metrics::message();
+                            metrics::deliveries(1);
+                        }
+                        Err(_) => {}
+                    }
+                }
+                match dispatched {
                     Ok(Dispatched::Offline(message)) => Ok(Some(Later::Offline { id, message })),
                     Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(None),
                     Ok(Dispatched::Done(steps)) => Ok(Some(Later::Persist { name, steps })),
@@ -726,7 +801,7 @@ impl Connection {
     /// Waits for `work` (a store call or a password hash) while still
     /// writing this connection's queue, so that broadcasts to it do not pile
     /// up meanwhile. The socket is not read: packages stay in order.
-    async fn serving_while<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Close> {
+    async fn serving_while<R>(&mut self, work: impl Future<Output = R>) -> Result<R, Close> {
         tokio::pin!(work);
         loop {
             let event = tokio::select! {
@@ -769,6 +844,7 @@ impl Connection {
             Ok(Some(account)) => (account.name, Some(account.id)),
             Ok(None) => (username, None),
             Err(refusal) => {
+                metrics::login_failed();
                 let session = if refusal.password_required {
                     Session::password_required(refusal.reason)
                 } else {
@@ -804,6 +880,7 @@ impl Connection {
             .login_with(&name, account, self.outbox.clone(), setup)
         {
             Ok(id) => {
+                metrics::login();
                 self.user = Some(id);
                 tracing::debug!(peer = %self.peer, user = %name, account = account.is_some(), "logged in");
                 match account {
@@ -812,6 +889,7 @@ impl Connection {
                 }
             }
             Err(e) => {
+                metrics::login_failed();
                 self.reply(&ServerPackage::Session(Session::refused(e.0)))?;
                 self.reply(&ServerPackage::Request(Request::login()))
             }
@@ -828,6 +906,7 @@ impl Connection {
     ) -> Result<Result<(), commands::CommandError>, Close> {
         let accounts = Arc::clone(self.hub.accounts());
         let key = message.key.clone();
+        let cap = self.config.max_backlog;
         let found = self
             .serving_while(async move {
                 accounts
@@ -836,10 +915,12 @@ impl Connection {
                             return Ok(None);
                         };
                         let ignores = s.ignores(a.id)?.into_iter().map(|(k, _)| k).collect();
+                        let waiting = s.direct_waiting(a.id, cap)?;
                         Ok(Some(OfflineRecipient {
                             account: a.id,
                             name: a.name,
                             ignores,
+                            waiting,
                         }))
                     })
                     .await
@@ -981,7 +1062,7 @@ impl Connection {
         }
         let limit = self.config.shutdown_timeout;
         let _ = Box::pin(timeout(limit, self.flush_queue())).await;
-        let _ = Box::pin(timeout(limit, self.stream.shutdown())).await;
+        let _ = Box::pin(timeout(limit, transport::shutdown(&mut self.stream))).await;
         Err(Close::Replaced)
     }
 
@@ -1009,6 +1090,13 @@ impl Connection {
         let mut deadline = None;
         loop {
             match self.write_some()? {
+                Progress::Idle if self.stream.has_pending_output() => {
+                    // What the transport took must leave too, within the
+                    // same write timeout as a stalled write.
+                    let limit = self.config.write_timeout;
+                    let until = *deadline.get_or_insert_with(|| Instant::now() + limit);
+                    return Box::pin(self.wait_flushed(until, limit)).await;
+                }
                 Progress::Idle => return Ok(()),
                 Progress::Wrote => {
                     if self.unsent.is_none() {
@@ -1043,7 +1131,7 @@ impl Connection {
                 Err(_closed) => return Err(Close::Killed),
                 Ok(None) => Ok(Progress::Idle),
                 Ok(Some(Take::One(bytes))) => self.write_bytes(bytes),
-                Ok(Some(Take::Copied)) => match self.stream.try_write(&staging) {
+                Ok(Some(Take::Copied)) => match Transport::try_write(&mut self.stream, &staging) {
                     Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                     Ok(n) => {
                         if let Some(rest) = staging.get(n..).filter(|r| !r.is_empty()) {
@@ -1068,7 +1156,7 @@ impl Connection {
 
     /// Writes what it can of `bytes`, keeping the rest in `unsent`.
     fn write_bytes(&mut self, mut bytes: Bytes) -> Result<Progress, Close> {
-        match self.stream.try_write(&bytes) {
+        match Transport::try_write(&mut self.stream, &bytes) {
             Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
             Ok(n) => {
                 if n < bytes.len() {
@@ -1094,8 +1182,26 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => Err(Close::Killed),
-                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::Killed),
-                r = self.stream.writable() => r.map_err(Close::Io),
+                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::ShutdownMidWrite),
+                r = poll_fn(|cx| Transport::poll_write_ready(&mut self.stream, cx)) => r.map_err(Close::Io),
+            }
+        };
+        match timeout_at(until, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Close::WriteStalled(limit)),
+        }
+    }
+
+    /// Waits until the transport has pushed out what it took, as
+    /// [`Connection::wait_writable`] waits for room.
+    async fn wait_flushed(&mut self, until: Instant, limit: Duration) -> Result<(), Close> {
+        let goodbye = self.shutdown.is_cancelled();
+        let wait = async {
+            tokio::select! {
+                biased;
+                _ = poll_fn(|cx| self.outbox.poll_closed(cx)) => Err(Close::Killed),
+                _ = self.shutdown.cancelled(), if !goodbye => Err(Close::ShutdownMidWrite),
+                r = poll_fn(|cx| self.stream.poll_flush(cx)) => r.map_err(Close::Io),
             }
         };
         match timeout_at(until, wait).await {
@@ -1123,7 +1229,7 @@ impl Connection {
         ));
         let limit = self.config.shutdown_timeout;
         let _ = Box::pin(timeout(limit, self.flush_queue())).await;
-        let _ = Box::pin(timeout(limit, self.stream.shutdown())).await;
+        let _ = Box::pin(timeout(limit, transport::shutdown(&mut self.stream))).await;
         Err(Close::Shutdown)
     }
 }

@@ -212,12 +212,14 @@ impl Writer {
         }
         let mut pause = FIRST_RETRY_PAUSE;
         let mut failures = 0u32;
+        let started = Instant::now();
         while let Err(e) = self.store.append_messages(&self.records) {
             failures += 1;
             log_failure(&e, failures, self.records.len());
             std::thread::sleep(pause);
             pause = (pause * 2).min(MAX_RETRY_PAUSE);
         }
+        crate::metrics::commit(started.elapsed());
         if failures > 0 {
             tracing::info!(messages = self.records.len(), "store writes succeed again");
         }

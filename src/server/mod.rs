@@ -6,6 +6,12 @@
 //! (the token bucket) and [`config`] (every limit and its flag). It calls
 //! [`crate::wire`] for bytes and packages, never the other way round.
 //!
+//! [`Server::run_with`] serves the TCP listener (plain or TLS) and, when
+//! given, the HTTP listener ([`crate::web`]: web client, WebSocket
+//! sessions, health, metrics); every chat session, whatever its
+//! transport, is admitted by the same caps ([`admission`]) and runs the
+//! same [`connection`] loop over a [`transport`].
+//!
 //! [`run`] serves a bound listener, and runs the hub's presence task (the
 //! periodic `channel_stats` of crowded channels), until the given future completes, then
 //! tells every client `server_shutdown`, gives each a bounded time to
@@ -15,6 +21,7 @@
 pub mod account_index;
 pub mod accounts;
 pub mod admin;
+pub mod admission;
 pub mod chat;
 pub mod commands;
 pub mod config;
@@ -23,6 +30,7 @@ pub mod journal;
 pub mod outbox;
 pub mod passwords;
 pub mod rate;
+pub mod transport;
 
 use std::future::Future;
 use std::io;
@@ -30,16 +38,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics;
 use crate::store::{self, Store, StoreError};
+use crate::web::tls::Tls;
 use crate::wire::codec;
 use crate::wire::protocol::ServerPackage;
+use admission::{Admission, Refusal};
 use chat::Hub;
 use config::Config;
+use transport::IoTransport;
 
 /// Refusals (server full) being written at once; beyond this a refused
 /// connection is closed without a message rather than queueing work.
@@ -53,6 +66,28 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait at shutdown for the store to commit what is queued (it
 /// only takes long when the disk is failing).
 const STORE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a server listens on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The chat port.
+    pub tcp: TcpListener,
+    /// The HTTP port, if any.
+    pub http: Option<TcpListener>,
+    /// The certificate: both ports speak TLS when it is there.
+    pub tls: Option<Arc<Tls>>,
+}
+
+impl Listeners {
+    /// Only a plain TCP chat port.
+    pub fn tcp(tcp: TcpListener) -> Self {
+        Listeners {
+            tcp,
+            http: None,
+            tls: None,
+        }
+    }
+}
 
 /// A server: the chat state plus the limits, ready to run on a listener.
 #[derive(Debug, Clone)]
@@ -92,13 +127,24 @@ impl Server {
 
     /// Serves `listener` until `shutdown` completes, then shuts down gracefully.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
+        self.run_with(Listeners::tcp(listener), shutdown).await
+    }
+
+    /// Serves the chat port and, if given, the HTTP port until `shutdown`
+    /// completes, then shuts down gracefully: every session (TCP, TLS,
+    /// WebSocket) is told `server_shutdown`, the store commits what is
+    /// queued, and the HTTP port, which answers `/healthz` with 503
+    /// meanwhile, closes last.
+    pub async fn run_with(self, listeners: Listeners, shutdown: impl Future) -> io::Result<()> {
+        let Listeners {
+            tcp: listener,
+            http,
+            tls,
+        } = listeners;
         let mut config = self.hub.config();
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(config.max_connections));
-        // The slots the semaphore stands for; follows `max_connections`
-        // across reloads (see `resize`).
-        let mut capacity = config.max_connections;
+        let admission = Admission::new(config.max_connections);
         let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
         tokio::pin!(shutdown);
         // One presence task per server, whatever the number of channels:
@@ -106,7 +152,20 @@ impl Server {
         tracker.spawn(self.hub.clone().run_presence(token.clone()));
         // Other processes' account changes (the admin commands).
         tracker.spawn(Arc::clone(self.hub.accounts()).watch(token.clone()));
-        tracing::info!(addr = %listener.local_addr()?, "listening");
+        let http_stop = CancellationToken::new();
+        let http_task = http.map(|l| {
+            let web = Arc::new(crate::web::Web {
+                hub: self.hub.clone(),
+                admission: Arc::clone(&admission),
+                sessions: tracker.clone(),
+                shutdown: token.clone(),
+                tls: tls.clone(),
+                started: std::time::Instant::now(),
+            });
+            tokio::spawn(crate::web::serve(l, web, http_stop.clone()))
+        });
+        let scheme = if tls.is_some() { "tls" } else { "tcp" };
+        tracing::info!(addr = %listener.local_addr()?, scheme, "listening");
         loop {
             let accepted = tokio::select! {
                 _ = &mut shutdown => break,
@@ -127,48 +186,95 @@ impl Server {
             if let Some(newer) = self.hub.config_if_changed(&config) {
                 config = newer;
             }
-            resize(&slots, &mut capacity, config.max_connections);
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
+            admission.resize(config.max_connections);
+            match admission.admit(peer.ip(), config.max_connections_per_address) {
+                Ok(admitted) => {
                     let hub = self.hub.clone();
                     let token = token.clone();
                     // The connection's log lines carry its peer and user as
                     // fields of their own: a span per connection (its slot
                     // and formatted fields in the subscriber) cost about
                     // 550 bytes per idle connection, a sixth of the rest.
-                    tracker.spawn(async move {
-                        connection::serve(stream, peer, hub, token).await;
-                        drop(permit);
-                    });
+                    match &tls {
+                        None => tracker.spawn(async move {
+                            connection::serve(stream, peer, hub, token).await;
+                            drop(admitted);
+                        }),
+                        Some(tls) => {
+                            let acceptor = tls.chat_acceptor();
+                            let deadline = Instant::now() + config.login_timeout;
+                            tracker.spawn(async move {
+                                // The handshake counts against the login
+                                // timeout, and gives way to a shutdown.
+                                let handshake =
+                                    tokio::time::timeout_at(deadline, acceptor.accept(stream));
+                                let stream = tokio::select! {
+                                    _ = token.cancelled() => return,
+                                    done = handshake => match done {
+                                        Ok(Ok(s)) => s,
+                                        Ok(Err(e)) => {
+                                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                            return;
+                                        }
+                                        Err(_) => {
+                                            tracing::info!(%peer, "TLS handshake not completed within the login timeout");
+                                            return;
+                                        }
+                                    },
+                                };
+                                connection::serve_over(
+                                    IoTransport::new(stream),
+                                    metrics::Transport::Tls,
+                                    peer,
+                                    hub,
+                                    token,
+                                    deadline,
+                                )
+                                .await;
+                                drop(admitted);
+                            })
+                        }
+                    };
                 }
-                Err(_) => {
-                    tracing::warn!(%peer, max = config.max_connections, "connection refused: server full");
+                Err(refusal) => {
+                    match refusal {
+                        Refusal::Full(max) => {
+                            tracing::warn!(%peer, max, "connection refused: server full")
+                        }
+                        Refusal::Address(max) => {
+                            tracing::warn!(%peer, max, "connection refused: too many from this address")
+                        }
+                    }
                     if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                        let package = ServerPackage::error(
-                            "server",
-                            format!(
-                                "The server is full ({} connections); try again later.",
-                                config.max_connections
-                            ),
-                        );
+                        let package = ServerPackage::error("server", refusal.message());
                         let (max, level, min) = (
                             config.max_package_bytes,
                             config.compression_level,
                             config.compress_min_bytes,
                         );
+                        let acceptor = tls.as_ref().map(|t| t.chat_acceptor());
                         tracker.spawn(async move {
                             let bytes = codec::encode_packed(&package, max, level, min).ok();
-                            refuse(stream, bytes).await;
+                            match acceptor {
+                                None => refuse(stream, bytes).await,
+                                Some(acceptor) => {
+                                    if let Ok(Ok(s)) = tokio::time::timeout(
+                                        REFUSAL_TIMEOUT,
+                                        acceptor.accept(stream),
+                                    )
+                                    .await
+                                    {
+                                        refuse(s, bytes).await;
+                                    }
+                                }
+                            }
                             drop(permit);
                         });
                     }
                 }
             }
         }
-        tracing::info!(
-            connections = capacity.saturating_sub(slots.available_permits()),
-            "shutting down"
-        );
+        tracing::info!(connections = admission.open(), "shutting down");
         self.hub.close();
         token.cancel();
         tracker.close();
@@ -183,27 +289,18 @@ impl Server {
                 "the store did not take the queued messages in time; they were never acknowledged"
             ),
         }
+        // The HTTP port closes last: /healthz said 503 until now.
+        http_stop.cancel();
+        if let Some(task) = http_task {
+            let _ = task.await;
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }
 }
 
-/// Brings the connection slots to `wanted` after a reload changed
-/// `--max-connections`. Growing adds permits at once; shrinking takes free
-/// permits away and never drops anyone: while more connections are open
-/// than the new cap, the rest is taken as they close (the next accept
-/// tries again).
-fn resize(slots: &Semaphore, capacity: &mut usize, wanted: usize) {
-    if wanted > *capacity {
-        slots.add_permits(wanted - *capacity);
-        *capacity = wanted;
-    } else if wanted < *capacity {
-        *capacity -= slots.forget_permits(*capacity - wanted);
-    }
-}
-
 /// Tells a refused client why, briefly, and closes.
-async fn refuse(mut stream: TcpStream, message: Option<bytes::Bytes>) {
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, message: Option<bytes::Bytes>) {
     if let Some(bytes) = message {
         let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
             stream.write_all(&bytes).await?;

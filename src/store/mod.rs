@@ -367,6 +367,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// How many messages of `account`'s backlog are not yet delivered
+    /// (above its marker), counting at most `cap` (the answer is then `cap`).
+    fn direct_waiting(&self, account: AccountId, cap: usize) -> Result<usize, StoreError>;
     /// The highest id of `account`'s backlog written to its connection
     /// (0 before any).
     fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError>;

@@ -685,6 +685,19 @@ impl Store for SqliteStore {
         query_messages(&self.read(), &sql, params![account, after, limit_of(limit)])
     }
 
+    fn direct_waiting(&self, account: AccountId, cap: usize) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .read()
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_inbox \
+                 WHERE offline = 1 AND recipient_account = ?1 AND id > coalesce(\
+                 (SELECT up_to FROM direct_delivered WHERE account = ?1), 0) LIMIT ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![account, limit_of(cap)], |r| r.get(0)))
+            .map_err(classify)?;
+        Ok(usize::try_from(n).unwrap_or(cap))
+    }
+
     fn direct_delivered(&self, account: AccountId) -> Result<MessageId, StoreError> {
         self.read()
             .prepare_cached(
@@ -1311,7 +1324,10 @@ mod tests {
         );
         // The marker only goes up.
         assert_eq!(store.direct_delivered(bob).unwrap(), 0);
+        assert_eq!(store.direct_waiting(bob, 10).unwrap(), 3);
+        assert_eq!(store.direct_waiting(bob, 2).unwrap(), 2);
         store.set_direct_delivered(bob, 4).unwrap();
+        assert_eq!(store.direct_waiting(bob, 10).unwrap(), 1);
         store.set_direct_delivered(bob, 1).unwrap();
         assert_eq!(store.direct_delivered(bob).unwrap(), 4);
         // Ignore lists, idempotent both ways.

@@ -38,6 +38,8 @@ pub fn isolated(mut cmd: Command) -> Command {
             cmd.env_remove(k);
         }
     }
+    // A free HTTP port, not the default 9080: tests run side by side.
+    cmd.env("CHATMASTER_HTTP_PORT", "0");
     cmd
 }
 

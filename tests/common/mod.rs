@@ -5,6 +5,8 @@
 #[cfg(unix)]
 pub mod binary;
 pub mod lines;
+pub mod web;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -106,6 +106,13 @@ pub struct ClientArgs {
     /// Server TCP port.
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
+    /// Speak TLS to the server (its certificate must be valid for --host).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust the certificates in FILE (PEM) instead of the system's roots;
+    /// implies --tls.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Log in under this name instead of being asked for one.
     #[arg(long)]
     pub username: Option<String>,

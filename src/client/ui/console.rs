@@ -18,6 +18,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::client::ui::complete::{ChatHelper, KnownNames};
+
+/// The line editor: rustyline with tab completion of commands and names.
+type Editor = rustyline::Editor<ChatHelper, rustyline::history::DefaultHistory>;
+
 /// How long, when exiting while a line is being edited, to wait for
 /// rustyline to give the terminal back before restoring it by hand.
 /// Only bounds a corner case; a normal exit never waits for it.
@@ -95,6 +100,8 @@ pub struct Console {
     /// The terminal's settings before rustyline changed them (interactive only).
     #[cfg(unix)]
     saved_termios: Option<nix::sys::termios::Termios>,
+    /// The names tab completes to (learnt by the session).
+    names: KnownNames,
 }
 
 impl Console {
@@ -112,6 +119,7 @@ impl Console {
             _sigint: None,
             #[cfg(unix)]
             saved_termios: None,
+            names: KnownNames::default(),
         }
     }
 
@@ -130,9 +138,13 @@ impl Console {
         #[cfg(unix)]
         let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
         let (ready_tx, ready_rx) = std_mpsc::channel();
+        let names = KnownNames::default();
+        let helper = ChatHelper {
+            names: names.clone(),
+        };
         thread::Builder::new()
             .name("readline".into())
-            .spawn(move || edit_lines(request_rx, line_tx, history, history_size, ready_tx))
+            .spawn(move || edit_lines(request_rx, line_tx, history, history_size, ready_tx, helper))
             .map_err(|e| format!("cannot start the input thread: {e}"))?;
         let printer = ready_rx
             .recv()
@@ -150,7 +162,13 @@ impl Console {
             _sigint: sigint,
             #[cfg(unix)]
             saved_termios,
+            names,
         })
+    }
+
+    /// The names tab completes to: the session adds what it learns.
+    pub fn names(&self) -> &KnownNames {
+        &self.names
     }
 
     /// Whether this console is interactive.
@@ -257,6 +275,7 @@ fn edit_lines(
     history: Option<PathBuf>,
     history_size: usize,
     ready: std_mpsc::Sender<Result<Box<dyn rustyline::ExternalPrinter + Send>, String>>,
+    helper: ChatHelper,
 ) {
     use rustyline::error::ReadlineError;
 
@@ -270,13 +289,14 @@ fn edit_lines(
             return;
         }
     };
-    let mut editor = match rustyline::DefaultEditor::with_config(config) {
+    let mut editor = match Editor::with_config(config) {
         Ok(e) => e,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot set up the terminal: {e}")));
             return;
         }
     };
+    editor.set_helper(Some(helper));
     match editor.create_external_printer() {
         Ok(p) => {
             let _ = ready.send(Ok(Box::new(p)));
@@ -342,7 +362,7 @@ struct History {
 impl History {
     /// Creates the directory and loads earlier history; problems are noted,
     /// never fatal.
-    fn open(path: PathBuf, editor: &mut rustyline::DefaultEditor) -> History {
+    fn open(path: PathBuf, editor: &mut Editor) -> History {
         let mut warning = None;
         if let Some(dir) = path.parent() {
             if let Err(e) = std::fs::create_dir_all(dir) {
@@ -363,7 +383,7 @@ impl History {
 
     /// Appends the new entries to the file; returns a warning the first
     /// time that fails.
-    fn append(&mut self, editor: &mut rustyline::DefaultEditor) -> Option<String> {
+    fn append(&mut self, editor: &mut Editor) -> Option<String> {
         match editor.append_history(&self.path) {
             Ok(()) => None,
             Err(e) if !self.broken => {

@@ -6,6 +6,7 @@
 //! own line breaks are shown escaped, so one event is always one line
 //! (which scripts reading the client's output rely on).
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use anstyle::{AnsiColor, Style};
@@ -174,7 +175,19 @@ pub struct ChatState {
     pub owner: Option<String>,
     /// Whether our channel is private.
     pub private: bool,
+    /// The texts of our direct messages (`/msg`, `/reply`, `/random`) not
+    /// yet acknowledged, oldest first: each is shown, as `-> *bob* text`,
+    /// when its `message_sent` names the recipient (for `/random` the
+    /// server picks it). At most [`MAX_PENDING_DIRECT`].
+    pub pending_direct: VecDeque<String>,
+    /// Who last wrote to us directly (for `/reply`).
+    pub last_direct_from: Option<String>,
 }
+
+/// Most of our own direct messages remembered while they await their
+/// acknowledgement (the client paces itself, so this is never reached in
+/// practice; past it, the oldest are forgotten and shown without text).
+pub const MAX_PENDING_DIRECT: usize = 1024;
 
 impl ChatState {
     /// The prompt: `[general] alice> `, or `> ` before logging in.
@@ -183,6 +196,14 @@ impl ChatState {
             (Some(c), Some(u)) => format!("[{}] {}> ", sanitize(c), sanitize(u)),
             _ => "> ".to_owned(),
         }
+    }
+
+    /// Notes the text of a direct message we are sending.
+    pub fn sent_direct(&mut self, text: &str) {
+        if self.pending_direct.len() >= MAX_PENDING_DIRECT {
+            self.pending_direct.pop_front();
+        }
+        self.pending_direct.push_back(text.to_owned());
     }
 
     fn is_me(&self, name: &str) -> bool {
@@ -219,11 +240,19 @@ impl ChatState {
                 sanitize(&e.error_type),
                 sanitize(&e.message)
             ))),
-            ServerPackage::Notification(n) => self.describe_note(n, theme),
+            ServerPackage::Notification(n) => self.describe_note(n, theme, tz),
         }
     }
 
-    fn describe_note(&self, n: &Notification, theme: &Theme) -> Option<String> {
+    fn describe_note<Tz: TimeZone>(
+        &self,
+        n: &Notification,
+        theme: &Theme,
+        tz: &Tz,
+    ) -> Option<String>
+    where
+        Tz::Offset: fmt::Display,
+    {
         let text = match n {
             Notification::UserJoined {
                 username,
@@ -465,6 +494,29 @@ impl ChatState {
                     format!("you ignore ({}): {}", names.len(), names.join(", "))
                 }
             }
+            Notification::MessageSent {
+                to: Some(to),
+                timestamp,
+                queued,
+                away,
+                ..
+            } => {
+                let text = self.pending_direct.front().map_or("", String::as_str);
+                let mut line = format_own_direct(to, text, timestamp, theme, tz);
+                if *queued == Some(true) {
+                    line.push_str(&theme.paint(
+                        Style::new().dimmed(),
+                        " (kept: they will get it when they log in)",
+                    ));
+                }
+                if let Some(a) = away {
+                    line.push_str(&theme.paint(
+                        Style::new().dimmed(),
+                        &format!(" ({} is away: {})", sanitize(to), sanitize(a)),
+                    ));
+                }
+                return Some(line);
+            }
             // The acknowledgement that one's own message is stored: the
             // line was already shown when it was typed.
             Notification::Pong { .. } | Notification::MessageSent { .. } => return None,
@@ -551,6 +603,18 @@ impl ChatState {
                 self.private = *private;
                 self.owner = owner.clone();
             }
+            ServerPackage::Notification(Notification::MessageSent { to: Some(_), .. }) => {
+                self.pending_direct.pop_front();
+            }
+            ServerPackage::Error(e) if matches!(e.error_type.as_str(), "direct" | "random") => {
+                // Refused instead of acknowledged (a backlog that cannot be
+                // read is a `direct` error too, but only right after login,
+                // before anything was sent).
+                self.pending_direct.pop_front();
+            }
+            ServerPackage::Message(m) if m.to.is_some() => {
+                self.last_direct_from = Some(m.username.clone());
+            }
             _ => {}
         }
     }
@@ -593,6 +657,7 @@ mod tests {
             channel: Some(channel.into()),
             owner: None,
             private: false,
+            ..ChatState::default()
         }
     }
 

@@ -24,6 +24,27 @@ pub enum ChatCommand {
     Invite(String),
     /// `/channels`
     Channels,
+    /// `/msg USER TEXT` (and `/reply TEXT`, once the session knows to whom)
+    Direct {
+        /// The recipient.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// `/random TEXT`
+    Random(String),
+    /// `/who [CHANNEL]`
+    Who(Option<String>),
+    /// `/whois USER`
+    Whois(String),
+    /// `/away [TEXT]`: without text, back.
+    Away(Option<String>),
+    /// `/ignore USER`
+    Ignore(String),
+    /// `/unignore USER`
+    Unignore(String),
+    /// `/ignores`
+    Ignores,
     /// `/group NAME USER...`
     Group {
         /// The new channel.
@@ -65,6 +86,19 @@ impl ChatCommand {
             ChatCommand::Public => ("public", None),
             ChatCommand::Invite(u) => ("invite", Some(serde_json::json!({ "username": u }))),
             ChatCommand::Channels => ("channels", None),
+            ChatCommand::Direct { to, text } => (
+                "direct",
+                Some(serde_json::json!({ "username": to, "message": text })),
+            ),
+            ChatCommand::Random(text) => ("random", Some(serde_json::json!({ "message": text }))),
+            ChatCommand::Who(None) => ("who", None),
+            ChatCommand::Who(Some(c)) => ("who", Some(serde_json::json!({ "channel": c }))),
+            ChatCommand::Whois(u) => ("whois", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Away(None) => ("away", None),
+            ChatCommand::Away(Some(m)) => ("away", Some(serde_json::json!({ "message": m }))),
+            ChatCommand::Ignore(u) => ("ignore", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Unignore(u) => ("unignore", Some(serde_json::json!({ "username": u }))),
+            ChatCommand::Ignores => ("ignores", None),
             ChatCommand::Group {
                 channel,
                 recipients,
@@ -121,6 +155,8 @@ pub enum Input {
     Register,
     /// `/password`: asks for the current and a new password.
     Password,
+    /// `/reply TEXT`: a direct message to whoever last wrote to us directly.
+    Reply(String),
     /// A malformed command; the text says how to use it.
     Invalid(String),
 }
@@ -155,6 +191,8 @@ enum Arity {
     MaybeText,
     /// Nothing, or one word (`/delete channel`).
     MaybeOne,
+    /// One word, then text, required (`/msg USER TEXT`).
+    OneAndText,
 }
 
 /// One row of the command list: name, argument, description, arity.
@@ -211,6 +249,60 @@ const SPECS: &[Spec] = &[
         name: "channels",
         arg: "",
         about: "list the public channels",
+        arity: Arity::Zero,
+    },
+    Spec {
+        name: "msg",
+        arg: "USER TEXT",
+        about: "send TEXT to USER only (kept for them if they have an account and are away)",
+        arity: Arity::OneAndText,
+    },
+    Spec {
+        name: "reply",
+        arg: "TEXT",
+        about: "send TEXT to the last person who wrote to you directly",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "random",
+        arg: "TEXT",
+        about: "send TEXT to somebody online picked at random",
+        arity: Arity::Text,
+    },
+    Spec {
+        name: "who",
+        arg: "[CHANNEL]",
+        about: "list who is online, or who is in CHANNEL",
+        arity: Arity::MaybeOne,
+    },
+    Spec {
+        name: "whois",
+        arg: "USER",
+        about: "show what is known of USER",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "away",
+        arg: "[TEXT]",
+        about: "mark yourself away with TEXT; without TEXT, back",
+        arity: Arity::MaybeText,
+    },
+    Spec {
+        name: "ignore",
+        arg: "USER",
+        about: "stop receiving USER's messages",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "unignore",
+        arg: "USER",
+        about: "receive USER's messages again",
+        arity: Arity::One,
+    },
+    Spec {
+        name: "ignores",
+        arg: "",
+        about: "list the users you ignore",
         arity: Arity::Zero,
     },
     Spec {
@@ -304,6 +396,11 @@ impl Spec {
     }
 }
 
+/// Every command name, without its slash, in `/help` order.
+pub fn command_names() -> impl Iterator<Item = &'static str> {
+    SPECS.iter().map(|s| s.name)
+}
+
 /// The `/help` text, one line per entry.
 pub fn help_lines() -> Vec<String> {
     let width = SPECS.iter().map(|s| s.usage().len()).max().unwrap_or(0);
@@ -361,12 +458,28 @@ pub fn parse_line(line: &str) -> Input {
         (Arity::One, [one]) | (Arity::MaybeOne, [one]) | (Arity::OneThenText, [one, ..]) => {
             (*one).to_owned()
         }
-        (Arity::TwoOrMore, [_, _, ..]) | (Arity::Text, [_, ..]) | (Arity::MaybeText, _) => {
-            text.to_owned()
-        }
+        (Arity::TwoOrMore | Arity::OneAndText, [_, _, ..])
+        | (Arity::Text, [_, ..])
+        | (Arity::MaybeText, _) => text.to_owned(),
         _ => return usage(),
     };
+    let optional = |arg: String| Some(arg).filter(|a| !a.is_empty());
     match spec.name {
+        "msg" => match arg.split_once(char::is_whitespace) {
+            Some((to, text)) => Input::Command(ChatCommand::Direct {
+                to: to.to_owned(),
+                text: text.trim_start().to_owned(),
+            }),
+            None => usage(),
+        },
+        "reply" => Input::Reply(arg),
+        "random" => Input::Command(ChatCommand::Random(arg)),
+        "who" => Input::Command(ChatCommand::Who(optional(arg))),
+        "whois" => Input::Command(ChatCommand::Whois(arg)),
+        "away" => Input::Command(ChatCommand::Away(optional(arg))),
+        "ignore" => Input::Command(ChatCommand::Ignore(arg)),
+        "unignore" => Input::Command(ChatCommand::Unignore(arg)),
+        "ignores" => Input::Command(ChatCommand::Ignores),
         "group" => Input::Command(ChatCommand::Group {
             channel: args[0].to_owned(),
             recipients: args[1..].iter().map(|a| (*a).to_owned()).collect(),
@@ -489,7 +602,7 @@ mod tests {
 
     #[test]
     fn unknown_commands_are_not_sent() {
-        for line in ["/jion rust", "/", "/ join", "/msg bob hi", "/\u{1b}[2J"] {
+        for line in ["/jion rust", "/", "/ join", "/mgs bob hi", "/\u{1b}[2J"] {
             match parse_line(line) {
                 Input::Invalid(text) => {
                     assert!(text.starts_with("unknown command"), "{text}");
@@ -556,6 +669,64 @@ mod tests {
         );
         assert_eq!(parse_line("/help").to_package(), None);
         assert_eq!(parse_line("/quit").to_package(), None);
+    }
+
+    #[test]
+    fn people_commands() {
+        assert_eq!(
+            parse_line("/msg bob  hello  there "),
+            cmd(ChatCommand::Direct {
+                to: "bob".into(),
+                text: "hello  there".into()
+            })
+        );
+        assert_eq!(parse_line("/reply ok then"), Input::Reply("ok then".into()));
+        assert_eq!(
+            parse_line("/random hi all"),
+            cmd(ChatCommand::Random("hi all".into()))
+        );
+        assert_eq!(parse_line("/who"), cmd(ChatCommand::Who(None)));
+        assert_eq!(
+            parse_line("/who rust"),
+            cmd(ChatCommand::Who(Some("rust".into())))
+        );
+        assert_eq!(
+            parse_line("/whois bob"),
+            cmd(ChatCommand::Whois("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/away at lunch"),
+            cmd(ChatCommand::Away(Some("at lunch".into())))
+        );
+        assert_eq!(parse_line("/away"), cmd(ChatCommand::Away(None)));
+        assert_eq!(
+            parse_line("/ignore bob"),
+            cmd(ChatCommand::Ignore("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/unignore bob"),
+            cmd(ChatCommand::Unignore("bob".into()))
+        );
+        assert_eq!(parse_line("/ignores"), cmd(ChatCommand::Ignores));
+        for bad in [
+            "/msg", "/msg bob", "/reply", "/random", "/whois", "/who a b", "/ignore",
+        ] {
+            assert!(matches!(parse_line(bad), Input::Invalid(_)), "{bad}");
+        }
+        let value = |i: Input| serde_json::to_value(i.to_package().unwrap()).unwrap();
+        assert_eq!(
+            value(parse_line("/msg bob hi")),
+            json!({"type": "command", "data": {"command": "direct",
+                "parameters": {"username": "bob", "message": "hi"}}})
+        );
+        assert_eq!(
+            value(parse_line("/away")),
+            json!({"type": "command", "data": {"command": "away"}})
+        );
+        assert_eq!(
+            value(parse_line("/who rust")),
+            json!({"type": "command", "data": {"command": "who", "parameters": {"channel": "rust"}}})
+        );
     }
 
     #[test]

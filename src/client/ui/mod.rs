@@ -8,6 +8,7 @@
 //! and exit codes.
 
 pub mod args;
+pub mod complete;
 pub mod console;
 pub mod display;
 pub mod input;
@@ -42,12 +43,15 @@ pub async fn run(args: ClientArgs) -> Exit {
         }
     };
     let address = args.address();
-    let conn = match tokio::time::timeout(
-        args.connect_timeout(),
-        ClientConnection::connect(address.as_str()),
-    )
-    .await
-    {
+    let connect = async {
+        if args.tls || args.ca.is_some() {
+            let config = crate::client::transport::tls_config(args.ca.as_deref())?;
+            ClientConnection::connect_tls(&args.host, args.port, config).await
+        } else {
+            ClientConnection::connect(address.as_str()).await
+        }
+    };
+    let conn = match tokio::time::timeout(args.connect_timeout(), connect).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             eprintln!("chatmaster-client: cannot connect to {address}: {e}");

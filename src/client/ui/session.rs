@@ -17,7 +17,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::client::ui::args::Exit;
 use crate::client::ui::console::{Console, InputEvent, LineKind};
 use crate::client::ui::display::{ChatState, Theme};
-use crate::client::ui::input::{help_lines, parse_line, Input};
+use crate::client::ui::input::{help_lines, parse_line, ChatCommand, Input};
 use crate::client::{ClientConnection, ClientError};
 use crate::server::rate::TokenBucket;
 use crate::wire::protocol::{ClientPackage, Command, Notification, ServerPackage};
@@ -266,6 +266,7 @@ impl Session {
         if let Some(line) = self.state.describe(&package, &self.settings.theme) {
             self.print(line).await;
         }
+        self.console.names().learn_from(&package);
         self.state.apply(&package);
         match package {
             ServerPackage::Request(r) if r.request == "login" => self.on_login_request().await,
@@ -540,7 +541,26 @@ impl Session {
                 }
                 self.ask(LineKind::Chat);
             }
+            Input::Reply(text) => match self.state.last_direct_from.clone() {
+                Some(to) => {
+                    let c = ChatCommand::Direct {
+                        to,
+                        text: text.clone(),
+                    };
+                    self.state.sent_direct(text);
+                    self.send(&c.to_package()).await?;
+                    self.ask(LineKind::Chat);
+                }
+                None => {
+                    self.print(theme.error("nobody has written to you directly yet"))
+                        .await;
+                    self.ask(LineKind::Chat);
+                }
+            },
             Input::Command(c) => {
+                if let ChatCommand::Direct { text, .. } | ChatCommand::Random(text) = c {
+                    self.state.sent_direct(text);
+                }
                 self.send(&c.to_package()).await?;
                 if c.changes_prompt() {
                     let limit = self.settings.prompt_wait;

@@ -739,8 +739,7 @@ impl Hub {
         // per message is not free.
         let ignorers = (!g.state.ignored_by.is_empty())
             .then(|| g.state.ignored_by.get(&fold_name(&record.sender)).cloned())
-            .flatten()
-            .unwrap_or_default();
+            .flatten();
         g.state.next_message_id += 1;
         slot.send(Job::Message {
             record,
@@ -759,10 +758,11 @@ impl Hub {
             for m in ch
                 .members
                 .iter()
-                .filter(|m| m.id != id && !ignorers.contains(&m.id))
+                .filter(|m| m.id != id && !ignorers.as_ref().is_some_and(|i| i.contains(&m.id)))
             {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
+            crate::metrics::deliveries(ch.members.len().saturating_sub(1));
         }
         g.finish();
         Ok(())
