@@ -364,7 +364,6 @@ impl<T: Transport> Connection<T> {
         tokio::pin!(stop);
         let mut stop_registered = false;
         self.reply(&ServerPackage::Request(Request::login()))?;
-        let login_deadline = self.login_deadline;
         let mut frame_deadline: Option<Instant> = None;
         loop {
             if let Some(pause) = self.pause {
@@ -426,7 +425,7 @@ impl<T: Transport> Connection<T> {
             // package waits for the store; only the first has a deadline.
             let timed = self.pause.map(|p| p.until);
             let paused = timed.is_some() || self.stalled.is_some();
-            let login = self.user.is_none().then_some(login_deadline);
+            let login = self.user.is_none().then_some(self.login_deadline);
             let frame = frame_deadline.filter(|_| !paused);
             self.set_timer([timed, login, frame].into_iter().flatten().min());
             let event = tokio::select! {
