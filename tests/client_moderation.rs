@@ -59,7 +59,7 @@ async fn moderation_commands_from_the_client() {
     alice.send("/notice hello all");
     alice.expect("!! notice: Only server operators can send notices.");
 
-    // Channel deletion is /delete-channel (/delete is for one's messages).
+    // /delete is for one's own messages; a channel goes with /delete-channel.
     alice.send("/delete-channel");
     alice.expect("-- alice deleted trip; you are back in general");
     alice.expect("-- you are in general; users (2): alice, bob");
