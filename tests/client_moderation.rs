@@ -1,5 +1,5 @@
 //! The real client binary in scriptable mode: `/group`, `/topic`,
-//! `/kick`, `/ban`, `/bans`, `/unban`, `/transfer`, `/delete`, `/notice`,
+//! `/kick`, `/ban`, `/bans`, `/unban`, `/transfer`, `/delete-channel`, `/notice`,
 //! and how their events and refusals are shown.
 
 mod client_util;
@@ -60,10 +60,11 @@ async fn moderation_commands_from_the_client() {
     alice.send("/notice hello all");
     alice.expect("!! notice: Only server operators can send notices.");
 
-    // A bare /delete only explains; /delete channel deletes.
+    // Deleting the channel is /delete-channel (/delete [N] deletes one's
+    // own messages: alice has sent none here).
     alice.send("/delete");
-    alice.expect_line(|l| l.starts_with("!! /delete channel deletes the channel you are in"));
-    alice.send("/delete channel");
+    alice.expect("!! you have no last message to delete");
+    alice.send("/delete-channel");
     alice.expect("-- alice deleted trip; you are back in general");
     alice.expect("-- you are in general; users (2): alice, bob");
     bob.expect("-- alice joined general");
@@ -78,7 +79,7 @@ async fn moderation_commands_from_the_client() {
         "/unban USER",
         "/bans",
         "/transfer USER",
-        "/delete channel",
+        "/delete-channel",
         "/notice TEXT",
     ] {
         alice.expect_line(|l| l.starts_with(usage));

@@ -188,8 +188,9 @@ enum Later {
     Offline {
         /// Who sent it.
         id: UserId,
-        /// The message, holding its place in the store's queue.
-        message: OfflineDirect,
+        /// The message, holding its place in the store's queue. Boxed:
+        /// its text and attachments would grow every connection's task.
+        message: Box<OfflineDirect>,
     },
     /// An accounts command (`register`, `password`, ...).
     Accounts {
@@ -696,7 +697,10 @@ impl<T: Transport> Connection<T> {
                     }
                 }
                 match dispatched {
-                    Ok(Dispatched::Offline(message)) => Ok(Some(Later::Offline { id, message })),
+                    Ok(Dispatched::Offline(message)) => Ok(Some(Later::Offline {
+                        id,
+                        message: Box::new(message),
+                    })),
                     Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(None),
                     Ok(Dispatched::Done(steps)) => Ok(Some(Later::Persist { name, steps })),
                     Ok(Dispatched::Accounts {
@@ -738,7 +742,7 @@ impl<T: Transport> Connection<T> {
                 })
                 .await?
             }
-            Later::Offline { id, message } => self.direct_offline(id, message).await?,
+            Later::Offline { id, message } => self.direct_offline(id, *message).await?,
             Later::Accounts {
                 id,
                 name,
