@@ -5,7 +5,6 @@
 mod client_util;
 mod common;
 
-use chatmaster::wire::protocol::Notification;
 use chatmaster::Config;
 use client_util::*;
 use common::*;
@@ -99,17 +98,8 @@ async fn an_operators_notice_and_a_transfer_in_the_client() {
     })
     .await;
     // The operator is a raw connection logged in to its account.
-    let mut root = server.login("root").await;
-    root.command(
-        "register",
-        Some(serde_json::json!({"password": "correct horse battery"})),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        next_note(&mut root).await,
-        Notification::Registered { .. }
-    ));
+    add_account(&server, "root", "correct horse battery").await;
+    let mut root = login_account(&server, "root", "correct horse battery").await;
     let mut alice = Scripted::login(server.addr, "alice");
     let mut bob = Scripted::login(server.addr, "bob");
     alice.send("/join den");

@@ -246,6 +246,68 @@ async fn a_large_backlog_comes_in_pages_through_a_small_queue() {
 }
 
 #[tokio::test]
+async fn messages_sent_while_a_backlog_is_delivered_come_after_it() {
+    let server = TestServer::start(Config {
+        backlog_page: 1,
+        ..test_config()
+    })
+    .await;
+    let bob = registered(&server, "bob").await;
+    drop(bob);
+    until_gone(&server, "bob").await;
+    let mut alice = server.login("alice").await;
+    const KEPT: usize = 100;
+    for i in 0..KEPT {
+        send_direct(&mut alice, "bob", &format!("kept {i}")).await;
+    }
+    expect_acks(&mut alice, KEPT).await;
+    // bob logs in; as soon as alice sees him arrive she writes again,
+    // while his backlog (a page of one at a time) is still coming.
+    let mut bob = ClientConnection::connect(server.addr).await.unwrap();
+    next_login_request(&mut bob).await;
+    bob.command("login", Some(json!({"username": "bob", "password": PW})))
+        .await
+        .unwrap();
+    loop {
+        if let Notification::UserJoined { username, .. } = next_note(&mut alice).await {
+            assert_eq!(username, "bob");
+            break;
+        }
+    }
+    const LIVE: usize = 20;
+    for i in 0..LIVE {
+        send_direct(&mut alice, "bob", &format!("live {i}")).await;
+    }
+    for _ in 0..LIVE {
+        let (.., queued, _, _) = next_sent(&mut alice).await;
+        assert_eq!(queued, None, "bob is online: not kept for later");
+    }
+    assert!(next_session(&mut bob).await.status);
+    let mut texts = Vec::new();
+    let mut last = 0;
+    while texts.len() < KEPT + LIVE {
+        match next(&mut bob).await {
+            ServerPackage::Message(m) => {
+                assert!(m.id > last, "{m:?} after id {last}");
+                last = m.id;
+                let kept = m.message.starts_with("kept");
+                assert_eq!(m.offline, kept.then_some(true), "{m:?}");
+                texts.push(m.message);
+            }
+            ServerPackage::Notification(Notification::UserJoined { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..KEPT)
+        .map(|i| format!("kept {i}"))
+        .chain((0..LIVE).map(|i| format!("live {i}")))
+        .collect();
+    assert_eq!(texts, expected);
+    assert_quiet(&mut bob).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_offline_accounts_backlog_is_capped() {
     let server = TestServer::start(Config {
         max_backlog: 3,

@@ -187,6 +187,33 @@ async fn kick_sends_the_member_to_general_and_tells_the_channel() {
 }
 
 #[tokio::test]
+async fn a_kick_in_a_crowded_channel_is_counted_and_the_moderator_still_told() {
+    let server = TestServer::start(Config {
+        presence_limit: 2,
+        ..test_config()
+    })
+    .await;
+    let [mut alice, mut bob, mut carol, _dave] = room(&server).await;
+    send(&mut alice, "kick", json!({"username": "bob"})).await;
+    // 3 -> 2 members crosses the limit: a count for the members ...
+    let stats = Notification::ChannelStats {
+        channel: "rust".into(),
+        users_total: 2,
+    };
+    assert_eq!(next_note(&mut carol).await, stats);
+    assert_eq!(next_note(&mut alice).await, stats);
+    // ... and the kick itself for the moderator.
+    expect_kicked_left(&mut alice, "bob", "rust").await;
+    assert!(matches!(
+        next_note(&mut bob).await,
+        Notification::Kicked { .. }
+    ));
+    assert_quiet(&mut alice).await;
+    assert_quiet(&mut carol).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn ban_kicks_keeps_out_look_alikes_and_unban_lets_in() {
     let server = TestServer::start_default().await;
     let [mut alice, mut bob, mut carol, mut dave] = room(&server).await;
@@ -335,6 +362,33 @@ async fn an_accounts_ban_follows_the_account_not_the_name() {
     let mut new_bob = server.login("bob").await;
     assert_eq!(join(&mut new_bob, "rust").await.0.as_deref(), Some("alice"));
     server.hub.snapshot().check_invariants().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ban_on_an_offline_accounts_name_holds_the_account() {
+    let server = TestServer::start_default().await;
+    let mut bob = server.login("bob").await;
+    register(&mut bob).await;
+    drop(bob);
+    until_state(&server, "bob gone", |s| s.users.is_empty()).await;
+    let mut alice = server.login("alice").await;
+    join(&mut alice, "rust").await;
+    send(&mut alice, "ban", json!({"username": "BOB"})).await;
+    assert!(matches!(
+        next_note(&mut alice).await,
+        Notification::Banned { username, .. } if username == "BOB"
+    ));
+    let mut bob = server.connect().await;
+    next_login_request(&mut bob).await;
+    assert!(login_with(&mut bob, "bob", Some(PW)).await.status);
+    send(&mut bob, "rename", json!({"username": "robert"})).await;
+    assert!(matches!(
+        next_note(&mut bob).await,
+        Notification::UserRename { .. }
+    ));
+    let m = refused(&mut bob, "join", json!({"channel": "rust"})).await;
+    assert_eq!(m, "You are banned from rust.");
     server.shutdown().await;
 }
 
@@ -536,12 +590,29 @@ async fn operators_moderate_anywhere_and_send_notices() {
     .await;
     let [mut alice, mut bob, mut carol, mut dave] = room(&server).await;
     let mut root = server.login("root").await;
-    // A guest under an operator's name is no operator.
+    // A guest under an operator's name is no operator, and cannot make
+    // the name an account: whoever did would be an operator.
     let m = refused(&mut root, "notice", json!({"message": "hi"})).await;
     assert_eq!(m, "Only server operators can send notices.");
+    let m = refused(&mut root, "register", json!({"password": PW})).await;
+    assert!(m.contains("root is a server operator's name"), "{m}");
     let m = refused(&mut alice, "notice", json!({"message": "hi"})).await;
     assert!(m.contains("operators"), "{m}");
-    register(&mut root).await;
+    // Nor can an account be renamed to it.
+    let mut erin = server.login("erin").await;
+    register(&mut erin).await;
+    drop(root);
+    until_state(&server, "root gone", |s| {
+        s.users.iter().all(|u| u.0 != "root")
+    })
+    .await;
+    drain(&mut erin).await;
+    let m = refused(&mut erin, "rename", json!({"username": "ROOT"})).await;
+    assert!(m.contains("server operator's name"), "{m}");
+    drop(erin);
+    // The operator's account is made as the admin command makes it.
+    add_account(&server, "root", PW).await;
+    let mut root = login_account(&server, "root", PW).await;
     for c in [&mut alice, &mut bob, &mut carol, &mut dave] {
         drain(c).await;
     }
@@ -612,8 +683,8 @@ async fn operators_moderate_anywhere_and_send_notices() {
         let got = loop {
             match next_note(c).await {
                 n @ Notification::ServerNotice { .. } => break n,
-                // Arrivals in general from the deletion may come first.
-                Notification::UserJoined { .. } => continue,
+                // Arrivals and departures in general may come first.
+                Notification::UserJoined { .. } | Notification::UserLeft { .. } => continue,
                 other => panic!("expected the notice, got {other:?}"),
             }
         };

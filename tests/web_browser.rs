@@ -170,3 +170,199 @@ async fn two_browsers_and_a_terminal_user_chat() {
     drop((ann, bob));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_then_log_in_with_the_password() {
+    let Some((driver_path, browser_path)) = find_browser() else {
+        let msg = "web_browser: Chromium or chromedriver is not installed, so the browser test \
+                   DID NOT RUN. Install them with: apt-get install chromium chromium-driver";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("\n*** {msg} ***\n");
+        return;
+    };
+    let server = WebServer::start(test_config()).await;
+    let page = format!("http://{}/", server.http);
+    let profiles = tempfile::tempdir().unwrap();
+    let driver = block_in_place(|| Driver::start(&driver_path, &browser_path));
+    let b = block_in_place(|| driver.session(&profiles.path().join("reg"), 1000, 700));
+    block_in_place(|| {
+        b.goto(&page);
+        b.type_into("#login-name", "regina");
+        b.click("#login-button");
+        b.wait_text("#me", "regina (guest)");
+        // Register through the dialog.
+        b.click("#register-button");
+        b.type_into("#register-password", "correct horse battery");
+        b.type_into("#register-again", "correct horse battery");
+        b.click("#register-ok");
+        b.wait_text("#status", "regina is registered");
+        b.wait_text("#me", "regina");
+        b.wait_shown("#register-button", false);
+        // A new page: the name now asks for its password.
+        b.goto(&page);
+        b.type_into("#login-name", "regina");
+        b.click("#login-button");
+        b.wait_text("#login-error", "password");
+        b.type_into("#login-password", "wrong password");
+        b.click("#login-button");
+        b.wait_text("#login-error", "password");
+        b.clear("#login-password");
+        b.type_into("#login-password", "correct horse battery");
+        b.click("#login-button");
+        b.wait_shown("#chat-view", true);
+        b.wait_text("#me", "regina");
+        let guest = b.run(
+            "return document.getElementById('me').textContent",
+            json!([]),
+        );
+        assert_eq!(guest, "regina", "an account, not a guest");
+    });
+    drop(b);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_search_and_edits_in_the_browser() {
+    let Some((driver_path, browser_path)) = find_browser() else {
+        let msg = "web_browser: Chromium or chromedriver is not installed, so the browser test \
+                   DID NOT RUN. Install them with: apt-get install chromium chromium-driver";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("\n*** {msg} ***\n");
+        return;
+    };
+    let server = WebServer::start(test_config()).await;
+    let page = format!("http://{}/", server.http);
+    // Sixty messages in #archive before anybody opens the page: more than
+    // one page of history.
+    let mut tom = chatmaster::client::ClientConnection::connect(server.tcp)
+        .await
+        .unwrap();
+    assert!(tom.login("tom", WAIT).await.unwrap().status);
+    tom.command("join", Some(json!({"channel": "archive"})))
+        .await
+        .unwrap();
+    for i in 0..60 {
+        tom.message(&format!("note n-{i:03}")).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < 60 {
+        if let ServerPackage::Notification(chatmaster::Notification::MessageSent { .. }) =
+            next(&mut tom).await
+        {
+            acked += 1;
+        }
+    }
+    let profiles = tempfile::tempdir().unwrap();
+    let driver = block_in_place(|| Driver::start(&driver_path, &browser_path));
+    let ann = block_in_place(|| driver.session(&profiles.path().join("ann"), 1200, 800));
+    block_in_place(|| {
+        ann.goto(&page);
+        ann.type_into("#login-name", "ann");
+        ann.click("#login-button");
+        ann.wait_text("#me", "ann");
+        ann.type_into("#join-name", "archive");
+        ann.click("#join-button");
+        // The latest page on joining; the older ones on scrolling up.
+        ann.wait_text("#message-list", "note n-059");
+        let first = ann.run(
+            "return document.querySelector('#message-list .msg .text').textContent",
+            json!([]),
+        );
+        assert_eq!(first, "note n-010", "a page of 50");
+        ann.run(
+            "document.getElementById('messages').scrollTop = 0; return 0;",
+            json!([]),
+        );
+        ann.wait_text("#message-list", "note n-000");
+        ann.screenshot(&screenshots().join("history.png"));
+
+        // ann writes, then edits her message; tom's copy changes too.
+        ann.type_into("#composer", &format!("a typo here{ENTER}"));
+        ann.wait_text("#message-list .msg.own[data-id]", "a typo here");
+        ann.run(
+            "document.querySelector('#message-list .msg.own[data-id] .edit').click(); return 0;",
+            json!([]),
+        );
+        ann.clear(".edit-input");
+        ann.type_into(".edit-input", &format!("no typo here{ENTER}"));
+        ann.wait_text("#message-list .msg.own[data-id]", "no typo here");
+    });
+    loop {
+        match next(&mut tom).await {
+            ServerPackage::Notification(chatmaster::Notification::MessageEdited {
+                message,
+                ..
+            }) => {
+                assert_eq!(message, "no typo here");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // An attachment is a link; its image loads only when asked for (here
+    // from the server itself: nothing leaves 127.0.0.1).
+    let image = format!("http://{}/missing.png", server.http);
+    block_in_place(|| {
+        ann.type_into("#composer", &format!("/attach {image} a picture{ENTER}"));
+        ann.wait_text("#message-list .msg.own[data-id] .attachment a", &image);
+        let before = ann.run(
+            "return document.querySelectorAll('#message-list img').length",
+            json!([]),
+        );
+        assert_eq!(before, 0, "no image before the click");
+        ann.run(
+            "document.querySelector('#message-list .attachment .preview').click(); return 0;",
+            json!([]),
+        );
+        ann.wait_shown("#message-list .preview-image", true);
+    });
+    loop {
+        if let ServerPackage::Message(m) = next(&mut tom).await {
+            assert_eq!(m.message, "a picture");
+            break;
+        }
+    }
+    // ann deletes the picture message (the page's confirmation answered
+    // yes); tom is told, ann's page drops it.
+    block_in_place(|| {
+        ann.run(
+            "window.confirm = () => true; const all = document.querySelectorAll('#message-list .msg.own[data-id]'); all[all.length - 1].querySelector('.delete').click(); return 0;",
+            json!([]),
+        );
+    });
+    loop {
+        if let ServerPackage::Notification(chatmaster::Notification::MessageDeleted { .. }) =
+            next(&mut tom).await
+        {
+            break;
+        }
+    }
+
+    // After a reload the page asks for the history again: it holds the edit.
+    block_in_place(|| {
+        ann.goto(&page);
+        ann.type_into("#login-name", "ann2");
+        ann.click("#login-button");
+        ann.wait_text("#me", "ann2");
+        ann.type_into("#join-name", "archive");
+        ann.click("#join-button");
+        ann.wait_text("#message-list", "no typo here");
+        let gone = ann.run(
+            "return document.getElementById('message-list').textContent.includes('a picture')",
+            json!([]),
+        );
+        assert_eq!(gone, false, "the deleted message is not in the history");
+        // Search finds it, with its channel.
+        ann.type_into("#search-input", &format!("typo{ENTER}"));
+        ann.wait_shown("#search-pane", true);
+        ann.wait_text("#search-results", "no typo here");
+        ann.wait_text("#search-results", "#archive");
+        ann.screenshot(&screenshots().join("search.png"));
+    });
+    drop(ann);
+    server.shutdown().await;
+}

@@ -478,6 +478,9 @@ impl Accounts {
         let Some(account) = account else {
             return hub.rename(id, new_name).map_err(|e| e.0);
         };
+        if let Some(refusal) = self.oper_name(new_name) {
+            return Err(refusal);
+        }
         let rename_to = |from: &str, name: &str| {
             let (name, key, skeleton) = (name.to_owned(), fold_name(name), name_skeleton(name));
             let (index, old_key) = (Arc::clone(&self.index), fold_name(from));
@@ -516,6 +519,26 @@ impl Accounts {
         Ok(())
     }
 
+    /// Why `name` cannot become an account's name by `register` or an
+    /// account's rename: it is a server operator's (`--oper`). Whoever
+    /// took an operator name nobody had registered yet would be an
+    /// operator, so those accounts are made by the server's operator
+    /// (`chatmaster-server accounts add`).
+    fn oper_name(&self, name: &str) -> Option<String> {
+        let key = fold_name(name);
+        self.limits
+            .load()
+            .opers
+            .iter()
+            .any(|o| fold_name(o) == key)
+            .then(|| {
+                format!(
+                    "{name} is a server operator's name; its account is made by the server's \
+                     operator (chatmaster-server accounts add)."
+                )
+            })
+    }
+
     /// `register`: the user's current name becomes an account. Returns the name.
     async fn register(&self, hub: &Hub, id: UserId, password: String) -> Result<String, String> {
         if self.limits.load().registration == Registration::Closed {
@@ -528,6 +551,9 @@ impl Accounts {
             return Err(format!(
                 "{name} is already registered, and you are logged in to it."
             ));
+        }
+        if let Some(refusal) = self.oper_name(&name) {
+            return Err(refusal);
         }
         check_password_rules(&password)?;
         let (exact, alike) = self.lookup(&name).await.map_err(|e| unavailable(&e))?;

@@ -6,7 +6,10 @@
 //! (unknown keys are errors) once the command is known.
 //!
 //! Most commands are chat-state operations done at once under the hub's
-//! lock. The ones that need the store or a password hash (`join` and
+//! lock. `direct` and `random` send a message, so like a chat message they
+//! get a place in the store's queue before they run; a direct message to a
+//! name that is not online comes back for the connection to ask the store
+//! whether it is an account's. The ones that need the store or a password hash (`join` and
 //! `group`, which may register a channel, `rename`, `register`, `password`) are marked
 //! accounts commands: the connection runs them asynchronously through
 //! [`crate::server::accounts`], off the async workers.

@@ -29,6 +29,13 @@
 //! `message_sent` of every earlier message and before the answer to
 //! anything later.
 //!
+//! After an account logs in, the connection delivers the direct messages
+//! kept for it while it was offline before it reads anything more: pages
+//! of `backlog_page` read from the store off the async workers, each
+//! queued (writing the queue out first when it is full), written to the
+//! socket, and then recorded as delivered in the store, so a connection or
+//! server that dies meanwhile leaves the rest for the next login.
+//!
 //! Memory per idle connection is kept small on purpose: no read buffer is
 //! held while nothing is arriving, no zlib state is owned (see
 //! [`crate::wire::compress`]), no timer exists once logged in unless a
@@ -1015,6 +1022,8 @@ impl<T: Transport> Connection<T> {
         let marker = self
             .serving_while(async move { a.db(move |s| s.direct_delivered(account)).await })
             .await?;
+        // Set after an empty page that found messages joining the backlog.
+        let mut caught_up = false;
         let mut cursor: MessageId = match marker {
             Ok(marker) => marker,
             Err(e) => return self.backlog_failed(id, &e.to_string()),
@@ -1039,10 +1048,24 @@ impl<T: Transport> Connection<T> {
             };
             if messages.is_empty() {
                 match self.hub.backlog_done(id, cursor) {
-                    Some(false) => continue,
+                    // One joined the backlog meanwhile: the barrier at the
+                    // top of the loop makes sure it is stored, then it is read.
+                    Some(false) if !caught_up => {
+                        caught_up = true;
+                        continue;
+                    }
+                    Some(false) => {
+                        // Stored after a barrier and still not in the
+                        // account's inbox: the account was deleted meanwhile
+                        // (its messages lost the link). Stop waiting for them.
+                        tracing::warn!("direct messages left out of a deleted account's backlog");
+                        self.hub.backlog_done(id, MessageId::MAX);
+                        return Ok(());
+                    }
                     Some(true) | None => return Ok(()),
                 }
             }
+            caught_up = false;
             let ignored = self.hub.ignored_keys(id);
             let kept_up_to = self.hub.backlog_kept_up_to(id).unwrap_or(MessageId::MAX);
             for m in messages {

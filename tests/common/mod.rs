@@ -247,3 +247,40 @@ pub async fn expect_acks(c: &mut ClientConnection, n: usize) -> Vec<i64> {
     }
     ids
 }
+
+/// Makes the account `name` with `password` in the server's store, as
+/// `chatmaster-server accounts add` does, and has the server's index of
+/// account names read it at once (instead of at its next poll).
+pub async fn add_account(server: &TestServer, name: &str, password: &str) {
+    use chatmaster::wire::protocol::{fold_name, name_skeleton};
+    let (hub, name, password) = (server.hub.clone(), name.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let hash = chatmaster::server::passwords::Hasher::hash_blocking(&password).expect("hash");
+        let account = chatmaster::store::NewAccount {
+            key: fold_name(&name),
+            skeleton: name_skeleton(&name),
+            name,
+            password_hash: hash,
+            created_at: chatmaster::store::now_millis(),
+        };
+        hub.store()
+            .create_account(&account)
+            .expect("create account");
+        hub.accounts()
+            .index()
+            .refresh(hub.store().as_ref())
+            .expect("refresh the index");
+    })
+    .await
+    .expect("add_account");
+}
+
+/// A connection logged in to the account `name` with `password`, its
+/// login traffic consumed.
+pub async fn login_account(server: &TestServer, name: &str, password: &str) -> ClientConnection {
+    let mut c = server.connect().await;
+    next_login_request(&mut c).await;
+    let session = login_with(&mut c, name, Some(password)).await;
+    assert!(session.status, "login to {name} refused: {session:?}");
+    c
+}

@@ -1204,4 +1204,46 @@ mod tests {
         };
         assert_eq!(s.prompt(), "[c\\u{202e}] a\\u{1b}[2J> ");
     }
+
+    #[test]
+    fn moderation_events_are_shown_sanitized() {
+        let me = alice_in("rust");
+        let kicked = note(Notification::Kicked {
+            channel: "rust".into(),
+            by: "bob".into(),
+            reason: Some("stop \u{1b}[2J".into()),
+            banned: None,
+        });
+        assert_eq!(
+            show(&me, &kicked).unwrap(),
+            "!! you were kicked out of rust by bob (stop \\u{1b}[2J); you are back in general"
+        );
+        let notice = note(Notification::ServerNotice {
+            message: "restart\u{202e}".into(),
+            by: "root".into(),
+        });
+        assert_eq!(
+            show(&me, &notice).unwrap(),
+            "-- notice from root: restart\\u{202e}"
+        );
+        let topic = note(Notification::ChannelUpdate {
+            channel: "rust".into(),
+            private: false,
+            owner: None,
+            topic: Some(String::new()),
+        });
+        assert_eq!(
+            show(&me, &topic).unwrap(),
+            "-- the topic of rust is cleared"
+        );
+        let group = note(Notification::GroupCreated {
+            channel: "trip".into(),
+            invited: vec![],
+            not_found: vec!["zed".into()],
+        });
+        assert_eq!(
+            show(&me, &group).unwrap(),
+            "-- group trip created; not online: zed"
+        );
+    }
 }
