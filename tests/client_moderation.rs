@@ -59,7 +59,10 @@ async fn moderation_commands_from_the_client() {
     alice.send("/notice hello all");
     alice.expect("!! notice: Only server operators can send notices.");
 
-    // /delete is for one's own messages; a channel goes with /delete-channel.
+    // Deleting the channel is /delete-channel (/delete [N] deletes one's
+    // own messages: alice has sent none here).
+    alice.send("/delete");
+    alice.expect("!! you have no last message to delete");
     alice.send("/delete-channel");
     alice.expect("-- alice deleted trip; you are back in general");
     alice.expect("-- you are in general; users (2): alice, bob");

@@ -510,3 +510,41 @@ async fn accounts_get_unread_counts_for_registered_channels_and_mark_them_read()
     assert!(session.status && session.unread.is_none(), "{session:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_operator_deletes_any_message() {
+    let server = TestServer::start(chatmaster::Config {
+        opers: vec!["Root".into()],
+        ..common::test_config()
+    })
+    .await;
+    let mut bob = server.login("bob").await;
+    join(&mut bob, "den").await;
+    let ids = say(&mut bob, &["bob's words"]).await;
+    // A guest under an operator's name is no operator.
+    let mut root = server.login("root").await;
+    let why = refused(&mut root, "delete", json!({"id": ids[0]}), "delete").await;
+    assert!(why.contains("not yours"), "{why}");
+    drop(root);
+    common::until_state(&server, "root gone", |s| {
+        s.users.iter().all(|(n, _)| n != "root")
+    })
+    .await;
+    // The operator's account is made by the server's operator.
+    common::add_account(&server, "root", "correct horse").await;
+    let mut root = common::login_account(&server, "root", "correct horse").await;
+    // Logged in to the operator's account, from general, outside den.
+    root.command("delete", Some(json!({"id": ids[0]})))
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted(&mut bob).await,
+        (ids[0], "den".to_owned(), "root".to_owned())
+    );
+    assert_eq!(deleted(&mut root).await.0, ids[0]);
+    assert_eq!(
+        history(&mut bob, json!({"channel": "den"})).await.ids(),
+        Vec::<i64>::new()
+    );
+    server.shutdown().await;
+}

@@ -195,9 +195,8 @@ enum Later {
     Offline {
         /// Who sent it.
         id: UserId,
-        /// The message, holding its place in the store's queue (boxed: its
-        /// text and attachments would otherwise widen every `Later`, and so
-        /// every connection's future, by their size).
+        /// The message, holding its place in the store's queue. Boxed:
+        /// its text and attachments would grow every connection's task.
         message: Box<OfflineDirect>,
     },
     /// An accounts command (`register`, `password`, ...).
