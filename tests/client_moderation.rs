@@ -1,5 +1,5 @@
 //! The real client binary in scriptable mode: `/group`, `/topic`,
-//! `/kick`, `/ban`, `/bans`, `/unban`, `/transfer`, `/delete`, `/notice`,
+//! `/kick`, `/ban`, `/bans`, `/unban`, `/transfer`, `/delete-channel`, `/notice`,
 //! and how their events and refusals are shown.
 
 mod client_util;
@@ -59,10 +59,10 @@ async fn moderation_commands_from_the_client() {
     alice.send("/notice hello all");
     alice.expect("!! notice: Only server operators can send notices.");
 
-    // A bare /delete only explains; /delete channel deletes.
+    // /delete is for one's own messages; /delete-channel deletes the channel.
     alice.send("/delete");
-    alice.expect_line(|l| l.starts_with("!! /delete channel deletes the channel you are in"));
-    alice.send("/delete channel");
+    alice.expect("!! you have no last message to delete");
+    alice.send("/delete-channel");
     alice.expect("-- alice deleted trip; you are back in general");
     alice.expect("-- you are in general; users (2): alice, bob");
     bob.expect("-- alice joined general");
@@ -77,7 +77,7 @@ async fn moderation_commands_from_the_client() {
         "/unban USER",
         "/bans",
         "/transfer USER",
-        "/delete channel",
+        "/delete-channel",
         "/notice TEXT",
     ] {
         alice.expect_line(|l| l.starts_with(usage));
