@@ -195,8 +195,10 @@ enum Later {
     Offline {
         /// Who sent it.
         id: UserId,
-        /// The message, holding its place in the store's queue.
-        message: OfflineDirect,
+        /// The message, holding its place in the store's queue (boxed: the
+        /// largest variant otherwise, and the connection's task carries
+        /// a `Later` across its awaits).
+        message: Box<OfflineDirect>,
     },
     /// An accounts command (`register`, `password`, ...).
     Accounts {
@@ -703,7 +705,10 @@ impl<T: Transport> Connection<T> {
                     }
                 }
                 match dispatched {
-                    Ok(Dispatched::Offline(message)) => Ok(Some(Later::Offline { id, message })),
+                    Ok(Dispatched::Offline(message)) => Ok(Some(Later::Offline {
+                        id,
+                        message: Box::new(message),
+                    })),
                     Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(None),
                     Ok(Dispatched::Done(steps)) => Ok(Some(Later::Persist { name, steps })),
                     Ok(Dispatched::Accounts {
@@ -745,7 +750,7 @@ impl<T: Transport> Connection<T> {
                 })
                 .await?
             }
-            Later::Offline { id, message } => self.direct_offline(id, message).await?,
+            Later::Offline { id, message } => self.direct_offline(id, *message).await?,
             Later::Accounts {
                 id,
                 name,
