@@ -291,6 +291,12 @@ impl Client {
                     self.log
                         .segments
                         .insert((s.id, s.segment), v.channel.clone());
+                    // An ignore list carried into the new channel may hold
+                    // back a sender under one of its names (renames), so
+                    // this stay may have gaps too.
+                    if !v.ignores.is_empty() {
+                        self.log.ignoring.insert((s.id, s.segment));
+                    }
                     if !v.members.contains(&v.name) {
                         return Err(fail(format!("own join without self: {v:?}")));
                     }
