@@ -1,7 +1,8 @@
 //! The HTTP port against a real server on 127.0.0.1:0, in real bytes: the
 //! page and its security headers, `/healthz` through a shutdown,
 //! `/metrics` and its counts, and TLS on both ports (certificates made
-//! here with rcgen), including a certificate reload.
+//! here with rcgen), including a certificate reload, in process and by
+//! SIGHUP to the binary.
 
 mod common;
 
@@ -486,4 +487,44 @@ async fn the_terminal_client_speaks_tls_and_checks_the_certificate() {
         "{out:?}"
     );
     server.shutdown().await;
+}
+
+/// SIGHUP to the binary reads the certificate files again: new handshakes
+/// get the renewed certificate, a session already open stays.
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_to_the_binary_reloads_the_certificate() {
+    use common::binary::{server_command, Binary};
+    use nix::sys::signal::Signal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_cert(dir.path());
+    let mut cmd = server_command(["--db", ":memory:", "--no-http", "--tls-cert"]);
+    cmd.arg(dir.path().join("cert.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("key.pem"));
+    let mut proc = Binary::spawn(cmd);
+    let addr: std::net::SocketAddr = proc.addr.parse().unwrap();
+    let mut open = tls_connect(addr, client_tls(&first)).await.unwrap();
+    assert_eq!(recv_frame(&mut open).await["type"], "request");
+
+    let second = write_cert(dir.path());
+    proc.signal(Signal::SIGHUP);
+    proc.wait_line("about the certificate", |l| {
+        l.contains("TLS certificate reloaded")
+    });
+    assert!(
+        tls_connect(addr, client_tls(&first)).await.is_err(),
+        "a new handshake gets the renewed certificate"
+    );
+    let mut renewed = tls_connect(addr, client_tls(&second)).await.unwrap();
+    assert_eq!(recv_frame(&mut renewed).await["type"], "request");
+    send_frame(
+        &mut open,
+        r#"{"type":"command","data":{"command":"login","parameters":{"username":"before"}}}"#,
+    )
+    .await;
+    let session = recv_frame(&mut open).await;
+    assert_eq!(session["data"]["status"], true, "{session}");
+    proc.shut_down();
 }
