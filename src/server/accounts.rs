@@ -33,7 +33,9 @@ use crate::server::commands::{
 };
 use crate::server::config::{Config, Registration};
 use crate::server::passwords::{check_password_rules, Hasher, Throttle};
-use crate::store::{self, Account, AccountId, NewAccount, NewChannel, Store, StoreError};
+use crate::store::{
+    self, Account, AccountId, ChannelId, NewAccount, NewChannel, Store, StoreError,
+};
 use crate::wire::protocol::{
     fold_name, name_skeleton, validate_message, validate_name, Notification, ServerPackage,
 };
@@ -366,24 +368,7 @@ impl Accounts {
     async fn join(&self, hub: &Hub, id: UserId, channel: &str) -> Result<Vec<Persist>, String> {
         let registration = match hub.needs_registration(id, channel).map_err(|e| e.0)? {
             None => None,
-            Some(owner) => {
-                let new = NewChannel {
-                    name: channel.to_owned(),
-                    key: fold_name(channel),
-                    owner,
-                    private: false,
-                    created_at: store::now_millis(),
-                };
-                match self.db(move |s| s.register_channel(&new)).await {
-                    Ok(cid) => Some(cid),
-                    Err(StoreError::Conflict { existing }) => {
-                        return Err(format!(
-                            "{existing} is registered but not loaded; ask the server's operator."
-                        ))
-                    }
-                    Err(e) => return Err(unavailable(&e)),
-                }
-            }
+            Some(owner) => Some(self.register_channel(channel, owner, false).await?),
         };
         match hub.join_with(id, channel, registration) {
             Ok(steps) => Ok(steps),
@@ -394,6 +379,30 @@ impl Accounts {
                 }
                 Err(e.0)
             }
+        }
+    }
+
+    /// Registers a new channel owned by `owner`'s account, for `join` and
+    /// `group`; the caller undoes it if the chat state then refuses it.
+    async fn register_channel(
+        &self,
+        channel: &str,
+        owner: AccountId,
+        private: bool,
+    ) -> Result<ChannelId, String> {
+        let new = NewChannel {
+            name: channel.to_owned(),
+            key: fold_name(channel),
+            owner,
+            private,
+            created_at: store::now_millis(),
+        };
+        match self.db(move |s| s.register_channel(&new)).await {
+            Ok(cid) => Ok(cid),
+            Err(StoreError::Conflict { existing }) => Err(format!(
+                "{existing} is registered but not loaded; ask the server's operator."
+            )),
+            Err(e) => Err(unavailable(&e)),
         }
     }
 
@@ -424,24 +433,7 @@ impl Accounts {
         };
         let registration = match owner {
             None => None,
-            Some(owner) => {
-                let new = NewChannel {
-                    name: p.channel.clone(),
-                    key: fold_name(&p.channel),
-                    owner,
-                    private: true,
-                    created_at: store::now_millis(),
-                };
-                match self.db(move |s| s.register_channel(&new)).await {
-                    Ok(cid) => Some(cid),
-                    Err(StoreError::Conflict { existing }) => {
-                        return Err(format!(
-                            "{existing} is registered but not loaded; ask the server's operator."
-                        ))
-                    }
-                    Err(e) => return Err(unavailable(&e)),
-                }
-            }
+            Some(owner) => Some(self.register_channel(&p.channel, owner, true).await?),
         };
         if let Err(e) = hub.create_group(id, &p.channel, &p.recipients, registration) {
             if let Some(cid) = registration {
