@@ -707,47 +707,13 @@ impl Store for SqliteStore {
         page: Page,
         limit: usize,
     ) -> Result<HistoryPage, StoreError> {
-        // One more than asked says whether there are more.
-        let probe = sql_limit(limit.saturating_add(1));
-        let conn = self.read();
-        let (mut messages, ascending) = match page {
-            Page::Latest => {
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 \
-                     ORDER BY id DESC LIMIT ?2"
-                );
-                (
-                    query_messages(&conn, &sql, params![channel_key, probe])?,
-                    false,
-                )
-            }
-            Page::Before(before) => {
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 AND id < ?2 \
-                     ORDER BY id DESC LIMIT ?3"
-                );
-                (
-                    query_messages(&conn, &sql, params![channel_key, before, probe])?,
-                    false,
-                )
-            }
-            Page::After(after) => {
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_key = ?1 AND id > ?2 \
-                     ORDER BY id LIMIT ?3"
-                );
-                (
-                    query_messages(&conn, &sql, params![channel_key, after, probe])?,
-                    true,
-                )
-            }
-        };
-        let more = messages.len() > limit;
-        messages.truncate(limit);
-        if !ascending {
-            messages.reverse();
-        }
-        Ok(HistoryPage { messages, more })
+        history_page(
+            &self.read(),
+            "channel_key = ?1",
+            &[&channel_key],
+            page,
+            limit,
+        )
     }
 
     fn message(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
@@ -803,42 +769,13 @@ impl Store for SqliteStore {
         page: Page,
         limit: usize,
     ) -> Result<HistoryPage, StoreError> {
-        let probe = sql_limit(limit.saturating_add(1));
-        let conn = self.read();
-        let base =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation = ?1 AND id >= ?2");
-        let (mut messages, ascending) = match page {
-            Page::Latest => (
-                query_messages(
-                    &conn,
-                    &format!("{base} ORDER BY id DESC LIMIT ?3"),
-                    params![conversation, from, probe],
-                )?,
-                false,
-            ),
-            Page::Before(before) => (
-                query_messages(
-                    &conn,
-                    &format!("{base} AND id < ?4 ORDER BY id DESC LIMIT ?3"),
-                    params![conversation, from, probe, before],
-                )?,
-                false,
-            ),
-            Page::After(after) => (
-                query_messages(
-                    &conn,
-                    &format!("{base} AND id > ?4 ORDER BY id LIMIT ?3"),
-                    params![conversation, from, probe, after],
-                )?,
-                true,
-            ),
-        };
-        let more = messages.len() > limit;
-        messages.truncate(limit);
-        if !ascending {
-            messages.reverse();
-        }
-        Ok(HistoryPage { messages, more })
+        history_page(
+            &self.read(),
+            "conversation = ?1 AND id >= ?2",
+            &[&conversation, &from],
+            page,
+            limit,
+        )
     }
 
     fn unread(&self, account: AccountId, cap: usize) -> Result<Vec<Unread>, StoreError> {
@@ -1281,6 +1218,42 @@ fn query_messages(
     let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
     let rows = stmt.query_map(args, message_row).map_err(classify)?;
     rows.collect::<Result<_, _>>().map_err(classify)
+}
+
+/// One history page of the messages `filter` selects (a condition on
+/// `messages`, its parameters `args` numbered from ?1): the paging shared
+/// by channel and direct histories. One more than `limit` is asked for, to
+/// learn whether there are more; the page comes back in increasing id order.
+fn history_page(
+    conn: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+    page: Page,
+    limit: usize,
+) -> Result<HistoryPage, StoreError> {
+    let probe = sql_limit(limit.saturating_add(1));
+    let (bound, ascending) = match page {
+        Page::Latest => (None, false),
+        Page::Before(id) => (Some(("<", id)), false),
+        Page::After(id) => (Some((">", id)), true),
+    };
+    let mut values = args.to_vec();
+    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE {filter}");
+    let bound_id = bound.map(|(_, id)| id);
+    if let (Some((op, _)), Some(id)) = (bound, bound_id.as_ref()) {
+        values.push(id);
+        sql.push_str(&format!(" AND id {op} ?{}", values.len()));
+    }
+    values.push(&probe);
+    let order = if ascending { "" } else { " DESC" };
+    sql.push_str(&format!(" ORDER BY id{order} LIMIT ?{}", values.len()));
+    let mut messages = query_messages(conn, &sql, values.as_slice())?;
+    let more = messages.len() > limit;
+    messages.truncate(limit);
+    if !ascending {
+        messages.reverse();
+    }
+    Ok(HistoryPage { messages, more })
 }
 
 /// A count as SQLite's integer.
