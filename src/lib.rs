@@ -4,7 +4,8 @@
 //! One folder per layer, data flowing one way through them: [`wire`]
 //! (length prefix, zlib, JSON, typed packages) is spoken by [`server`]
 //! (accept loop, connections, command table, chat state, limits) and by
-//! [`client`] (the typed transport and the terminal client); [`store`]
+//! [`client`] (the typed transport and the terminal client); [`cluster`]
+//! (several nodes as one chat); [`store`]
 //! keeps what must survive a restart, behind a trait the server calls;
 //! [`bench`] is the load generator; [`runtime`] builds the binaries'
 //! tokio runtime; [`ops`] is what running the server as a service needs
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod metrics;
 pub mod ops;
 pub mod runtime;
