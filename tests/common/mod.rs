@@ -51,6 +51,24 @@ impl TestServer {
         }
     }
 
+    /// Runs an already built `server` (a cluster node, one over a given
+    /// store) on an ephemeral loopback port.
+    pub async fn run_server(server: Server) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hub = server.hub();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            hub,
+            stop: Some(stop),
+            handle,
+        }
+    }
+
     /// A server with default limits but no rate limiting (tests send fast).
     pub async fn start_default() -> TestServer {
         Self::start(test_config()).await
