@@ -4,94 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
-use chatmaster::cluster::memory::MemoryCarrier;
-use chatmaster::server::config::Config;
-use chatmaster::store::{SqliteStore, Store, StoreOptions};
 use chatmaster::wire::protocol::{Notification, ServerPackage};
-use chatmaster::Server;
-use common::{test_config, TestServer, WAIT};
+use common::cluster::Nodes;
+use common::{TestServer, WAIT};
 use serde_json::json;
-
-/// The lease the tests run with: short, so a node cut off is noticed soon.
-const LEASE: Duration = Duration::from_millis(1000);
-
-/// Three nodes and what they share.
-struct Nodes {
-    carrier: MemoryCarrier,
-    store: Arc<dyn Store>,
-    nodes: Vec<TestServer>,
-    _dir: tempfile::TempDir,
-}
-
-fn node_config(name: &str) -> Config {
-    Config {
-        node_name: name.to_owned(),
-        cluster_lease: LEASE,
-        cluster_snapshot_timeout: Duration::from_secs(5),
-        ..test_config()
-    }
-}
-
-async fn start_node(carrier: &MemoryCarrier, store: &Arc<dyn Store>, name: &str) -> TestServer {
-    let (config, store) = (node_config(name), Arc::clone(store));
-    let server = tokio::task::spawn_blocking(move || Server::with_store(config, store))
-        .await
-        .expect("built")
-        .expect("server over the shared store");
-    let server = server
-        .join_cluster(carrier.link(name))
-        .await
-        .expect("joined the cluster");
-    TestServer::run_server(server).await
-}
-
-impl Nodes {
-    async fn start(n: usize) -> Nodes {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("chat.db");
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&path, &StoreOptions::default()).expect("store"));
-        let carrier = MemoryCarrier::new();
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            nodes.push(start_node(&carrier, &store, &format!("node-{i}")).await);
-        }
-        Nodes {
-            carrier,
-            store,
-            nodes,
-            _dir: dir,
-        }
-    }
-
-    async fn add(&mut self) -> usize {
-        let name = format!("node-{}", self.nodes.len());
-        let node = start_node(&self.carrier, &self.store, &name).await;
-        self.nodes.push(node);
-        self.nodes.len() - 1
-    }
-
-    /// Waits until every node's state holds `cond`.
-    async fn until_all(
-        &self,
-        what: &str,
-        cond: impl Fn(&chatmaster::server::chat::Snapshot) -> bool,
-    ) {
-        for n in &self.nodes {
-            common::until_state(n, what, &cond).await;
-        }
-    }
-
-    async fn shutdown(self) {
-        for n in self.nodes {
-            n.shutdown().await;
-        }
-    }
-}
 
 /// Logs `name` in on `node`, consuming its login traffic.
 async fn login(node: &TestServer, name: &str) -> ClientConnection {

@@ -4,6 +4,7 @@
 
 #[cfg(unix)]
 pub mod binary;
+pub mod cluster;
 pub mod lines;
 pub mod memory;
 pub mod web;
