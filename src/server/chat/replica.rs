@@ -136,6 +136,21 @@ impl Hub {
         self.shared.cluster.set(cluster).is_ok()
     }
 
+    /// Message ids come from slot `slot` from now on (the node's slot
+    /// was taken while it was cut off).
+    pub(crate) fn set_id_slot(&self, slot: u64) {
+        let mut g = self.lock();
+        if let Some((_, counter)) = g.state.id_slot {
+            g.state.id_slot = Some((slot, counter));
+        }
+    }
+
+    /// The id slot this node's message ids come from in a cluster (for
+    /// tests and diagnostics); `None` alone.
+    pub fn id_slot(&self) -> Option<u64> {
+        self.lock().state.id_slot.map(|(slot, _)| slot)
+    }
+
     /// The cluster this node is part of.
     pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::replica::Cluster>> {
         self.shared.cluster.get()
