@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod lines;
 pub mod memory;
+pub mod postgres;
 pub mod web;
 pub mod webdriver;
 
