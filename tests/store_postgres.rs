@@ -862,7 +862,13 @@ fn open_failures_say_why_in_one_line_without_the_password() {
         pg.port
     );
     let malformed = "postgres://chatmaster:hunter2@127.0.0.1:notaport/chat".to_owned();
+    // A login refused: no such role.
+    let stranger = format!(
+        "postgres://nobody_here:hunter2@127.0.0.1:{}/postgres",
+        pg.port
+    );
     for (url, says) in [
+        (stranger, "role \"nobody_here\" does not exist"),
         (
             unreachable,
             "cannot connect to postgres://chatmaster:***@127.0.0.1",
