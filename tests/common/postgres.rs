@@ -15,7 +15,8 @@
 //! The binaries are found on `PATH`, else in `/usr/lib/postgresql/*/bin`
 //! (Debian's `postgresql` package; the newest version). `initdb` and
 //! `postgres` refuse to run as root: as root, they run as the unprivileged
-//! user `nobody` (through `runuser`), which owns the directory. Without
+//! user `nobody` (or `chatmaster-test`, made if neither exists) through
+//! `runuser`, owning the directory, which is then under `/tmp`. Without
 //! PostgreSQL, [`PgServer::shared`] says the tests did not run and gives
 //! `None`; with `CI` set it panics instead, so CI cannot pass without them.
 
@@ -28,8 +29,11 @@ use std::sync::{Mutex, OnceLock};
 /// The database superuser the tests connect as (no password: trust).
 pub const USER: &str = "chatmaster";
 
-/// The unprivileged account the server runs as when the tests run as root.
+/// The unprivileged account the server runs as when the tests run as
+/// root, if the system has it (Debian always does)...
 const UNPRIVILEGED: &str = "nobody";
+/// ...else this one, created for the purpose.
+const TEST_ACCOUNT: &str = "chatmaster-test";
 
 /// Seconds `pg_ctl` waits for the server to accept connections.
 const START_WAIT_SECS: &str = "30";
@@ -111,10 +115,16 @@ impl PgServer {
     }
 
     fn start(bin: PathBuf) -> PgServer {
-        let run_as = is_root().then_some(UNPRIVILEGED);
+        let run_as = is_root().then(unprivileged_account);
+        // As root, under /tmp: the server's account must be able to reach
+        // the directory, which a private TMPDIR may not let it.
+        let parent = match run_as {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
         let dir = tempfile::Builder::new()
             .prefix("chatmaster-pg-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("a temporary directory")
             .keep();
         if let Some(user) = run_as {
@@ -133,6 +143,8 @@ impl PgServer {
             made: AtomicUsize::new(0),
             guard: Mutex::new(None),
         };
+        // First, so that the directory goes whenever the test ends.
+        server.guard_exit();
         let initdb = server.run(
             "initdb",
             &[
@@ -148,7 +160,6 @@ impl PgServer {
             ],
         );
         assert!(initdb.status.success(), "initdb failed: {}", text(&initdb));
-        server.guard_exit();
         // A port that was free a moment ago may be taken by the time the
         // server binds it: a few tries.
         let mut last = String::new();
@@ -331,6 +342,41 @@ impl Drop for PgServer {
             let _ = child.wait();
         }
     }
+}
+
+/// The account to run the server as under root: [`UNPRIVILEGED`], or
+/// [`TEST_ACCOUNT`], made now if it is missing too.
+fn unprivileged_account() -> &'static str {
+    let exists = |user: &str| {
+        Command::new("id")
+            .arg(user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if exists(UNPRIVILEGED) {
+        return UNPRIVILEGED;
+    }
+    if !exists(TEST_ACCOUNT) {
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(TEST_ACCOUNT)
+            .output()
+            .expect("run useradd");
+        // Another test binary may have made it meanwhile.
+        assert!(
+            made.status.success() || exists(TEST_ACCOUNT),
+            "useradd {TEST_ACCOUNT}: {}",
+            text(&made)
+        );
+    }
+    TEST_ACCOUNT
 }
 
 fn is_root() -> bool {
