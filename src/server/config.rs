@@ -682,17 +682,25 @@ pub struct ServerArgs {
     /// password changes count from the next login anyway.
     #[arg(long, default_value_t = DEFAULT_ACCOUNTS_POLL_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub accounts_poll_ms: u64,
-    /// Database file holding accounts, registered channels and messages
-    /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
+    /// Database holding accounts, registered channels and messages: a
+    /// SQLite file (created if missing); `:memory:` keeps everything in
+    /// memory, gone at exit; `postgres://user@host:port/dbname` (or
+    /// `postgresql://`, a password as `user:password@`) a PostgreSQL
+    /// database, which several nodes can share (its schema is created at
+    /// first start; no TLS to the database: use a local or private network).
     #[arg(long, default_value = DEFAULT_DB)]
     pub db: String,
     /// What a commit waits for before `message_sent` is sent: `normal`
     /// survives the server being killed, `full` also a power cut (each
-    /// commit is synced to the disk).
+    /// commit is synced to the disk). On PostgreSQL, `full` sets
+    /// `synchronous_commit = on` for the server's sessions and `normal`
+    /// keeps the database's own setting.
     #[arg(long, value_enum, default_value_t = Durability::Normal)]
     pub db_sync: Durability,
     /// Milliseconds a database operation waits for another process (such
-    /// as the admin CLI) holding the file's lock.
+    /// as the admin CLI) holding the file's lock; on PostgreSQL, for a
+    /// lock another node holds (`lock_timeout`), and for a connection
+    /// (at least a second).
     #[arg(long, default_value_t = DEFAULT_DB_BUSY_TIMEOUT_MS)]
     pub db_busy_timeout_ms: u64,
     /// Accepted messages waiting to be committed; when full, clients that
@@ -715,7 +723,8 @@ pub struct ServerArgs {
     /// the rest wait their turn.
     #[arg(long, default_value_t = DEFAULT_READ_CALLS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub read_calls: usize,
-    /// Read-only connections to the database file, shared by all reads.
+    /// Read-only connections to the database (file or PostgreSQL),
+    /// shared by all reads.
     #[arg(long, default_value_t = DEFAULT_DB_READERS, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
     pub db_readers: usize,
     /// Most matches a search counts for its `total` (its pages reach no
