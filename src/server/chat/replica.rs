@@ -218,13 +218,32 @@ impl Hub {
     }
 
     /// Delivers a channel package another node published: to this node's
-    /// members of channel `key`, but those who ignore `sender_key`.
+    /// members of channel `key`, but those who ignore `sender_key`. A
+    /// message whose sender is not (or no more) a member here is dropped:
+    /// the channel changed in between (it was deleted and made again, the
+    /// sender moved on), and a member must never see a message from
+    /// someone outside its channel. It is stored all the same. An empty
+    /// `sender_key` (an edit's notice) is not checked.
     pub(crate) fn deliver_channel(&self, key: &str, sender_key: &str, bytes: Bytes) {
         let mut g = self.lock();
         let state = &mut *g.state;
         let Some(ch) = state.channels.get(key) else {
             return;
         };
+        if !sender_key.is_empty()
+            && !state
+                .names
+                .get(sender_key)
+                .and_then(|id| state.users.get(id))
+                .is_some_and(|u| u.channel == key)
+        {
+            tracing::debug!(
+                channel = key,
+                sender = sender_key,
+                "a message of a sender no longer in its channel was not delivered"
+            );
+            return;
+        }
         let ignorers = state.ignored_by.get(sender_key);
         let mut delivered = 0;
         for m in ch.members.iter().filter(|m| !m.outbox.is_remote()) {
