@@ -75,6 +75,10 @@ pub const DEFAULT_MAX_REASON_CHARS: usize = 300;
 /// gone and its users leave (`--cluster-lease-secs`); heartbeats go out
 /// every quarter of it.
 pub const DEFAULT_CLUSTER_LEASE_SECS: u64 = 10;
+/// Milliseconds between two heartbeats of a cluster node (and claim
+/// renewals); keep it well under the lease, a quarter by default. A node
+/// starting listens a heartbeat and a half for live peers.
+pub const DEFAULT_CLUSTER_HEARTBEAT_MS: u64 = 2500;
 /// Milliseconds a joining cluster node waits for a peer's snapshot of the
 /// chat state, per try.
 pub const DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS: u64 = 5000;
@@ -293,6 +297,8 @@ pub struct Config {
     pub cluster_lease: Duration,
     /// How long a joining node waits for a snapshot, per try.
     pub cluster_snapshot_timeout: Duration,
+    /// Time between two heartbeats of this node.
+    pub cluster_heartbeat: Duration,
 }
 
 impl Config {
@@ -434,6 +440,7 @@ impl Default for Config {
             node_name: default_node_name(),
             cluster_lease: Duration::from_secs(DEFAULT_CLUSTER_LEASE_SECS),
             cluster_snapshot_timeout: Duration::from_millis(DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS),
+            cluster_heartbeat: Duration::from_millis(DEFAULT_CLUSTER_HEARTBEAT_MS),
         }
     }
 }
@@ -633,6 +640,10 @@ pub struct ServerArgs {
     /// the chat state, per try.
     #[arg(long, default_value_t = DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub cluster_snapshot_timeout_ms: u64,
+    /// Milliseconds between two heartbeats of this cluster node; keep it
+    /// well under the lease.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cluster_heartbeat_ms: u64,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -786,6 +797,7 @@ impl ServerArgs {
             node_name: self.node_name.clone().unwrap_or_else(default_node_name),
             cluster_lease: Duration::from_secs(self.cluster_lease_secs),
             cluster_snapshot_timeout: Duration::from_millis(self.cluster_snapshot_timeout_ms),
+            cluster_heartbeat: Duration::from_millis(self.cluster_heartbeat_ms),
         }
     }
 }
