@@ -3,7 +3,8 @@
 //! messages acknowledged survive `kill -9` and a restart, with history and
 //! search; the admin commands work on the URL while the server runs; an
 //! unreachable database stops the start with one line, exit code 1 and no
-//! password; `backup` refuses a PostgreSQL URL.
+//! password; `backup` refuses a PostgreSQL URL; neither `config` nor a
+//! reload that changes the URL shows its password.
 
 #![cfg(unix)]
 
@@ -201,6 +202,22 @@ fn an_unreachable_database_stops_the_start_in_one_line_without_the_password() {
         out.contains("cannot connect") && !out.contains("hunter2"),
         "{out}"
     );
+    // `config` shows the URL without its password.
+    let out = isolated(std::process::Command::new(env!(
+        "CARGO_BIN_EXE_chatmaster-server"
+    )))
+    .args(["--db", &url, "config"])
+    .output()
+    .expect("run config");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "db = \"postgres://chat:***@127.0.0.1:{closed}/chat\""
+        )),
+        "{printed}"
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
     // And a backup is not a file copy of a PostgreSQL database.
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = server_command(["--db", &url, "backup"]);
@@ -212,4 +229,29 @@ fn an_unreachable_database_stops_the_start_in_one_line_without_the_password() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_reload_that_changes_the_url_logs_it_without_the_password() {
+    let Some(pg) = PgServer::shared() else { return };
+    let url = pg
+        .fresh_database()
+        .replace("chatmaster@", "chatmaster:sekrit@");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chatmaster.toml");
+    std::fs::write(&file, format!("port = 0\ndb = \"{url}\"\n")).unwrap();
+    let mut cmd = isolated(std::process::Command::new(env!(
+        "CARGO_BIN_EXE_chatmaster-server"
+    )));
+    cmd.arg("--config").arg(&file);
+    let mut server = Binary::spawn(cmd);
+    let other = url.replace("sekrit@", "other-sekrit@");
+    std::fs::write(&file, format!("port = 0\ndb = \"{other}\"\n")).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = server.wait_line("about the database", |l| l.contains("needs a restart"));
+    assert!(line.contains("chatmaster:***@"), "{line}");
+    server.wait_line("reloaded", |l| l.contains("configuration reloaded"));
+    let log = server.log.seen.join("\n");
+    server.shut_down();
+    assert!(!log.contains("sekrit"), "{log}");
 }
