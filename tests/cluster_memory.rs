@@ -174,6 +174,10 @@ async fn ask(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_nodes_logging_in_one_name_at_once_exactly_one_wins() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("chatmaster=debug")
+        .with_test_writer()
+        .try_init(); // TEMP
     let nodes = Nodes::start(3).await;
     for round in 0..20 {
         let name = format!("racer{round}");
@@ -222,6 +226,8 @@ async fn direct_messages_cross_nodes_live_and_from_the_backlog() {
     let nodes = Nodes::start(3).await;
     let mut ann = login(&nodes.nodes[0], "ann").await;
     let mut bob = login(&nodes.nodes[1], "bob").await;
+    // Node 0 must know bob is online.
+    nodes.until_users(2).await;
     ann.command(
         "direct",
         Some(json!({"username": "bob", "message": "psst"})),

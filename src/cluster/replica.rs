@@ -96,8 +96,6 @@ pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SNAPSHOT_TRIES: usize = 5;
 /// Pause between retries of a failed carrier operation.
 const RETRY: Duration = Duration::from_millis(200);
-/// Topic packages taken in a row before the log gets its turn.
-const DELIVERY_STREAK: usize = 64;
 /// Nodes remembered as gone, so late events of theirs are ignored.
 const GONE_KEPT: usize = 1024;
 
@@ -252,18 +250,6 @@ struct Pending {
     reply: oneshot::Sender<Outcome>,
 }
 
-/// What the follower's task got next.
-enum Next {
-    /// The node stops.
-    Stop,
-    /// From the log.
-    Log(Option<Result<super::Entry, ClusterError>>),
-    /// A topic package (`None`: the carrier is gone).
-    Delivery(Option<Delivery>),
-    /// A held package waited its longest for the log.
-    Late,
-}
-
 /// What goes out to the carrier, in order.
 #[derive(Debug)]
 enum Outgoing {
@@ -271,8 +257,6 @@ enum Outgoing {
     Publish(String, Bytes),
     /// Start (`true`) or stop following a topic.
     Follow(String, bool),
-    /// Answered once everything queued before it went out.
-    Barrier(oneshot::Sender<()>),
 }
 
 /// The snapshot a joining node gets.
@@ -325,10 +309,6 @@ pub struct Cluster {
     /// The last sequence applied; held while an event is applied, so a
     /// snapshot is never taken in the middle of one.
     applied: Mutex<u64>,
-    /// The last sequence whose event is applied whole, for the topic
-    /// header (read under the chat state's lock, where `applied` cannot be
-    /// taken).
-    applied_seq: AtomicU64,
     /// Other nodes, to when they were last heard.
     heard: Mutex<HashMap<Arc<str>, Instant>>,
     /// Nodes declared gone, oldest first.
@@ -345,15 +325,6 @@ impl std::fmt::Debug for Cluster {
             .field("key", &self.key())
             .field("slot", &self.slot.load(Ordering::Relaxed))
             .finish()
-    }
-}
-
-/// Waits (a bounded time) until what was queued for the carrier before
-/// now has gone out.
-async fn flushed(outgoing: &mpsc::Sender<Outgoing>) {
-    let (tx, rx) = oneshot::channel();
-    if outgoing.try_send(Outgoing::Barrier(tx)).is_ok() {
-        let _ = tokio::time::timeout(APPLY_TIMEOUT, rx).await;
     }
 }
 
@@ -391,8 +362,6 @@ struct Header {
     key: String,
     sender: String,
     a: u64,
-    /// The sequence its origin had applied when it sent it.
-    seq: u64,
     bytes: Bytes,
 }
 
@@ -413,7 +382,8 @@ fn read_header(payload: &Bytes) -> Option<Header> {
         strings.push(String::from_utf8(take(&mut at, len)?.to_vec()).ok()?);
     }
     let a = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+    // The second number (a direct message's id) is for diagnostics.
+    take(&mut at, 8)?;
     let sender = strings.pop()?;
     let key = strings.pop()?;
     let node = strings.pop()?;
@@ -422,7 +392,6 @@ fn read_header(payload: &Bytes) -> Option<Header> {
         key,
         sender,
         a,
-        seq,
         bytes: payload.slice(at..),
     })
 }
@@ -485,16 +454,13 @@ impl Cluster {
             outgoing_rx: Mutex::new(Some(rx)),
             deliveries: Mutex::new(Some(deliveries)),
             applied: Mutex::new(0),
-            applied_seq: AtomicU64::new(0),
             heard: Mutex::new(heard.clone()),
             gone: Mutex::new(VecDeque::new()),
             leaving: AtomicBool::new(false),
             stop: CancellationToken::new(),
         });
         if heard.is_empty() {
-            let seq = link.last_seq().await?;
-            *lock(&cluster.applied) = seq;
-            cluster.applied_seq.store(seq, Ordering::Release);
+            *lock(&cluster.applied) = link.last_seq().await?;
             tracing::info!(node = %key, slot, "no other node alive: starting the cluster's state here");
         } else if !cluster.fetch_snapshot(hub).await? {
             return Err(ClusterError::Unavailable(
@@ -564,7 +530,6 @@ impl Cluster {
                         let mut applied = lock(&self.applied);
                         let (ghosts, followed) = hub.import_replica(s.state, &self.key());
                         *applied = s.seq;
-                        self.applied_seq.store(s.seq, Ordering::Release);
                         let mut gone = lock(&self.gone);
                         gone.clear();
                         gone.extend(s.gone);
@@ -600,7 +565,8 @@ impl Cluster {
             return;
         };
         tokio::join!(
-            Arc::clone(&self).follow_log(hub.clone(), deliveries),
+            Arc::clone(&self).follow_log(hub.clone()),
+            Arc::clone(&self).receive(hub.clone(), deliveries),
             Arc::clone(&self).send(outgoing),
             Arc::clone(&self).beat(hub),
         );
@@ -672,10 +638,6 @@ impl Cluster {
         };
         let bytes = serde_json::to_vec(&envelope)
             .map_err(|e| unavailable(command, &ClusterError::Other(e.to_string())))?;
-        // What this node published before (its user's last messages) goes
-        // out before the change: a message sent right before leaving is
-        // not taken for one sent after.
-        flushed(&self.outgoing).await;
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(token, Pending { local, reply: tx });
         if let Err(e) = self.link.append(Bytes::from(bytes)).await {
@@ -709,9 +671,7 @@ impl Cluster {
             return;
         };
         let (link, stop, key) = (Arc::clone(&self.link), self.stop.clone(), self.key());
-        let outgoing = self.outgoing.clone();
         runtime.spawn(async move {
-            flushed(&outgoing).await;
             let envelope = Envelope {
                 v: EVENT_VERSION,
                 node: key.to_string(),
@@ -743,15 +703,14 @@ impl Cluster {
 
     /// Publishes a channel package to the other nodes.
     pub fn publish_channel(&self, key: &str, sender_key: &str, bytes: Bytes) {
-        let seq = self.applied_seq.load(Ordering::Acquire);
-        let payload = with_header(&self.key(), key, sender_key, 0, seq, &bytes);
+        let payload = with_header(&self.key(), key, sender_key, 0, 0, &bytes);
         self.queue(Outgoing::Publish(channel_topic(key), payload));
     }
 
     /// Publishes a direct message to user `to` of node `home`.
-    pub fn publish_direct(&self, home: &str, to: UserId, bytes: Bytes) {
-        let seq = self.applied_seq.load(Ordering::Acquire);
-        let payload = with_header(&self.key(), "", "", to, seq, &bytes);
+    pub fn publish_direct(&self, home: &str, to: UserId, message_id: MessageId, bytes: Bytes) {
+        let id = u64::try_from(message_id).unwrap_or(0);
+        let payload = with_header(&self.key(), "", "", to, id, &bytes);
         self.queue(Outgoing::Publish(node_topic(home), payload));
     }
 
@@ -764,17 +723,8 @@ impl Cluster {
     }
 
     /// The follower: applies the log in order, resynchronising from a
-    /// snapshot when it cannot go on; and, in the same task, the topic
-    /// packages, so that they keep their place among the events. A
-    /// package carries the sequence its origin had applied when it sent
-    /// it, and waits until this node has applied as much (a message sent
-    /// right after its sender joined comes after the join); and packages
-    /// already here go before the next event (a message sent right before
-    /// its sender left comes before the departure), except that the log
-    /// gets its turn after [`DELIVERY_STREAK`] packages in a row.
-    async fn follow_log(self: Arc<Self>, hub: Hub, mut deliveries: mpsc::Receiver<Delivery>) {
-        let mut held: Option<(Header, String)> = None;
-        let mut streak = 0usize;
+    /// snapshot when it cannot go on.
+    async fn follow_log(self: Arc<Self>, hub: Hub) {
         while !self.stop.is_cancelled() {
             let after = self.applied();
             let mut rx = match self.link.follow(after).await {
@@ -788,109 +738,20 @@ impl Cluster {
                 }
             };
             loop {
-                if held.as_ref().is_some_and(|(h, _)| self.applied() >= h.seq) {
-                    if let Some((h, topic)) = held.take() {
-                        self.deliver(&hub, h, &topic);
-                    }
-                    continue;
-                }
-                let (waiting, log_first) = (held.is_some(), streak >= DELIVERY_STREAK);
-                let next = if log_first {
-                    tokio::select! {
-                        biased;
-                        _ = self.stop.cancelled() => Next::Stop,
-                        item = rx.recv() => Next::Log(item),
-                        d = deliveries.recv(), if !waiting => Next::Delivery(d),
-                        _ = tokio::time::sleep(APPLY_TIMEOUT), if waiting => Next::Late,
-                    }
-                } else {
-                    tokio::select! {
-                        biased;
-                        _ = self.stop.cancelled() => Next::Stop,
-                        d = deliveries.recv(), if !waiting => Next::Delivery(d),
-                        item = rx.recv() => Next::Log(item),
-                        _ = tokio::time::sleep(APPLY_TIMEOUT), if waiting => Next::Late,
-                    }
+                let item = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    item = rx.recv() => item,
                 };
-                let followed = match next {
-                    Next::Stop | Next::Delivery(None) => return,
-                    Next::Log(item) => {
-                        streak = 0;
-                        self.log_item(&hub, item).await
+                match item {
+                    Some(Ok(entry)) => self.apply_entry(&hub, entry.seq, &entry.payload),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "the cluster log was lost; resynchronising");
+                        self.resync(&hub).await;
+                        break;
                     }
-                    Next::Delivery(Some(d)) => {
-                        streak += 1;
-                        held = self.take_delivery(&hub, d);
-                        true
-                    }
-                    Next::Late => {
-                        // The log is stuck: better late than never.
-                        if let Some((h, topic)) = held.take() {
-                            self.deliver(&hub, h, &topic);
-                        }
-                        true
-                    }
-                };
-                if !followed {
-                    break;
+                    None => break,
                 }
             }
-        }
-    }
-
-    /// Applies what the log's receiver gave; false when the log must be
-    /// followed anew.
-    async fn log_item(
-        self: &Arc<Self>,
-        hub: &Hub,
-        item: Option<Result<super::Entry, ClusterError>>,
-    ) -> bool {
-        match item {
-            Some(Ok(entry)) => {
-                self.apply_entry(hub, entry.seq, &entry.payload);
-                true
-            }
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "the cluster log was lost; resynchronising");
-                self.resync(hub).await;
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Takes in a topic package: a heartbeat is noted; a package of
-    /// another node is delivered, or handed back (with its topic) when it
-    /// must wait for the log.
-    fn take_delivery(&self, hub: &Hub, d: Delivery) -> Option<(Header, String)> {
-        if d.topic == "heartbeat" {
-            if let Ok(peer) = std::str::from_utf8(&d.payload) {
-                if peer != &*self.key() && !self.is_gone(peer) {
-                    lock(&self.heard).insert(Arc::from(peer), Instant::now());
-                }
-            }
-            return None;
-        }
-        let Some(h) = read_header(&d.payload) else {
-            tracing::warn!(topic = %d.topic, "unreadable cluster package skipped");
-            return None;
-        };
-        if h.node == *self.key() {
-            return None;
-        }
-        if h.seq > self.applied() {
-            return Some((h, d.topic));
-        }
-        self.deliver(hub, h, &d.topic);
-        None
-    }
-
-    /// Delivers another node's package to this node's users.
-    fn deliver(&self, hub: &Hub, h: Header, topic: &str) {
-        if topic.starts_with("chan.") {
-            hub.deliver_channel(&h.key, &h.sender, h.bytes);
-        } else if topic.starts_with("node.") {
-            hub.deliver_direct(h.a, h.bytes);
         }
     }
 
@@ -907,16 +768,8 @@ impl Cluster {
         if alive && matches!(self.fetch_snapshot(hub).await, Ok(true)) {
             return;
         }
-        // Alone: nobody is left to say what happened meanwhile. Other
-        // nodes' users leave (their nodes are silent), this node's stay,
-        // and the log is followed from its end.
         if let Ok(seq) = self.link.last_seq().await {
-            let mut applied = lock(&self.applied);
-            for home in hub.homes() {
-                hub.remove_node(Some(&home), "");
-            }
-            *applied = seq;
-            self.applied_seq.store(seq, Ordering::Release);
+            *lock(&self.applied) = seq;
         }
     }
 
@@ -934,13 +787,11 @@ impl Cluster {
         let envelope: Envelope = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
-                self.applied_seq.store(seq, Ordering::Release);
                 tracing::warn!(seq, error = %e, "unreadable cluster event skipped");
                 return;
             }
         };
         if envelope.v != EVENT_VERSION {
-            self.applied_seq.store(seq, Ordering::Release);
             tracing::warn!(
                 seq,
                 version = envelope.v,
@@ -970,7 +821,6 @@ impl Cluster {
         } else {
             self.apply(hub, &envelope, mine, local)
         };
-        self.applied_seq.store(seq, Ordering::Release);
         drop(applied);
         match reply {
             Some(reply) => {
@@ -1162,6 +1012,36 @@ impl Cluster {
         }
     }
 
+    /// Receives topic packages: heartbeats, channel packages, direct messages.
+    async fn receive(self: Arc<Self>, hub: Hub, mut rx: mpsc::Receiver<Delivery>) {
+        loop {
+            let d = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                d = rx.recv() => match d { Some(d) => d, None => return },
+            };
+            if d.topic == "heartbeat" {
+                if let Ok(peer) = std::str::from_utf8(&d.payload) {
+                    if peer != &*self.key() && !self.is_gone(peer) {
+                        lock(&self.heard).insert(Arc::from(peer), Instant::now());
+                    }
+                }
+                continue;
+            }
+            let Some(h) = read_header(&d.payload) else {
+                tracing::warn!(topic = %d.topic, "unreadable cluster package skipped");
+                continue;
+            };
+            if h.node == *self.key() {
+                continue;
+            }
+            if d.topic.starts_with("chan.") {
+                hub.deliver_channel(&h.key, &h.sender, h.bytes);
+            } else if d.topic.starts_with("node.") {
+                hub.deliver_direct(h.a, h.bytes);
+            }
+        }
+    }
+
     /// Sends the outgoing queue in order; subscriptions that failed are
     /// tried again until they hold.
     async fn send(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>) {
@@ -1188,9 +1068,6 @@ impl Cluster {
                         // other nodes' live copy is missed.
                         tracing::warn!(error = %e, %topic, "a package for other nodes was not published");
                     }
-                }
-                Outgoing::Barrier(done) => {
-                    let _ = done.send(());
                 }
                 Outgoing::Follow(topic, on) => {
                     if self.set_follow(&topic, on).await {
@@ -1346,14 +1223,8 @@ mod tests {
         let p = with_header("node-a#1", "general", "bob", 7, 9, b"bytes");
         let h = read_header(&p).unwrap();
         assert_eq!(
-            (
-                h.node.as_str(),
-                h.key.as_str(),
-                h.sender.as_str(),
-                h.a,
-                h.seq
-            ),
-            ("node-a#1", "general", "bob", 7, 9)
+            (h.node.as_str(), h.key.as_str(), h.sender.as_str(), h.a),
+            ("node-a#1", "general", "bob", 7)
         );
         assert_eq!(&h.bytes[..], b"bytes");
         assert!(read_header(&Bytes::from_static(b"\x01\x00")).is_none());

@@ -515,7 +515,7 @@ impl Hub {
             let home = g.state.users.get(&id).and_then(|u| u.home.clone());
             if let (Some(home), Some(cluster)) = (home, g.cluster) {
                 if let Some(bytes) = encode_with(&g.config, package) {
-                    cluster.publish_direct(&home, id, bytes);
+                    cluster.publish_direct(&home, id, m.id, bytes);
                 }
             }
         }

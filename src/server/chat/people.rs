@@ -684,7 +684,7 @@ impl Guard<'_> {
         if let (Some(home), Some(cluster), Some(bytes)) = (home, self.cluster, bytes.as_ref()) {
             // The recipient's own node delivers it (or adds it to the
             // backlog it is delivering).
-            cluster.publish_direct(&home, to, bytes.clone());
+            cluster.publish_direct(&home, to, message_id, bytes.clone());
         }
         let state = &mut *self.state;
         if let Some(recipient) = state.users.get_mut(&to) {

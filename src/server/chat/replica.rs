@@ -219,9 +219,10 @@ impl Hub {
 
     /// Delivers a channel package another node published: to this node's
     /// members of channel `key`, but those who ignore `sender_key`. A
-    /// message whose sender is not (or no more) a member here is dropped:
-    /// the channel changed in between (it was deleted and made again, the
-    /// sender moved on), and a member must never see a message from
+    /// message whose sender is not a member here (any more, or yet) is
+    /// not delivered: the channel changed in between (it was deleted and
+    /// made again, the sender moved on, or this node has not applied the
+    /// sender's arrival yet), and a member must never see a message from
     /// someone outside its channel. It is stored all the same. An empty
     /// `sender_key` (an edit's notice) is not checked.
     pub(crate) fn deliver_channel(&self, key: &str, sender_key: &str, bytes: Bytes) {
@@ -240,7 +241,7 @@ impl Hub {
             tracing::debug!(
                 channel = key,
                 sender = sender_key,
-                "a message of a sender no longer in its channel was not delivered"
+                "a message of a sender not in its channel here was not delivered"
             );
             return;
         }
