@@ -4,7 +4,8 @@
 //! search; the admin commands work on the URL while the server runs; an
 //! unreachable database stops the start with one line, exit code 1 and no
 //! password; `backup` refuses a PostgreSQL URL; neither `config` nor a
-//! reload that changes the URL shows its password.
+//! reload that changes the URL shows its password; while the database is
+//! down, new messages are refused and those queued are kept.
 
 #![cfg(unix)]
 
@@ -16,7 +17,7 @@ use std::process::Stdio;
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::Notification;
 use common::binary::{isolated, run_to_exit, server_command, Binary};
-use common::memory::{history, say, search};
+use common::memory::{acks, history, say, search};
 use common::postgres::PgServer;
 use common::{login_with, next_login_request, next_note};
 use serde_json::json;
@@ -254,4 +255,42 @@ fn a_reload_that_changes_the_url_logs_it_without_the_password() {
     let log = server.log.seen.join("\n");
     server.shut_down();
     assert!(!log.contains("sekrit"), "{log}");
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_new_messages_are_refused_and_queued_ones_are_kept() {
+    let Some(pg) = PgServer::start_or_skip() else {
+        return;
+    };
+    let url = pg.fresh_database();
+    let mut server = on(&url);
+    let mut alice = connect(&server.addr).await;
+    assert!(login_with(&mut alice, "alice", None).await.status);
+    let before = say(&mut alice, &["before the outage"]).await;
+
+    pg.stop();
+    // Accepted before the writer has seen the outage: kept, not acknowledged.
+    alice.message("queued during the outage").await.unwrap();
+    server.wait_line("about the failed commit", |l| {
+        l.contains("cannot store messages")
+    });
+    // From the failed commit on, new messages are refused at once.
+    alice.message("refused during the outage").await.unwrap();
+    let (kind, text) = common::next_error(&mut alice).await;
+    assert_eq!(kind, "server");
+    assert!(text.contains("cannot be stored"), "{text}");
+
+    pg.restart();
+    server.wait_line("about commits working again", |l| {
+        l.contains("store writes succeed again")
+    });
+    let queued = acks(&mut alice, 1).await;
+    let after = say(&mut alice, &["after the outage"]).await;
+    let page = history(&mut alice, json!({"channel": "general"})).await;
+    let mut expected = before;
+    expected.extend(queued);
+    expected.extend(after);
+    assert_eq!(page.ids(), expected);
+    let texts = page.texts();
+    assert!(!texts.iter().any(|t| t.contains("refused")), "{texts:?}");
 }
