@@ -174,10 +174,6 @@ async fn ask(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_nodes_logging_in_one_name_at_once_exactly_one_wins() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("chatmaster=debug")
-        .with_test_writer()
-        .try_init(); // TEMP
     let nodes = Nodes::start(3).await;
     for round in 0..20 {
         let name = format!("racer{round}");
