@@ -500,6 +500,13 @@ async fn a_node_joining_later_starts_from_a_snapshot() {
         |p| is_note(p, |n| matches!(n, Notification::Away { .. })),
     )
     .await;
+    // A guest channel's message, stored before the fourth node starts:
+    // a node joining live peers must not purge it as a channel gone.
+    ann.message("said before the fourth node").await.unwrap();
+    until(&mut ann, "its message_sent", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await;
     let fourth = nodes.add().await;
     let mut dan = login(&nodes.nodes[fourth], "dan").await;
     let joined = ask(
@@ -520,6 +527,13 @@ async fn a_node_joining_later_starts_from_a_snapshot() {
     until(&mut ann, "dan arriving", |p| is_joined(p, "dan", "late")).await;
     ann.message("welcome").await.unwrap();
     until(&mut dan, "ann's message", |p| is_message(p, "welcome")).await;
+    let page = common::memory::history(&mut dan, json!({"channel": "late"})).await;
+    // (Only the first: "welcome" may not be committed yet.)
+    assert_eq!(
+        page.texts().first().copied(),
+        Some("said before the fourth node"),
+        "the fourth node's start kept the live channel's messages"
+    );
     let whois = ask(
         &mut dan,
         "whois",

@@ -462,6 +462,11 @@ impl Cluster {
         if heard.is_empty() {
             *lock(&cluster.applied) = link.last_seq().await?;
             tracing::info!(node = %key, slot, "no other node alive: starting the cluster's state here");
+            // No node is alive, so no guest channel is: the messages of
+            // those gone with earlier runs can go. A node joining live
+            // peers must not, or it would delete the messages of their
+            // guest channels.
+            crate::server::purge_gone_channels(hub).await;
         } else if !cluster.fetch_snapshot(hub).await? {
             return Err(ClusterError::Unavailable(
                 "a node is alive but no snapshot came".to_owned(),

@@ -194,6 +194,11 @@ impl Server {
             });
             tokio::spawn(crate::web::serve(l, web, http_stop.clone()))
         });
+        if cluster.is_none() {
+            // Alone, no guest channel is live yet; a cluster node purges
+            // only when it starts the cluster's state itself.
+            purge_gone_channels(&self.hub).await;
+        }
         let scheme = if tls.is_some() { "tls" } else { "tcp" };
         tracing::info!(addr = %listener.local_addr()?, scheme, "listening");
         loop {
@@ -350,4 +355,18 @@ async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S, message: Option
 /// Serves `listener` with `config` until `shutdown` completes.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> io::Result<()> {
     Server::new(config).run(listener, shutdown).await
+}
+
+/// Deletes the stored messages of channels gone with an earlier run
+/// ([`Hub::purge_gone_channels`]) off the async workers. A failure is
+/// logged: the chat works without it, and the next start tries again.
+pub(crate) async fn purge_gone_channels(hub: &Hub) {
+    let hub = hub.clone();
+    match tokio::task::spawn_blocking(move || hub.purge_gone_channels()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot delete the messages of channels that are gone")
+        }
+        Err(e) => tracing::error!(error = %e, "the purge of channels that are gone failed"),
+    }
 }

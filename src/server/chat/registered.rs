@@ -27,20 +27,33 @@ impl Hub {
             });
         }
         let count = loaded.len();
-        // The messages of channels that are gone (guests' channels of an
-        // earlier run, which ended before they emptied; the channels of
-        // deleted accounts) go too, as they would have had the server seen
-        // the channel go.
-        let keep: Vec<String> = std::iter::once(GENERAL.to_owned())
-            .chain(loaded.iter().map(|c| fold_name(&c.name)))
-            .collect();
-        let purged = store.apply_changes(&[crate::store::Change::PurgeOthers { keep }])?;
-        if let Some(n) = purged.first().filter(|n| **n > 0) {
-            tracing::info!(messages = n, "messages of channels that are gone deleted");
-        }
         self.load_registered(loaded);
         tracing::info!(channels = count, "registered channels loaded");
         Ok(())
+    }
+
+    /// Deletes the stored messages of channels that are gone (guests'
+    /// channels of an earlier run, which ended before they emptied; the
+    /// channels of deleted accounts), as if the server had seen them go.
+    /// Blocks on the store. Only right when no guest channel is live:
+    /// at the start of a node alone, never on a node joining a cluster
+    /// whose other nodes hold guest channels.
+    pub fn purge_gone_channels(&self) -> Result<usize, StoreError> {
+        let store = self.store();
+        let keep: Vec<String> = std::iter::once(GENERAL.to_owned())
+            .chain(
+                store
+                    .registered_channels()?
+                    .into_iter()
+                    .map(|c| fold_name(&c.name)),
+            )
+            .collect();
+        let purged = store.apply_changes(&[crate::store::Change::PurgeOthers { keep }])?;
+        let n = purged.first().copied().unwrap_or(0);
+        if n > 0 {
+            tracing::info!(messages = n, "messages of channels that are gone deleted");
+        }
+        Ok(n)
     }
 
     /// Logs a user in under `name` (to `account`, whose password the caller
