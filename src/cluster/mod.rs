@@ -15,6 +15,8 @@
 //! node's id slot). The NATS implementation is the one shipped for real
 //! clusters; an in-process one lets several nodes run in one process.
 
+pub mod nats;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod lines;
 pub mod memory;
+pub mod nats;
 pub mod web;
 pub mod webdriver;
 
