@@ -435,3 +435,50 @@ async fn message_ids_make_every_append_distinct() {
     }
     assert_eq!(a1.last_seq().await.unwrap(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_and_serving_resume_after_a_nats_restart() {
+    let Some(mut server) = NatsServer::start("cluster_nats") else {
+        return;
+    };
+    let a = link(&server, "a").await;
+    let b = link(&server, "b").await;
+    let mut deliveries = a.deliveries().unwrap();
+    a.subscribe("chan.01").await.unwrap();
+    b.serve("snapshot", Arc::new(|r: Bytes| r)).await.unwrap();
+    server.restart();
+    // Core NATS is at most once: b publishes until one gets through, once
+    // both clients are back and a's subscription is renewed.
+    let deadline = Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut sent = 0u32;
+    let first = loop {
+        assert!(Instant::now() < deadline, "no delivery after the restart");
+        tokio::select! {
+            d = deliveries.recv() => break d.unwrap(),
+            _ = tick.tick() => {
+                if b.publish("chan.01", Bytes::from(format!("p{sent}"))).await.is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+    };
+    assert_eq!(first.topic, "chan.01");
+    // b's responder is back too.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match a
+            .request("snapshot", Bytes::from_static(b"x"), Duration::from_secs(2))
+            .await
+        {
+            Ok(Some(reply)) => {
+                assert_eq!(&reply[..], b"x");
+                break;
+            }
+            Ok(None) | Err(ClusterError::Unavailable(_)) if Instant::now() < deadline => {
+                tick.tick().await;
+            }
+            other => panic!("request after restart: {other:?}"),
+        }
+    }
+}
