@@ -23,7 +23,11 @@
 //!
 //! Every operation is bounded by [`NatsOptions::op_timeout`]: while NATS
 //! is away the client reconnects by itself and operations fail with
-//! [`ClusterError::Unavailable`] instead of hanging.
+//! [`ClusterError::Unavailable`] instead of hanging. An append retries
+//! within that time with one message id, which the stream deduplicates;
+//! an append that failed as unavailable may still have been stored (its
+//! acknowledgement was what got lost), so the caller must not take
+//! `Unavailable` for "not in the log".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +80,10 @@ pub const DEFAULT_MAX_REPLY_BYTES: usize = 256 << 20;
 /// The largest value one claim may hold.
 pub const CLAIM_MAX_VALUE_BYTES: i32 = 64 << 10;
 
+/// How long the log remembers an append's message id: longer than any
+/// append retries (its op timeout), short enough that the ids of a busy
+/// log take little of the server's memory.
+pub const LOG_DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 /// Events a follower asks for per pull request.
 const FOLLOW_BATCH: usize = 256;
 /// How often a pull consumer's server says it is alive while idle: a
@@ -367,6 +375,7 @@ impl NatsLink {
             max_bytes: self.options.log_max_bytes,
             discard: stream::DiscardPolicy::Old,
             num_replicas: self.options.replicas.max(1),
+            duplicate_window: LOG_DUPLICATE_WINDOW,
             description: Some("ChatMaster 3000: the events every node applies".into()),
             ..Default::default()
         }
@@ -974,6 +983,13 @@ impl Link for NatsLink {
         let topic = topic.to_owned();
         Box::pin(bounded(self.options.op_timeout, "publish", async move {
             check_topic(&topic)?;
+            // At most once anyway: while NATS is away say so at once rather
+            // than queue behind the reconnection (and hold the caller).
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                return Err(ClusterError::Unavailable(
+                    "publish: not connected to NATS".into(),
+                ));
+            }
             self.client
                 .publish(format!("{TOPIC_PREFIX}{topic}"), payload)
                 .await
