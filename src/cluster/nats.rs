@@ -339,7 +339,8 @@ impl NatsLink {
         let (deliveries_tx, deliveries_rx) = mpsc::channel(options.deliveries_buffer.max(1));
         let link = NatsLink {
             node: node.to_owned(),
-            instance: format!("{node}-{:016x}", rand::random::<u64>()),
+            // Random, not the node's name: it goes into a message header.
+            instance: format!("{:032x}", rand::random::<u128>()),
             client,
             js,
             options,
