@@ -1121,8 +1121,45 @@ fn check_messages(logs: &[ClientLog], snap: &Snapshot, views: &[Option<View>]) -
     Ok(())
 }
 
-async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
-    let server = TestServer::start_default().await;
+/// One node, or several of one cluster ([`common::cluster`]), the
+/// clients spread over them.
+enum Servers {
+    /// A node alone.
+    One(TestServer),
+    /// A cluster's nodes.
+    Cluster(common::cluster::Nodes),
+}
+
+impl Servers {
+    fn nodes(&self) -> Vec<&TestServer> {
+        match self {
+            Servers::One(s) => vec![s],
+            Servers::Cluster(c) => c.nodes.iter().collect(),
+        }
+    }
+
+    /// Every node's snapshot, which must be one and the same.
+    fn snapshot(&self) -> Result<Snapshot, String> {
+        match self {
+            Servers::One(s) => Ok(s.hub.snapshot()),
+            Servers::Cluster(c) => c.same_everywhere(),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Servers::One(s) => s.shutdown().await,
+            Servers::Cluster(c) => c.shutdown().await,
+        }
+    }
+}
+
+async fn run_seed(seed: u64, steps: usize, nodes: usize) -> Result<String, String> {
+    let servers = match nodes {
+        1 => Servers::One(TestServer::start_default().await),
+        n => Servers::Cluster(common::cluster::Nodes::start(n).await),
+    };
+    let addrs: Vec<std::net::SocketAddr> = servers.nodes().iter().map(|s| s.addr).collect();
     let names = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
     let finals = Arc::new(Mutex::new(vec![None; CLIENTS]));
@@ -1138,7 +1175,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
             seq: 0,
             step: 0,
             log: ClientLog::default(),
-            addr: server.addr,
+            addr: addrs[index % addrs.len()],
         };
         tasks.push(tokio::spawn(run_client(
             client,
@@ -1153,20 +1190,24 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     // until its user count matches the clients still logged in.
     let want = logged_in.load(Ordering::SeqCst);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while server.hub.user_count() != want {
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "server kept {:?}, {want} clients logged in",
-                server.hub.snapshot()
-            ));
+    for server in servers.nodes() {
+        while server.hub.user_count() != want {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "server kept {:?}, {want} clients logged in",
+                    server.hub.snapshot()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     barrier.wait().await;
     barrier.wait().await;
-    let snap = server.hub.snapshot();
-    server.hub.check_member_lists()?;
-    server.hub.check_people()?;
+    let snap = servers.snapshot()?;
+    for server in servers.nodes() {
+        server.hub.check_member_lists()?;
+        server.hub.check_people()?;
+    }
     barrier.wait().await;
     let mut logs = Vec::new();
     for t in tasks {
@@ -1178,7 +1219,7 @@ async fn run_seed(seed: u64, steps: usize) -> Result<String, String> {
     let views: Vec<Option<View>> = logs.iter().map(|l| l.view.clone()).collect();
     check_snapshot(&snap, &views)?;
     check_messages(&logs, &snap, &views)?;
-    server.shutdown().await;
+    servers.shutdown().await;
     let mut moderated: BTreeMap<&str, usize> = BTreeMap::new();
     for log in &logs {
         for (name, n) in &log.moderated {
@@ -1205,11 +1246,36 @@ async fn concurrent_clients_keep_the_state_consistent() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(STEPS);
     for seed in seeds {
-        let run = tokio::time::timeout(Duration::from_secs(120), run_seed(seed, steps)).await;
+        let run = tokio::time::timeout(Duration::from_secs(120), run_seed(seed, steps, 1)).await;
         match run {
             Ok(Ok(summary)) => println!("seed {seed}: {summary}"),
             Ok(Err(e)) => panic!("state fuzz failed with CHATMASTER_FUZZ_SEED={seed}: {e}"),
             Err(_) => panic!("state fuzz timed out with CHATMASTER_FUZZ_SEED={seed}"),
+        }
+    }
+}
+
+/// The same clients spread over three nodes of one cluster: after the run
+/// every node's state is the same, and what each client saw agrees with
+/// it as it does with a node alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_on_three_nodes_keep_one_state() {
+    let seeds: Vec<u64> = match std::env::var("CHATMASTER_FUZZ_SEED") {
+        Ok(s) => vec![s.parse().expect("CHATMASTER_FUZZ_SEED must be a u64")],
+        Err(_) => SEEDS[..1].to_vec(),
+    };
+    let steps = std::env::var("CHATMASTER_FUZZ_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(STEPS);
+    for seed in seeds {
+        let run = tokio::time::timeout(Duration::from_secs(120), run_seed(seed, steps, 3)).await;
+        match run {
+            Ok(Ok(summary)) => println!("seed {seed} on three nodes: {summary}"),
+            Ok(Err(e)) => {
+                panic!("cluster state fuzz failed with CHATMASTER_FUZZ_SEED={seed}: {e}")
+            }
+            Err(_) => panic!("cluster state fuzz timed out with CHATMASTER_FUZZ_SEED={seed}"),
         }
     }
 }

@@ -15,7 +15,9 @@
 //! node's id slot). The NATS implementation is the one shipped for real
 //! clusters; an in-process one lets several nodes run in one process.
 
+pub mod memory;
 pub mod nats;
+pub mod replica;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -370,7 +370,7 @@ impl Accounts {
             None => None,
             Some(owner) => Some(self.register_channel(channel, owner, false).await?),
         };
-        match hub.join_with(id, channel, registration) {
+        match hub.join_replicated(id, channel, registration).await {
             Ok(steps) => Ok(steps),
             Err(e) => {
                 if let Some(cid) = registration {
@@ -435,7 +435,10 @@ impl Accounts {
             None => None,
             Some(owner) => Some(self.register_channel(&p.channel, owner, true).await?),
         };
-        if let Err(e) = hub.create_group(id, &p.channel, &p.recipients, registration) {
+        if let Err(e) = hub
+            .create_group_replicated(id, &p.channel, &p.recipients, registration)
+            .await
+        {
             if let Some(cid) = registration {
                 let _ = self.db(move |s| s.delete_channel(cid)).await;
             }
@@ -468,7 +471,7 @@ impl Accounts {
             ));
         }
         let Some(account) = account else {
-            return hub.rename(id, new_name).map_err(|e| e.0);
+            return hub.rename_replicated(id, new_name).await.map_err(|e| e.0);
         };
         if let Some(refusal) = self.oper_name(new_name) {
             return Err(refusal);
@@ -501,7 +504,7 @@ impl Accounts {
             }
             Err(e) => return Err(unavailable(&e)),
         }
-        if let Err(e) = hub.rename(id, new_name) {
+        if let Err(e) = hub.rename_replicated(id, new_name).await {
             // Someone online holds the name: the account keeps the old one.
             if let Err(undo) = self.db(rename_to(new_name, &old_name)).await {
                 tracing::error!(error = %undo, "could not undo an account rename");
@@ -583,7 +586,7 @@ impl Accounts {
             }
             Err(e) => return Err(unavailable(&e)),
         };
-        if let Err(e) = hub.set_account(id, &name, account) {
+        if let Err(e) = hub.set_account_replicated(id, &name, account).await {
             let (index, key) = (Arc::clone(&self.index), fold_name(&name));
             let _ = self
                 .db(move |s| {

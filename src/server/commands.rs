@@ -93,6 +93,10 @@ enum Handler {
     Memory,
     /// A message to store, like a chat message (see [`SendFn`]).
     Send(SendFn),
+    /// A chat-state change, done at once by a node alone; in a cluster
+    /// it goes through the log and every node runs it
+    /// ([`crate::cluster::replica`]).
+    Change(ChatFn),
 }
 
 /// What [`dispatch`] did.
@@ -119,6 +123,14 @@ pub enum Dispatched {
     /// store whether it is an account's, then calls
     /// [`Hub::direct_offline`].
     Offline(OfflineDirect),
+    /// A change for the cluster's log: the caller proposes it and waits
+    /// for its outcome ([`crate::cluster::replica::Cluster::propose`]).
+    Cluster {
+        /// The command's canonical name.
+        command: &'static str,
+        /// The event.
+        event: crate::cluster::replica::Event,
+    },
 }
 
 /// A handler's failure before the table attaches the command name.
@@ -366,7 +378,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "none",
         summary: "go back to general",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let NoParams {} = params("leave", p)?;
             hub.leave(id)?;
             Ok(Vec::new())
@@ -384,7 +396,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "none",
         summary: "make your channel private (owner only)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let NoParams {} = params("private", p)?;
             Ok(hub.set_private(id, true)?)
         }),
@@ -394,7 +406,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "none",
         summary: "make your channel public (owner only)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let NoParams {} = params("public", p)?;
             Ok(hub.set_private(id, false)?)
         }),
@@ -404,7 +416,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"username\": NAME}",
         summary: "invite a user to your channel",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: UsernameParams = params("invite", p)?;
             hub.invite(id, &p.username)?;
             Ok(Vec::new())
@@ -494,7 +506,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         parameters:
             "{\"username\": NAME, \"reason\": TEXT (optional), \"channel\": NAME (optional)}",
         summary: "put a member out of your channel (owner or operator)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: KickParams = params("kick", p)?;
             hub.kick(id, &p.username, p.reason.as_deref(), p.channel.as_deref())?;
             Ok(Vec::new())
@@ -505,7 +517,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"username\": NAME, \"channel\": NAME (optional)}",
         summary: "keep a user out of your channel, kicking them if there (owner or operator)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: TargetParams = params("ban", p)?;
             Ok(hub.ban(id, &p.username, p.channel.as_deref())?)
         }),
@@ -515,7 +527,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"username\": NAME, \"channel\": NAME (optional)}",
         summary: "lift a ban (owner or operator)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: TargetParams = params("unban", p)?;
             Ok(hub.unban(id, &p.username, p.channel.as_deref())?)
         }),
@@ -536,7 +548,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"username\": NAME}",
         summary: "give your channel to another member (owner)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: UsernameParams = params("transfer", p)?;
             Ok(hub.transfer(id, &p.username)?)
         }),
@@ -546,7 +558,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"topic\": TEXT} (empty clears)",
         summary: "set your channel's topic (owner or operator)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: TopicParams = params("topic", p)?;
             Ok(hub.set_topic(id, &p.topic)?)
         }),
@@ -556,7 +568,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"channel\": NAME} (optional)",
         summary: "delete your channel, moving everyone to general (owner or operator)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: MaybeChannelParams = params("delete_channel", p)?;
             Ok(hub.delete_channel(id, p.channel.as_deref())?)
         }),
@@ -566,7 +578,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"message\": TEXT}",
         summary: "send a notice to everybody online (operators)",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: MessageParams = params("notice", p)?;
             hub.notice(id, &p.message)?;
             Ok(Vec::new())
@@ -620,7 +632,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"message\": TEXT} (absent or empty: back)",
         summary: "set or clear your away text",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: AwayParams = params("away", p)?;
             hub.away(id, p.message)?;
             Ok(Vec::new())
@@ -631,7 +643,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"username\": NAME}",
         summary: "stop receiving a user's messages",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: UsernameParams = params("ignore", p)?;
             Ok(hub.ignore(id, &p.username)?)
         }),
@@ -641,7 +653,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         aliases: &[],
         parameters: "{\"username\": NAME}",
         summary: "receive an ignored user's messages again",
-        handler: Handler::Chat(|hub, id, p| {
+        handler: Handler::Change(|hub, id, p| {
             let p: UsernameParams = params("unignore", p)?;
             Ok(hub.unignore(id, &p.username)?)
         }),
@@ -722,6 +734,32 @@ pub fn dispatch(
     }
     let run = match spec.handler {
         Handler::Chat(run) => run,
+        Handler::Change(run) => match hub.cluster() {
+            None => run,
+            Some(_) => {
+                // Only the origin reads the account index: the event
+                // carries what it found, so every node bans the same.
+                let account_hint = (spec.name == "ban")
+                    .then(|| {
+                        command
+                            .parameters
+                            .as_ref()
+                            .and_then(|p| p.get("username"))
+                            .and_then(|u| u.as_str())
+                            .and_then(|u| hub.accounts().index().account_id(&fold_name(u)))
+                    })
+                    .flatten();
+                return Ok(Dispatched::Cluster {
+                    command: spec.name,
+                    event: crate::cluster::replica::Event::Command {
+                        user: id,
+                        command: spec.name.to_owned(),
+                        parameters: command.parameters,
+                        account_hint,
+                    },
+                });
+            }
+        },
         Handler::Accounts => {
             return Ok(Dispatched::Accounts {
                 command: spec.name,
@@ -751,6 +789,35 @@ pub fn dispatch(
     run(hub, id, command.parameters)
         .map(Dispatched::Done)
         .map_err(|o| failure(spec.name, o))
+}
+
+/// Runs a [`Handler::Change`] command applied from the cluster's log:
+/// the same code a node alone runs, `ban` with the account the origin
+/// found for the name (`account_hint`).
+pub fn apply_change(
+    hub: &Hub,
+    id: UserId,
+    command: &'static str,
+    parameters: Option<serde_json::Value>,
+    account_hint: Option<crate::store::AccountId>,
+) -> Result<Vec<Persist>, CommandError> {
+    let Some(spec) = find(command) else {
+        return Err(CommandError::Protocol(format!(
+            "unknown command `{command}`"
+        )));
+    };
+    if spec.name == "ban" {
+        let p: TargetParams = params("ban", parameters).map_err(|o| failure("ban", o))?;
+        return hub
+            .ban_as(id, &p.username, p.channel.as_deref(), account_hint)
+            .map_err(|e| failure("ban", e.into()));
+    }
+    match spec.handler {
+        Handler::Change(run) => run(hub, id, parameters).map_err(|o| failure(spec.name, o)),
+        _ => Err(CommandError::Protocol(format!(
+            "`{command}` is not a replicated command"
+        ))),
+    }
 }
 
 /// A store failure as the user sees it.

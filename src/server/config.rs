@@ -71,6 +71,14 @@ pub const DEFAULT_MAX_TOPIC_CHARS: usize = 300;
 /// Longest reason a `kick` may give, in characters.
 pub const DEFAULT_MAX_REASON_CHARS: usize = 300;
 
+/// Seconds a cluster node may go unheard before the others declare it
+/// gone and its users leave (`--cluster-lease-secs`); heartbeats go out
+/// every quarter of it.
+pub const DEFAULT_CLUSTER_LEASE_SECS: u64 = 10;
+/// Milliseconds a joining cluster node waits for a peer's snapshot of the
+/// chat state, per try.
+pub const DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS: u64 = 5000;
+
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
 
@@ -277,6 +285,14 @@ pub struct Config {
     /// Account names of the server operators, as given (compared folded):
     /// they may kick, ban and delete in any channel and send notices.
     pub opers: Vec<String>,
+    /// The cluster's carrier URLs (`--cluster`); empty: a node alone.
+    pub cluster: Vec<String>,
+    /// This node's name in a cluster.
+    pub node_name: String,
+    /// A cluster node not heard from within this is gone.
+    pub cluster_lease: Duration,
+    /// How long a joining node waits for a snapshot, per try.
+    pub cluster_snapshot_timeout: Duration,
 }
 
 impl Config {
@@ -351,6 +367,16 @@ impl Config {
     }
 }
 
+/// A node name when none is given: the host's name and the process id.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -404,6 +430,10 @@ impl Default for Config {
             max_topic_chars: DEFAULT_MAX_TOPIC_CHARS,
             max_reason_chars: DEFAULT_MAX_REASON_CHARS,
             opers: Vec::new(),
+            cluster: Vec::new(),
+            node_name: default_node_name(),
+            cluster_lease: Duration::from_secs(DEFAULT_CLUSTER_LEASE_SECS),
+            cluster_snapshot_timeout: Duration::from_millis(DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS),
         }
     }
 }
@@ -588,6 +618,21 @@ pub struct ServerArgs {
     /// channel and send `notice` to everybody.
     #[arg(long = "oper", value_name = "NAME")]
     pub oper: Vec<String>,
+    /// Join a cluster of nodes through this carrier URL (e.g.
+    /// nats://127.0.0.1:4222; repeat for several servers of it).
+    #[arg(long = "cluster", value_name = "URL")]
+    pub cluster: Vec<String>,
+    /// This node's name in a cluster (default: host name and process id).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Seconds a cluster node may go unheard before its users are shown
+    /// leaving on the others.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_LEASE_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_lease_secs: u64,
+    /// Milliseconds a joining cluster node waits for a peer's snapshot of
+    /// the chat state, per try.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cluster_snapshot_timeout_ms: u64,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -728,6 +773,10 @@ impl ServerArgs {
             max_topic_chars: self.max_topic_chars,
             max_reason_chars: self.max_reason_chars,
             opers: self.oper.clone(),
+            cluster: self.cluster.clone(),
+            node_name: self.node_name.clone().unwrap_or_else(default_node_name),
+            cluster_lease: Duration::from_secs(self.cluster_lease_secs),
+            cluster_snapshot_timeout: Duration::from_millis(self.cluster_snapshot_timeout_ms),
         }
     }
 }

@@ -199,6 +199,9 @@ enum Later {
         /// its text and attachments would grow every connection's task.
         message: Box<OfflineDirect>,
     },
+    /// A change for the cluster's log, proposed and waited for. Boxed,
+    /// as [`Later::Offline`] is.
+    Cluster(Box<(&'static str, crate::cluster::replica::Event)>),
     /// An accounts command (`register`, `password`, ...).
     Accounts {
         /// Who sent it.
@@ -707,6 +710,9 @@ impl<T: Transport> Connection<T> {
                         id,
                         message: Box::new(message),
                     })),
+                    Ok(Dispatched::Cluster { command, event }) => {
+                        Ok(Some(Later::Cluster(Box::new((command, event)))))
+                    }
                     Ok(Dispatched::Done(steps)) if steps.is_empty() => Ok(None),
                     Ok(Dispatched::Done(steps)) => Ok(Some(Later::Persist { name, steps })),
                     Ok(Dispatched::Accounts {
@@ -749,6 +755,22 @@ impl<T: Transport> Connection<T> {
                 .await?
             }
             Later::Offline { id, message } => self.direct_offline(id, *message).await?,
+            Later::Cluster(change) => {
+                let (command, event) = *change;
+                let Some(cluster) = self.hub.cluster().cloned() else {
+                    return Ok(());
+                };
+                let outcome = self
+                    .serving_while(async move { cluster.propose(command, event).await })
+                    .await?;
+                match outcome {
+                    Ok(crate::cluster::replica::Applied::Steps(steps)) => {
+                        self.persist(command, steps).await?
+                    }
+                    Ok(crate::cluster::replica::Applied::User(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Later::Accounts {
                 id,
                 name,
@@ -938,10 +960,17 @@ impl<T: Transport> Connection<T> {
                 }
             }
         }
-        match self
-            .hub
-            .login_with(&name, account, self.outbox.clone(), setup)
-        {
+        let logged_in = match self.hub.cluster().cloned() {
+            None => self
+                .hub
+                .login_with(&name, account, self.outbox.clone(), setup),
+            Some(cluster) => {
+                let (name, outbox) = (name.clone(), self.outbox.clone());
+                self.serving_while(async move { cluster.login(name, account, outbox, setup).await })
+                    .await?
+            }
+        };
+        match logged_in {
             Ok(id) => {
                 metrics::login();
                 self.user = Some(id);

@@ -120,6 +120,27 @@ impl Server {
         Ok(Server { hub })
     }
 
+    /// Makes this server a node of the cluster `link` reaches (see
+    /// [`crate::cluster::replica`]): claims an id slot, takes the chat
+    /// state from a live node's snapshot (or starts it, alone), and
+    /// answers later nodes' snapshot requests. [`Server::run_with`] then
+    /// runs the node's cluster tasks and leaves the cluster at shutdown.
+    /// Call it before serving; `config.node_name` and
+    /// `config.cluster_lease` apply.
+    pub async fn join_cluster(
+        self,
+        link: Arc<dyn crate::cluster::Link>,
+    ) -> Result<Server, crate::cluster::ClusterError> {
+        let config = self.hub.config();
+        let options = crate::cluster::replica::ClusterOptions {
+            node_name: config.node_name.clone(),
+            lease: config.cluster_lease,
+            snapshot_timeout: config.cluster_snapshot_timeout,
+        };
+        crate::cluster::replica::Cluster::join(&self.hub, link, options).await?;
+        Ok(self)
+    }
+
     /// A handle on the chat state (for inspection in tests and tools).
     pub fn hub(&self) -> Hub {
         self.hub.clone()
@@ -154,6 +175,12 @@ impl Server {
         tracker.spawn(self.hub.clone().run_memory(token.clone()));
         // Other processes' account changes (the admin commands).
         tracker.spawn(Arc::clone(self.hub.accounts()).watch(token.clone()));
+        // A cluster node's follower, deliveries, outgoing queue and
+        // heartbeats: they stop when it leaves, below.
+        let cluster = self.hub.cluster().cloned();
+        let cluster_task = cluster
+            .clone()
+            .map(|c| tokio::spawn(c.run(self.hub.clone())));
         let http_stop = CancellationToken::new();
         let http_task = http.map(|l| {
             let web = Arc::new(crate::web::Web {
@@ -277,6 +304,13 @@ impl Server {
             }
         }
         tracing::info!(connections = admission.open(), "shutting down");
+        if let Some(cluster) = &cluster {
+            // The others show this node's users leaving at once.
+            cluster.leave().await;
+        }
+        if let Some(task) = cluster_task {
+            let _ = task.await;
+        }
         self.hub.close();
         token.cancel();
         tracker.close();

@@ -94,6 +94,9 @@ struct Shared {
     max_packages: usize,
     /// Most bytes queued at once (see the module docs for the one exception).
     max_bytes: usize,
+    /// Set for a user of another cluster node: pushes are taken and
+    /// dropped, since that node delivers to its own users.
+    discard: bool,
 }
 
 /// A cloneable handle on one connection's outbound queue.
@@ -122,8 +125,28 @@ impl Outbox {
                 inner: Mutex::new(Inner::default()),
                 max_packages: max_packages.max(1),
                 max_bytes: max_bytes.max(1),
+                discard: false,
             }),
         }
+    }
+
+    /// The stand-in queue of a user logged in on another cluster node:
+    /// every push succeeds and is dropped (the user's own node delivers
+    /// to them), so the chat state treats local and remote users alike.
+    pub fn remote() -> Self {
+        Outbox {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner::default()),
+                max_packages: 1,
+                max_bytes: 1,
+                discard: true,
+            }),
+        }
+    }
+
+    /// Whether this is a [`Outbox::remote`] stand-in.
+    pub fn is_remote(&self) -> bool {
+        self.shared.discard
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -138,6 +161,9 @@ impl Outbox {
     /// Queues `bytes` behind everything queued before, never waiting.
     /// Wakes the connection task if it was waiting for work.
     pub fn push(&self, bytes: Bytes) -> Result<(), PushError> {
+        if self.shared.discard {
+            return Ok(());
+        }
         let waker = {
             let mut inner = self.lock();
             if inner.closed || inner.finishing {

@@ -4,6 +4,7 @@
 
 #[cfg(unix)]
 pub mod binary;
+pub mod cluster;
 pub mod lines;
 pub mod memory;
 pub mod nats;
@@ -39,6 +40,24 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = Server::new(config);
+        let hub = server.hub();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            hub,
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    /// Runs an already built `server` (a cluster node, one over a given
+    /// store) on an ephemeral loopback port.
+    pub async fn run_server(server: Server) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
         let hub = server.hub();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(listener, async move {

@@ -250,6 +250,14 @@ impl Guard<'_> {
         user.channel = key.to_owned();
         user.invited_to.remove(key);
         ch.invited.remove(&id);
+        if user.home.is_none() {
+            ch.local += 1;
+            if ch.local == 1 {
+                if let Some(cluster) = self.cluster {
+                    cluster.follow_channel(key, true);
+                }
+            }
+        }
         ch.members.push(Member {
             id,
             outbox: user.outbox.clone(),
@@ -322,6 +330,7 @@ impl Guard<'_> {
     /// moderator put the user out).
     pub(super) fn exit_as(&mut self, id: UserId, kicked: Option<bool>) {
         let state = &mut *self.state;
+        let last_id = state.peek_message_id() - 1;
         let Some(user) = state.users.get(&id) else {
             return;
         };
@@ -332,10 +341,18 @@ impl Guard<'_> {
         };
         ch.members.retain(|m| m.id != id);
         ch.sorted.remove(&fold_name(&username));
+        if user.home.is_none() {
+            ch.local = ch.local.saturating_sub(1);
+            if ch.local == 0 {
+                if let Some(cluster) = self.cluster {
+                    cluster.follow_channel(&key, false);
+                }
+            }
+        }
         // Whatever was said here so far counts as seen by an account
         // leaving a registered channel.
-        let last_id = state.next_message_id - 1;
-        if let (Some(reg), Some(account)) = (&ch.registered, user.account) {
+        // (Only this node's users: another node marks its own.)
+        if let (Some(reg), Some(account), None) = (&ch.registered, user.account, &user.home) {
             state.pending_marks.insert((account, reg.id), last_id);
         }
         // A registered channel outlives its members, and its ownership

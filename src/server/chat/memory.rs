@@ -528,6 +528,12 @@ impl Hub {
         if !member {
             g.send_to(requester, package);
         }
+        // The channel's members on other nodes are told by theirs.
+        if let Some(cluster) = g.cluster {
+            if let Some(bytes) = encode_with(&g.config, package) {
+                cluster.publish_channel(key, "", bytes);
+            }
+        }
         g.finish();
     }
 
@@ -639,7 +645,7 @@ impl Hub {
         if last_id < 0 {
             return fail("A message id is not negative.");
         }
-        let last_id = last_id.min(g.state.next_message_id - 1);
+        let last_id = last_id.min(g.state.peek_message_id() - 1);
         Ok((
             Change::MarkRead {
                 account,

@@ -56,6 +56,7 @@ mod moderation;
 mod people;
 mod presence;
 mod registered;
+mod replica;
 
 pub use memory::{
     fts_expression, stored_attachments, Content, HistoryParams, Party, Place, SearchParams,
@@ -63,6 +64,7 @@ pub use memory::{
     MAX_SEARCH_TERMS,
 };
 pub use people::{LoginSetup, OfflineDirect, OfflineRecipient};
+pub use replica::{ReplicaState, ReplicaUser, WeakHub, REPLICA_VERSION};
 
 /// The channel every user starts in. It always exists, is public and has no owner.
 pub const GENERAL: &str = "general";
@@ -320,6 +322,9 @@ struct User {
     /// delivered after its login. New direct messages join the backlog
     /// until it is empty, so they keep their order.
     backlog: Option<people::Backlog>,
+    /// The cluster node this user is connected to, when it is another
+    /// node (whose key this is); `None` for this node's own users.
+    home: Option<Arc<str>>,
 }
 
 impl User {
@@ -342,6 +347,7 @@ impl User {
             ignores: BTreeMap::new(),
             last_active: std::time::Instant::now(),
             backlog: None,
+            home: None,
         }
     }
 }
@@ -384,6 +390,9 @@ struct Channel {
     topic: Option<String>,
     /// Who is kept out, oldest first (at most `max_bans`).
     bans: Vec<Ban>,
+    /// Members connected to this node: in a cluster the node follows the
+    /// channel's topic while there is one.
+    local: usize,
 }
 
 /// One ban from a channel.
@@ -415,6 +424,7 @@ impl Channel {
             stats_total: 0,
             topic: None,
             bans: Vec::new(),
+            local: 0,
         }
     }
 }
@@ -451,8 +461,12 @@ struct State {
     kicks: Vec<(UserId, PushError)>,
     /// Next id to hand out.
     next_id: UserId,
-    /// Id of the next chat message: one above the highest stored at start.
+    /// Id of the next chat message: one above the highest stored at start
+    /// (in a cluster: one above the last this node handed out).
     next_message_id: MessageId,
+    /// In a cluster, this node's id slot and the time counter of its last
+    /// id ([`crate::cluster::replica::message_id`]); `None` alone.
+    id_slot: Option<(u64, u64)>,
     /// Set at shutdown: departures are then not announced.
     closing: bool,
     /// Public channels in list order, with the list every login sends.
@@ -597,6 +611,8 @@ struct Shared {
     journal: Journal,
     /// History and search reads running at once (`read_calls`).
     reads: Arc<tokio::sync::Semaphore>,
+    /// The cluster this node is part of, once it joined one.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::replica::Cluster>>,
 }
 
 /// A cheap, cloneable handle on the chat state.
@@ -634,6 +650,7 @@ impl Hub {
             kicks: Vec::new(),
             next_id: 1,
             next_message_id,
+            id_slot: None,
             closing: false,
             public: SortedNames::public_channels(),
             presence_dirty: HashSet::new(),
@@ -650,6 +667,7 @@ impl Hub {
                 config: ArcSwap::new(config),
                 store,
                 journal,
+                cluster: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -706,6 +724,7 @@ impl Hub {
             state,
             config: self.shared.config.load(),
             journal: &self.shared.journal,
+            cluster: self.shared.cluster.get(),
         }
     }
 
@@ -714,8 +733,20 @@ impl Hub {
         self.login_as(name, None, outbox)
     }
 
-    /// Removes a user (connection closed). Idempotent.
+    /// Removes a user (connection closed). Idempotent. In a cluster the
+    /// departure goes through the log, and the user stays until it is
+    /// applied.
     pub fn disconnect(&self, id: UserId) {
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.disconnected(id);
+            return;
+        }
+        self.remove_now(id);
+    }
+
+    /// Removes a user at once (a departure applied from the log, or one
+    /// on a node alone).
+    pub(crate) fn remove_now(&self, id: UserId) {
         let mut g = self.lock();
         g.remove_user(id);
         g.finish();
@@ -754,7 +785,7 @@ impl Hub {
         let mut g = self.lock();
         let user = g.user(id)?;
         let channel = g.channel(&user.channel)?;
-        let message_id = g.state.next_message_id;
+        let message_id = g.state.peek_message_id();
         // Encoding happens under the lock: the id must be in the package,
         // and ids must reach the store queue, and every recipient, in the
         // order they are handed out. (Short messages are stored, not
@@ -795,7 +826,11 @@ impl Hub {
         let ignorers = (!g.state.ignored_by.is_empty())
             .then(|| g.state.ignored_by.get(&fold_name(&record.sender)).cloned())
             .flatten();
-        g.state.next_message_id += 1;
+        // Only in a cluster: the other nodes get the same bytes.
+        let publish = g
+            .cluster
+            .map(|c| (c, record.channel_key.clone(), record.sender_key.clone()));
+        g.state.commit_message_id(message_id);
         slot.send(Job::Message {
             record,
             ack,
@@ -818,6 +853,9 @@ impl Hub {
                 deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
             }
             crate::metrics::deliveries(ch.members.len().saturating_sub(1));
+        }
+        if let Some((cluster, channel_key, sender_key)) = publish {
+            cluster.publish_channel(&channel_key, &sender_key, bytes);
         }
         g.finish();
         Ok(())
@@ -1013,6 +1051,8 @@ struct Guard<'a> {
     config: arc_swap::Guard<Arc<Config>>,
     /// The store's queue, for the read marks and purges an operation left.
     journal: &'a Journal,
+    /// The cluster, if this node is in one.
+    cluster: Option<&'a Arc<crate::cluster::replica::Cluster>>,
 }
 
 impl Guard<'_> {
@@ -1180,6 +1220,13 @@ impl Guard<'_> {
                         reason = %why,
                         "disconnecting slow consumer"
                     );
+                }
+                if self.cluster.is_some() {
+                    // Every replica must see the departure at the same
+                    // point of the log: the connection ends, and its end
+                    // appends it.
+                    user.outbox.close();
+                    continue;
                 }
                 self.remove_user(id);
             }

@@ -183,11 +183,24 @@ impl Hub {
         username: &str,
         channel: Option<&str>,
     ) -> Result<Vec<Persist>, ChatError> {
+        // Read before the lock: the index has a lock of its own.
+        let offline_account = self.accounts().index().account_id(&fold_name(username));
+        self.ban_as(id, username, channel, offline_account)
+    }
+
+    /// [`Hub::ban`], with `offline_account` as the account of the name
+    /// (looked up by the caller: in a cluster, by the node where the
+    /// command arrived, so that every node bans the same).
+    pub fn ban_as(
+        &self,
+        id: UserId,
+        username: &str,
+        channel: Option<&str>,
+        offline_account: Option<AccountId>,
+    ) -> Result<Vec<Persist>, ChatError> {
         let config = self.config();
         validate_name(username, config.max_name_chars).map_err(ChatError)?;
         let (key, skeleton) = (fold_name(username), name_skeleton(username));
-        // Read before the lock: the index has a lock of its own.
-        let offline_account = self.accounts().index().account_id(&key);
         let mut g = self.lock();
         let channel_key = g.moderated(id, channel, "ban people from", || {
             "Nobody can be banned from general.".to_owned()
@@ -508,6 +521,11 @@ impl Hub {
         let Some(ch) = state.channels.remove(&key) else {
             return fail("That channel no longer exists.");
         };
+        if ch.local > 0 {
+            if let Some(cluster) = g.cluster {
+                cluster.follow_channel(&key, false);
+            }
+        }
         state.public.remove(&key);
         state.presence_dirty.remove(&key);
         for invited in &ch.invited {

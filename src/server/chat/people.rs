@@ -163,8 +163,9 @@ impl Hub {
                 recipient.name, recipient.waiting
             ));
         }
+        let message_id = g.state.peek_message_id();
         let record = StoredMessage {
-            id: g.state.next_message_id,
+            id: message_id,
             channel_key: String::new(),
             channel: String::new(),
             sender: sender.name.clone(),
@@ -186,7 +187,7 @@ impl Hub {
             })),
         };
         let ack = sender.outbox.clone();
-        g.state.next_message_id += 1;
+        g.state.commit_message_id(message_id);
         message.slot.send(Job::Message {
             record,
             ack,
@@ -554,13 +555,14 @@ impl Guard<'_> {
     pub(super) fn setup_user(&mut self, id: UserId, setup: LoginSetup) {
         let max = self.config.max_ignores;
         let state = &mut *self.state;
+        let kept_up_to = state.peek_message_id() - 1;
         let Some(user) = state.users.get_mut(&id) else {
             return;
         };
         if setup.backlog && user.account.is_some() {
             user.backlog = Some(Backlog {
                 joined: 0,
-                kept_up_to: state.next_message_id - 1,
+                kept_up_to,
             });
         }
         for (key, name) in setup.ignores.into_iter().take(max) {
@@ -616,8 +618,9 @@ impl Guard<'_> {
                 recipient.name
             ));
         }
-        let message_id = self.state.next_message_id;
+        let message_id = self.state.peek_message_id();
         let queued = recipient.backlog.is_some();
+        let home = recipient.home.clone();
         let recipient_key = fold_name(&recipient.name);
         let shown_attachments = content.shown();
         let record = StoredMessage {
@@ -671,13 +674,18 @@ impl Guard<'_> {
             )
         };
         let ack = sender.outbox.clone();
-        self.state.next_message_id += 1;
+        self.state.commit_message_id(message_id);
         slot.send(Job::Message {
             record,
             ack,
             extra: Some(Box::new(extra)),
         });
         self.touch(from);
+        if let (Some(home), Some(cluster), Some(bytes)) = (home, self.cluster, bytes.as_ref()) {
+            // The recipient's own node delivers it (or adds it to the
+            // backlog it is delivering).
+            cluster.publish_direct(&home, to, message_id, bytes.clone());
+        }
         let state = &mut *self.state;
         if let Some(recipient) = state.users.get_mut(&to) {
             match bytes {

@@ -72,6 +72,19 @@ impl Hub {
         outbox: Outbox,
         setup: LoginSetup,
     ) -> Result<UserId, ChatError> {
+        self.login_at(name, account, outbox, setup, None)
+    }
+
+    /// [`Hub::login_with`] for a user whose connection is on the cluster
+    /// node `home` (`None`: this one).
+    pub(crate) fn login_at(
+        &self,
+        name: &str,
+        account: Option<AccountId>,
+        outbox: Outbox,
+        setup: LoginSetup,
+        home: Option<Arc<str>>,
+    ) -> Result<UserId, ChatError> {
         let mut g = self.lock();
         if let Some(account) = account {
             validate_name(name, g.config.max_name_chars).map_err(ChatError)?;
@@ -90,9 +103,13 @@ impl Hub {
             g.state.online_accounts.insert(account, id);
         }
         let first_message = g.state.next_message_id;
-        g.state
-            .users
-            .insert(id, User::new(name, outbox, account, first_message));
+        g.state.users.insert(
+            id,
+            User {
+                home,
+                ..User::new(name, outbox, account, first_message)
+            },
+        );
         // An account's session carries its unread counts (an empty list
         // when there are none); a guest's none.
         let unread = account.map(|_| setup.unread.clone().unwrap_or_default());

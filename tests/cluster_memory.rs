@@ -1,0 +1,637 @@
+//! Several nodes as one chat, in one process: three (or four) real
+//! servers on loopback ports, each its own hub, sharing one in-process
+//! carrier and one store, spoken to with real bytes.
+
+mod common;
+
+use std::time::Duration;
+
+use chatmaster::client::ClientConnection;
+use chatmaster::wire::protocol::{Notification, ServerPackage};
+use common::cluster::Nodes;
+use common::{TestServer, WAIT};
+use serde_json::json;
+
+/// Logs `name` in on `node`, consuming its login traffic.
+async fn login(node: &TestServer, name: &str) -> ClientConnection {
+    node.login(name).await
+}
+
+/// Reads packages until one matches `f`, failing after [`WAIT`] each.
+async fn until(
+    c: &mut ClientConnection,
+    what: &str,
+    f: impl Fn(&ServerPackage) -> bool,
+) -> ServerPackage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left.min(WAIT)).await {
+            Ok(p) if f(&p) => return p,
+            Ok(_) => {}
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    }
+}
+
+fn is_message(p: &ServerPackage, text: &str) -> bool {
+    matches!(p, ServerPackage::Message(m) if m.message == text)
+}
+
+fn is_joined(p: &ServerPackage, who: &str, channel: &str) -> bool {
+    matches!(p, ServerPackage::Notification(Notification::UserJoined { username, channel: c, .. }) if username == who && c == channel)
+}
+
+fn is_left(p: &ServerPackage, who: &str) -> bool {
+    matches!(p, ServerPackage::Notification(Notification::UserLeft { username, .. }) if username == who)
+}
+
+fn is_error(p: &ServerPackage, kind: &str) -> bool {
+    matches!(p, ServerPackage::Error(e) if e.error_type == kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_three_nodes_chat_as_one() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    until(&mut ann, "bob arriving", |p| is_joined(p, "bob", "general")).await;
+    let mut cy = login(&nodes.nodes[2], "cy").await;
+    until(&mut ann, "cy arriving", |p| is_joined(p, "cy", "general")).await;
+    until(&mut bob, "cy arriving", |p| is_joined(p, "cy", "general")).await;
+    nodes
+        .until_all("three users everywhere", |s| s.users.len() == 3)
+        .await;
+
+    ann.message("hello from node 0").await.unwrap();
+    until(&mut bob, "ann's message", |p| {
+        is_message(p, "hello from node 0")
+    })
+    .await;
+    until(&mut cy, "ann's message", |p| {
+        is_message(p, "hello from node 0")
+    })
+    .await;
+
+    // A new channel, made on node 1, joined from node 2.
+    bob.command("join", Some(json!({"channel": "rust"})))
+        .await
+        .unwrap();
+    until(&mut bob, "own join", |p| is_joined(p, "bob", "rust")).await;
+    cy.command("join", Some(json!({"channel": "rust"})))
+        .await
+        .unwrap();
+    until(&mut cy, "own join", |p| is_joined(p, "cy", "rust")).await;
+    until(&mut bob, "cy joining rust", |p| is_joined(p, "cy", "rust")).await;
+    cy.message("in rust").await.unwrap();
+    until(&mut bob, "cy's message in rust", |p| {
+        is_message(p, "in rust")
+    })
+    .await;
+
+    // who and channels list everyone, from any node.
+    ann.command("who", None).await.unwrap();
+    let who = until(&mut ann, "who", |p| {
+        matches!(p, ServerPackage::Notification(Notification::Who { .. }))
+    })
+    .await;
+    let ServerPackage::Notification(Notification::Who {
+        users, users_total, ..
+    }) = who
+    else {
+        unreachable!()
+    };
+    assert_eq!(users_total, 3);
+    let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["ann", "bob", "cy"]);
+    ann.command("channels", None).await.unwrap();
+    let list = until(&mut ann, "channels", |p| {
+        matches!(
+            p,
+            ServerPackage::Notification(Notification::ChannelList { .. })
+        )
+    })
+    .await;
+    let ServerPackage::Notification(Notification::ChannelList { channels, .. }) = list else {
+        unreachable!()
+    };
+    assert_eq!(channels, ["general", "rust"]);
+
+    // A rename on node 2 is seen on node 1; a leave too.
+    cy.command("rename", Some(json!({"username": "cyrus"})))
+        .await
+        .unwrap();
+    until(&mut bob, "cy's rename", |p| matches!(p, ServerPackage::Notification(Notification::UserRename { old_username, new_username }) if old_username == "cy" && new_username == "cyrus")).await;
+    cy.command("leave", None).await.unwrap();
+    until(&mut bob, "cyrus leaving rust", |p| is_left(p, "cyrus")).await;
+    until(&mut ann, "cyrus back in general", |p| {
+        is_joined(p, "cyrus", "general")
+    })
+    .await;
+
+    // Every replica agrees.
+    nodes
+        .until_all("rust holds bob alone", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "rust" && c.members == ["bob"])
+        })
+        .await;
+    let first = nodes.nodes[0].hub.snapshot();
+    for n in &nodes.nodes[1..] {
+        assert_eq!(n.hub.snapshot(), first);
+    }
+    first.check_invariants().unwrap();
+
+    // A departure is seen everywhere.
+    bob.command("leave", None).await.unwrap();
+    until(&mut ann, "bob back in general", |p| {
+        is_joined(p, "bob", "general")
+    })
+    .await;
+    drop(bob);
+    until(&mut ann, "bob leaving", |p| is_left(p, "bob")).await;
+    nodes.until_all("bob gone", |s| s.users.len() == 2).await;
+    drop((ann, cy));
+    nodes.shutdown().await;
+}
+
+fn is_note(p: &ServerPackage, f: impl Fn(&Notification) -> bool) -> bool {
+    matches!(p, ServerPackage::Notification(n) if f(n))
+}
+
+/// Sends a command and waits for a package matching `f` in answer.
+async fn ask(
+    c: &mut ClientConnection,
+    command: &str,
+    params: serde_json::Value,
+    what: &str,
+    f: impl Fn(&ServerPackage) -> bool,
+) -> ServerPackage {
+    c.command(command, Some(params)).await.unwrap();
+    until(c, what, f).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_nodes_logging_in_one_name_at_once_exactly_one_wins() {
+    let nodes = Nodes::start(3).await;
+    for round in 0..20 {
+        let name = format!("racer{round}");
+        let (a, b) = (&nodes.nodes[round % 3], &nodes.nodes[(round + 1) % 3]);
+        let (mut x, mut y) = (a.connect().await, b.connect().await);
+        common::next_login_request(&mut x).await;
+        common::next_login_request(&mut y).await;
+        let params = json!({"username": name});
+        let (sx, sy) = tokio::join!(
+            x.command("login", Some(params.clone())),
+            y.command("login", Some(params.clone()))
+        );
+        sx.unwrap();
+        sy.unwrap();
+        let (px, py) = tokio::join!(common::next_session(&mut x), common::next_session(&mut y));
+        assert!(
+            px.status != py.status,
+            "round {round}: exactly one login wins: {px:?} {py:?}"
+        );
+        let (mut winner, mut loser) = if px.status { (x, y) } else { (y, x) };
+        // The loser is asked again, and may then take another name.
+        common::next_login_request(&mut loser).await;
+        let other = format!("other{round}");
+        loser
+            .command("login", Some(json!({"username": other})))
+            .await
+            .unwrap();
+        assert!(common::next_session(&mut loser).await.status);
+        until(&mut winner, "the other one arriving", |p| {
+            is_joined(p, &other, "general")
+        })
+        .await;
+        nodes
+            .until_all("both logged in everywhere", |s| s.users.len() == 2)
+            .await;
+        drop((winner, loser));
+        nodes
+            .until_all("both gone everywhere", |s| s.users.is_empty())
+            .await;
+    }
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_cross_nodes_live_and_from_the_backlog() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    ann.command(
+        "direct",
+        Some(json!({"username": "bob", "message": "psst"})),
+    )
+    .await
+    .unwrap();
+    let got = until(&mut bob, "ann's direct message", |p| is_message(p, "psst")).await;
+    let ServerPackage::Message(m) = got else {
+        unreachable!()
+    };
+    assert_eq!((m.username.as_str(), m.to.as_deref()), ("ann", Some("bob")));
+    until(&mut ann, "its acknowledgement", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await;
+
+    // An account offline: kept in the shared store, delivered by the node
+    // where it next logs in.
+    common::add_account(&nodes.nodes[2], "dora", "secret-password").await;
+    for n in &nodes.nodes {
+        let hub = n.hub.clone();
+        tokio::task::spawn_blocking(move || {
+            hub.accounts()
+                .index()
+                .refresh(hub.store().as_ref())
+                .expect("refresh the index")
+        })
+        .await
+        .unwrap();
+    }
+    bob.command(
+        "direct",
+        Some(json!({"username": "dora", "message": "while you were away"})),
+    )
+    .await
+    .unwrap();
+    until(&mut bob, "its acknowledgement", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await;
+    let mut dora = common::login_account(&nodes.nodes[2], "dora", "secret-password").await;
+    let got = until(&mut dora, "the kept message", |p| {
+        is_message(p, "while you were away")
+    })
+    .await;
+    let ServerPackage::Message(m) = got else {
+        unreachable!()
+    };
+    assert_eq!((m.username.as_str(), m.offline), ("bob", Some(true)));
+    // And live from node 0 to node 2 now.
+    ann.command(
+        "direct",
+        Some(json!({"username": "dora", "message": "live"})),
+    )
+    .await
+    .unwrap();
+    until(&mut dora, "ann's live message", |p| is_message(p, "live")).await;
+    drop((ann, bob, dora));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_is_the_same_on_every_node() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    let mut cy = login(&nodes.nodes[2], "cy").await;
+    ask(
+        &mut ann,
+        "join",
+        json!({"channel": "mods"}),
+        "own join",
+        |p| is_joined(p, "ann", "mods"),
+    )
+    .await;
+    ask(
+        &mut bob,
+        "join",
+        json!({"channel": "mods"}),
+        "own join",
+        |p| is_joined(p, "bob", "mods"),
+    )
+    .await;
+    ask(
+        &mut cy,
+        "join",
+        json!({"channel": "mods"}),
+        "own join",
+        |p| is_joined(p, "cy", "mods"),
+    )
+    .await;
+    ann.command("topic", Some(json!({"topic": "be nice"})))
+        .await
+        .unwrap();
+    until(&mut cy, "the topic", |p| {
+        is_note(
+            p,
+            |n| matches!(n, Notification::ChannelUpdate { topic: Some(t), .. } if t == "be nice"),
+        )
+    })
+    .await;
+    ann.command("kick", Some(json!({"username": "cy", "reason": "test"})))
+        .await
+        .unwrap();
+    until(&mut cy, "being kicked", |p| {
+        is_note(p, |n| matches!(n, Notification::Kicked { .. }))
+    })
+    .await;
+    until(&mut bob, "cy put out", |p| is_left(p, "cy")).await;
+    ann.command("ban", Some(json!({"username": "cy"})))
+        .await
+        .unwrap();
+    until(&mut ann, "the ban", |p| {
+        is_note(p, |n| matches!(n, Notification::Banned { .. }))
+    })
+    .await;
+    nodes
+        .until_all("cy banned everywhere", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "mods" && c.bans.iter().any(|b| b.name == "cy"))
+        })
+        .await;
+    ask(
+        &mut cy,
+        "join",
+        json!({"channel": "mods"}),
+        "a refusal",
+        |p| is_error(p, "join"),
+    )
+    .await;
+    ann.command("private", None).await.unwrap();
+    until(&mut bob, "mods private", |p| {
+        is_note(p, |n| {
+            matches!(n, Notification::ChannelUpdate { private: true, .. })
+        })
+    })
+    .await;
+    ann.command("unban", Some(json!({"username": "cy"})))
+        .await
+        .unwrap();
+    until(&mut ann, "the unban", |p| {
+        is_note(p, |n| matches!(n, Notification::Unbanned { .. }))
+    })
+    .await;
+    ask(
+        &mut cy,
+        "join",
+        json!({"channel": "mods"}),
+        "a refusal",
+        |p| is_error(p, "join"),
+    )
+    .await;
+    ann.command("invite", Some(json!({"username": "cy"})))
+        .await
+        .unwrap();
+    until(&mut cy, "the invitation", |p| {
+        is_note(p, |n| matches!(n, Notification::Invited { .. }))
+    })
+    .await;
+    ask(
+        &mut cy,
+        "join",
+        json!({"channel": "mods"}),
+        "own join",
+        |p| is_joined(p, "cy", "mods"),
+    )
+    .await;
+    ann.command("transfer", Some(json!({"username": "bob"})))
+        .await
+        .unwrap();
+    until(&mut cy, "bob owning mods", |p| {
+        is_note(
+            p,
+            |n| matches!(n, Notification::ChannelUpdate { owner: Some(o), .. } if o == "bob"),
+        )
+    })
+    .await;
+    nodes
+        .until_all("bob owns mods everywhere", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "mods" && c.owner.as_deref() == Some("bob") && c.private)
+        })
+        .await;
+    let first = nodes.nodes[0].hub.snapshot();
+    for n in &nodes.nodes[1..] {
+        assert_eq!(n.hub.snapshot(), first);
+    }
+    bob.command("delete_channel", None).await.unwrap();
+    for c in [&mut ann, &mut cy] {
+        until(c, "mods deleted", |p| {
+            is_note(p, |n| matches!(n, Notification::ChannelDeleted { .. }))
+        })
+        .await;
+    }
+    nodes
+        .until_all("mods gone everywhere, all in general", |s| {
+            s.channels.len() == 1 && s.users.iter().all(|(_, c)| c == "general")
+        })
+        .await;
+    let first = nodes.nodes[0].hub.snapshot();
+    first.check_invariants().unwrap();
+    for n in &nodes.nodes[1..] {
+        assert_eq!(n.hub.snapshot(), first);
+    }
+    drop((ann, bob, cy));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_is_declared_gone_and_its_users_leave() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut zed = login(&nodes.nodes[2], "zed").await;
+    until(&mut ann, "zed arriving", |p| is_joined(p, "zed", "general")).await;
+    nodes.carrier.cut("node-2");
+    // Within the lease (and a heartbeat or two), zed leaves on the others.
+    until(&mut ann, "zed leaving", |p| is_left(p, "zed")).await;
+    common::until_state(&nodes.nodes[1], "zed gone on node 1", |s| {
+        s.users.iter().all(|(n, _)| n != "zed")
+    })
+    .await;
+    // Back in touch, node 2 learns it was declared gone: zed is told and
+    // let go, and the node serves again as a new one.
+    nodes.carrier.heal("node-2");
+    until(&mut zed, "the reason", |p| is_error(p, "server")).await;
+    common::expect_closed(&mut zed).await;
+    let mut zed = login(&nodes.nodes[2], "zed").await;
+    until(&mut ann, "zed back", |p| is_joined(p, "zed", "general")).await;
+    zed.message("back").await.unwrap();
+    until(&mut ann, "zed's message", |p| is_message(p, "back")).await;
+    nodes
+        .until_all("ann and zed everywhere", |s| s.users.len() == 2)
+        .await;
+    drop((ann, zed));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_later_starts_from_a_snapshot() {
+    let mut nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    ask(
+        &mut ann,
+        "join",
+        json!({"channel": "late"}),
+        "own join",
+        |p| is_joined(p, "ann", "late"),
+    )
+    .await;
+    ask(
+        &mut bob,
+        "away",
+        json!({"message": "lunch"}),
+        "away set",
+        |p| is_note(p, |n| matches!(n, Notification::Away { .. })),
+    )
+    .await;
+    let fourth = nodes.add().await;
+    let mut dan = login(&nodes.nodes[fourth], "dan").await;
+    let joined = ask(
+        &mut dan,
+        "join",
+        json!({"channel": "late"}),
+        "own join",
+        |p| is_joined(p, "dan", "late"),
+    )
+    .await;
+    let ServerPackage::Notification(Notification::UserJoined {
+        users_total, owner, ..
+    }) = joined
+    else {
+        unreachable!()
+    };
+    assert_eq!((users_total, owner.as_deref()), (Some(2), Some("ann")));
+    until(&mut ann, "dan arriving", |p| is_joined(p, "dan", "late")).await;
+    ann.message("welcome").await.unwrap();
+    until(&mut dan, "ann's message", |p| is_message(p, "welcome")).await;
+    let whois = ask(
+        &mut dan,
+        "whois",
+        json!({"username": "bob"}),
+        "whois",
+        |p| is_note(p, |n| matches!(n, Notification::Whois { .. })),
+    )
+    .await;
+    assert!(
+        matches!(whois, ServerPackage::Notification(Notification::Whois { online: true, away: Some(a), .. }) if a == "lunch")
+    );
+    nodes
+        .until_all("three users everywhere", |s| s.users.len() == 3)
+        .await;
+    let first = nodes.nodes[0].hub.snapshot();
+    for n in &nodes.nodes[1..] {
+        assert_eq!(n.hub.snapshot(), first);
+    }
+    drop((ann, bob, dan));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_senders_messages_arrive_in_order_on_every_node() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let bob = login(&nodes.nodes[1], "bob").await;
+    let cy = login(&nodes.nodes[2], "cy").await;
+    nodes.until_all("three users", |s| s.users.len() == 3).await;
+    const N: usize = 2000;
+    let reader = |mut c: ClientConnection| {
+        tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(N);
+            while seen.len() < N {
+                match c.recv_timeout(Duration::from_secs(20)).await {
+                    Ok(ServerPackage::Message(m)) => seen.push(m.message),
+                    Ok(_) => {}
+                    Err(e) => panic!("after {} messages: {e}", seen.len()),
+                }
+            }
+            seen
+        })
+    };
+    let (b, c) = (reader(bob), reader(cy));
+    for batch in 0..N / 100 {
+        for i in 0..100 {
+            ann.message(&format!("m{}", batch * 100 + i)).await.unwrap();
+        }
+        let mut acks = 0;
+        while acks < 100 {
+            if is_note(&common::next(&mut ann).await, |n| {
+                matches!(n, Notification::MessageSent { .. })
+            }) {
+                acks += 1;
+            }
+        }
+    }
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(b.await.unwrap(), expected);
+    assert_eq!(c.await.unwrap(), expected);
+    drop(ann);
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_carrier_is_down_changes_are_refused_and_then_resume() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    nodes.until_all("two users", |s| s.users.len() == 2).await;
+    nodes.carrier.stop();
+    let refused = ask(
+        &mut ann,
+        "join",
+        json!({"channel": "down"}),
+        "a refusal",
+        |p| is_error(p, "join"),
+    )
+    .await;
+    let ServerPackage::Error(e) = refused else {
+        unreachable!()
+    };
+    assert!(e.message.contains("cluster is unavailable"), "{e:?}");
+    let refused = ask(
+        &mut bob,
+        "away",
+        json!({"message": "x"}),
+        "a refusal",
+        |p| is_error(p, "away"),
+    )
+    .await;
+    assert!(matches!(refused, ServerPackage::Error(_)));
+    // A login cannot be decided meanwhile.
+    let mut late = nodes.nodes[2].connect().await;
+    common::next_login_request(&mut late).await;
+    late.command("login", Some(json!({"username": "late"})))
+        .await
+        .unwrap();
+    assert!(!common::next_session(&mut late).await.status);
+    // A channel message is stored (and acknowledged) all the same.
+    ann.message("kept").await.unwrap();
+    until(&mut ann, "its acknowledgement", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await;
+    nodes.carrier.restart();
+    // Nothing changed meanwhile, and everything works again.
+    nodes
+        .until_all("nobody moved", |s| {
+            s.users.len() == 2 && s.users.iter().all(|(_, c)| c == "general")
+        })
+        .await;
+    ask(
+        &mut ann,
+        "join",
+        json!({"channel": "up"}),
+        "own join",
+        |p| is_joined(p, "ann", "up"),
+    )
+    .await;
+    ask(
+        &mut bob,
+        "join",
+        json!({"channel": "up"}),
+        "own join",
+        |p| is_joined(p, "bob", "up"),
+    )
+    .await;
+    ann.message("after").await.unwrap();
+    until(&mut bob, "ann's message", |p| is_message(p, "after")).await;
+    drop((ann, bob, late));
+    nodes.shutdown().await;
+}
