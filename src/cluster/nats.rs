@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{BoxFuture, ClusterError, Delivery, Entry, Link, Responder};
+use crate::server::config::{self, Config};
 
 /// The JetStream stream holding the shared log.
 pub const LOG_STREAM: &str = "CHATMASTER_LOG";
@@ -56,17 +57,18 @@ pub const TOPIC_PREFIX: &str = "chatmaster.t.";
 pub const REQUEST_PREFIX: &str = "chatmaster.r.";
 
 /// How long connecting to one NATS server may take.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration =
+    Duration::from_millis(config::DEFAULT_CLUSTER_TIMEOUT_MS);
 /// How long one operation (append, subscribe, claim, ...) may take before
 /// it fails with [`ClusterError::Unavailable`].
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(config::DEFAULT_CLUSTER_TIMEOUT_MS);
 /// The most events the log keeps; older ones are discarded first.
-pub const DEFAULT_LOG_MAX_MSGS: i64 = 10_000_000;
+pub const DEFAULT_LOG_MAX_MSGS: i64 = config::DEFAULT_CLUSTER_LOG_MAX_MSGS as i64;
 /// The most bytes the log keeps; older events are discarded first.
-pub const DEFAULT_LOG_MAX_BYTES: i64 = 1 << 30;
+pub const DEFAULT_LOG_MAX_BYTES: i64 = config::DEFAULT_CLUSTER_LOG_MAX_BYTES as i64;
 /// Copies of the log and of the claims a NATS cluster keeps (1 for one
 /// server).
-pub const DEFAULT_REPLICAS: usize = 1;
+pub const DEFAULT_REPLICAS: usize = config::DEFAULT_CLUSTER_REPLICAS;
 /// Events a follower may hold that the chat layer has not taken yet.
 pub const DEFAULT_FOLLOW_BUFFER: usize = 1024;
 /// Topic packages [`Link::deliveries`] may hold that the chat layer has
@@ -129,6 +131,20 @@ pub struct NatsOptions {
     pub subscription_capacity: usize,
     /// See [`DEFAULT_MAX_REPLY_BYTES`].
     pub max_reply_bytes: usize,
+}
+
+impl NatsOptions {
+    /// The options a server's configuration gives (`--cluster-*`).
+    pub fn from_config(config: &Config) -> Self {
+        NatsOptions {
+            connect_timeout: config.cluster_timeout,
+            op_timeout: config.cluster_timeout,
+            log_max_msgs: i64::try_from(config.cluster_log_max_msgs).unwrap_or(i64::MAX),
+            log_max_bytes: i64::try_from(config.cluster_log_max_bytes).unwrap_or(i64::MAX),
+            replicas: config.cluster_replicas,
+            ..NatsOptions::default()
+        }
+    }
 }
 
 impl Default for NatsOptions {
