@@ -482,3 +482,93 @@ async fn topics_and_serving_resume_after_a_nats_restart() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_over_nats_keep_one_chat_state() {
+    use chatmaster::store::{SqliteStore, Store, StoreOptions};
+    use chatmaster::wire::protocol::{Notification, ServerPackage};
+    use chatmaster::Server;
+    use common::TestServer;
+
+    let Some(nats) = NatsServer::start("cluster_nats") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("chat.db"), &StoreOptions::default()).unwrap());
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let name = format!("node-{i}");
+        let (config, store) = (common::cluster::node_config(&name), Arc::clone(&store));
+        let server = tokio::task::spawn_blocking(move || Server::with_store(config, store))
+            .await
+            .unwrap()
+            .unwrap();
+        let link = NatsLink::connect(&[nats.url()], &name, options())
+            .await
+            .unwrap();
+        let server = server.join_cluster(link).await.unwrap();
+        nodes.push(TestServer::run_server(server).await);
+    }
+    let mut ann = nodes[0].login("ann").await;
+    let mut bob = nodes[1].login("bob").await;
+    let mut cy = nodes[2].login("cy").await;
+    for n in &nodes {
+        common::until_state(n, "three users", |s| s.users.len() == 3).await;
+    }
+    cy.command("join", Some(serde_json::json!({"channel": "rust"})))
+        .await
+        .unwrap();
+    for n in &nodes {
+        common::until_state(n, "rust made", |s| {
+            s.channels.iter().any(|c| c.name == "rust")
+        })
+        .await;
+    }
+    bob.command("join", Some(serde_json::json!({"channel": "rust"})))
+        .await
+        .unwrap();
+    for n in &nodes {
+        common::until_state(n, "rust with two members", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "rust" && c.members.len() == 2)
+        })
+        .await;
+    }
+    // A message in rust from node 1 reaches node 2, not ann in general.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match timeout(WAIT, cy.recv()).await.unwrap().unwrap() {
+            ServerPackage::Notification(Notification::UserJoined { username, .. })
+                if username == "bob" =>
+            {
+                break
+            }
+            _ => assert!(Instant::now() < deadline),
+        }
+    }
+    bob.message("in rust").await.unwrap();
+    loop {
+        match timeout(WAIT, cy.recv()).await.unwrap().unwrap() {
+            ServerPackage::Message(m) => {
+                assert_eq!(
+                    (m.message.as_str(), m.username.as_str()),
+                    ("in rust", "bob")
+                );
+                break;
+            }
+            _ => assert!(Instant::now() < deadline),
+        }
+    }
+    // Every replica is the same, and sound.
+    let first = nodes[0].hub.snapshot();
+    first.check_invariants().unwrap();
+    for n in &nodes[1..] {
+        assert_eq!(n.hub.snapshot(), first);
+    }
+    drop((ann.command("who", None).await, bob, cy));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
