@@ -113,6 +113,14 @@ fn backup(args: &ServerArgs, out: &Path) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if chatmaster::store::is_postgres(&args.db) {
+        eprintln!(
+            "chatmaster-server backup: --db is the PostgreSQL database {}: back it up with \
+             PostgreSQL's own tools (pg_dump, or a base backup)",
+            chatmaster::store::shown(&args.db)
+        );
+        return ExitCode::FAILURE;
+    }
     let wait = args.config().db_busy_timeout.max(MIN_BACKUP_WAIT);
     match chatmaster::store::maintenance::backup(Path::new(&args.db), out, wait) {
         Ok(report) => {
@@ -143,6 +151,15 @@ fn print_config(loaded: &Layered<ServerArgs>) {
         println!("# warning: {warning}");
     }
     for setting in &loaded.settings {
+        // A PostgreSQL URL's password is not printed.
+        let mut setting = setting.clone();
+        if setting.key == "db" {
+            setting.values = setting
+                .values
+                .iter()
+                .map(|v| chatmaster::store::shown(v))
+                .collect();
+        }
         println!("{}", setting.to_toml_line());
     }
 }
@@ -169,7 +186,7 @@ async fn serve(
         Err(e) => {
             eprintln!(
                 "chatmaster-server: cannot use the database {}: {e}",
-                args.db
+                chatmaster::store::shown(&args.db)
             );
             return ExitCode::FAILURE;
         }

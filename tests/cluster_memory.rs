@@ -635,3 +635,119 @@ async fn while_the_carrier_is_down_changes_are_refused_and_then_resume() {
     drop((ann, bob, late));
     nodes.shutdown().await;
 }
+
+/// The id of the next `message_sent`.
+async fn next_ack(c: &mut ClientConnection) -> i64 {
+    match until(c, "an acknowledgement", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await
+    {
+        ServerPackage::Notification(Notification::MessageSent { id, .. }) => id,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_deletions_reach_other_nodes() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    nodes.until_users(2).await;
+    ann.message("typo").await.unwrap();
+    let id = next_ack(&mut ann).await;
+    until(&mut bob, "the message", |p| is_message(p, "typo")).await;
+    ann.command("edit", Some(json!({"id": id, "message": "fixed"})))
+        .await
+        .unwrap();
+    until(&mut bob, "the edit", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageEdited { id: i, message, .. } if *i == id && message == "fixed"))
+    })
+    .await;
+    ann.command(
+        "direct",
+        Some(json!({"username": "bob", "message": "secret"})),
+    )
+    .await
+    .unwrap();
+    let direct = next_ack(&mut ann).await;
+    until(&mut bob, "the direct message", |p| is_message(p, "secret")).await;
+    ann.command("delete", Some(json!({"id": direct})))
+        .await
+        .unwrap();
+    until(&mut bob, "the deletion", |p| {
+        is_note(
+            p,
+            |n| matches!(n, Notification::MessageDeleted { id: i, .. } if *i == direct),
+        )
+    })
+    .await;
+    drop((ann, bob));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_on_one_node_leaves_on_every_node() {
+    use tokio::io::AsyncWriteExt;
+    let nodes = Nodes::start_with(3, |c| c.outbound_queue = 16).await;
+    let mut sender = login(&nodes.nodes[0], "sender").await;
+    let mut watcher = login(&nodes.nodes[2], "watcher").await;
+    // A member of node 1 that never reads, with a tiny receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(nodes.nodes[1].addr).await.unwrap();
+    slow.write_all(&common::login_frame("slow")).await.unwrap();
+    until(&mut watcher, "slow arriving", |p| {
+        is_joined(p, "slow", "general")
+    })
+    .await;
+    // Text that does not compress, so the slow member's buffers fill soon.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let text: String = (0..3000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'!' + (seed % 90) as u8)
+        })
+        .collect();
+    let mut sent = 0;
+    loop {
+        sender.message(&text).await.unwrap();
+        next_ack(&mut sender).await;
+        sent += 1;
+        assert!(sent < 20_000, "slow consumer never dropped");
+        // The watcher keeps up: it sees each message, or the departure.
+        let seen = until(&mut watcher, "the message or the departure", |p| {
+            matches!(p, ServerPackage::Message(_)) || is_left(p, "slow")
+        })
+        .await;
+        if is_left(&seen, "slow") {
+            break;
+        }
+    }
+    nodes
+        .until_all("slow gone everywhere", |s| {
+            s.users.iter().all(|(n, _)| n != "slow")
+        })
+        .await;
+    nodes.same_everywhere().unwrap();
+    drop((sender, watcher, slow));
+    nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_shows_its_users_leaving_at_once() {
+    // A lease far longer than the test: only the leaving node's own word
+    // can make its users leave in time.
+    let mut nodes = Nodes::start_with(3, |c| c.cluster_lease = Duration::from_secs(600)).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let _zed = login(&nodes.nodes[2], "zed").await;
+    until(&mut ann, "zed arriving", |p| is_joined(p, "zed", "general")).await;
+    let leaving = nodes.nodes.remove(2);
+    leaving.shutdown().await;
+    until(&mut ann, "zed leaving", |p| is_left(p, "zed")).await;
+    nodes.until_users(1).await;
+    drop(ann);
+    nodes.shutdown().await;
+}

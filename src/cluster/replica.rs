@@ -43,7 +43,8 @@
 //!
 //! # Liveness
 //! Each node publishes a heartbeat (its key: name and incarnation) every
-//! [`heartbeat_interval`] of the lease and renews its claims. A node not
+//! heartbeat interval (a quarter of the lease by default) and renews its
+//! claims. A node not
 //! heard from within the lease is declared gone by whichever node notices
 //! first: it appends [`Event::NodeGone`] (applying it twice does nothing
 //! the second time), which removes that node's users on every node, shown
@@ -98,10 +99,8 @@ const RETRY: Duration = Duration::from_millis(200);
 /// Nodes remembered as gone, so late events of theirs are ignored.
 const GONE_KEPT: usize = 1024;
 
-/// The heartbeat interval for a lease: a quarter of it (at least 10 ms).
-pub fn heartbeat_interval(lease: Duration) -> Duration {
-    (lease / 4).max(Duration::from_millis(10))
-}
+/// Shortest heartbeat interval, whatever the options say.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
 /// Ticks of the id clock now.
 fn ticks_now() -> u64 {
@@ -280,6 +279,9 @@ pub struct ClusterOptions {
     pub lease: Duration,
     /// How long a snapshot request waits for its reply.
     pub snapshot_timeout: Duration,
+    /// Time between two heartbeats (and claim renewals): well under the
+    /// lease.
+    pub heartbeat: Duration,
 }
 
 /// This node's part in a cluster (see the module docs).
@@ -426,7 +428,7 @@ impl Cluster {
         link.subscribe("heartbeat").await?;
         link.subscribe(&node_topic(&key)).await?;
         // Anyone alive? A peer beats every interval.
-        let listen = heartbeat_interval(lease) * 3 / 2;
+        let listen = options.heartbeat.max(MIN_HEARTBEAT) * 3 / 2;
         let deadline = Instant::now() + listen;
         let mut heard = HashMap::new();
         while let Ok(Some(d)) = tokio::time::timeout_at(deadline, deliveries.recv()).await {
@@ -1094,7 +1096,7 @@ impl Cluster {
 
     /// Heartbeats, claim renewals, and declaring silent nodes gone.
     async fn beat(self: Arc<Self>, hub: Hub) {
-        let mut tick = tokio::time::interval(heartbeat_interval(self.options.lease));
+        let mut tick = tokio::time::interval(self.options.heartbeat.max(MIN_HEARTBEAT));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -1,6 +1,8 @@
 //! The admin commands, `chatmaster-server accounts add|list|delete|passwd`:
-//! account maintenance straight on the database file, also while a server
-//! runs on it (SQLite's WAL and busy timeout let both write). A running
+//! account maintenance straight on the database (a SQLite file, or the
+//! PostgreSQL database a `postgres://` URL names), also while servers run
+//! on it (SQLite's WAL and busy timeout let both write; PostgreSQL takes
+//! any number of writers). A running
 //! server reads an account at each login under its name, so a deletion or
 //! a new password counts from the next login; it learns of a new account
 //! within its `--accounts-poll-ms` (the store's accounts version, which
@@ -12,10 +14,9 @@
 //! of stdin, so scripts can pipe them in.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
 
 use crate::server::passwords::{check_password_rules, Hasher};
-use crate::store::{self, NewAccount, SqliteStore, Store, StoreError, StoreOptions};
+use crate::store::{self, NewAccount, StoreError, StoreOptions};
 use crate::wire::protocol::{fold_name, name_skeleton, validate_name};
 
 /// Exit code: the database cannot be opened or used.
@@ -36,7 +37,8 @@ pub const EXIT_REFUSED: u8 = 4;
                         or from the first line of stdin when it is not a terminal."
 )]
 pub struct AccountsArgs {
-    /// The database file (as the server's `--db`); given here or before `accounts`.
+    /// The database file or PostgreSQL URL (as the server's `--db`); given
+    /// here or before `accounts`.
     #[arg(long)]
     pub db: Option<String>,
     /// What to do.
@@ -130,7 +132,7 @@ pub fn run(
             "an in-memory database is gone when the command ends; give --db FILE".into(),
         ));
     }
-    let store = SqliteStore::open(Path::new(db), options)?;
+    let store = store::open(db, options)?;
     match action {
         AccountsAction::Add { name } => {
             validate_name(name, usize::MAX).map_err(AdminError::Refused)?;

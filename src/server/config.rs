@@ -75,6 +75,10 @@ pub const DEFAULT_MAX_REASON_CHARS: usize = 300;
 /// gone and its users leave (`--cluster-lease-secs`); heartbeats go out
 /// every quarter of it.
 pub const DEFAULT_CLUSTER_LEASE_SECS: u64 = 10;
+/// Milliseconds between two heartbeats of a cluster node (and claim
+/// renewals); keep it well under the lease, a quarter by default. A node
+/// starting listens a heartbeat and a half for live peers.
+pub const DEFAULT_CLUSTER_HEARTBEAT_MS: u64 = 2500;
 /// Milliseconds a joining cluster node waits for a peer's snapshot of the
 /// chat state, per try.
 pub const DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS: u64 = 5000;
@@ -312,6 +316,8 @@ pub struct Config {
     pub cluster_log_max_bytes: u64,
     /// Copies of the log and claims the carrier keeps.
     pub cluster_replicas: usize,
+    /// Time between two heartbeats of this node.
+    pub cluster_heartbeat: Duration,
 }
 
 impl Config {
@@ -457,6 +463,7 @@ impl Default for Config {
             cluster_log_max_msgs: DEFAULT_CLUSTER_LOG_MAX_MSGS,
             cluster_log_max_bytes: DEFAULT_CLUSTER_LOG_MAX_BYTES,
             cluster_replicas: DEFAULT_CLUSTER_REPLICAS,
+            cluster_heartbeat: Duration::from_millis(DEFAULT_CLUSTER_HEARTBEAT_MS),
         }
     }
 }
@@ -672,6 +679,10 @@ pub struct ServerArgs {
     /// server; 3 for a NATS cluster of three, to survive one's loss).
     #[arg(long, default_value_t = DEFAULT_CLUSTER_REPLICAS, value_parser = clap::value_parser!(u32).range(1..=5).map(|v| v as usize))]
     pub cluster_replicas: usize,
+    /// Milliseconds between two heartbeats of this cluster node; keep it
+    /// well under the lease.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cluster_heartbeat_ms: u64,
     /// Worker threads running connections (0 = one per CPU core). On a box
     /// shared with other busy processes, fewer threads than cores can serve
     /// more: each cross-thread wake-up costs a futex call and a context switch.
@@ -710,17 +721,25 @@ pub struct ServerArgs {
     /// password changes count from the next login anyway.
     #[arg(long, default_value_t = DEFAULT_ACCOUNTS_POLL_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub accounts_poll_ms: u64,
-    /// Database file holding accounts, registered channels and messages
-    /// (created if missing); `:memory:` keeps everything in memory, gone at exit.
+    /// Database holding accounts, registered channels and messages: a
+    /// SQLite file (created if missing); `:memory:` keeps everything in
+    /// memory, gone at exit; `postgres://user@host:port/dbname` (or
+    /// `postgresql://`, a password as `user:password@`) a PostgreSQL
+    /// database, which several nodes can share (its schema is created at
+    /// first start; no TLS to the database: use a local or private network).
     #[arg(long, default_value = DEFAULT_DB)]
     pub db: String,
     /// What a commit waits for before `message_sent` is sent: `normal`
     /// survives the server being killed, `full` also a power cut (each
-    /// commit is synced to the disk).
+    /// commit is synced to the disk). On PostgreSQL, `full` sets
+    /// `synchronous_commit = on` for the server's sessions and `normal`
+    /// keeps the database's own setting.
     #[arg(long, value_enum, default_value_t = Durability::Normal)]
     pub db_sync: Durability,
     /// Milliseconds a database operation waits for another process (such
-    /// as the admin CLI) holding the file's lock.
+    /// as the admin CLI) holding the file's lock; on PostgreSQL, for a
+    /// lock another node holds (`lock_timeout`), and for a connection
+    /// (at least a second).
     #[arg(long, default_value_t = DEFAULT_DB_BUSY_TIMEOUT_MS)]
     pub db_busy_timeout_ms: u64,
     /// Accepted messages waiting to be committed; when full, clients that
@@ -743,7 +762,8 @@ pub struct ServerArgs {
     /// the rest wait their turn.
     #[arg(long, default_value_t = DEFAULT_READ_CALLS, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub read_calls: usize,
-    /// Read-only connections to the database file, shared by all reads.
+    /// Read-only connections to the database (file or PostgreSQL),
+    /// shared by all reads.
     #[arg(long, default_value_t = DEFAULT_DB_READERS, value_parser = clap::value_parser!(u32).range(1..=64).map(|v| v as usize))]
     pub db_readers: usize,
     /// Most matches a search counts for its `total` (its pages reach no
@@ -820,6 +840,7 @@ impl ServerArgs {
             cluster_log_max_msgs: self.cluster_log_max_msgs,
             cluster_log_max_bytes: self.cluster_log_max_bytes,
             cluster_replicas: self.cluster_replicas,
+            cluster_heartbeat: Duration::from_millis(self.cluster_heartbeat_ms),
         }
     }
 }

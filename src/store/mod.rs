@@ -6,10 +6,11 @@
 //!
 //! The chat logic never sees SQL: it calls [`Store`] methods, so another
 //! backend (PostgreSQL for a cluster) is another implementation of the
-//! trait, not a branch in the chat code. [`sqlite::SqliteStore`] is the one
-//! shipped: SQLite in WAL mode, a schema migrated at open (the numbered SQL
+//! trait, not a branch in the chat code. [`sqlite::SqliteStore`] is the
+//! default: SQLite in WAL mode, a schema migrated at open (the numbered SQL
 //! in `src/store/migrations/`), `:memory:` for a store that lives and dies
-//! with the process.
+//! with the process. [`postgres::PostgresStore`] is the one several nodes
+//! share (`--db postgres://...`), with migrations of its own.
 //!
 //! # Threads
 //!
@@ -25,6 +26,7 @@
 //! This layer depends on nothing else in the crate.
 
 pub mod maintenance;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -32,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Id of an account: assigned by the store, never reused.
@@ -83,6 +86,11 @@ pub enum StoreError {
     /// A search expression the full-text engine cannot parse.
     #[error("the search cannot be run ({0})")]
     Query(String),
+    /// The database server cannot be reached or refused the connection
+    /// (PostgreSQL: down, a refused login, no such database); the message
+    /// never holds a password.
+    #[error("the database is unavailable ({0})")]
+    Unavailable(String),
     /// Anything else the backend reported.
     #[error("database error: {0}")]
     Backend(String),
@@ -601,15 +609,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn apply_changes(&self, changes: &[Change]) -> Result<Vec<usize>, StoreError>;
 }
 
-/// Opens the store `--db` names: `:memory:` or a SQLite file (created if
-/// missing, migrated to the current schema).
+/// Opens the store `--db` names: `:memory:`, a PostgreSQL URL
+/// (`postgres://` or `postgresql://`) or a SQLite file (created if
+/// missing); either database is migrated to its current schema.
 pub fn open(db: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
-    let store = if db == MEMORY {
-        SqliteStore::open_in_memory()?
-    } else {
-        SqliteStore::open(Path::new(db), options)?
-    };
-    Ok(Arc::new(store))
+    if db == MEMORY {
+        return Ok(Arc::new(SqliteStore::open_in_memory()?));
+    }
+    if postgres::is_url(db) {
+        return Ok(Arc::new(PostgresStore::open(db, options)?));
+    }
+    Ok(Arc::new(SqliteStore::open(Path::new(db), options)?))
+}
+
+/// Whether `--db` names a PostgreSQL database rather than a SQLite file.
+pub fn is_postgres(db: &str) -> bool {
+    postgres::is_url(db)
+}
+
+/// `--db` as logs and error messages may show it: a PostgreSQL URL's
+/// password replaced by `***`.
+pub fn shown(db: &str) -> String {
+    postgres::redact(db)
 }
 
 /// Unix milliseconds now, for `created_at`.

@@ -26,19 +26,30 @@ pub fn node_config(name: &str) -> Config {
     Config {
         node_name: name.to_owned(),
         cluster_lease: LEASE,
+        cluster_heartbeat: LEASE / 4,
         cluster_snapshot_timeout: Duration::from_secs(5),
         ..test_config()
     }
 }
 
 pub async fn start_node(carrier: &MemoryCarrier, store: &Arc<dyn Store>, name: &str) -> TestServer {
-    let (config, store) = (node_config(name), Arc::clone(store));
+    start_node_with(carrier, store, node_config(name)).await
+}
+
+/// A node with `config` (its `node_name` names it).
+pub async fn start_node_with(
+    carrier: &MemoryCarrier,
+    store: &Arc<dyn Store>,
+    config: Config,
+) -> TestServer {
+    let name = config.node_name.clone();
+    let store = Arc::clone(store);
     let server = tokio::task::spawn_blocking(move || Server::with_store(config, store))
         .await
         .expect("built")
         .expect("server over the shared store");
     let server = server
-        .join_cluster(carrier.link(name))
+        .join_cluster(carrier.link(&name))
         .await
         .expect("joined the cluster");
     TestServer::run_server(server).await
@@ -46,6 +57,11 @@ pub async fn start_node(carrier: &MemoryCarrier, store: &Arc<dyn Store>, name: &
 
 impl Nodes {
     pub async fn start(n: usize) -> Nodes {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// [`Nodes::start`], each node's configuration changed by `tweak`.
+    pub async fn start_with(n: usize, tweak: fn(&mut Config)) -> Nodes {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("chat.db");
         let store: Arc<dyn Store> =
@@ -53,7 +69,9 @@ impl Nodes {
         let carrier = MemoryCarrier::new();
         let mut nodes = Vec::new();
         for i in 0..n {
-            nodes.push(start_node(&carrier, &store, &format!("node-{i}")).await);
+            let mut config = node_config(&format!("node-{i}"));
+            tweak(&mut config);
+            nodes.push(start_node_with(&carrier, &store, config).await);
         }
         Nodes {
             carrier,

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod lines;
 pub mod memory;
 pub mod nats;
+pub mod postgres;
 pub mod web;
 pub mod webdriver;
 

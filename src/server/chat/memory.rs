@@ -511,6 +511,13 @@ impl Hub {
         told.dedup();
         for id in told {
             g.send_to(id, package);
+            // A party on another node is told by that node.
+            let home = g.state.users.get(&id).and_then(|u| u.home.clone());
+            if let (Some(home), Some(cluster)) = (home, g.cluster) {
+                if let Some(bytes) = encode_with(&g.config, package) {
+                    cluster.publish_direct(&home, id, m.id, bytes);
+                }
+            }
         }
         g.finish();
     }
