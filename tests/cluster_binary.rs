@@ -1,6 +1,6 @@
 //! Three real `chatmaster-server` binaries as one chat: one nats-server
 //! the test starts (JetStream, loopback, temporary data) between them and
-//! one shared database. Users on different nodes chat, send each other
+//! one PostgreSQL database they share (the tests' private server). Users on different nodes chat, send each other
 //! direct messages and see one member list; of two nodes logging in one
 //! name at once exactly one succeeds; a node killed with `kill -9` has
 //! its users shown leaving on the others within the lease; after a NATS
@@ -8,8 +8,8 @@
 //! acknowledged message; under load every sender's messages reach every
 //! node in order.
 //!
-//! Without nats-server the tests say loudly that they did not run; with
-//! `CI` set they fail.
+//! Without nats-server or PostgreSQL the tests say loudly that they did
+//! not run; with `CI` set they fail.
 
 #![cfg(unix)]
 
@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::{Notification, ServerPackage};
-use common::binary::{db_command, Binary};
+use common::binary::{db_command, server_command, Binary};
 use common::memory::history;
 use common::nats::NatsServer;
+use common::postgres::PgServer;
 use common::WAIT;
 use serde_json::json;
 use tokio::time::Instant;
@@ -37,17 +38,22 @@ const SLOW: Duration = Duration::from_secs(30);
 struct Cluster {
     nats: NatsServer,
     nodes: Vec<Option<Binary>>,
-    dir: tempfile::TempDir,
+    /// The shared database: a fresh PostgreSQL one of the tests' private
+    /// server.
+    db: String,
 }
 
 impl Cluster {
     /// `None` when nats-server is missing (the test is skipped).
+    /// `None` when nats-server or PostgreSQL is missing (the test is
+    /// skipped, saying so; with `CI` set it fails instead).
     fn start(n: usize) -> Option<Cluster> {
         let nats = NatsServer::start("cluster_binary")?;
+        let db = PgServer::shared()?.fresh_database();
         let mut cluster = Cluster {
             nats,
             nodes: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
+            db,
         };
         for i in 0..n {
             let node = cluster.spawn(&format!("node-{i}"));
@@ -57,9 +63,10 @@ impl Cluster {
     }
 
     fn command(&self, name: &str) -> Command {
-        let mut cmd = db_command(&self.dir.path().join("chat.db"));
+        let mut cmd = server_command(["--rate-per-sec", "0", "--db", &self.db]);
         cmd.args(["--cluster", &self.nats.url(), "--node-name", name])
-            .args(["--cluster-lease-secs", &LEASE_SECS.to_string()]);
+            .args(["--cluster-lease-secs", &LEASE_SECS.to_string()])
+            .args(["--cluster-heartbeat-ms", "400"]);
         cmd
     }
 
