@@ -66,7 +66,9 @@ impl Cluster {
         let mut cmd = server_command(["--rate-per-sec", "0", "--db", &self.db]);
         cmd.args(["--cluster", &self.nats.url(), "--node-name", name])
             .args(["--cluster-lease-secs", &LEASE_SECS.to_string()])
-            .args(["--cluster-heartbeat-ms", "400"]);
+            .args(["--cluster-heartbeat-ms", "400"])
+            // JetStream reserves the log's byte bound on the (shared) disk.
+            .args(["--cluster-log-max-bytes", &(64u64 << 20).to_string()]);
         cmd
     }
 

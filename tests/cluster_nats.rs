@@ -29,6 +29,9 @@ fn options() -> NatsOptions {
     NatsOptions {
         op_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
+        // JetStream reserves a stream's byte bound on disk: the tests'
+        // servers are many, and the disk is shared.
+        log_max_bytes: 64 << 20,
         ..NatsOptions::default()
     }
 }
