@@ -335,7 +335,16 @@ async fn reload_on_sighup(
                         tracing::info!(key = %c.key, old = ?c.old, new = ?c.new, "configuration reload: applied");
                     }
                     for c in &plan.restart {
-                        tracing::warn!(key = %c.key, running = ?c.old, configured = ?c.new, "configuration reload: this change needs a restart; the running value stays");
+                        // --db is a restart key: a PostgreSQL URL's password stays out of the log.
+                        let shown = |v: &[String]| -> Vec<String> {
+                            v.iter().map(|v| chatmaster::store::shown(v)).collect()
+                        };
+                        let (running, configured) = if c.key == "db" {
+                            (shown(&c.old), shown(&c.new))
+                        } else {
+                            (c.old.clone(), c.new.clone())
+                        };
+                        tracing::warn!(key = %c.key, ?running, ?configured, "configuration reload: this change needs a restart; the running value stays");
                     }
                     // What was set up at start stays as it runs.
                     hub.reconfigure(new.value.config().keep_startup(&hub.config()));

@@ -3,7 +3,9 @@
 //! messages acknowledged survive `kill -9` and a restart, with history and
 //! search; the admin commands work on the URL while the server runs; an
 //! unreachable database stops the start with one line, exit code 1 and no
-//! password; `backup` refuses a PostgreSQL URL.
+//! password; `backup` refuses a PostgreSQL URL; neither `config` nor a
+//! reload that changes the URL shows its password; while the database is
+//! down, new messages are refused and those queued are kept.
 
 #![cfg(unix)]
 
@@ -15,7 +17,7 @@ use std::process::Stdio;
 use chatmaster::client::ClientConnection;
 use chatmaster::wire::protocol::Notification;
 use common::binary::{isolated, run_to_exit, server_command, Binary};
-use common::memory::{history, say, search};
+use common::memory::{acks, history, say, search};
 use common::postgres::PgServer;
 use common::{login_with, next_login_request, next_note};
 use serde_json::json;
@@ -201,6 +203,22 @@ fn an_unreachable_database_stops_the_start_in_one_line_without_the_password() {
         out.contains("cannot connect") && !out.contains("hunter2"),
         "{out}"
     );
+    // `config` shows the URL without its password.
+    let out = isolated(std::process::Command::new(env!(
+        "CARGO_BIN_EXE_chatmaster-server"
+    )))
+    .args(["--db", &url, "config"])
+    .output()
+    .expect("run config");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "db = \"postgres://chat:***@127.0.0.1:{closed}/chat\""
+        )),
+        "{printed}"
+    );
+    assert!(!printed.contains("hunter2"), "{printed}");
     // And a backup is not a file copy of a PostgreSQL database.
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = server_command(["--db", &url, "backup"]);
@@ -212,4 +230,67 @@ fn an_unreachable_database_stops_the_start_in_one_line_without_the_password() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_reload_that_changes_the_url_logs_it_without_the_password() {
+    let Some(pg) = PgServer::shared() else { return };
+    let url = pg
+        .fresh_database()
+        .replace("chatmaster@", "chatmaster:sekrit@");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chatmaster.toml");
+    std::fs::write(&file, format!("port = 0\ndb = \"{url}\"\n")).unwrap();
+    let mut cmd = isolated(std::process::Command::new(env!(
+        "CARGO_BIN_EXE_chatmaster-server"
+    )));
+    cmd.arg("--config").arg(&file);
+    let mut server = Binary::spawn(cmd);
+    let other = url.replace("sekrit@", "other-sekrit@");
+    std::fs::write(&file, format!("port = 0\ndb = \"{other}\"\n")).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = server.wait_line("about the database", |l| l.contains("needs a restart"));
+    assert!(line.contains("chatmaster:***@"), "{line}");
+    server.wait_line("reloaded", |l| l.contains("configuration reloaded"));
+    let log = server.log.seen.join("\n");
+    server.shut_down();
+    assert!(!log.contains("sekrit"), "{log}");
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_new_messages_are_refused_and_queued_ones_are_kept() {
+    let Some(pg) = PgServer::start_or_skip() else {
+        return;
+    };
+    let url = pg.fresh_database();
+    let mut server = on(&url);
+    let mut alice = connect(&server.addr).await;
+    assert!(login_with(&mut alice, "alice", None).await.status);
+    let before = say(&mut alice, &["before the outage"]).await;
+
+    pg.stop();
+    // Accepted before the writer has seen the outage: kept, not acknowledged.
+    alice.message("queued during the outage").await.unwrap();
+    server.wait_line("about the failed commit", |l| {
+        l.contains("cannot store messages")
+    });
+    // From the failed commit on, new messages are refused at once.
+    alice.message("refused during the outage").await.unwrap();
+    let (kind, text) = common::next_error(&mut alice).await;
+    assert_eq!(kind, "server");
+    assert!(text.contains("cannot be stored"), "{text}");
+
+    pg.restart();
+    server.wait_line("about commits working again", |l| {
+        l.contains("store writes succeed again")
+    });
+    let queued = acks(&mut alice, 1).await;
+    let after = say(&mut alice, &["after the outage"]).await;
+    let page = history(&mut alice, json!({"channel": "general"})).await;
+    let mut expected = before;
+    expected.extend(queued);
+    expected.extend(after);
+    assert_eq!(page.ids(), expected);
+    let texts = page.texts();
+    assert!(!texts.iter().any(|t| t.contains("refused")), "{texts:?}");
 }

@@ -607,6 +607,9 @@ impl<T: Transport> Connection<T> {
             ClientPackage::Message(_) => true,
             ClientPackage::Command(c) => commands::needs_slot(c),
         };
+        if wants_slot && journal.failing() {
+            return self.store_unavailable().map(|()| None);
+        }
         let wait: Pin<Box<dyn Future<Output = StoreReady> + Send>> = match &package {
             _ if wants_slot => match journal.try_slot() {
                 Ok(slot) => return self.handle_package(package, Some(slot)),
@@ -641,8 +644,9 @@ impl<T: Transport> Connection<T> {
         Ok(None)
     }
 
-    /// The store's writer has stopped (it panicked): nothing more can be
-    /// acknowledged, so say so rather than accept messages silently.
+    /// The store cannot take messages (its writer stopped, or the store
+    /// refuses its commits): nothing more can be acknowledged, so say so
+    /// rather than accept messages silently.
     fn store_unavailable(&mut self) -> Result<(), Close> {
         self.reply_error(
             "server",

@@ -24,6 +24,7 @@
 //! the sender after the `message_sent` of every message sent before it,
 //! and before the answer to anything sent after it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,9 @@ pub enum SlotError {
 pub struct Journal {
     /// The queue's sending side.
     tx: mpsc::Sender<Job>,
+    /// Set by the writer while the store refuses its commits (a database
+    /// server gone, a full disk), cleared by the first commit that works.
+    failing: Arc<AtomicBool>,
 }
 
 impl Journal {
@@ -105,10 +109,21 @@ impl Journal {
     /// dropped, committing what is queued before it stops.
     pub fn start(store: Arc<dyn Store>, config: Arc<Config>) -> std::io::Result<Journal> {
         let (tx, rx) = mpsc::channel(config.store_queue.max(1));
+        let failing = Arc::new(AtomicBool::new(false));
+        let writer = Writer::new(store, config, rx, failing.clone());
         std::thread::Builder::new()
             .name("chatmaster-store".into())
-            .spawn(move || Writer::new(store, config, rx).run())?;
-        Ok(Journal { tx })
+            .spawn(move || writer.run())?;
+        Ok(Journal { tx, failing })
+    }
+
+    /// Whether the store is refusing the writer's commits right now. New
+    /// messages are then refused with an error rather than queued: what
+    /// is queued already is kept and retried (and acknowledged once
+    /// stored), but a sender should hear at once that nothing more can be
+    /// stored, not wait in silence for as long as the outage lasts.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// A slot if one is free now.
@@ -193,10 +208,17 @@ struct Writer {
     unindexed: usize,
     /// When the search index was last brought up to date.
     last_index: Instant,
+    /// Shared with [`Journal::failing`].
+    failing: Arc<AtomicBool>,
 }
 
 impl Writer {
-    fn new(store: Arc<dyn Store>, config: Arc<Config>, rx: mpsc::Receiver<Job>) -> Self {
+    fn new(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        rx: mpsc::Receiver<Job>,
+        failing: Arc<AtomicBool>,
+    ) -> Self {
         let batch = config.store_batch.max(1);
         Writer {
             store,
@@ -207,6 +229,7 @@ impl Writer {
             outcomes: Vec::new(),
             unindexed: 0,
             last_index: Instant::now(),
+            failing,
             config,
         }
     }
@@ -333,6 +356,7 @@ impl Writer {
         let mut failures = 0u32;
         let started = Instant::now();
         while let Err(e) = self.store.append_messages(&self.records) {
+            self.failing.store(true, Ordering::Relaxed);
             failures += 1;
             log_failure(&e, failures, self.records.len());
             std::thread::sleep(pause);
@@ -340,6 +364,7 @@ impl Writer {
         }
         crate::metrics::commit(started.elapsed());
         if failures > 0 {
+            self.failing.store(false, Ordering::Relaxed);
             tracing::info!(messages = self.records.len(), "store writes succeed again");
         }
     }
