@@ -222,6 +222,8 @@ async fn direct_messages_cross_nodes_live_and_from_the_backlog() {
     let nodes = Nodes::start(3).await;
     let mut ann = login(&nodes.nodes[0], "ann").await;
     let mut bob = login(&nodes.nodes[1], "bob").await;
+    // Node 0 must know bob is online.
+    nodes.until_users(2).await;
     ann.command(
         "direct",
         Some(json!({"username": "bob", "message": "psst"})),
@@ -434,7 +436,7 @@ async fn moderation_is_the_same_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_is_declared_gone_and_its_users_leave() {
-    let nodes = Nodes::start(3).await;
+    let mut nodes = Nodes::start(3).await;
     let mut ann = login(&nodes.nodes[0], "ann").await;
     let mut zed = login(&nodes.nodes[2], "zed").await;
     until(&mut ann, "zed arriving", |p| is_joined(p, "zed", "general")).await;
@@ -445,6 +447,9 @@ async fn a_node_cut_off_is_declared_gone_and_its_users_leave() {
         s.users.iter().all(|(n, _)| n != "zed")
     })
     .await;
+    // Meanwhile node 2's id slot lapsed, and a new node takes it.
+    let fourth = nodes.add().await;
+    let mut dan = login(&nodes.nodes[fourth], "dan").await;
     // Back in touch, node 2 learns it was declared gone: zed is told and
     // let go, and the node serves again as a new one.
     nodes.carrier.heal("node-2");
@@ -452,12 +457,25 @@ async fn a_node_cut_off_is_declared_gone_and_its_users_leave() {
     common::expect_closed(&mut zed).await;
     let mut zed = login(&nodes.nodes[2], "zed").await;
     until(&mut ann, "zed back", |p| is_joined(p, "zed", "general")).await;
-    zed.message("back").await.unwrap();
-    until(&mut ann, "zed's message", |p| is_message(p, "back")).await;
-    nodes
-        .until_all("ann and zed everywhere", |s| s.users.len() == 2)
-        .await;
-    drop((ann, zed));
+    nodes.until_users(3).await;
+    // Node 2 gave up the slot node 3 holds now (at its first heartbeat
+    // back): their ids never clash.
+    let taken = nodes.nodes[fourth].hub.id_slot();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while nodes.nodes[2].hub.id_slot() == taken {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 2 kept slot {taken:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    zed.message("back 0").await.unwrap();
+    let z = next_ack(&mut zed).await;
+    dan.message("new 0").await.unwrap();
+    let d = next_ack(&mut dan).await;
+    assert_ne!(z % 16, d % 16, "ids {z} and {d} from one slot");
+    until(&mut ann, "zed's message", |p| is_message(p, "back 0")).await;
+    drop((ann, zed, dan));
     nodes.shutdown().await;
 }
 

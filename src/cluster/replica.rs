@@ -295,7 +295,7 @@ pub struct Cluster {
     /// The limits.
     options: ClusterOptions,
     /// The id slot held.
-    slot: u64,
+    slot: AtomicU64,
     /// Commands waiting for their events, by token.
     pending: Mutex<HashMap<u64, Pending>>,
     /// The next token.
@@ -323,7 +323,7 @@ impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("key", &self.key())
-            .field("slot", &self.slot)
+            .field("slot", &self.slot.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -447,7 +447,7 @@ impl Cluster {
             name: options.node_name.clone(),
             key: Mutex::new(Arc::clone(&key)),
             options,
-            slot,
+            slot: AtomicU64::new(slot),
             pending: Mutex::new(HashMap::new()),
             tokens: AtomicU64::new(1),
             outgoing: tx,
@@ -589,7 +589,8 @@ impl Cluster {
                 tracing::warn!("could not tell the cluster this node leaves; the others will notice within the lease");
             }
         }
-        let _ = self.link.release(&format!("slot.{}", self.slot)).await;
+        let slot = self.slot.load(Ordering::Relaxed);
+        let _ = self.link.release(&format!("slot.{slot}")).await;
         self.stop.cancel();
     }
 
@@ -1094,6 +1095,32 @@ impl Cluster {
         }
     }
 
+    /// Takes this node's id slot back after its lease lapsed (the node
+    /// was cut off), or another free one if a new node took it meanwhile:
+    /// two nodes must never hand out ids from one slot.
+    async fn reclaim_slot(&self, hub: &Hub, key: &str, mine: &str) {
+        let lease = self.options.lease;
+        let value = || Bytes::from(key.as_bytes().to_vec());
+        if matches!(self.link.claim(mine, value(), lease).await, Ok(true)) {
+            return;
+        }
+        for n in 0..SLOTS {
+            if matches!(
+                self.link.claim(&format!("slot.{n}"), value(), lease).await,
+                Ok(true)
+            ) {
+                self.slot.store(n, Ordering::Relaxed);
+                hub.set_id_slot(n);
+                tracing::warn!(
+                    slot = n,
+                    "this node's id slot was taken while it was away; it uses another"
+                );
+                return;
+            }
+        }
+        tracing::error!("this node's id slot was lost and none is free; its message ids may clash with another node's");
+    }
+
     /// Heartbeats, claim renewals, and declaring silent nodes gone.
     async fn beat(self: Arc<Self>, hub: Hub) {
         let mut tick = tokio::time::interval(self.options.heartbeat.max(MIN_HEARTBEAT));
@@ -1121,15 +1148,11 @@ impl Cluster {
             }
             match self.link.renew().await {
                 Ok(claims) => {
-                    let mine = format!("slot.{}", self.slot);
+                    let mine = format!("slot.{}", self.slot.load(Ordering::Relaxed));
                     if claims.iter().any(|(k, held)| *k == mine && !held)
                         || !claims.iter().any(|(k, _)| *k == mine)
                     {
-                        let value = Bytes::from(key.as_bytes().to_vec());
-                        match self.link.claim(&mine, value, self.options.lease).await {
-                            Ok(true) => {}
-                            _ => tracing::error!(slot = self.slot, "this node's id slot was lost; message ids may clash with another node's"),
-                        }
+                        self.reclaim_slot(&hub, &key, &mine).await;
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "claims not renewed"),

@@ -136,6 +136,21 @@ impl Hub {
         self.shared.cluster.set(cluster).is_ok()
     }
 
+    /// Message ids come from slot `slot` from now on (the node's slot
+    /// was taken while it was cut off).
+    pub(crate) fn set_id_slot(&self, slot: u64) {
+        let mut g = self.lock();
+        if let Some((_, counter)) = g.state.id_slot {
+            g.state.id_slot = Some((slot, counter));
+        }
+    }
+
+    /// The id slot this node's message ids come from in a cluster (for
+    /// tests and diagnostics); `None` alone.
+    pub fn id_slot(&self) -> Option<u64> {
+        self.lock().state.id_slot.map(|(slot, _)| slot)
+    }
+
     /// The cluster this node is part of.
     pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::replica::Cluster>> {
         self.shared.cluster.get()
@@ -203,13 +218,33 @@ impl Hub {
     }
 
     /// Delivers a channel package another node published: to this node's
-    /// members of channel `key`, but those who ignore `sender_key`.
+    /// members of channel `key`, but those who ignore `sender_key`. A
+    /// message whose sender is not a member here (any more, or yet) is
+    /// not delivered: the channel changed in between (it was deleted and
+    /// made again, the sender moved on, or this node has not applied the
+    /// sender's arrival yet), and a member must never see a message from
+    /// someone outside its channel. It is stored all the same. An empty
+    /// `sender_key` (an edit's notice) is not checked.
     pub(crate) fn deliver_channel(&self, key: &str, sender_key: &str, bytes: Bytes) {
         let mut g = self.lock();
         let state = &mut *g.state;
         let Some(ch) = state.channels.get(key) else {
             return;
         };
+        if !sender_key.is_empty()
+            && !state
+                .names
+                .get(sender_key)
+                .and_then(|id| state.users.get(id))
+                .is_some_and(|u| u.channel == key)
+        {
+            tracing::debug!(
+                channel = key,
+                sender = sender_key,
+                "a message of a sender not in its channel here was not delivered"
+            );
+            return;
+        }
         let ignorers = state.ignored_by.get(sender_key);
         let mut delivered = 0;
         for m in ch.members.iter().filter(|m| !m.outbox.is_remote()) {
