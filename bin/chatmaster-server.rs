@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chatmaster::cluster::nats::{NatsLink, NatsOptions};
+use chatmaster::cluster::ClusterError;
 use chatmaster::ops::layers::{self, LayerError, Layered};
 use chatmaster::ops::{logging, reload, systemd};
 use chatmaster::server::admin;
@@ -189,6 +191,20 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
+    // A node of a cluster joins it before anything listens: one that
+    // cannot reach NATS (or join) stops the start with one line, as a
+    // database does.
+    let server = if args.cluster.is_empty() {
+        server
+    } else {
+        match join_cluster(server).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("chatmaster-server: cannot join the cluster: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let listener = match inherited {
         Some(std) => match TcpListener::from_std(std) {
             Ok(l) => {
@@ -272,6 +288,15 @@ async fn serve(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Connects to the NATS servers of `--cluster` and makes `server` a node
+/// of the chat they carry.
+async fn join_cluster(server: Server) -> Result<Server, ClusterError> {
+    let config = server.hub().config();
+    let options = NatsOptions::from_config(&config);
+    let link = NatsLink::connect(&config.cluster, &config.node_name, options).await?;
+    server.join_cluster(link).await
 }
 
 /// On each SIGHUP, reads every layer again and puts the live limits in

@@ -105,3 +105,25 @@ async fn login_storm_logs_everybody_in() {
     assert!(report.logins_per_sec.expect("logins/s") > 0.0);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_spreads_connections_over_the_also_addresses() {
+    // Two servers that are not one cluster: each sender reaches only the
+    // receivers on its own server, which shows who went where.
+    let one = TestServer::start_default().await;
+    let two = TestServer::start_default().await;
+    let options = Options {
+        clients: 4,
+        channels: 1,
+        senders: 2,
+        stop: Stop::Messages(10),
+        sample: 1,
+        also: vec![two.addr.to_string()],
+        ..Options::fanout(one.addr.to_string())
+    };
+    let report = bench::run(&options).await.expect("bench run");
+    assert_eq!(report.messages_sent, 10);
+    // r0, r2, s0 on one; r1, r3, s1 on two: 5 messages each reach 2 receivers.
+    assert_eq!(report.deliveries_expected, 10 * 5);
+    assert_eq!(report.deliveries_received, 10 * 2, "{}", report.to_text());
+}

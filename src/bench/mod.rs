@@ -181,7 +181,7 @@ pub enum Scenario {
         phrases), one at a time; reports the answers' latency percentiles.\n\n\
         Every connection's login and join frames are encoded before the clock starts. \
         --threads sizes the bench's own runtime (default 1, the cheapest next to a server on the same cores).\n\n\
-        It connects only to --host:--port and stops by itself."
+        It connects only to --host:--port (and, fanout, the --also-port nodes of one cluster) and stops by itself."
 )]
 pub struct BenchArgs {
     /// Scenario to run (also accepted as the first positional argument).
@@ -196,6 +196,11 @@ pub struct BenchArgs {
     /// Server port.
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
+    /// fanout: another port of --host (repeatable), a node of the same
+    /// cluster: connections are spread over --port and these, round robin
+    /// (receivers and senders each), so channels span the nodes.
+    #[arg(long, value_name = "PORT")]
+    pub also_port: Vec<u16>,
     /// Receiving connections (fanout), or connections to log in (login, idle).
     #[arg(long, default_value_t = DEFAULT_CLIENTS)]
     pub clients: usize,
@@ -268,6 +273,11 @@ impl BenchArgs {
         Options {
             scenario: self.scenario_word.unwrap_or(self.scenario),
             addr: format!("{}:{}", self.host, self.port),
+            also: self
+                .also_port
+                .iter()
+                .map(|p| format!("{}:{p}", self.host))
+                .collect(),
             clients: self.clients,
             channels: self.channels,
             senders: self.senders,
@@ -305,8 +315,12 @@ pub enum Stop {
 pub struct Options {
     /// Which scenario.
     pub scenario: Scenario,
-    /// `host:port` of the server; the only address connected to.
+    /// `host:port` of the server; the only address connected to, but for
+    /// `also`.
     pub addr: String,
+    /// fanout: more `host:port`s (nodes of one cluster) the connections
+    /// are spread over with `addr`, round robin.
+    pub also: Vec<String>,
     /// Receiving (fanout) or logging-in (login, idle) connections.
     pub clients: usize,
     /// Channels the connections are spread over.
@@ -345,6 +359,7 @@ impl Options {
         Options {
             scenario: Scenario::Fanout,
             addr: addr.into(),
+            also: Vec::new(),
             clients: DEFAULT_CLIENTS,
             channels: DEFAULT_CHANNELS,
             senders: DEFAULT_SENDERS,
@@ -1327,6 +1342,8 @@ struct Member {
     channel: String,
     /// Its login and join, encoded.
     frames: SetupFrames,
+    /// Which of the fanout's addresses it connects to.
+    node: usize,
 }
 
 /// Names `n` connections of one kind, puts connection `i` into channel
@@ -1341,6 +1358,7 @@ fn plan(kind: &str, n: usize, channels: usize) -> Result<Vec<Member>, BenchError
                 name,
                 channel,
                 frames,
+                node: 0,
             })
         })
         .collect()
@@ -1366,6 +1384,7 @@ fn plan_general(kind: &str, n: usize) -> Result<Vec<Member>, BenchError> {
                     login,
                     join: Bytes::new(),
                 },
+                node: 0,
             })
         })
         .collect()
@@ -1700,11 +1719,19 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
         ));
     }
     let channels = o.channels.max(1);
-    let addrs = resolve(&o.addr).await?;
+    let mut nodes = vec![resolve(&o.addr).await?];
+    for addr in &o.also {
+        nodes.push(resolve(addr).await?);
+    }
     let prepare = ThreadCpu::start();
     // Receivers first, then senders; member i of either kind goes to channel i % channels.
-    let receivers = plan("r", o.clients, channels)?;
-    let senders = plan("s", o.senders, channels)?;
+    let mut receivers = plan("r", o.clients, channels)?;
+    let mut senders = plan("s", o.senders, channels)?;
+    for members in [&mut receivers, &mut senders] {
+        for (i, m) in members.iter_mut().enumerate() {
+            m.node = i % nodes.len();
+        }
+    }
     let ping =
         encode_command("ping", serde_json::json!({ "token": SETTLE_TOKEN })).map_err(|source| {
             BenchError::Setup {
@@ -1716,11 +1743,11 @@ async fn fanout(o: &Options) -> Result<Report, BenchError> {
     let before = server_stats(o.server_pid);
     let setup_start = Instant::now();
     let receiving = set_up(&receivers, o.concurrency, |m| {
-        open(&addrs, &m.name, &m.channel, &m.frames)
+        open(&nodes[m.node], &m.name, &m.channel, &m.frames)
     })
     .await?;
     let sending = set_up(&senders, o.concurrency, |m| {
-        open(&addrs, &m.name, &m.channel, &m.frames)
+        open(&nodes[m.node], &m.name, &m.channel, &m.frames)
     })
     .await?;
     // Everybody is in place; drain the join notifications so that what

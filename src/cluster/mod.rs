@@ -16,6 +16,7 @@
 //! clusters; an in-process one lets several nodes run in one process.
 
 pub mod memory;
+pub mod nats;
 pub mod replica;
 
 use std::future::Future;

@@ -82,6 +82,17 @@ pub const DEFAULT_CLUSTER_HEARTBEAT_MS: u64 = 2500;
 /// Milliseconds a joining cluster node waits for a peer's snapshot of the
 /// chat state, per try.
 pub const DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS: u64 = 5000;
+/// Milliseconds one operation on NATS (connecting, an append, a claim...)
+/// may take before it fails as unavailable (`--cluster-timeout-ms`).
+pub const DEFAULT_CLUSTER_TIMEOUT_MS: u64 = 5000;
+/// Most events the cluster's log (a JetStream stream) keeps; the oldest
+/// go first (`--cluster-log-max-msgs`).
+pub const DEFAULT_CLUSTER_LOG_MAX_MSGS: u64 = 10_000_000;
+/// Most bytes the cluster's log keeps (`--cluster-log-max-bytes`).
+pub const DEFAULT_CLUSTER_LOG_MAX_BYTES: u64 = 1 << 30;
+/// Copies of the log and the claims a NATS cluster keeps
+/// (`--cluster-replicas`; 1 for a single NATS server, 3 for three).
+pub const DEFAULT_CLUSTER_REPLICAS: usize = 1;
 
 /// Worker threads of the server's runtime; 0 means one per CPU core.
 pub const DEFAULT_THREADS: usize = 0;
@@ -297,6 +308,14 @@ pub struct Config {
     pub cluster_lease: Duration,
     /// How long a joining node waits for a snapshot, per try.
     pub cluster_snapshot_timeout: Duration,
+    /// How long one operation on the cluster's carrier may take.
+    pub cluster_timeout: Duration,
+    /// Most events the cluster's log keeps.
+    pub cluster_log_max_msgs: u64,
+    /// Most bytes the cluster's log keeps.
+    pub cluster_log_max_bytes: u64,
+    /// Copies of the log and claims the carrier keeps.
+    pub cluster_replicas: usize,
     /// Time between two heartbeats of this node.
     pub cluster_heartbeat: Duration,
 }
@@ -440,6 +459,10 @@ impl Default for Config {
             node_name: default_node_name(),
             cluster_lease: Duration::from_secs(DEFAULT_CLUSTER_LEASE_SECS),
             cluster_snapshot_timeout: Duration::from_millis(DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS),
+            cluster_timeout: Duration::from_millis(DEFAULT_CLUSTER_TIMEOUT_MS),
+            cluster_log_max_msgs: DEFAULT_CLUSTER_LOG_MAX_MSGS,
+            cluster_log_max_bytes: DEFAULT_CLUSTER_LOG_MAX_BYTES,
+            cluster_replicas: DEFAULT_CLUSTER_REPLICAS,
             cluster_heartbeat: Duration::from_millis(DEFAULT_CLUSTER_HEARTBEAT_MS),
         }
     }
@@ -640,6 +663,22 @@ pub struct ServerArgs {
     /// the chat state, per try.
     #[arg(long, default_value_t = DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub cluster_snapshot_timeout_ms: u64,
+    /// Milliseconds one operation on NATS (connecting, an append, a claim)
+    /// may take before it fails: a message then gets a clear error rather
+    /// than waiting on an outage.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..))]
+    pub cluster_timeout_ms: u64,
+    /// Most events the cluster's log (a JetStream stream) keeps; the oldest
+    /// are discarded first (a node that fell further behind takes a snapshot).
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_LOG_MAX_MSGS, value_parser = clap::value_parser!(u64).range(1..(i64::MAX as u64)))]
+    pub cluster_log_max_msgs: u64,
+    /// Most bytes the cluster's log keeps; the oldest events go first.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_LOG_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1024..(i64::MAX as u64)))]
+    pub cluster_log_max_bytes: u64,
+    /// Copies of the cluster's log and claims NATS keeps (1 for one NATS
+    /// server; 3 for a NATS cluster of three, to survive one's loss).
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_REPLICAS, value_parser = clap::value_parser!(u32).range(1..=5).map(|v| v as usize))]
+    pub cluster_replicas: usize,
     /// Milliseconds between two heartbeats of this cluster node; keep it
     /// well under the lease.
     #[arg(long, default_value_t = DEFAULT_CLUSTER_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(10..))]
@@ -797,6 +836,10 @@ impl ServerArgs {
             node_name: self.node_name.clone().unwrap_or_else(default_node_name),
             cluster_lease: Duration::from_secs(self.cluster_lease_secs),
             cluster_snapshot_timeout: Duration::from_millis(self.cluster_snapshot_timeout_ms),
+            cluster_timeout: Duration::from_millis(self.cluster_timeout_ms),
+            cluster_log_max_msgs: self.cluster_log_max_msgs,
+            cluster_log_max_bytes: self.cluster_log_max_bytes,
+            cluster_replicas: self.cluster_replicas,
             cluster_heartbeat: Duration::from_millis(self.cluster_heartbeat_ms),
         }
     }

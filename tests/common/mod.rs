@@ -7,6 +7,7 @@ pub mod binary;
 pub mod cluster;
 pub mod lines;
 pub mod memory;
+pub mod nats;
 pub mod postgres;
 pub mod web;
 pub mod webdriver;
