@@ -237,15 +237,33 @@ pub async fn until_state(
     what: &str,
     cond: impl Fn(&chatmaster::server::chat::Snapshot) -> bool,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    until_polled(what, Duration::from_secs(20), || {
         let snap = server.hub.snapshot();
         if cond(&snap) {
-            return;
+            Ok(())
+        } else {
+            Err(snap)
         }
+    })
+    .await;
+}
+
+/// Polls `probe` (state no package announces) until it gives `Ok`, for
+/// at most `within`; fails with what the last `Err` held otherwise.
+pub async fn until_polled<T: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<(), T>,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match probe() {
+            Ok(()) => return,
+            Err(last) => last,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {snap:?}"
+            "timed out waiting for {what}: {last:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
