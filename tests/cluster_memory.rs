@@ -1006,3 +1006,104 @@ async fn a_name_registered_on_one_node_is_guarded_on_the_others_at_once() {
     );
     nodes.shutdown().await;
 }
+
+/// A message sent just before its sender leaves reaches a node where it
+/// comes after the departure was applied (its topic slower than the log):
+/// the sender was in the channel when its node checked it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_words_before_a_departure_reach_a_node_where_they_come_late() {
+    let nodes = Nodes::start(2).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    nodes.until_users(2).await;
+    nodes.carrier.park_topics("node-1", true);
+    ann.message("goodbye all").await.unwrap();
+    until(&mut ann, "its acknowledgement", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await;
+    drop(ann);
+    until(&mut bob, "ann leaving", |p| is_left(p, "ann")).await;
+    nodes.carrier.park_topics("node-1", false);
+    until(&mut bob, "ann's goodbye", |p| is_message(p, "goodbye all")).await;
+    drop(bob);
+    nodes.shutdown().await;
+}
+
+/// A package checked against a channel that was deleted and made again
+/// before it came is not delivered to the new channel of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_package_of_a_deleted_channel_does_not_reach_its_successor() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    let mut cy = login(&nodes.nodes[2], "cy").await;
+    nodes.until_users(3).await;
+    ask(
+        &mut ann,
+        "join",
+        json!({"channel": "room"}),
+        "own join",
+        |p| is_joined(p, "ann", "room"),
+    )
+    .await;
+    ask(
+        &mut bob,
+        "join",
+        json!({"channel": "room"}),
+        "own join",
+        |p| is_joined(p, "bob", "room"),
+    )
+    .await;
+    ask(
+        &mut cy,
+        "join",
+        json!({"channel": "room"}),
+        "own join",
+        |p| is_joined(p, "cy", "room"),
+    )
+    .await;
+    nodes.carrier.park_topics("node-1", true);
+    ann.message("before the deletion").await.unwrap();
+    // Node 2 has it: it was published while node 1 still followed room.
+    until(&mut cy, "ann's words", |p| {
+        is_message(p, "before the deletion")
+    })
+    .await;
+    ann.command("delete_channel", None).await.unwrap();
+    until(&mut bob, "back in general", |p| {
+        is_joined(p, "bob", "general")
+    })
+    .await;
+    ask(
+        &mut bob,
+        "join",
+        json!({"channel": "room"}),
+        "own join in the new room",
+        |p| is_joined(p, "bob", "room"),
+    )
+    .await;
+    nodes.carrier.park_topics("node-1", false);
+    ask(
+        &mut ann,
+        "join",
+        json!({"channel": "room"}),
+        "own join in the new room",
+        |p| is_joined(p, "ann", "room"),
+    )
+    .await;
+    ann.message("in the new room").await.unwrap();
+    let mut texts = Vec::new();
+    loop {
+        let p = bob.recv_timeout(WAIT).await.expect("bob's traffic");
+        if let ServerPackage::Message(m) = p {
+            texts.push(m.message.clone());
+            if m.message == "in the new room" {
+                break;
+            }
+        }
+    }
+    assert_eq!(texts, ["in the new room"]);
+    drop((ann, bob, cy));
+    nodes.shutdown().await;
+}

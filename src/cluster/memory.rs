@@ -37,6 +37,9 @@ struct Node {
     /// Held back by a test: its follower gets no new events, while
     /// everything else works (a follower lagging behind the others').
     lagging: bool,
+    /// Held back by a test: topic packages for it wait here, in order
+    /// (topics lagging behind the log).
+    parked: Option<Vec<Delivery>>,
     /// Topics subscribed.
     topics: HashSet<String>,
     /// Where its packages go.
@@ -140,6 +143,7 @@ impl MemoryCarrier {
             Node {
                 cut: false,
                 lagging: false,
+                parked: None,
                 topics: HashSet::new(),
                 deliveries: tx,
                 responders: HashMap::new(),
@@ -177,6 +181,26 @@ impl MemoryCarrier {
             n.lagging = lagging;
         }
         self.shared.bump();
+    }
+
+    /// Holds topic packages for `node` back (`true`) until released
+    /// (`false`), when they are handed over in order; its log and the
+    /// rest work on, as for packages slower than the log.
+    pub fn park_topics(&self, node: &str, parked: bool) {
+        let mut c = self.shared.lock();
+        let Some(n) = c.nodes.get_mut(node) else {
+            return;
+        };
+        if parked {
+            n.parked.get_or_insert_with(Vec::new);
+        } else if let Some(waiting) = n.parked.take() {
+            for d in waiting {
+                // Under the lock, so nothing published later overtakes.
+                if n.deliveries.try_send(d).is_err() {
+                    tracing::warn!(node, "a parked topic package found its queue full");
+                }
+            }
+        }
     }
 
     /// Stops the carrier: every operation of every node fails until
@@ -315,12 +339,21 @@ impl Link for MemoryLink {
         let topic = topic.to_owned();
         Box::pin(async move {
             let targets: Vec<mpsc::Sender<Delivery>> = {
-                let c = self.reach()?;
-                c.nodes
-                    .values()
-                    .filter(|n| !n.cut && n.topics.contains(&topic))
-                    .map(|n| n.deliveries.clone())
-                    .collect()
+                let mut c = self.reach()?;
+                let mut targets = Vec::new();
+                for n in c.nodes.values_mut() {
+                    if n.cut || !n.topics.contains(&topic) {
+                        continue;
+                    }
+                    match &mut n.parked {
+                        Some(waiting) => waiting.push(Delivery {
+                            topic: topic.clone(),
+                            payload: payload.clone(),
+                        }),
+                        None => targets.push(n.deliveries.clone()),
+                    }
+                }
+                targets
             };
             for t in targets {
                 // A node that dropped its receiver simply misses it.

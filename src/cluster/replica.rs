@@ -855,6 +855,11 @@ impl Cluster {
         self.queue(Outgoing::Publish(node_topic(home), payload));
     }
 
+    /// The sequence being applied or applied last.
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
     /// Records that the log is applied through `seq` (a snapshot taken,
     /// or a start from the log's end): `applied` is the held lock.
     fn applied_through(&self, applied: &mut u64, seq: u64) {
@@ -1294,7 +1299,7 @@ impl Cluster {
     /// Hands a package of another node to this node's users.
     fn deliver(hub: &Hub, topic: &str, h: Header) {
         if topic.starts_with("chan.") {
-            hub.deliver_channel(&h.key, &h.sender, h.bytes);
+            hub.deliver_channel(&h.key, &h.sender, h.seq, h.bytes);
         } else if topic.starts_with("node.") {
             hub.deliver_direct(h.a, h.bytes);
         }

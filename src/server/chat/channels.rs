@@ -75,6 +75,7 @@ impl Hub {
                     key.clone(),
                     Channel {
                         registered,
+                        born: g.cluster.map_or(0, |c| c.seen()),
                         ..Channel::new(channel, owner)
                     },
                 );

@@ -393,6 +393,10 @@ struct Channel {
     /// Members connected to this node: in a cluster the node follows the
     /// channel's topic while there is one.
     local: usize,
+    /// In a cluster, the log sequence of the event that made it (0: made
+    /// before this node followed the log): a package another node checked
+    /// against an earlier state was for an earlier channel of this name.
+    born: u64,
 }
 
 /// One ban from a channel.
@@ -425,6 +429,7 @@ impl Channel {
             topic: None,
             bans: Vec::new(),
             local: 0,
+            born: 0,
         }
     }
 }

@@ -99,6 +99,7 @@ impl Hub {
             Channel {
                 private: true,
                 registered,
+                born: g.cluster.map_or(0, |c| c.seen()),
                 ..Channel::new(channel, owner)
             },
         );

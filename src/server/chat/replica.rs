@@ -218,30 +218,28 @@ impl Hub {
     }
 
     /// Delivers a channel package another node published: to this node's
-    /// members of channel `key`, but those who ignore `sender_key`. A
-    /// message whose sender is not a member here (any more, or yet) is
-    /// not delivered: the channel changed in between (it was deleted and
-    /// made again, the sender moved on, or this node has not applied the
-    /// sender's arrival yet), and a member must never see a message from
-    /// someone outside its channel. It is stored all the same. An empty
-    /// `sender_key` (an edit's notice) is not checked.
-    pub(crate) fn deliver_channel(&self, key: &str, sender_key: &str, bytes: Bytes) {
+    /// members of channel `key`, but those who ignore `sender_key`.
+    ///
+    /// `seq` is the log sequence its node had applied when it checked the
+    /// package, and this node has applied at least as far (the cluster
+    /// holds packages until then): the sender was in the channel then,
+    /// even if it has left (or gone) since, as a message sent just before
+    /// a departure is on one node. Only a channel made after `seq` (the
+    /// one of that name was deleted, or emptied, and made again) does not
+    /// get it: it was for the channel before. It is stored all the same.
+    pub(crate) fn deliver_channel(&self, key: &str, sender_key: &str, seq: u64, bytes: Bytes) {
         let mut g = self.lock();
         let state = &mut *g.state;
         let Some(ch) = state.channels.get(key) else {
             return;
         };
-        if !sender_key.is_empty()
-            && !state
-                .names
-                .get(sender_key)
-                .and_then(|id| state.users.get(id))
-                .is_some_and(|u| u.channel == key)
-        {
+        if seq < ch.born {
             tracing::debug!(
                 channel = key,
                 sender = sender_key,
-                "a message of a sender not in its channel here was not delivered"
+                seq,
+                born = ch.born,
+                "a package for an earlier channel of this name was not delivered"
             );
             return;
         }
