@@ -784,3 +784,225 @@ async fn a_node_shutting_down_shows_its_users_leaving_at_once() {
     drop(ann);
     nodes.shutdown().await;
 }
+
+/// A node whose follower lags behind: what another node sends the moment
+/// it has applied an arrival still reaches the newcomer there. The lagging
+/// node follows the channel before it appends the join, and holds what
+/// comes before it has applied as far as the sender's node had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_the_moment_of_a_join_reaches_a_node_behind() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    let mut cy = login(&nodes.nodes[2], "cy").await;
+    nodes.until_users(3).await;
+    for c in [&mut ann, &mut cy] {
+        c.command("join", Some(json!({"channel": "room"})))
+            .await
+            .unwrap();
+    }
+    until(&mut cy, "own join", |p| is_joined(p, "cy", "room")).await;
+    nodes
+        .until_all("ann and cy in room", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "room" && c.members.len() == 2)
+        })
+        .await;
+
+    // Node 1 is first in room with bob, and applies nothing for a while.
+    nodes.carrier.lag("node-1", true);
+    bob.command("join", Some(json!({"channel": "room"})))
+        .await
+        .unwrap();
+    // Node 0 applies the join: ann sees bob arrive, and answers at once.
+    until(&mut ann, "bob arriving", |p| is_joined(p, "bob", "room")).await;
+    ann.message("welcome, bob").await.unwrap();
+    // Node 2 has it: node 0 has published it, before node 1 applied the join.
+    until(&mut cy, "ann's welcome", |p| is_message(p, "welcome, bob")).await;
+    nodes.carrier.lag("node-1", false);
+    until(&mut bob, "own join", |p| is_joined(p, "bob", "room")).await;
+    until(&mut bob, "ann's welcome", |p| is_message(p, "welcome, bob")).await;
+    drop((ann, bob, cy));
+    nodes.shutdown().await;
+}
+
+/// The other way round: a newcomer speaks at once, and a node that has
+/// not applied the arrival yet neither drops the message as a stranger's
+/// nor delivers it before the arrival.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomers_first_words_wait_for_its_arrival_on_a_node_behind() {
+    let nodes = Nodes::start(2).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut bob = login(&nodes.nodes[1], "bob").await;
+    nodes.until_users(2).await;
+    ann.command("join", Some(json!({"channel": "room"})))
+        .await
+        .unwrap();
+    until(&mut ann, "own join", |p| is_joined(p, "ann", "room")).await;
+    nodes
+        .until_all("ann in room", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "room" && c.members == ["ann"])
+        })
+        .await;
+
+    nodes.carrier.lag("node-0", true);
+    bob.command("join", Some(json!({"channel": "room"})))
+        .await
+        .unwrap();
+    until(&mut bob, "own join", |p| is_joined(p, "bob", "room")).await;
+    bob.message("hello room").await.unwrap();
+    until(&mut bob, "its acknowledgement", |p| {
+        is_note(p, |n| matches!(n, Notification::MessageSent { .. }))
+    })
+    .await;
+    nodes.carrier.lag("node-0", false);
+    // The arrival first, then the words: nothing in between, nothing lost.
+    let mut seen = Vec::new();
+    loop {
+        let p = ann.recv_timeout(WAIT).await.expect("ann's traffic");
+        if is_joined(&p, "bob", "room") {
+            seen.push("joined");
+        } else if is_message(&p, "hello room") {
+            seen.push("message");
+            break;
+        }
+    }
+    assert_eq!(seen, ["joined", "message"]);
+    drop((ann, bob));
+    nodes.shutdown().await;
+}
+
+/// A direct message to a user whose login another node applied first
+/// waits on the user's own node until the login is applied there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_to_a_login_not_yet_applied_at_home_is_delivered() {
+    let nodes = Nodes::start(3).await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    let mut cy = login(&nodes.nodes[2], "cy").await;
+    nodes.until_users(2).await;
+    nodes.carrier.lag("node-1", true);
+    let mut bob = nodes.nodes[1].connect().await;
+    common::next_login_request(&mut bob).await;
+    bob.command("login", Some(json!({"username": "bob"})))
+        .await
+        .unwrap();
+    // Node 0 applies bob's login first: ann sees him and writes to him.
+    until(&mut ann, "bob arriving", |p| is_joined(p, "bob", "general")).await;
+    ann.command(
+        "direct",
+        Some(json!({"username": "bob", "message": "are you there?"})),
+    )
+    .await
+    .unwrap();
+    // Node 0 sends in order: once node 2 has what ann said after the
+    // direct message, node 1 has been handed the direct message.
+    ann.message("after the direct message").await.unwrap();
+    until(&mut cy, "ann's next message", |p| {
+        is_message(p, "after the direct message")
+    })
+    .await;
+    nodes.carrier.lag("node-1", false);
+    let session = common::next_session(&mut bob).await;
+    assert!(session.status, "{session:?}");
+    until(&mut bob, "ann's direct message", |p| {
+        is_message(p, "are you there?")
+    })
+    .await;
+    drop((ann, bob, cy));
+    nodes.shutdown().await;
+}
+
+/// A change whose command gave up waiting for its own node to apply it
+/// holds on every node all the same (it is in the log), and so is what it
+/// asked of the store: the store never disagrees with the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_user_gave_up_waiting_still_reaches_the_store() {
+    // Its command gives up soon, while node 0 lags.
+    let nodes = Nodes::start_with(2, |c| {
+        c.cluster_apply_timeout = Duration::from_millis(300);
+    })
+    .await;
+    common::add_account(&nodes.nodes[0], "ann", "secret-password").await;
+    let mut ann = common::login_account(&nodes.nodes[0], "ann", "secret-password").await;
+    ask(
+        &mut ann,
+        "join",
+        json!({"channel": "club"}),
+        "own join",
+        |p| is_joined(p, "ann", "club"),
+    )
+    .await;
+    let store = std::sync::Arc::clone(&nodes.store);
+    let registered = move || {
+        store
+            .registered_channels()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.key == "club")
+    };
+    assert!(registered().is_some(), "club is registered");
+
+    // Node 0 applies nothing for now: ann's command gives up waiting.
+    nodes.carrier.lag("node-0", true);
+    ann.command("topic", Some(json!({"topic": "members only"})))
+        .await
+        .unwrap();
+    until(&mut ann, "the command giving up", |p| is_error(p, "topic")).await;
+    nodes
+        .until_all_but(0, "the topic applied on node 1", |s| {
+            s.channels
+                .iter()
+                .any(|c| c.name == "club" && c.topic.as_deref() == Some("members only"))
+        })
+        .await;
+    nodes.carrier.lag("node-0", false);
+    common::until_polled(
+        "the topic in the store",
+        Duration::from_secs(20),
+        || match registered().and_then(|c| c.topic) {
+            Some(t) if t == "members only" => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
+    drop(ann);
+    nodes.shutdown().await;
+}
+
+/// A name registered on one node is guarded on the others at once, not
+/// only after their next reload of the shared store (which this test
+/// puts out of reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_registered_on_one_node_is_guarded_on_the_others_at_once() {
+    let nodes = Nodes::start_with(2, |c| {
+        c.accounts_poll = Duration::from_secs(3600);
+    })
+    .await;
+    let mut ann = login(&nodes.nodes[0], "ann").await;
+    ann.command("register", Some(json!({"password": "secret-password"})))
+        .await
+        .unwrap();
+    until(&mut ann, "registered", |p| {
+        is_note(p, |n| matches!(n, Notification::Registered { .. }))
+    })
+    .await;
+    // Her departure follows the registration in the log: once node 1 has
+    // applied the one, it has applied the other.
+    drop(ann);
+    nodes.until_users(0).await;
+    let mut guest = nodes.nodes[1].connect().await;
+    common::next_login_request(&mut guest).await;
+    guest
+        .command("login", Some(json!({"username": "ann"})))
+        .await
+        .unwrap();
+    let session = common::next_session(&mut guest).await;
+    assert!(
+        !session.status,
+        "a guest took a registered name: {session:?}"
+    );
+    nodes.shutdown().await;
+}

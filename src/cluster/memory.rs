@@ -34,6 +34,9 @@ pub const FOLLOW_QUEUE: usize = 1024;
 struct Node {
     /// Cut off by a test: fails and receives nothing.
     cut: bool,
+    /// Held back by a test: its follower gets no new events, while
+    /// everything else works (a follower lagging behind the others').
+    lagging: bool,
     /// Topics subscribed.
     topics: HashSet<String>,
     /// Where its packages go.
@@ -136,6 +139,7 @@ impl MemoryCarrier {
             node.to_owned(),
             Node {
                 cut: false,
+                lagging: false,
                 topics: HashSet::new(),
                 deliveries: tx,
                 responders: HashMap::new(),
@@ -161,6 +165,16 @@ impl MemoryCarrier {
     pub fn heal(&self, node: &str) {
         if let Some(n) = self.shared.lock().nodes.get_mut(node) {
             n.cut = false;
+        }
+        self.shared.bump();
+    }
+
+    /// Holds `node`'s follower back (`true`): it is handed no new events
+    /// until released (`false`), while its appends, topics and claims work
+    /// on, as for a follower that lags behind the other nodes'.
+    pub fn lag(&self, node: &str, lagging: bool) {
+        if let Some(n) = self.shared.lock().nodes.get_mut(node) {
+            n.lagging = lagging;
         }
         self.shared.bump();
     }
@@ -251,7 +265,8 @@ impl Link for MemoryLink {
                     // What can be handed over now, taken under the lock.
                     let batch: Result<Vec<Entry>, ClusterError> = {
                         let c = shared.lock();
-                        let reachable = c.running && c.nodes.get(&node).is_some_and(|n| !n.cut);
+                        let reachable =
+                            c.running && c.nodes.get(&node).is_some_and(|n| !n.cut && !n.lagging);
                         let first = c.log.front().map_or(c.last_seq + 1, |e| e.seq);
                         if !reachable {
                             Ok(Vec::new())

@@ -19,7 +19,8 @@
 //! every node computes the same notifications, and each delivers only to
 //! its own users. Remote users count everywhere (`who`, member lists,
 //! ownership, bans...). Store writes a change asks for ([`Persist`]) are
-//! carried out by the origin only.
+//! carried out by the origin only, also when the command that asked gave
+//! up waiting (the change holds everywhere all the same).
 //!
 //! Channel messages do not go through the log: the origin checks them
 //! against its replica, gives them an id, delivers to its own members,
@@ -31,6 +32,20 @@
 //! one node publishes in order, through one queue. A direct message to a
 //! user of another node goes to `node.<hex of that node's key>` with the
 //! recipient's id.
+//!
+//! # Log and topics in step
+//! The log orders changes, topics carry messages, and nothing orders one
+//! against the other by itself. Two rules do:
+//! - a node follows a channel's topic before it appends an event that may
+//!   bring its user into the channel ([`Cluster::hold_channel`]), and
+//!   follows `general` always (other nodes' events put users there), so
+//!   whoever learns of the arrival publishes to a subscribed node;
+//! - every package carries the sequence its origin had applied (or was
+//!   applying) when it checked it, and a node that has applied less holds
+//!   it, and all after it, until it has caught up ([`Cluster::receive`]).
+//!
+//! So a member always gets what was sent once its arrival was known, and
+//! no node takes a newcomer's first words for a stranger's.
 //!
 //! # Message ids
 //! Alone, ids count up from the store's highest. In a cluster each node
@@ -74,7 +89,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClusterError, Delivery, Link};
-use crate::server::chat::{ChatError, Hub, LoginSetup, Outbox, Persist, ReplicaState, UserId};
+use crate::server::chat::{
+    ChatError, Hub, LoginSetup, Outbox, Persist, ReplicaState, UserId, GENERAL,
+};
 use crate::server::commands::CommandError;
 use crate::store::{AccountId, ChannelId, MessageId};
 
@@ -86,18 +103,20 @@ pub const TICK_MICROS: u64 = 8;
 pub const ID_EPOCH_SECS: u64 = 1_767_225_600;
 /// Version of the log's [`Envelope`] layout; entries of another are skipped.
 pub const EVENT_VERSION: u32 = 1;
-/// Version of the topic header.
-const HEADER_VERSION: u8 = 1;
+/// Version of the topic header (2: with the origin's applied sequence).
+const HEADER_VERSION: u8 = 2;
 /// Packages and subscription changes waiting to go out to the carrier.
 pub const OUTGOING_QUEUE: usize = 65_536;
-/// Longest wait for one's own follower to apply an appended event.
-pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Snapshot requests a joining node makes before it gives up.
 pub const SNAPSHOT_TRIES: usize = 5;
 /// Pause between retries of a failed carrier operation.
 const RETRY: Duration = Duration::from_millis(200);
 /// Nodes remembered as gone, so late events of theirs are ignored.
 const GONE_KEPT: usize = 1024;
+/// Packages of other nodes held until this node has applied the log as
+/// far as their origin had (see [`Cluster::receive`]); past this, the
+/// oldest goes out at once.
+pub const HELD_MAX: usize = 65_536;
 
 /// Shortest heartbeat interval, whatever the options say.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
@@ -257,6 +276,38 @@ enum Outgoing {
     Publish(String, Bytes),
     /// Start (`true`) or stop following a topic.
     Follow(String, bool),
+    /// Whether a topic is followed, once every change before is made.
+    Confirm(String, oneshot::Sender<bool>),
+}
+
+/// Why this node follows a channel's topic.
+#[derive(Debug, Default, Clone, Copy)]
+struct Interest {
+    /// The channel has members here.
+    local: bool,
+    /// Commands that may bring a member here, waiting for their events.
+    held: u32,
+}
+
+impl Interest {
+    fn wanted(self) -> bool {
+        self.local || self.held > 0
+    }
+}
+
+/// A channel's topic followed for as long as this lives (see
+/// [`Cluster::hold_channel`]).
+pub struct ChannelHold {
+    /// The node, and the channel's key (`None`: nothing held).
+    held: Option<(Arc<Cluster>, String)>,
+}
+
+impl Drop for ChannelHold {
+    fn drop(&mut self) {
+        if let Some((cluster, key)) = self.held.take() {
+            cluster.change_interest(&key, |i| i.held = i.held.saturating_sub(1));
+        }
+    }
 }
 
 /// The snapshot a joining node gets.
@@ -279,6 +330,10 @@ pub struct ClusterOptions {
     pub lease: Duration,
     /// How long a snapshot request waits for its reply.
     pub snapshot_timeout: Duration,
+    /// Longest wait for one's own follower to apply an appended event,
+    /// and for a package of another node to be let through (see
+    /// [`Cluster::receive`]).
+    pub apply_timeout: Duration,
     /// Time between two heartbeats (and claim renewals): well under the
     /// lease.
     pub heartbeat: Duration,
@@ -309,6 +364,15 @@ pub struct Cluster {
     /// The last sequence applied; held while an event is applied, so a
     /// snapshot is never taken in the middle of one.
     applied: Mutex<u64>,
+    /// The sequence being applied or applied last: set before the event
+    /// reaches the replica, so what this node publishes is stamped with a
+    /// sequence at least as far as the state it was checked against.
+    seen: AtomicU64,
+    /// The last sequence applied in full, for packages of other nodes
+    /// waiting for it.
+    done: tokio::sync::watch::Sender<u64>,
+    /// Channel topics followed, and why.
+    topics: Mutex<HashMap<String, Interest>>,
     /// Other nodes, to when they were last heard.
     heard: Mutex<HashMap<Arc<str>, Instant>>,
     /// Nodes declared gone, oldest first.
@@ -341,10 +405,18 @@ fn unavailable(command: &'static str, e: &ClusterError) -> CommandError {
 }
 
 /// A topic header plus the package: the origin's key, a key (channel or
-/// sender), the sender's folded name, two numbers.
-fn with_header(node: &str, key: &str, sender: &str, a: u64, b: u64, bytes: &[u8]) -> Bytes {
+/// sender), the sender's folded name, two numbers, and the last log
+/// sequence the origin had applied (or was applying) when it sent it.
+fn with_header(
+    node: &str,
+    key: &str,
+    sender: &str,
+    (a, b): (u64, u64),
+    seq: u64,
+    bytes: &[u8],
+) -> Bytes {
     let mut out =
-        BytesMut::with_capacity(1 + 6 + node.len() + key.len() + sender.len() + 16 + bytes.len());
+        BytesMut::with_capacity(1 + 6 + node.len() + key.len() + sender.len() + 24 + bytes.len());
     out.put_u8(HEADER_VERSION);
     for s in [node, key, sender] {
         out.put_u16(u16::try_from(s.len()).unwrap_or(0));
@@ -352,6 +424,7 @@ fn with_header(node: &str, key: &str, sender: &str, a: u64, b: u64, bytes: &[u8]
     }
     out.put_u64(a);
     out.put_u64(b);
+    out.put_u64(seq);
     out.put_slice(bytes);
     out.freeze()
 }
@@ -362,6 +435,8 @@ struct Header {
     key: String,
     sender: String,
     a: u64,
+    /// The origin's applied sequence.
+    seq: u64,
     bytes: Bytes,
 }
 
@@ -384,6 +459,7 @@ fn read_header(payload: &Bytes) -> Option<Header> {
     let a = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
     // The second number (a direct message's id) is for diagnostics.
     take(&mut at, 8)?;
+    let seq = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
     let sender = strings.pop()?;
     let key = strings.pop()?;
     let node = strings.pop()?;
@@ -392,6 +468,7 @@ fn read_header(payload: &Bytes) -> Option<Header> {
         key,
         sender,
         a,
+        seq,
         bytes: payload.slice(at..),
     })
 }
@@ -454,13 +531,22 @@ impl Cluster {
             outgoing_rx: Mutex::new(Some(rx)),
             deliveries: Mutex::new(Some(deliveries)),
             applied: Mutex::new(0),
+            seen: AtomicU64::new(0),
+            done: tokio::sync::watch::Sender::new(0),
+            topics: Mutex::new(HashMap::new()),
             heard: Mutex::new(heard.clone()),
             gone: Mutex::new(VecDeque::new()),
             leaving: AtomicBool::new(false),
             stop: CancellationToken::new(),
         });
+        // Every login lands in general, and kicked and displaced members
+        // go there: events of other nodes can put this node's users in it,
+        // so this node cannot subscribe first as it does for a join of its
+        // own. It follows general always.
+        link.subscribe(&channel_topic(GENERAL)).await?;
         if heard.is_empty() {
-            *lock(&cluster.applied) = link.last_seq().await?;
+            let last = link.last_seq().await?;
+            cluster.applied_through(&mut lock(&cluster.applied), last);
             tracing::info!(node = %key, slot, "no other node alive: starting the cluster's state here");
             // No node is alive, so no guest channel is: the messages of
             // those gone with earlier runs can go. A node joining live
@@ -534,7 +620,7 @@ impl Cluster {
                     Ok(s) if s.state.version == crate::server::chat::REPLICA_VERSION => {
                         let mut applied = lock(&self.applied);
                         let (ghosts, followed) = hub.import_replica(s.state, &self.key());
-                        *applied = s.seq;
+                        self.applied_through(&mut applied, s.seq);
                         let mut gone = lock(&self.gone);
                         gone.clear();
                         gone.extend(s.gone);
@@ -589,7 +675,8 @@ impl Cluster {
             event: Event::NodeGone { node },
         };
         if let Ok(bytes) = serde_json::to_vec(&event) {
-            let appended = tokio::time::timeout(APPLY_TIMEOUT, self.link.append(bytes.into()));
+            let appended =
+                tokio::time::timeout(self.options.apply_timeout, self.link.append(bytes.into()));
             if !matches!(appended.await, Ok(Ok(_))) {
                 tracing::warn!("could not tell the cluster this node leaves; the others will notice within the lease");
             }
@@ -649,7 +736,7 @@ impl Cluster {
             lock(&self.pending).remove(&token);
             return Err(unavailable(command, &e));
         }
-        match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
+        match tokio::time::timeout(self.options.apply_timeout, rx).await {
             Ok(Ok(outcome)) => outcome,
             _ => {
                 lock(&self.pending).remove(&token);
@@ -703,20 +790,77 @@ impl Cluster {
     /// Follows (or stops following) channel `key`'s topic: its first local
     /// member arrived, or its last left.
     pub fn follow_channel(&self, key: &str, on: bool) {
-        self.queue(Outgoing::Follow(channel_topic(key), on));
+        self.change_interest(key, |i| i.local = on);
+    }
+
+    /// Changes why channel `key`'s topic is followed, and follows it or
+    /// stops as that changes. General is followed always.
+    fn change_interest(&self, key: &str, change: impl FnOnce(&mut Interest)) {
+        if key == GENERAL {
+            return;
+        }
+        let mut topics = lock(&self.topics);
+        let interest = topics.entry(key.to_owned()).or_default();
+        let before = interest.wanted();
+        change(interest);
+        let after = interest.wanted();
+        if !after {
+            topics.remove(key);
+        }
+        drop(topics);
+        if before != after {
+            self.queue(Outgoing::Follow(channel_topic(key), after));
+        }
+    }
+
+    /// Follows channel `key`'s topic before a command that may bring a
+    /// user of this node into it is appended, until the hold is dropped.
+    ///
+    /// Other nodes publish to the channel as soon as they have applied the
+    /// arrival, which may be before this node has; a subscription made
+    /// only then would miss what they sent in between. Made before the
+    /// event is in the log, it is in place by the time anyone can know
+    /// of the arrival (one NATS server orders the subscription before the
+    /// append; see the README for several).
+    pub async fn hold_channel(self: &Arc<Self>, key: &str) -> Result<ChannelHold, ClusterError> {
+        if key == GENERAL {
+            return Ok(ChannelHold { held: None });
+        }
+        self.change_interest(key, |i| i.held += 1);
+        let hold = ChannelHold {
+            held: Some((Arc::clone(self), key.to_owned())),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.queue(Outgoing::Confirm(channel_topic(key), tx));
+        match tokio::time::timeout(self.options.apply_timeout, rx).await {
+            Ok(Ok(true)) => Ok(hold),
+            _ => Err(ClusterError::Unavailable(
+                "the channel's topic could not be followed".to_owned(),
+            )),
+        }
     }
 
     /// Publishes a channel package to the other nodes.
     pub fn publish_channel(&self, key: &str, sender_key: &str, bytes: Bytes) {
-        let payload = with_header(&self.key(), key, sender_key, 0, 0, &bytes);
+        let seq = self.seen.load(Ordering::SeqCst);
+        let payload = with_header(&self.key(), key, sender_key, (0, 0), seq, &bytes);
         self.queue(Outgoing::Publish(channel_topic(key), payload));
     }
 
     /// Publishes a direct message to user `to` of node `home`.
     pub fn publish_direct(&self, home: &str, to: UserId, message_id: MessageId, bytes: Bytes) {
         let id = u64::try_from(message_id).unwrap_or(0);
-        let payload = with_header(&self.key(), "", "", to, id, &bytes);
+        let seq = self.seen.load(Ordering::SeqCst);
+        let payload = with_header(&self.key(), "", "", (to, id), seq, &bytes);
         self.queue(Outgoing::Publish(node_topic(home), payload));
+    }
+
+    /// Records that the log is applied through `seq` (a snapshot taken,
+    /// or a start from the log's end): `applied` is the held lock.
+    fn applied_through(&self, applied: &mut u64, seq: u64) {
+        *applied = seq;
+        self.seen.store(seq, Ordering::SeqCst);
+        self.done.send_replace(seq);
     }
 
     fn queue(&self, item: Outgoing) {
@@ -774,7 +918,7 @@ impl Cluster {
             return;
         }
         if let Ok(seq) = self.link.last_seq().await {
-            *lock(&self.applied) = seq;
+            self.applied_through(&mut lock(&self.applied), seq);
         }
     }
 
@@ -789,6 +933,20 @@ impl Cluster {
             return;
         }
         *applied = seq;
+        self.seen.store(seq, Ordering::SeqCst);
+        self.apply_payload(hub, seq, payload, applied);
+        // Packages of other nodes that waited for this sequence may go.
+        self.done.send_replace(seq);
+    }
+
+    /// Applies one log entry's payload; `applied` is the held lock.
+    fn apply_payload(
+        self: &Arc<Self>,
+        hub: &Hub,
+        seq: u64,
+        payload: &[u8],
+        applied: MutexGuard<'_, u64>,
+    ) {
         let envelope: Envelope = match serde_json::from_slice(payload) {
             Ok(e) => e,
             Err(e) => {
@@ -829,17 +987,43 @@ impl Cluster {
         drop(applied);
         match reply {
             Some(reply) => {
-                if let Err(Ok(Applied::User(id))) = reply.send(outcome) {
-                    // Its connection gave up waiting: it has no connection.
-                    self.propose_disconnect(id);
+                if let Err(outcome) = reply.send(outcome) {
+                    self.orphaned(hub, outcome);
                 }
             }
-            None if mine => {
-                if let (Event::Login { .. }, Ok(Applied::User(id))) = (&envelope.event, outcome) {
-                    self.propose_disconnect(id);
-                }
-            }
+            None if mine => self.orphaned(hub, outcome),
             None => {}
+        }
+    }
+
+    /// What is left of an event of this node whose command stopped
+    /// waiting (its connection ended, or the wait timed out): the event
+    /// holds on every node, so what it asked of the store is done all the
+    /// same, and a login without a connection is taken out again.
+    fn orphaned(&self, hub: &Hub, outcome: Outcome) {
+        match outcome {
+            Ok(Applied::User(id)) => self.propose_disconnect(id),
+            Ok(Applied::Steps(steps)) if !steps.is_empty() => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let accounts = Arc::clone(hub.accounts());
+                // As a connection does: a deleted channel's queued messages
+                // are written before the deletion.
+                let barrier = steps
+                    .iter()
+                    .any(|s| matches!(s, Persist::Delete(_)))
+                    .then(|| hub.journal().clone());
+                runtime.spawn(async move {
+                    if let Some(journal) = barrier {
+                        let _ = journal.barrier().await;
+                    }
+                    if let Err(e) = accounts.persist(steps).await {
+                        tracing::warn!(error = %e, "the store steps of a change whose command stopped waiting failed");
+                    }
+                });
+            }
+            Ok(Applied::Steps(_)) | Err(_) => {}
         }
     }
 
@@ -936,7 +1120,13 @@ impl Cluster {
                 if !owned(*user) {
                     return not_owned("rename");
                 }
-                steps(hub.rename(*user, name).map(|()| Vec::new()), "rename")
+                let renamed = hub.rename(*user, name);
+                if let (Ok(()), Some(account), false) = (&renamed, hub.account(*user), mine) {
+                    // The account's new name, at once rather than at
+                    // this node's next reload of the shared store.
+                    hub.accounts().index().learn(account, name);
+                }
+                steps(renamed.map(|()| Vec::new()), "rename")
             }
             Event::Group {
                 user,
@@ -961,10 +1151,13 @@ impl Cluster {
                 if !owned(*user) {
                     return not_owned("register");
                 }
-                steps(
-                    hub.set_account(*user, name, *account).map(|()| Vec::new()),
-                    "register",
-                )
+                let set = hub.set_account(*user, name, *account);
+                if set.is_ok() && !mine {
+                    // A guest here must not take the name before this
+                    // node's next reload of the shared store finds it.
+                    hub.accounts().index().learn(*account, name);
+                }
+                steps(set.map(|()| Vec::new()), "register")
             }
             Event::NodeGone { node } => {
                 if self.is_gone(node) {
@@ -1018,32 +1211,92 @@ impl Cluster {
     }
 
     /// Receives topic packages: heartbeats, channel packages, direct messages.
+    ///
+    /// A package is stamped with the log sequence its origin had applied
+    /// when it checked it (who is in the channel, who is online). This
+    /// node may be behind: the recipient's arrival, or the sender's, may
+    /// not be applied here yet, and delivered now the package would miss a
+    /// member or be taken for a stranger's. So a package ahead of this
+    /// node waits until the log is applied as far, and every later one
+    /// waits behind it (order per sender holds). Only a follower stuck for
+    /// [`ClusterOptions::apply_timeout`] lets it go as things are, and the queue holds at
+    /// most [`HELD_MAX`].
     async fn receive(self: Arc<Self>, hub: Hub, mut rx: mpsc::Receiver<Delivery>) {
+        let mut done = self.done.subscribe();
+        let mut held: VecDeque<(Instant, String, Header)> = VecDeque::new();
         loop {
-            let d = tokio::select! {
+            let wait = self.options.apply_timeout;
+            let due = held.front().map(|(at, ..)| *at + wait);
+            tokio::select! {
                 _ = self.stop.cancelled() => return,
-                d = rx.recv() => match d { Some(d) => d, None => return },
-            };
-            if d.topic == "heartbeat" {
-                if let Ok(peer) = std::str::from_utf8(&d.payload) {
-                    if peer != &*self.key() && !self.is_gone(peer) {
-                        lock(&self.heard).insert(Arc::from(peer), Instant::now());
-                    }
+                d = rx.recv() => match d {
+                    Some(d) => self.received(&hub, d, &mut held, *done.borrow()),
+                    None => return,
+                },
+                Ok(()) = done.changed(), if !held.is_empty() => {}
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+            }
+            let through = *done.borrow_and_update();
+            let now = Instant::now();
+            while let Some((at, ..)) = held.front() {
+                let ready = held.front().is_some_and(|(_, _, h)| h.seq <= through);
+                let late = now >= *at + wait;
+                if !ready && !late {
+                    break;
                 }
-                continue;
+                if let Some((_, topic, h)) = held.pop_front() {
+                    if late && !ready {
+                        tracing::warn!(%topic, seq = h.seq, through, "the cluster log is not applied as far as a package of another node needs; delivered as things are");
+                    }
+                    Self::deliver(&hub, &topic, h);
+                }
             }
-            let Some(h) = read_header(&d.payload) else {
-                tracing::warn!(topic = %d.topic, "unreadable cluster package skipped");
-                continue;
-            };
-            if h.node == *self.key() {
-                continue;
+        }
+    }
+
+    /// One topic package received: a heartbeat noted, a package delivered
+    /// or held (see [`Cluster::receive`]).
+    fn received(
+        &self,
+        hub: &Hub,
+        d: Delivery,
+        held: &mut VecDeque<(Instant, String, Header)>,
+        through: u64,
+    ) {
+        if d.topic == "heartbeat" {
+            if let Ok(peer) = std::str::from_utf8(&d.payload) {
+                if peer != &*self.key() && !self.is_gone(peer) {
+                    lock(&self.heard).insert(Arc::from(peer), Instant::now());
+                }
             }
-            if d.topic.starts_with("chan.") {
-                hub.deliver_channel(&h.key, &h.sender, h.bytes);
-            } else if d.topic.starts_with("node.") {
-                hub.deliver_direct(h.a, h.bytes);
+            return;
+        }
+        let Some(h) = read_header(&d.payload) else {
+            tracing::warn!(topic = %d.topic, "unreadable cluster package skipped");
+            return;
+        };
+        if h.node == *self.key() {
+            return;
+        }
+        if held.is_empty() && h.seq <= through {
+            Self::deliver(hub, &d.topic, h);
+            return;
+        }
+        if held.len() >= HELD_MAX {
+            if let Some((_, topic, oldest)) = held.pop_front() {
+                tracing::warn!(%topic, "too many packages of other nodes wait for the log; the oldest is delivered as things are");
+                Self::deliver(hub, &topic, oldest);
             }
+        }
+        held.push_back((Instant::now(), d.topic, h));
+    }
+
+    /// Hands a package of another node to this node's users.
+    fn deliver(hub: &Hub, topic: &str, h: Header) {
+        if topic.starts_with("chan.") {
+            hub.deliver_channel(&h.key, &h.sender, h.bytes);
+        } else if topic.starts_with("node.") {
+            hub.deliver_direct(h.a, h.bytes);
         }
     }
 
@@ -1080,6 +1333,9 @@ impl Cluster {
                     } else {
                         wanted.insert(topic, on);
                     }
+                }
+                Outgoing::Confirm(topic, reply) => {
+                    let _ = reply.send(!wanted.contains_key(&topic));
                 }
             }
         }
@@ -1225,13 +1481,27 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let p = with_header("node-a#1", "general", "bob", 7, 9, b"bytes");
+        let p = with_header("node-a#1", "general", "bob", (7, 9), 42, b"bytes");
         let h = read_header(&p).unwrap();
         assert_eq!(
-            (h.node.as_str(), h.key.as_str(), h.sender.as_str(), h.a),
-            ("node-a#1", "general", "bob", 7)
+            (
+                h.node.as_str(),
+                h.key.as_str(),
+                h.sender.as_str(),
+                h.a,
+                h.seq
+            ),
+            ("node-a#1", "general", "bob", 7, 42)
         );
         assert_eq!(&h.bytes[..], b"bytes");
+        assert_eq!(
+            &read_header(&p.slice(..p.len() - 3)).unwrap().bytes[..],
+            b"by"
+        );
+        assert!(
+            read_header(&p.slice(..30)).is_none(),
+            "cut inside the header"
+        );
         assert!(read_header(&Bytes::from_static(b"\x01\x00")).is_none());
         assert!(read_header(&Bytes::new()).is_none());
     }

@@ -228,6 +228,18 @@ impl AccountIndex {
         }
     }
 
+    /// Adds `name` as account `id`'s: a name another server sharing the
+    /// store gave an account (a node of the same cluster), known before
+    /// the next reload finds it. Holding a name early costs at most a store
+    /// read; lacking it would let a guest log in under it.
+    pub fn learn(&self, id: AccountId, name: &str) {
+        let (key, skeleton) = (
+            crate::wire::protocol::fold_name(name),
+            crate::wire::protocol::name_skeleton(name),
+        );
+        self.lock().insert(id, &key, &skeleton);
+    }
+
     /// Reloads the names if the store's version is not the index's
     /// (blocks on the store: run it on a blocking thread). Returns whether
     /// a reload was installed.

@@ -89,6 +89,11 @@ pub const DEFAULT_CLUSTER_HEARTBEAT_MS: u64 = 2500;
 /// Milliseconds a joining cluster node waits for a peer's snapshot of the
 /// chat state, per try.
 pub const DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS: u64 = 5000;
+/// Milliseconds a cluster node waits for its own follower to apply what it
+/// appended to the log (`--cluster-apply-timeout-ms`): a command then fails
+/// as unavailable, and a package of another node waiting for the log goes
+/// out as things are.
+pub const DEFAULT_CLUSTER_APPLY_TIMEOUT_MS: u64 = 10_000;
 /// Milliseconds one operation on NATS (connecting, an append, a claim...)
 /// may take before it fails as unavailable (`--cluster-timeout-ms`).
 pub const DEFAULT_CLUSTER_TIMEOUT_MS: u64 = 5000;
@@ -317,6 +322,8 @@ pub struct Config {
     pub cluster_lease: Duration,
     /// How long a joining node waits for a snapshot, per try.
     pub cluster_snapshot_timeout: Duration,
+    /// How long a node waits for its follower to apply what it appended.
+    pub cluster_apply_timeout: Duration,
     /// How long one operation on the cluster's carrier may take.
     pub cluster_timeout: Duration,
     /// Most events the cluster's log keeps.
@@ -480,6 +487,7 @@ impl Default for Config {
             node_name: default_node_name(),
             cluster_lease: Duration::from_secs(DEFAULT_CLUSTER_LEASE_SECS),
             cluster_snapshot_timeout: Duration::from_millis(DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS),
+            cluster_apply_timeout: Duration::from_millis(DEFAULT_CLUSTER_APPLY_TIMEOUT_MS),
             cluster_timeout: Duration::from_millis(DEFAULT_CLUSTER_TIMEOUT_MS),
             cluster_log_max_msgs: DEFAULT_CLUSTER_LOG_MAX_MSGS,
             cluster_log_max_bytes: DEFAULT_CLUSTER_LOG_MAX_BYTES,
@@ -689,6 +697,12 @@ pub struct ServerArgs {
     /// the chat state, per try.
     #[arg(long, default_value_t = DEFAULT_CLUSTER_SNAPSHOT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub cluster_snapshot_timeout_ms: u64,
+    /// Milliseconds a cluster node waits for its own follower to apply a
+    /// change it appended (the command then fails as unavailable), and
+    /// that a package of another node may wait for this node to apply the
+    /// log as far as its sender had.
+    #[arg(long, default_value_t = DEFAULT_CLUSTER_APPLY_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    pub cluster_apply_timeout_ms: u64,
     /// Milliseconds one operation on NATS (connecting, an append, a claim)
     /// may take before it fails: a message then gets a clear error rather
     /// than waiting on an outage.
@@ -863,6 +877,7 @@ impl ServerArgs {
             node_name: self.node_name.clone().unwrap_or_else(default_node_name),
             cluster_lease: Duration::from_secs(self.cluster_lease_secs),
             cluster_snapshot_timeout: Duration::from_millis(self.cluster_snapshot_timeout_ms),
+            cluster_apply_timeout: Duration::from_millis(self.cluster_apply_timeout_ms),
             cluster_timeout: Duration::from_millis(self.cluster_timeout_ms),
             cluster_log_max_msgs: self.cluster_log_max_msgs,
             cluster_log_max_bytes: self.cluster_log_max_bytes,

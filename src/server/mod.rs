@@ -136,6 +136,7 @@ impl Server {
             node_name: config.node_name.clone(),
             lease: config.cluster_lease,
             snapshot_timeout: config.cluster_snapshot_timeout,
+            apply_timeout: config.cluster_apply_timeout,
             heartbeat: config.cluster_heartbeat,
         };
         crate::cluster::replica::Cluster::join(&self.hub, link, options).await?;

@@ -120,6 +120,18 @@ impl Nodes {
         }
     }
 
+    /// Waits until every node's state but node `skip`'s holds `cond`.
+    pub async fn until_all_but(
+        &self,
+        skip: usize,
+        what: &str,
+        cond: impl Fn(&chatmaster::server::chat::Snapshot) -> bool,
+    ) {
+        for (_, n) in self.nodes.iter().enumerate().filter(|(i, _)| *i != skip) {
+            super::until_state(n, what, &cond).await;
+        }
+    }
+
     pub async fn shutdown(self) {
         for n in self.nodes {
             n.shutdown().await;

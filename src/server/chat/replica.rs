@@ -245,6 +245,15 @@ impl Hub {
             );
             return;
         }
+        // What this node knows of the sender's activity, for `whois` here.
+        if let Some(sender) = state
+            .names
+            .get(sender_key)
+            .copied()
+            .and_then(|id| state.users.get_mut(&id))
+        {
+            sender.last_active = std::time::Instant::now();
+        }
         let ignorers = state.ignored_by.get(sender_key);
         let mut delivered = 0;
         for m in ch.members.iter().filter(|m| !m.outbox.is_remote()) {
@@ -450,6 +459,23 @@ fn applied_steps(outcome: crate::cluster::replica::Outcome) -> Result<Vec<Persis
     }
 }
 
+/// Follows `channel`'s topic before a change that may bring a user of
+/// this node into it goes to the log (see
+/// [`crate::cluster::replica::Cluster::hold_channel`]).
+async fn hold(
+    cluster: &Arc<crate::cluster::replica::Cluster>,
+    channel: &str,
+) -> Result<crate::cluster::replica::ChannelHold, ChatError> {
+    cluster
+        .hold_channel(&fold_name(channel))
+        .await
+        .map_err(|e| {
+            ChatError(format!(
+                "The cluster is unavailable ({e}); nothing was changed, try again."
+            ))
+        })
+}
+
 /// The accounts service's changes, through the cluster's log when there
 /// is one (see [`crate::cluster::replica`]), at once otherwise.
 impl Hub {
@@ -463,6 +489,7 @@ impl Hub {
         let Some(cluster) = self.cluster() else {
             return self.join_with(id, channel, registration);
         };
+        let _hold = hold(cluster, channel).await?;
         let event = crate::cluster::replica::Event::Join {
             user: id,
             channel: channel.to_owned(),
@@ -494,6 +521,7 @@ impl Hub {
         let Some(cluster) = self.cluster() else {
             return self.create_group(id, channel, recipients, registration);
         };
+        let _hold = hold(cluster, channel).await?;
         let event = crate::cluster::replica::Event::Group {
             user: id,
             channel: channel.to_owned(),
