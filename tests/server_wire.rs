@@ -33,8 +33,8 @@ fn package(v: Value) -> Vec<u8> {
     frame(&zlib(v.to_string().as_bytes()))
 }
 
-/// Reads one frame and inflates it by hand; None when the peer closed.
-async fn read_raw(s: &mut TcpStream) -> Option<Value> {
+/// Reads one frame's body as it came; None when the peer closed.
+async fn read_body(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     match tokio::time::timeout(WAIT, s.read_exact(&mut len)).await {
         Ok(Ok(_)) => {}
@@ -47,11 +47,19 @@ async fn read_raw(s: &mut TcpStream) -> Option<Value> {
         .await
         .expect("frame body in time")
         .expect("frame body");
+    Some(body)
+}
+
+/// Inflates a frame body by hand.
+fn inflate_raw(body: &[u8]) -> Value {
     let mut text = String::new();
-    ZlibDecoder::new(&body[..])
-        .read_to_string(&mut text)
-        .unwrap();
-    Some(serde_json::from_str(&text).unwrap())
+    ZlibDecoder::new(body).read_to_string(&mut text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Reads one frame and inflates it by hand; None when the peer closed.
+async fn read_raw(s: &mut TcpStream) -> Option<Value> {
+    Some(inflate_raw(&read_body(s).await?))
 }
 
 async fn expect_eof(s: &mut TcpStream) {
@@ -127,6 +135,54 @@ async fn first_frame_is_the_stored_login_request_quoted_in_protocol_md() {
         .read_to_end(&mut plain)
         .unwrap();
     assert_eq!(plain, json);
+    server.shutdown().await;
+}
+
+/// Whether the first deflate block of a zlib stream (after its 2-byte
+/// header) is a stored one: BTYPE, bits 1-2 of its first byte, is 00.
+fn first_block_is_stored(body: &[u8]) -> bool {
+    body.len() > 2 && body[2] & 0b110 == 0
+}
+
+#[tokio::test]
+async fn a_message_for_few_recipients_is_stored_and_for_more_compressed() {
+    let server = TestServer::start(Config {
+        compress_min_recipients: 2,
+        ..test_config()
+    })
+    .await;
+    let mut alice = raw_login(&server, "alice").await;
+    let mut bob = raw_login(&server, "bob").await;
+    let joined = read_raw(&mut alice).await.unwrap();
+    assert_eq!(joined["data"]["username"], "bob", "{joined}");
+    // Well over --compress-min-bytes, and very compressible.
+    let text = "hello ".repeat(50);
+    let send = package(json!({"type": "message", "data": {"message": text}}));
+    alice.write_all(&send).await.unwrap();
+    // One recipient: stored whatever its length.
+    let body = read_body(&mut bob).await.unwrap();
+    assert!(first_block_is_stored(&body), "{body:02x?}");
+    assert!(body.len() > text.len(), "stored: {} bytes", body.len());
+    assert_eq!(inflate_raw(&body)["data"]["message"], text.as_str());
+    let sent = read_raw(&mut alice).await.unwrap();
+    assert_eq!(sent["data"]["event_type"], "message_sent", "{sent}");
+    // Two recipients: compressed.
+    let mut carol = raw_login(&server, "carol").await;
+    for member in [&mut alice, &mut bob] {
+        let joined = read_raw(member).await.unwrap();
+        assert_eq!(joined["data"]["username"], "carol", "{joined}");
+    }
+    alice.write_all(&send).await.unwrap();
+    for member in [&mut bob, &mut carol] {
+        let body = read_body(member).await.unwrap();
+        assert!(!first_block_is_stored(&body), "{body:02x?}");
+        assert!(
+            body.len() < text.len() / 2,
+            "deflated: {} bytes",
+            body.len()
+        );
+        assert_eq!(inflate_raw(&body)["data"]["message"], text.as_str());
+    }
     server.shutdown().await;
 }
 

@@ -52,6 +52,13 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 /// stored (uncompressed) zlib blocks: deflate saves about a tenth of a
 /// 100-byte notification, while each compression clears a 128 KiB table.
 pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 128;
+/// A chat message going to fewer recipients than this is sent as stored
+/// zlib blocks whatever its length: deflating one costs a fixed 3-5 us
+/// (most of it clearing a 128 KiB table) and saves a few dozen bytes per
+/// recipient, which pays for a crowd but not for a two-member channel or
+/// a direct message. In a cluster a channel message is always deflated:
+/// other nodes' members get the same bytes.
+pub const DEFAULT_COMPRESS_MIN_RECIPIENTS: usize = 8;
 
 /// Members a channel may have before arrivals, departures and renames in it
 /// are no longer announced to each member (`channel_stats` instead): in a
@@ -251,6 +258,8 @@ pub struct Config {
     pub compression_level: u32,
     /// Outgoing packages with less JSON than this are stored, not compressed.
     pub compress_min_bytes: usize,
+    /// Chat messages for fewer recipients than this are stored, not compressed.
+    pub compress_min_recipients: usize,
     /// Password hashes computed at once; 0 means two per core.
     pub hash_concurrency: usize,
     /// Wrong passwords per account within the window before refusing.
@@ -328,6 +337,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Below how many bytes of JSON a chat message for `recipients`
+    /// recipients is stored rather than deflated: `compress_min_bytes` for
+    /// a crowd, everything for fewer than `compress_min_recipients`.
+    pub fn message_store_below(&self, recipients: usize) -> usize {
+        if recipients < self.compress_min_recipients {
+            usize::MAX
+        } else {
+            self.compress_min_bytes
+        }
+    }
+
     /// The fields that set up what is built once at start: the store's
     /// file, its options and its writer thread; the accounts service's
     /// hasher, throttle, store permits and poll interval. A reload cannot change
@@ -436,6 +456,7 @@ impl Default for Config {
             rate_burst: DEFAULT_RATE_BURST,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compress_min_bytes: DEFAULT_COMPRESS_MIN_BYTES,
+            compress_min_recipients: DEFAULT_COMPRESS_MIN_RECIPIENTS,
             hash_concurrency: DEFAULT_HASH_CONCURRENCY,
             login_failures_per_account: DEFAULT_LOGIN_FAILURES_PER_ACCOUNT,
             login_failures_per_address: DEFAULT_LOGIN_FAILURES_PER_ADDRESS,
@@ -630,6 +651,11 @@ pub struct ServerArgs {
     /// stored zlib blocks, uncompressed (0 compresses everything).
     #[arg(long, default_value_t = DEFAULT_COMPRESS_MIN_BYTES)]
     pub compress_min_bytes: usize,
+    /// A chat message going to fewer recipients than this is sent as stored
+    /// zlib blocks whatever its length; from this many on it is compressed
+    /// (when over --compress-min-bytes). 0 or 1 compresses for any number.
+    #[arg(long, default_value_t = DEFAULT_COMPRESS_MIN_RECIPIENTS)]
+    pub compress_min_recipients: usize,
     /// Members a channel may have before other people's arrivals, departures
     /// and renames in it are no longer announced; its members get a
     /// `channel_stats` with the member count instead, at most once per
@@ -820,6 +846,7 @@ impl ServerArgs {
             rate_burst: self.rate_burst,
             compression_level: self.compression_level,
             compress_min_bytes: self.compress_min_bytes,
+            compress_min_recipients: self.compress_min_recipients,
             hash_concurrency: self.hash_concurrency,
             login_failures_per_account: self.login_failures_per_account,
             login_failures_per_address: self.login_failures_per_address,

@@ -637,8 +637,10 @@ impl Store for SqliteStore {
         {
             // An account deleted (by the admin commands) after the message
             // was accepted is stored as no account: a foreign key failing
-            // would fail the batch again at every retry.
-            let mut stmt = tx
+            // would fail the batch again at every retry. Rows that name no
+            // account (guests' channel messages, most of the traffic) skip
+            // those two look-ups.
+            let mut with_accounts = tx
                 .prepare_cached(
                     "INSERT INTO messages (id, channel_key, channel, sender, sender_key, account, \
                      text, timestamp, attachments, edited, recipient, recipient_key, \
@@ -647,8 +649,21 @@ impl Store for SqliteStore {
                      ?9, ?10, ?11, ?12, (SELECT id FROM accounts WHERE id = ?13), ?14, ?15)",
                 )
                 .map_err(classify)?;
+            let mut without = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, channel_key, channel, sender, sender_key, account, \
+                     text, timestamp, attachments, edited, recipient, recipient_key, \
+                     recipient_account, conversation, offline) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .map_err(classify)?;
             for m in batch {
                 let d = m.direct.as_ref();
+                let stmt = if m.account.is_none() && d.and_then(|d| d.recipient_account).is_none() {
+                    &mut without
+                } else {
+                    &mut with_accounts
+                };
                 stmt.execute(params![
                     m.id,
                     m.channel_key,

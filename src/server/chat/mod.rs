@@ -297,6 +297,9 @@ pub struct BanSnapshot {
 struct User {
     /// Name as its owner spelled it.
     name: String,
+    /// `name` folded (`fold_name`), kept because a message's record
+    /// carries it and folding is Unicode normalization twice over.
+    key: String,
     /// Folded key of the channel the user is in (exactly one at a time).
     channel: String,
     /// Where this user's packages go.
@@ -339,6 +342,7 @@ impl User {
         User {
             first_message,
             name: name.to_owned(),
+            key: fold_name(name),
             channel: GENERAL.to_owned(),
             outbox,
             account,
@@ -793,14 +797,14 @@ impl Hub {
         let message_id = g.state.peek_message_id();
         // Encoding happens under the lock: the id must be in the package,
         // and ids must reach the store queue, and every recipient, in the
-        // order they are handed out. (Short messages are stored, not
-        // compressed, so this is a copy, not a deflate.)
+        // order they are handed out. (Short messages, and messages for a
+        // few recipients, are stored, not compressed: a copy, not a deflate.)
         let record = StoredMessage {
             id: message_id,
             channel_key: user.channel.clone(),
             channel: channel.name.clone(),
             sender: user.name.clone(),
-            sender_key: fold_name(&user.name),
+            sender_key: user.key.clone(),
             account: user.account,
             text,
             timestamp: timestamp_now(),
@@ -818,18 +822,26 @@ impl Hub {
             attachments: shown_attachments,
             offline: None,
         });
+        // Stored rather than deflated for a few recipients (see
+        // `DEFAULT_COMPRESS_MIN_RECIPIENTS`); in a cluster other nodes'
+        // members get the same bytes, so it counts as a crowd.
+        let recipients = if g.cluster.is_some() {
+            usize::MAX
+        } else {
+            channel.members.len().saturating_sub(1)
+        };
         let bytes = codec::encode_packed(
             &package,
             config.max_package_bytes,
             config.compression_level,
-            config.compress_min_bytes,
+            config.message_store_below(recipients),
         )
         .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?;
         let ack = user.outbox.clone();
         // Only looked up when somebody ignores somebody: folding a name
         // per message is not free.
         let ignorers = (!g.state.ignored_by.is_empty())
-            .then(|| g.state.ignored_by.get(&fold_name(&record.sender)).cloned())
+            .then(|| g.state.ignored_by.get(&record.sender_key).cloned())
             .flatten();
         // Only in a cluster: the other nodes get the same bytes.
         let publish = g
@@ -903,6 +915,7 @@ impl Hub {
         g.state.skeletons.insert(name_skeleton(new_name), id);
         let account = g.state.users.get_mut(&id).and_then(|user| {
             user.name = new_name.to_owned();
+            user.key = fold_name(new_name);
             user.account
         });
         // The account's channels show its new name as their owner; their

@@ -105,7 +105,7 @@ impl Hub {
         let key = fold_name(to);
         let mut g = self.lock();
         let sender = g.user(id)?;
-        if fold_name(&sender.name) == key {
+        if sender.key == key {
             return fail("You cannot send a direct message to yourself.");
         }
         if let Some(&recipient) = g.state.names.get(&key) {
@@ -139,7 +139,7 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let mut g = self.lock();
         let sender = g.user(id)?;
-        let sender_key = fold_name(&sender.name);
+        let sender_key = sender.key.clone();
         if let Some(&online) = g.state.names.get(&message.key) {
             g.send_direct(id, online, message.content, message.slot, false)?;
             g.finish();
@@ -204,7 +204,7 @@ impl Hub {
         validate_message(&text, config.max_message_bytes).map_err(ChatError)?;
         let mut g = self.lock();
         let sender = g.user(id)?;
-        let sender_key = fold_name(&sender.name);
+        let sender_key = sender.key.clone();
         let eligible = |uid: &UserId, u: &User| {
             *uid != id
                 && !u.ignores.contains_key(&sender_key)
@@ -611,7 +611,7 @@ impl Guard<'_> {
         let Some(recipient) = self.state.users.get(&to) else {
             return fail("That user has just left.");
         };
-        let sender_key = fold_name(&sender.name);
+        let sender_key = sender.key.clone();
         if recipient.ignores.contains_key(&sender_key) {
             return fail(format!(
                 "{} does not accept direct messages from you.",
@@ -664,11 +664,12 @@ impl Guard<'_> {
                 attachments: shown_attachments,
             });
             Some(
+                // One recipient: stored (see `DEFAULT_COMPRESS_MIN_RECIPIENTS`).
                 codec::encode_packed(
                     &package,
                     self.config.max_package_bytes,
                     self.config.compression_level,
-                    self.config.compress_min_bytes,
+                    self.config.message_store_below(1),
                 )
                 .map_err(|e| ChatError(format!("message cannot be sent: {e}")))?,
             )
