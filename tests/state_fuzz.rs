@@ -124,6 +124,15 @@ struct View {
     /// The away text as the server last confirmed it.
     away: Option<String>,
     topic: Option<String>,
+    /// Names that left the channel (or were renamed) during this stay. In
+    /// a cluster a sender's last messages may come after its departure
+    /// was announced: the node applied the departure from the log before
+    /// the messages came on the channel's topic. They were sent while the
+    /// sender was a member, so they are delivered late, not dropped.
+    departed: BTreeSet<String>,
+    /// This user's own earlier names in this session: in a cluster a
+    /// direct message sent to the old name may come after the rename.
+    former: BTreeSet<String>,
 }
 
 /// A connection plus its reconstructed view.
@@ -146,6 +155,8 @@ struct Client {
     step: usize,
     log: ClientLog,
     addr: std::net::SocketAddr,
+    /// One of several nodes' clients (see [`View::departed`]).
+    cluster: bool,
 }
 
 /// Outcome of the packages that arrived up to a barrier.
@@ -284,6 +295,7 @@ impl Client {
                 } if username == v.name => {
                     v.channel = channel;
                     v.members = users.into_iter().collect();
+                    v.departed.clear();
                     v.owner = owner;
                     v.private = private.unwrap_or(false);
                     v.topic = topic;
@@ -314,6 +326,7 @@ impl Client {
                     if channel != v.channel || !v.members.remove(&username) {
                         return Err(fail(format!("bad user_left {username} {channel}: {v:?}")));
                     }
+                    v.departed.insert(username);
                 }
                 Notification::UserRename {
                     old_username,
@@ -324,7 +337,9 @@ impl Client {
                             "bad rename {old_username} -> {new_username}: {v:?}"
                         )));
                     }
+                    v.departed.insert(old_username.clone());
                     if v.name == old_username {
+                        v.former.insert(old_username.clone());
                         v.name = new_username.clone();
                     }
                     if v.owner.as_deref() == Some(old_username.as_str()) {
@@ -419,7 +434,9 @@ impl Client {
                 }
             },
             ServerPackage::Message(m) if m.to.is_some() => {
-                if m.to.as_ref() != Some(&v.name) || m.channel.is_some() {
+                let mine = m.to.as_ref() == Some(&v.name)
+                    || (self.cluster && m.to.as_ref().is_some_and(|to| v.former.contains(to)));
+                if !mine || m.channel.is_some() {
                     return Err(fail(format!("direct {m:?} misdelivered to {v:?}")));
                 }
                 if v.ignores.contains(&fold_name(&m.username)) {
@@ -434,10 +451,9 @@ impl Client {
                 if v.ignores.contains(&fold_name(&m.username)) {
                     return Err(fail(format!("{m:?} from an ignored name: {v:?}")));
                 }
-                if m.channel.as_ref() != Some(&v.channel)
-                    || !v.members.contains(&m.username)
-                    || m.username == v.name
-                {
+                let member = v.members.contains(&m.username)
+                    || (self.cluster && v.departed.contains(&m.username));
+                if m.channel.as_ref() != Some(&v.channel) || !member || m.username == v.name {
                     return Err(fail(format!("misdelivered {m:?} to {v:?}")));
                 }
                 let (sender, seq) =
@@ -1176,6 +1192,7 @@ async fn run_seed(seed: u64, steps: usize, nodes: usize) -> Result<String, Strin
             step: 0,
             log: ClientLog::default(),
             addr: addrs[index % addrs.len()],
+            cluster: addrs.len() > 1,
         };
         tasks.push(tokio::spawn(run_client(
             client,

@@ -28,11 +28,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-/// Queue capacity (in packages) kept while a queue is empty; a larger
-/// buffer, left over from a burst, is given back then, so an idle
-/// connection holds a few slots at most.
-const IDLE_SLOTS: usize = 16;
-
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -295,12 +290,21 @@ impl Outbox {
                 Some(Take::Copied)
             }
         };
-        if inner.items.is_empty() && inner.items.capacity() > IDLE_SLOTS {
-            // Shrunk, not dropped: a busy queue that empties between bursts
-            // then regrows from IDLE_SLOTS, not from nothing.
-            inner.items.shrink_to(IDLE_SLOTS);
-        }
+        // The buffer stays: a busy queue empties between every two bursts,
+        // and giving it back each time would regrow it each time. An idle
+        // queue gives it back at the next [`Outbox::trim`].
         Ok(taken)
+    }
+
+    /// Gives back the buffer of an empty queue, so that an idle
+    /// connection holds no slots. The hub calls it for every connection
+    /// every presence interval: a queue busy meanwhile keeps its buffer
+    /// between bursts, one idle through a sweep costs nothing.
+    pub fn trim(&self) {
+        let mut inner = self.lock();
+        if inner.items.is_empty() && inner.items.capacity() > 0 {
+            inner.items = std::collections::VecDeque::new();
+        }
     }
 
     /// Ready when something is queued or the outbox is closed (or
@@ -515,14 +519,21 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_queue_gives_back_a_large_buffer() {
+    fn an_emptied_queue_keeps_its_buffer_until_trimmed() {
         let q = Outbox::new(10_000, usize::MAX);
         for n in 0..500 {
             q.push(package(n, 8)).unwrap();
         }
         assert!(q.lock().items.capacity() >= 500);
+        take_numbers(&q, 8, 80);
+        q.trim();
+        assert!(q.lock().items.capacity() >= 500, "not empty: kept");
         while take_numbers(&q, 8, 800).is_some() {}
-        assert!(q.lock().items.capacity() <= IDLE_SLOTS);
+        assert!(q.lock().items.capacity() >= 500, "between bursts: kept");
+        q.trim();
+        assert_eq!(q.lock().items.capacity(), 0);
+        q.push(package(1, 8)).unwrap();
+        assert_eq!(take_numbers(&q, 8, 80), Some(vec![1]));
     }
 
     #[test]
