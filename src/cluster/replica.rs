@@ -807,8 +807,10 @@ impl Cluster {
         if !after {
             topics.remove(key);
         }
-        drop(topics);
         if before != after {
+            // Queued under the lock: two changes racing must reach the
+            // carrier in the order they were decided (the queue does not
+            // block).
             self.queue(Outgoing::Follow(channel_topic(key), after));
         }
     }
@@ -826,11 +828,11 @@ impl Cluster {
         if key == GENERAL {
             return Ok(ChannelHold { held: None });
         }
+        let (tx, rx) = oneshot::channel();
         self.change_interest(key, |i| i.held += 1);
         let hold = ChannelHold {
             held: Some((Arc::clone(self), key.to_owned())),
         };
-        let (tx, rx) = oneshot::channel();
         self.queue(Outgoing::Confirm(channel_topic(key), tx));
         match tokio::time::timeout(self.options.apply_timeout, rx).await {
             Ok(Ok(true)) => Ok(hold),
