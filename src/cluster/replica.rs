@@ -1014,18 +1014,9 @@ impl Cluster {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
-                let accounts = Arc::clone(hub.accounts());
-                // As a connection does: a deleted channel's queued messages
-                // are written before the deletion.
-                let barrier = steps
-                    .iter()
-                    .any(|s| matches!(s, Persist::Delete(_)))
-                    .then(|| hub.journal().clone());
+                let store = hub.persist_steps(steps);
                 runtime.spawn(async move {
-                    if let Some(journal) = barrier {
-                        let _ = journal.barrier().await;
-                    }
-                    if let Err(e) = accounts.persist(steps).await {
+                    if let Err(e) = store.await {
                         tracing::warn!(error = %e, "the store steps of a change whose command stopped waiting failed");
                     }
                 });

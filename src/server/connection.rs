@@ -838,19 +838,7 @@ impl<T: Transport> Connection<T> {
         if steps.is_empty() {
             return Ok(Ok(()));
         }
-        let accounts = Arc::clone(self.hub.accounts());
-        // A deleted channel's messages still queued for the writer must be
-        // written before the deletion, or they would outlive it.
-        let barrier = steps
-            .iter()
-            .any(|s| matches!(s, Persist::Delete(_)))
-            .then(|| self.hub.journal().clone());
-        let store = async move {
-            if let Some(journal) = barrier {
-                let _ = journal.barrier().await;
-            }
-            accounts.persist(steps).await
-        };
+        let store = self.hub.persist_steps(steps);
         let stored = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return Err(self.stopped().await),

@@ -721,6 +721,27 @@ impl Hub {
         &self.shared.journal
     }
 
+    /// Writes the store steps a change returned. A deleted channel's
+    /// messages still queued for the writer are written first, or they
+    /// would outlive it. The future owns what it needs, so it may run on
+    /// after its caller has gone.
+    pub fn persist_steps(
+        &self,
+        steps: Vec<Persist>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let accounts = Arc::clone(self.accounts());
+        let barrier = steps
+            .iter()
+            .any(|s| matches!(s, Persist::Delete(_)))
+            .then(|| self.journal().clone());
+        async move {
+            if let Some(journal) = barrier {
+                let _ = journal.barrier().await;
+            }
+            accounts.persist(steps).await
+        }
+    }
+
     fn lock(&self) -> Guard<'_> {
         // A panic while holding the lock would be a bug; the state is still
         // structurally sound then, so keep serving rather than cascade.
