@@ -59,7 +59,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant, Sleep};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::metrics;
 use crate::server::chat::{Hub, LoginSetup, OfflineDirect, OfflineRecipient, Persist, UserId};
@@ -124,6 +124,74 @@ enum Event {
     Resume,
     /// The store is ready for the package parked on it.
     StoreReady(StoreReady),
+}
+
+/// What the loop does next; decided by its synchronous steps. One byte,
+/// since the loop holds it across its awaits (see [`Connection::run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Wait for the next event (or, after one, look at the buffer again).
+    Wait,
+    /// Write out what is queued.
+    Flush,
+    /// A frame was handled: write out its replies, then give other tasks
+    /// their turn.
+    Handled,
+    /// The queue has packages: let the tasks already due run, then write.
+    Outbound,
+    /// Run what waits in `Connection::deferred`.
+    Deferred,
+}
+
+/// Rare work the loop's synchronous steps leave for a boxed future, so
+/// that its size is not carried by every connection's task.
+enum Deferred {
+    /// Work a handled frame left (see [`Later`]).
+    Later(Later),
+    /// A frame ends the connection, once the reply saying why is out.
+    CloseAfterReply(Close),
+    /// The input is not frames (or not packages): the connection ends with
+    /// a `protocol` error.
+    Protocol(String),
+    /// The connection ends now (the peer closed, or the socket failed).
+    End(Close),
+    /// An event other than data to read or to write.
+    Event(Event),
+}
+
+/// The deadlines in force for one wait of the loop.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    /// The end of a timed pause.
+    pause: Option<Instant>,
+    /// The login timeout, until logged in.
+    login: Option<Instant>,
+    /// The frame timeout, while a frame is begun and reading goes on.
+    frame: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest, for the one timer.
+    fn earliest(self) -> Option<Instant> {
+        [self.pause, self.login, self.frame]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// What the timer firing at `now` means (the end of a pause if
+    /// nothing else passed: the loop's head then looks again).
+    fn passed(self, now: Instant) -> Event {
+        if self.pause.is_some_and(|d| now >= d) {
+            Event::Resume
+        } else if self.login.is_some_and(|d| now >= d) {
+            Event::LoginTimeout
+        } else if self.frame.is_some_and(|d| now >= d) {
+            Event::FrameTimeout
+        } else {
+            Event::Resume
+        }
+    }
 }
 
 /// What a package parked on the store was waiting for.
@@ -256,6 +324,11 @@ struct Connection<T> {
     pause: Option<Pause>,
     /// A package waiting for the store; reading is paused meanwhile.
     stalled: Option<Box<Stalled>>,
+    /// When a frame begun must be complete; `None` while the read buffer
+    /// is empty. Moved on by the time reading is paused.
+    frame_deadline: Option<Instant>,
+    /// Rare work for the loop's next turn (see [`Deferred`]).
+    deferred: Option<Box<Deferred>>,
 }
 
 /// What one synchronous write attempt did.
@@ -317,6 +390,8 @@ pub fn serve_over<T: Transport>(
         rate: TokenBucket::new(config.rate_per_sec, config.rate_burst),
         pause: None,
         stalled: None,
+        frame_deadline: None,
+        deferred: None,
         hub,
         config,
     };
@@ -366,105 +441,30 @@ impl<T: Transport> Connection<T> {
         tokio::pin!(stop);
         let mut stop_registered = false;
         self.reply(&ServerPackage::Request(Request::login()))?;
-        let mut frame_deadline: Option<Instant> = None;
+        // The task is as large as this loop's largest state, for as long
+        // as the connection lives, and whatever the loop holds across two
+        // of its awaits is in every state. So it holds nothing but a
+        // one-byte `Step`: the decisions are made by synchronous steps,
+        // the hot waits (the next event, a flush) are awaited here, and
+        // the rare work (a login, a close, the store becoming ready...)
+        // waits in `self.deferred` for a boxed future of its own.
         loop {
-            if let Some(pause) = self.pause {
-                let now = Instant::now();
-                if now >= pause.until {
-                    self.pause = None;
-                    tracing::trace!(peer = %self.peer, user = self.username().as_deref(), reason = ?pause.reason, paused = ?(now - pause.since), "reading resumed");
-                    // A frame left incomplete while we did not read gets
-                    // back the time it lost.
-                    frame_deadline = frame_deadline.map(|d| d + (now - pause.since));
-                }
+            let mut step = self.next_frame();
+            if let Step::Wait = step {
+                let event = self.next_event(stop.as_mut(), &mut stop_registered).await;
+                step = self.on_event(event);
             }
-            if self.pause.is_none() && self.stalled.is_none() {
-                // Flood control: the next package, buffered or not, waits
-                // for a token; until then nothing is decoded or read.
-                if let Some(until) = self.rate.ready_at() {
-                    self.pause_until(PauseReason::Rate, until);
+            match step {
+                Step::Wait => {}
+                Step::Flush => self.flush_queue().await?,
+                Step::Handled => {
+                    self.flush_queue().await?;
+                    // A burst of buffered frames must not monopolise the
+                    // thread: recipients' tasks need to drain the queues
+                    // this fills, or fast readers look like slow consumers.
+                    tokio::task::coop::consume_budget().await;
                 }
-            }
-            if self.pause.is_none() && self.stalled.is_none() {
-                // Handle one buffered frame at a time, flushing its replies.
-                match self.frames.decode(&mut self.buf) {
-                    Ok(Some(body)) => {
-                        frame_deadline = None;
-                        // Checked above: a token is there.
-                        self.rate.try_take();
-                        let handled = match self.handle_frame(&body) {
-                            Ok(Some(later)) => Box::pin(self.run_later(later)).await,
-                            Ok(None) => Ok(()),
-                            Err(close) => Err(close),
-                        };
-                        if let Err(close) = handled {
-                            // The reply explaining why is queued: let it out first.
-                            let limit = self.config.shutdown_timeout;
-                            let _ = Box::pin(timeout(limit, self.flush_queue())).await;
-                            return Err(close);
-                        }
-                        self.flush_queue().await?;
-                        // A burst of buffered frames must not monopolise the
-                        // thread: recipients' tasks need to drain the queues
-                        // this fills, or fast readers look like slow consumers.
-                        tokio::task::coop::consume_budget().await;
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => return self.close_with("protocol", e.to_string()).await,
-                }
-                if self.buf.is_empty() {
-                    frame_deadline = None;
-                } else if frame_deadline.is_none() {
-                    frame_deadline = Some(Instant::now() + self.config.frame_timeout);
-                }
-            }
-            if self.buf.is_empty() && self.buf.capacity() > 0 {
-                // Give back whatever a large frame made us allocate.
-                self.buf = BytesMut::new();
-            }
-            // Reading stops for a timed pause (flood control) or while a
-            // package waits for the store; only the first has a deadline.
-            let timed = self.pause.map(|p| p.until);
-            let paused = timed.is_some() || self.stalled.is_some();
-            let login = self.user.is_none().then_some(self.login_deadline);
-            let frame = frame_deadline.filter(|_| !paused);
-            self.set_timer([timed, login, frame].into_iter().flatten().min());
-            let event = tokio::select! {
-                biased;
-                _ = poll_fn(|cx| {
-                    if self.shutdown.is_cancelled() {
-                        return Poll::Ready(());
-                    }
-                    if !stop_registered {
-                        stop_registered = true;
-                        return stop.as_mut().poll(cx);
-                    }
-                    Poll::Pending
-                }) => Event::Shutdown,
-                taken = poll_fn(|cx| self.outbox.poll_ready(cx)) => match taken {
-                    Taken::Packages => Event::Outbound,
-                    Taken::Closed => Event::Killed,
-                },
-                ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
-                r = poll_fn(|cx| Transport::poll_read_ready(&mut self.stream, cx)), if !paused => Event::Readable(r),
-                _ = poll_timer(&mut self.timer), if self.timer.is_some() => {
-                    let now = Instant::now();
-                    if timed.is_some_and(|d| now >= d) {
-                        Event::Resume
-                    } else if login.is_some_and(|d| now >= d) {
-                        Event::LoginTimeout
-                    } else if frame.is_some_and(|d| now >= d) {
-                        Event::FrameTimeout
-                    } else {
-                        Event::Resume
-                    }
-                }
-            };
-            match event {
-                Event::Shutdown => return self.goodbye().await,
-                Event::Killed => return self.killed().await,
-                Event::Outbound => {
+                Step::Outbound => {
                     // Let the tasks already due run first (senders filling
                     // this and other queues): under load the batch grows
                     // and the syscalls per delivery shrink; when nothing
@@ -472,66 +472,226 @@ impl<T: Transport> Connection<T> {
                     tokio::task::yield_now().await;
                     self.flush_queue().await?
                 }
-                Event::Readable(r) => {
-                    r?;
-                    self.follow_reload();
-                    match self.stream.try_read(&mut self.buf) {
-                        Ok(Input::Data(_)) => {}
-                        Ok(Input::Eof) => return Err(Close::Eof),
-                        // Not a package (a WebSocket text message): said
-                        // so in its turn, and the connection stays.
-                        Ok(Input::Refused(why)) => {
-                            // Counted like a package, so that refusals
-                            // cannot be had faster than answers.
-                            self.rate.try_take();
-                            self.reply_error("protocol", why)?;
-                            self.flush_queue().await?;
-                        }
-                        Ok(Input::Fatal(why)) => return self.close_with("protocol", why).await,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                // The loop's head ends the pause.
-                Event::Resume => {}
-                Event::StoreReady(ready) => {
-                    let Some(stalled) = self.stalled.take() else {
-                        continue;
+                Step::Deferred => Box::pin(self.run_deferred()).await?,
+            }
+        }
+    }
+
+    /// Leaves `work` for the loop to run in a boxed future of its own.
+    fn defer(&mut self, work: Deferred) -> Step {
+        self.deferred = Some(Box::new(work));
+        Step::Deferred
+    }
+
+    /// The loop's synchronous head: ends a pause whose time is up, pauses
+    /// for flood control, and handles one buffered frame if reading is not
+    /// paused. Arms the frame timeout for a frame begun but not complete.
+    fn next_frame(&mut self) -> Step {
+        if let Some(pause) = self.pause {
+            let now = Instant::now();
+            if now >= pause.until {
+                self.pause = None;
+                tracing::trace!(peer = %self.peer, user = self.username().as_deref(), reason = ?pause.reason, paused = ?(now - pause.since), "reading resumed");
+                // A frame left incomplete while we did not read gets
+                // back the time it lost.
+                self.frame_deadline = self.frame_deadline.map(|d| d + (now - pause.since));
+            }
+        }
+        if self.pause.is_none() && self.stalled.is_none() {
+            // Flood control: the next package, buffered or not, waits
+            // for a token; until then nothing is decoded or read.
+            if let Some(until) = self.rate.ready_at() {
+                self.pause_until(PauseReason::Rate, until);
+            }
+        }
+        if self.pause.is_none() && self.stalled.is_none() {
+            // Handle one buffered frame at a time, flushing its replies.
+            match self.frames.decode(&mut self.buf) {
+                Ok(Some(body)) => {
+                    self.frame_deadline = None;
+                    // Checked above: a token is there.
+                    self.rate.try_take();
+                    return match self.handle_frame(&body) {
+                        Ok(Some(later)) => self.defer(Deferred::Later(later)),
+                        Ok(None) => Step::Handled,
+                        // The reply explaining why is queued: let it out first.
+                        Err(close) => self.defer(Deferred::CloseAfterReply(close)),
                     };
-                    let waited = Instant::now() - stalled.since;
-                    frame_deadline = frame_deadline.map(|d| d + waited);
-                    let handled = match ready {
-                        StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
-                        StoreReady::Barrier => self.handle_package(stalled.package, None),
-                        StoreReady::Closed => self.store_unavailable().map(|()| None),
-                    };
-                    let handled = match handled {
-                        Ok(Some(later)) => Box::pin(self.run_later(later)).await,
-                        Ok(None) => Ok(()),
-                        Err(close) => Err(close),
-                    };
-                    if let Err(close) = handled {
-                        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
-                        return Err(close);
-                    }
-                    self.flush_queue().await?;
                 }
-                Event::LoginTimeout => {
-                    let secs = self.config.login_timeout.as_secs_f64();
-                    return self
-                        .close_with("login", format!("No login within {secs} s; closing."))
-                        .await;
+                Ok(None) => {}
+                Err(e) => return self.defer(Deferred::Protocol(e.to_string())),
+            }
+            if self.buf.is_empty() {
+                self.frame_deadline = None;
+            } else if self.frame_deadline.is_none() {
+                self.frame_deadline = Some(Instant::now() + self.config.frame_timeout);
+            }
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // Give back whatever a large frame made us allocate.
+            self.buf = BytesMut::new();
+        }
+        Step::Wait
+    }
+
+    /// The deadlines that apply now: the end of a timed pause, the login
+    /// timeout (until logged in), and the frame timeout (while a frame is
+    /// begun and reading is not paused).
+    fn deadlines(&self) -> Deadlines {
+        // Reading stops for a timed pause (flood control) or while a
+        // package waits for the store; only the first has a deadline.
+        let pause = self.pause.map(|p| p.until);
+        let paused = pause.is_some() || self.stalled.is_some();
+        Deadlines {
+            pause,
+            login: self.user.is_none().then_some(self.login_deadline),
+            frame: self.frame_deadline.filter(|_| !paused),
+        }
+    }
+
+    /// Waits for what the loop reacts to next. Every branch is
+    /// cancel-safe.
+    async fn next_event(
+        &mut self,
+        mut stop: Pin<&mut WaitForCancellationFutureOwned>,
+        stop_registered: &mut bool,
+    ) -> Event {
+        let paused = self.pause.is_some() || self.stalled.is_some();
+        self.set_timer(self.deadlines().earliest());
+        tokio::select! {
+            biased;
+            _ = poll_fn(|cx| {
+                if self.shutdown.is_cancelled() {
+                    return Poll::Ready(());
                 }
-                Event::FrameTimeout => {
-                    let secs = self.config.frame_timeout.as_secs_f64();
-                    return self
-                        .close_with(
-                            "protocol",
-                            format!("A frame was not completed within {secs} s; closing."),
-                        )
-                        .await;
+                if !*stop_registered {
+                    *stop_registered = true;
+                    return stop.as_mut().poll(cx);
+                }
+                Poll::Pending
+            }) => Event::Shutdown,
+            taken = poll_fn(|cx| self.outbox.poll_ready(cx)) => match taken {
+                Taken::Packages => Event::Outbound,
+                Taken::Closed => Event::Killed,
+            },
+            ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
+            r = poll_fn(|cx| Transport::poll_read_ready(&mut self.stream, cx)), if !paused => Event::Readable(r),
+            // Which deadline passed is worked out afresh: nothing the
+            // other branches wait on moves them.
+            _ = poll_timer(&mut self.timer), if self.timer.is_some() => self.deadlines().passed(Instant::now()),
+        }
+    }
+
+    /// What the loop does about `event`: the common ones are a step of
+    /// their own, the rare ones deferred.
+    fn on_event(&mut self, event: Event) -> Step {
+        match event {
+            Event::Outbound => Step::Outbound,
+            Event::Readable(ready) => match self.read_input(ready) {
+                Ok(step) => step,
+                Err(close) => self.defer(Deferred::End(close)),
+            },
+            // The loop's head ends the pause.
+            Event::Resume => Step::Wait,
+            rare => self.defer(Deferred::Event(rare)),
+        }
+    }
+
+    /// Reads what the socket has.
+    fn read_input(&mut self, ready: io::Result<()>) -> Result<Step, Close> {
+        ready?;
+        self.follow_reload();
+        match self.stream.try_read(&mut self.buf) {
+            Ok(Input::Data(_)) => Ok(Step::Wait),
+            Ok(Input::Eof) => Err(Close::Eof),
+            // Not a package (a WebSocket text message): said so in its
+            // turn, and the connection stays.
+            Ok(Input::Refused(why)) => {
+                // Counted like a package, so that refusals cannot be had
+                // faster than answers.
+                self.rate.try_take();
+                self.reply_error("protocol", why)?;
+                Ok(Step::Flush)
+            }
+            Ok(Input::Fatal(why)) => Ok(self.defer(Deferred::Protocol(why))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Wait),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs the work left in `self.deferred`. `Err` ends the connection.
+    async fn run_deferred(&mut self) -> Result<(), Close> {
+        let Some(work) = self.deferred.take() else {
+            return Ok(());
+        };
+        match *work {
+            Deferred::Later(later) => {
+                self.finish_later(later).await?;
+                // As after any handled frame.
+                tokio::task::coop::consume_budget().await;
+                Ok(())
+            }
+            Deferred::CloseAfterReply(close) => self.close_after_reply(close).await,
+            Deferred::Protocol(why) => self.close_with("protocol", why).await,
+            Deferred::End(close) => Err(close),
+            Deferred::Event(event) => self.rare_event(event).await,
+        }
+    }
+
+    /// Runs what a package left for later, then flushes its replies; a
+    /// failure's reply is let out before the connection ends.
+    async fn finish_later(&mut self, later: Later) -> Result<(), Close> {
+        match self.run_later(later).await {
+            Ok(()) => self.flush_queue().await,
+            Err(close) => self.close_after_reply(close).await,
+        }
+    }
+
+    /// Lets out the reply explaining why the connection ends (within the
+    /// shutdown timeout), then ends it.
+    async fn close_after_reply(&mut self, close: Close) -> Result<(), Close> {
+        let _ = timeout(self.config.shutdown_timeout, self.flush_queue()).await;
+        Err(close)
+    }
+
+    /// The events the loop sees seldom: shutdown, a kill, the store
+    /// becoming ready for a parked package, and the timeouts. `Err` ends
+    /// the connection.
+    async fn rare_event(&mut self, event: Event) -> Result<(), Close> {
+        match event {
+            Event::Shutdown => self.goodbye().await,
+            Event::Killed => self.killed().await,
+            Event::StoreReady(ready) => {
+                let Some(stalled) = self.stalled.take() else {
+                    return Ok(());
+                };
+                let waited = Instant::now() - stalled.since;
+                self.frame_deadline = self.frame_deadline.map(|d| d + waited);
+                let handled = match ready {
+                    StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
+                    StoreReady::Barrier => self.handle_package(stalled.package, None),
+                    StoreReady::Closed => self.store_unavailable().map(|()| None),
+                };
+                match handled {
+                    Ok(Some(later)) => self.finish_later(later).await,
+                    Ok(None) => self.flush_queue().await,
+                    Err(close) => self.close_after_reply(close).await,
                 }
             }
+            Event::LoginTimeout => {
+                let secs = self.config.login_timeout.as_secs_f64();
+                self.close_with("login", format!("No login within {secs} s; closing."))
+                    .await
+            }
+            Event::FrameTimeout => {
+                let secs = self.config.frame_timeout.as_secs_f64();
+                self.close_with(
+                    "protocol",
+                    format!("A frame was not completed within {secs} s; closing."),
+                )
+                .await
+            }
+            Event::Outbound | Event::Readable(_) | Event::Resume => Ok(()),
         }
     }
 

@@ -37,6 +37,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -232,10 +233,14 @@ impl Server {
                     // and formatted fields in the subscriber) cost about
                     // 550 bytes per idle connection, a sixth of the rest.
                     match &tls {
-                        None => tracker.spawn(async move {
-                            connection::serve(stream, peer, hub, token).await;
-                            drop(admitted);
-                        }),
+                        // Not an async block awaiting the connection: it
+                        // would hold its captures for as long as it lives
+                        // (and a captured future twice, the capture and
+                        // the awaited copy), in every connection's task.
+                        None => tracker.spawn(
+                            connection::serve(stream, peer, hub, token)
+                                .map(move |()| drop(admitted)),
+                        ),
                         Some(tls) => {
                             let acceptor = tls.chat_acceptor();
                             let deadline = Instant::now() + config.login_timeout;
