@@ -28,7 +28,7 @@
 //! caller must carry out on the store before it acknowledges them: the hub
 //! never waits on disk under its lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -307,8 +307,9 @@ struct User {
     /// The account logged in to, if any.
     account: Option<AccountId>,
     /// Folded keys of channels holding an invitation for this user, so the
-    /// invitations can be dropped when the user goes away.
-    invited_to: HashSet<String>,
+    /// invitations can be dropped when the user goes away. A B-tree: an
+    /// empty one is 24 bytes against a hash set's 48, in every user.
+    invited_to: BTreeSet<String>,
     /// The first message id of this session: a guest may edit and delete
     /// what it sent under its name from here on, not what an earlier
     /// guest of the same name sent.
@@ -346,7 +347,7 @@ impl User {
             channel: GENERAL.to_owned(),
             outbox,
             account,
-            invited_to: HashSet::new(),
+            invited_to: BTreeSet::new(),
             away: None,
             ignores: BTreeMap::new(),
             last_active: std::time::Instant::now(),
