@@ -7,7 +7,7 @@
 //! [`client`] (the typed transport and the terminal client); [`cluster`]
 //! (several nodes as one chat); [`store`]
 //! keeps what must survive a restart, behind a trait the server calls;
-//! [`bench`] is the load generator; [`runtime`] builds the binaries'
+//! [`bench`](mod@bench) is the load generator; [`runtime`] builds the binaries'
 //! tokio runtime; [`ops`] is what running the server as a service needs
 //! (configuration file and environment, reload, log format, systemd).
 //! `protocol.md` at the crate root is the normative description.

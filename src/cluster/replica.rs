@@ -42,7 +42,7 @@
 //!   whoever learns of the arrival publishes to a subscribed node;
 //! - every package carries the sequence its origin had applied (or was
 //!   applying) when it checked it, and a node that has applied less holds
-//!   it, and all after it, until it has caught up ([`Cluster::receive`]).
+//!   it, and all after it, until it has caught up (`Cluster::receive`).
 //!
 //! So a member always gets what was sent once its arrival was known, and
 //! no node takes a newcomer's first words for a stranger's.
@@ -101,7 +101,7 @@ pub const SLOTS: u64 = 16;
 pub const TICK_MICROS: u64 = 8;
 /// Start of the message id clock: 2026-01-01T00:00:00Z, in Unix seconds.
 pub const ID_EPOCH_SECS: u64 = 1_767_225_600;
-/// Version of the log's [`Envelope`] layout; entries of another are skipped.
+/// Version of the log's `Envelope` layout; entries of another are skipped.
 pub const EVENT_VERSION: u32 = 1;
 /// Version of the topic header (2: with the origin's applied sequence).
 const HEADER_VERSION: u8 = 2;
@@ -114,7 +114,7 @@ const RETRY: Duration = Duration::from_millis(200);
 /// Nodes remembered as gone, so late events of theirs are ignored.
 const GONE_KEPT: usize = 1024;
 /// Packages of other nodes held until this node has applied the log as
-/// far as their origin had (see [`Cluster::receive`]); past this, the
+/// far as their origin had (see `Cluster::receive`); past this, the
 /// oldest goes out at once.
 pub const HELD_MAX: usize = 65_536;
 
@@ -332,7 +332,7 @@ pub struct ClusterOptions {
     pub snapshot_timeout: Duration,
     /// Longest wait for one's own follower to apply an appended event,
     /// and for a package of another node to be let through (see
-    /// [`Cluster::receive`]).
+    /// `Cluster::receive`).
     pub apply_timeout: Duration,
     /// Time between two heartbeats (and claim renewals): well under the
     /// lease.
@@ -1253,7 +1253,7 @@ impl Cluster {
     }
 
     /// One topic package received: a heartbeat noted, a package delivered
-    /// or held (see [`Cluster::receive`]).
+    /// or held (see `Cluster::receive`).
     fn received(
         &self,
         hub: &Hub,

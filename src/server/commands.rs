@@ -791,7 +791,7 @@ pub fn dispatch(
         .map_err(|o| failure(spec.name, o))
 }
 
-/// Runs a [`Handler::Change`] command applied from the cluster's log:
+/// Runs a `Handler::Change` command applied from the cluster's log:
 /// the same code a node alone runs, `ban` with the account the origin
 /// found for the name (`account_hint`).
 pub fn apply_change(
@@ -903,7 +903,7 @@ async fn conversation(hub: &Hub, id: UserId, with: &str) -> Result<(Party, Party
     Ok((me, other))
 }
 
-/// Runs a command the table marks [`Handler::Memory`]: `history`,
+/// Runs a command the table marks `Handler::Memory`: `history`,
 /// `search`, `edit`, `delete`, `mark_read`. Its reads go to the store's
 /// read connections through [`Hub::read`] and its writes through the
 /// writer's queue ([`crate::server::journal::Journal::change`]), never

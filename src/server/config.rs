@@ -565,7 +565,7 @@ pub struct ServerArgs {
     /// Serve no HTTP port at all (no web client, WebSocket, health or metrics).
     #[arg(long)]
     pub no_http: bool,
-    /// Origin (scheme://host[:port]) besides the page's own whose pages may
+    /// Origin (`scheme://host[:port]`) besides the page's own whose pages may
     /// open WebSocket sessions; repeatable. Any other Origin gets HTTP 403.
     #[arg(long, value_name = "ORIGIN")]
     pub allowed_origin: Vec<String>,

@@ -17,12 +17,12 @@
 //! buffer, then in the kernel's buffers, until TCP stops the sender; the
 //! outbound queue keeps being written and shutdown and kill are obeyed as
 //! always. Nothing is refused or dropped for rate. A pause is a reason and
-//! a deadline ([`Pause`]), so that other reasons to stop reading fit the
+//! a deadline (`Pause`), so that other reasons to stop reading fit the
 //! same loop.
 //!
 //! The store is the other reason: a package that must wait for the store's
 //! writer ([`crate::server::journal`]) is parked with the future it waits
-//! on ([`Stalled`]), and reading stops the same way until that completes.
+//! on (`Stalled`), and reading stops the same way until that completes.
 //! A message waits for a place in the writer's bounded queue when it is
 //! full (a writer that falls behind slows its senders instead of growing
 //! memory); a `ping` waits for a barrier, so its `pong` comes after the
@@ -42,8 +42,8 @@
 //! frame is half-read, the outbound queue ([`Outbox`]) gives back its
 //! buffer when empty, and the kill signal is the queue's own close flag
 //! rather than a token of its own. The task itself is as large as its
-//! largest state, so the loop keeps only a one-byte [`Step`] across its
-//! awaits and leaves rare work to boxed futures ([`Deferred`]). Nothing of a write is kept between
+//! largest state, so the loop keeps only a one-byte `Step` across its
+//! awaits and leaves rare work to boxed futures (`Deferred`). Nothing of a write is kept between
 //! writes either: several queued packages are copied into one per-thread
 //! staging buffer and written with one `write`; only what the socket
 //! refuses is kept, until it takes it.

@@ -1,7 +1,7 @@
 //! Chat state: who is logged in, which channels exist, who is in which,
 //! and who must be told what when any of that changes.
 //!
-//! Everything lives in one [`State`] behind a `std::sync::Mutex` that is
+//! Everything lives in one `State` behind a `std::sync::Mutex` that is
 //! never held across an `.await`: every operation is a short, synchronous
 //! critical section that updates the maps and pushes already-encoded
 //! packages into the bounded outbound queues of the users concerned
