@@ -41,12 +41,12 @@
 //! [`crate::wire::compress`]), no timer exists once logged in unless a
 //! frame is half-read, the outbound queue ([`Outbox`]) gives back its
 //! buffer when empty, and the kill signal is the queue's own close flag
-//! rather than a token of its own. The task itself is as large as its
-//! largest state, so the loop keeps only a one-byte `Step` across its
-//! awaits and leaves rare work to boxed futures (`Deferred`). Nothing of a write is kept between
+//! rather than a token of its own. Nothing of a write is kept between
 //! writes either: several queued packages are copied into one per-thread
 //! staging buffer and written with one `write`; only what the socket
-//! refuses is kept, until it takes it.
+//! refuses is kept, until it takes it. And the task itself is as large as
+//! its largest state, so the loop keeps only a one-byte `Step` across its
+//! awaits and leaves rare work to boxed futures (`Deferred`).
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
