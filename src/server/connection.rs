@@ -304,8 +304,8 @@ struct Connection<T> {
     /// this connection (slow consumer).
     outbox: Outbox,
     /// The part of a write the socket did not take (it goes before anything
-    /// still queued); `None` almost always.
-    unsent: Option<Bytes>,
+    /// still queued); `None` almost always, so boxed (as `pause` is).
+    unsent: Option<Box<Bytes>>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
     /// The one timer, set to the earliest deadline that applies (login,
@@ -322,8 +322,9 @@ struct Connection<T> {
     /// Flood control: `rate_per_sec` tokens per second, `rate_burst` at
     /// once; one token per package handled.
     rate: TokenBucket,
-    /// Set while reading is paused.
-    pause: Option<Pause>,
+    /// Set while reading is paused. Boxed: rare, and 32 bytes in every
+    /// connection's task otherwise.
+    pause: Option<Box<Pause>>,
     /// A package waiting for the store; reading is paused meanwhile.
     stalled: Option<Box<Stalled>>,
     /// When a frame begun must be complete; `None` while the read buffer
@@ -489,7 +490,7 @@ impl<T: Transport> Connection<T> {
     /// for flood control, and handles one buffered frame if reading is not
     /// paused. Arms the frame timeout for a frame begun but not complete.
     fn next_frame(&mut self) -> Step {
-        if let Some(pause) = self.pause {
+        if let Some(pause) = self.pause.as_deref().copied() {
             let now = Instant::now();
             if now >= pause.until {
                 self.pause = None;
@@ -542,7 +543,7 @@ impl<T: Transport> Connection<T> {
     fn deadlines(&self) -> Deadlines {
         // Reading stops for a timed pause (flood control) or while a
         // package waits for the store; only the first has a deadline.
-        let pause = self.pause.map(|p| p.until);
+        let pause = self.pause.as_ref().map(|p| p.until);
         let paused = pause.is_some() || self.stalled.is_some();
         Deadlines {
             pause,
@@ -551,8 +552,15 @@ impl<T: Transport> Connection<T> {
         }
     }
 
-    /// Waits for what the loop reacts to next. Every branch is
-    /// cancel-safe.
+    /// Waits for what the loop reacts to next, looking in this order
+    /// (first ready wins): shutdown, the queue (packages, or closed), the
+    /// store (when a package is parked on it), the socket (unless reading
+    /// is paused), the timer. Every source is cancel-safe, so nothing is
+    /// lost when another one wins.
+    ///
+    /// One `poll_fn` rather than a `select!`: the macro keeps a future per
+    /// branch, and this wait is the state an idle connection's task is
+    /// in (the task is as large as this future plus the loop's own).
     async fn next_event(
         &mut self,
         mut stop: Pin<&mut WaitForCancellationFutureOwned>,
@@ -560,28 +568,43 @@ impl<T: Transport> Connection<T> {
     ) -> Event {
         let paused = self.pause.is_some() || self.stalled.is_some();
         self.set_timer(self.deadlines().earliest());
-        tokio::select! {
-            biased;
-            _ = poll_fn(|cx| {
-                if self.shutdown.is_cancelled() {
-                    return Poll::Ready(());
-                }
-                if !*stop_registered {
+        poll_fn(|cx| {
+            // After its first poll the token's future keeps this task's
+            // waker, so a cancel wakes it; from then on the flag suffices.
+            if self.shutdown.is_cancelled()
+                || (!*stop_registered && {
                     *stop_registered = true;
-                    return stop.as_mut().poll(cx);
+                    stop.as_mut().poll(cx).is_ready()
+                })
+            {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if let Poll::Ready(taken) = self.outbox.poll_ready(cx) {
+                return Poll::Ready(match taken {
+                    Taken::Packages => Event::Outbound,
+                    Taken::Closed => Event::Killed,
+                });
+            }
+            if let Some(stalled) = self.stalled.as_mut() {
+                if let Poll::Ready(ready) = stalled.wait.as_mut().poll(cx) {
+                    return Poll::Ready(Event::StoreReady(ready));
                 }
-                Poll::Pending
-            }) => Event::Shutdown,
-            taken = poll_fn(|cx| self.outbox.poll_ready(cx)) => match taken {
-                Taken::Packages => Event::Outbound,
-                Taken::Closed => Event::Killed,
-            },
-            ready = store_ready(&mut self.stalled), if self.stalled.is_some() => Event::StoreReady(ready),
-            r = poll_fn(|cx| Transport::poll_read_ready(&mut self.stream, cx)), if !paused => Event::Readable(r),
-            // Which deadline passed is worked out afresh: nothing the
-            // other branches wait on moves them.
-            _ = poll_timer(&mut self.timer), if self.timer.is_some() => self.deadlines().passed(Instant::now()),
-        }
+            }
+            if !paused {
+                if let Poll::Ready(r) = Transport::poll_read_ready(&mut self.stream, cx) {
+                    return Poll::Ready(Event::Readable(r));
+                }
+            }
+            if let Some(timer) = self.timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    // Which deadline passed is worked out afresh: nothing
+                    // the other sources wait on moves them.
+                    return Poll::Ready(self.deadlines().passed(Instant::now()));
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// What the loop does about `event`: the common ones are a step of
@@ -736,11 +759,11 @@ impl<T: Transport> Connection<T> {
                 if reason == PauseReason::Rate {
                     metrics::throttled();
                 }
-                self.pause = Some(Pause {
+                self.pause = Some(Box::new(Pause {
                     reason,
                     since: Instant::now(),
                     until,
-                });
+                }));
             }
         }
     }
@@ -1385,7 +1408,7 @@ impl<T: Transport> Connection<T> {
     /// together into the thread's staging buffer).
     fn write_some(&mut self) -> Result<Progress, Close> {
         if let Some(rest) = self.unsent.take() {
-            return self.write_bytes(rest);
+            return self.write_bytes(*rest);
         }
         STAGING.with(|staging| {
             let mut staging = staging.borrow_mut();
@@ -1398,12 +1421,12 @@ impl<T: Transport> Connection<T> {
                     Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                     Ok(n) => {
                         if let Some(rest) = staging.get(n..).filter(|r| !r.is_empty()) {
-                            self.unsent = Some(Bytes::copy_from_slice(rest));
+                            self.unsent = Some(Box::new(Bytes::copy_from_slice(rest)));
                         }
                         Ok(Progress::Wrote)
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.unsent = Some(Bytes::copy_from_slice(&staging));
+                        self.unsent = Some(Box::new(Bytes::copy_from_slice(&staging)));
                         Ok(Progress::Blocked)
                     }
                     Err(e) => Err(e.into()),
@@ -1424,12 +1447,12 @@ impl<T: Transport> Connection<T> {
             Ok(n) => {
                 if n < bytes.len() {
                     bytes.advance(n);
-                    self.unsent = Some(bytes);
+                    self.unsent = Some(Box::new(bytes));
                 }
                 Ok(Progress::Wrote)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.unsent = Some(bytes);
+                self.unsent = Some(Box::new(bytes));
                 Ok(Progress::Blocked)
             }
             Err(e) => Err(e.into()),
@@ -1494,22 +1517,5 @@ impl<T: Transport> Connection<T> {
         let _ = Box::pin(timeout(limit, self.flush_queue())).await;
         let _ = Box::pin(timeout(limit, transport::shutdown(&mut self.stream))).await;
         Err(Close::Shutdown)
-    }
-}
-
-/// Polls an optional timer; one that is not there never fires.
-async fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>) {
-    match timer {
-        Some(t) => t.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes when the store is ready for the stalled package; never, when
-/// nothing is stalled.
-async fn store_ready(stalled: &mut Option<Box<Stalled>>) -> StoreReady {
-    match stalled {
-        Some(s) => s.wait.as_mut().await,
-        None => std::future::pending().await,
     }
 }
