@@ -1519,3 +1519,29 @@ impl<T: Transport> Connection<T> {
         Err(Close::Shutdown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::chat::Hub;
+    use tokio::net::TcpListener;
+
+    /// Every idle connection carries its task, and tokio rounds a task to
+    /// 128 bytes. Around this future the task holds the admission guard
+    /// (48 bytes), the task tracker's token and tokio's header, core and
+    /// trailer (112): at 608 bytes it still fits the 768-byte class (see
+    /// BENCHMARKS.md, "Idle memory now"). A field or a local kept across
+    /// an await that breaks this costs every connection 128 bytes.
+    #[tokio::test]
+    async fn a_connection_future_fits_its_task_class() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let hub = Hub::new(Arc::new(Config::default()));
+        let future = serve(stream, peer, hub, CancellationToken::new());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 608, "the connection future is {size} bytes");
+        drop((future, client));
+    }
+}
