@@ -157,8 +157,16 @@ enum Deferred {
     Protocol(String),
     /// The connection ends now (the peer closed, or the socket failed).
     End(Close),
-    /// An event other than data to read or to write.
-    Event(Event),
+    /// The server shuts down.
+    Shutdown,
+    /// The hub dropped the connection.
+    Killed,
+    /// The store is ready for the parked package.
+    StoreReady(StoreReady),
+    /// No login within the login timeout.
+    LoginTimeout,
+    /// A frame begun was not completed within the frame timeout.
+    FrameTimeout,
 }
 
 /// The deadlines in force for one wait of the loop.
@@ -500,14 +508,14 @@ impl<T: Transport> Connection<T> {
                 self.frame_deadline = self.frame_deadline.map(|d| d + (now - pause.since));
             }
         }
-        if self.pause.is_none() && self.stalled.is_none() {
+        if !self.reading_paused() {
             // Flood control: the next package, buffered or not, waits
             // for a token; until then nothing is decoded or read.
             if let Some(until) = self.rate.ready_at() {
                 self.pause_until(PauseReason::Rate, until);
             }
         }
-        if self.pause.is_none() && self.stalled.is_none() {
+        if !self.reading_paused() {
             // Handle one buffered frame at a time, flushing its replies.
             match self.frames.decode(&mut self.buf) {
                 Ok(Some(body)) => {
@@ -537,16 +545,21 @@ impl<T: Transport> Connection<T> {
         Step::Wait
     }
 
+    /// Whether reading stops now: for a timed pause (flood control), or
+    /// while a package waits for the store.
+    fn reading_paused(&self) -> bool {
+        self.pause.is_some() || self.stalled.is_some()
+    }
+
     /// The deadlines that apply now: the end of a timed pause, the login
     /// timeout (until logged in), and the frame timeout (while a frame is
     /// begun and reading is not paused).
     fn deadlines(&self) -> Deadlines {
         // Reading stops for a timed pause (flood control) or while a
         // package waits for the store; only the first has a deadline.
-        let pause = self.pause.as_ref().map(|p| p.until);
-        let paused = pause.is_some() || self.stalled.is_some();
+        let paused = self.reading_paused();
         Deadlines {
-            pause,
+            pause: self.pause.as_ref().map(|p| p.until),
             login: self.user.is_none().then_some(self.login_deadline),
             frame: self.frame_deadline.filter(|_| !paused),
         }
@@ -566,7 +579,7 @@ impl<T: Transport> Connection<T> {
         mut stop: Pin<&mut WaitForCancellationFutureOwned>,
         stop_registered: &mut bool,
     ) -> Event {
-        let paused = self.pause.is_some() || self.stalled.is_some();
+        let paused = self.reading_paused();
         self.set_timer(self.deadlines().earliest());
         poll_fn(|cx| {
             // After its first poll the token's future keeps this task's
@@ -618,7 +631,11 @@ impl<T: Transport> Connection<T> {
             },
             // The loop's head ends the pause.
             Event::Resume => Step::Wait,
-            rare => self.defer(Deferred::Event(rare)),
+            Event::Shutdown => self.defer(Deferred::Shutdown),
+            Event::Killed => self.defer(Deferred::Killed),
+            Event::StoreReady(ready) => self.defer(Deferred::StoreReady(ready)),
+            Event::LoginTimeout => self.defer(Deferred::LoginTimeout),
+            Event::FrameTimeout => self.defer(Deferred::FrameTimeout),
         }
     }
 
@@ -659,7 +676,22 @@ impl<T: Transport> Connection<T> {
             Deferred::CloseAfterReply(close) => self.close_after_reply(close).await,
             Deferred::Protocol(why) => self.close_with("protocol", why).await,
             Deferred::End(close) => Err(close),
-            Deferred::Event(event) => self.rare_event(event).await,
+            Deferred::Shutdown => self.goodbye().await,
+            Deferred::Killed => self.killed().await,
+            Deferred::StoreReady(ready) => self.store_ready(ready).await,
+            Deferred::LoginTimeout => {
+                let secs = self.config.login_timeout.as_secs_f64();
+                self.close_with("login", format!("No login within {secs} s; closing."))
+                    .await
+            }
+            Deferred::FrameTimeout => {
+                let secs = self.config.frame_timeout.as_secs_f64();
+                self.close_with(
+                    "protocol",
+                    format!("A frame was not completed within {secs} s; closing."),
+                )
+                .await
+            }
         }
     }
 
@@ -679,44 +711,23 @@ impl<T: Transport> Connection<T> {
         Err(close)
     }
 
-    /// The events the loop sees seldom: shutdown, a kill, the store
-    /// becoming ready for a parked package, and the timeouts. `Err` ends
-    /// the connection.
-    async fn rare_event(&mut self, event: Event) -> Result<(), Close> {
-        match event {
-            Event::Shutdown => self.goodbye().await,
-            Event::Killed => self.killed().await,
-            Event::StoreReady(ready) => {
-                let Some(stalled) = self.stalled.take() else {
-                    return Ok(());
-                };
-                let waited = Instant::now() - stalled.since;
-                self.frame_deadline = self.frame_deadline.map(|d| d + waited);
-                let handled = match ready {
-                    StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
-                    StoreReady::Barrier => self.handle_package(stalled.package, None),
-                    StoreReady::Closed => self.store_unavailable().map(|()| None),
-                };
-                match handled {
-                    Ok(Some(later)) => self.finish_later(later).await,
-                    Ok(None) => self.flush_queue().await,
-                    Err(close) => self.close_after_reply(close).await,
-                }
-            }
-            Event::LoginTimeout => {
-                let secs = self.config.login_timeout.as_secs_f64();
-                self.close_with("login", format!("No login within {secs} s; closing."))
-                    .await
-            }
-            Event::FrameTimeout => {
-                let secs = self.config.frame_timeout.as_secs_f64();
-                self.close_with(
-                    "protocol",
-                    format!("A frame was not completed within {secs} s; closing."),
-                )
-                .await
-            }
-            Event::Outbound | Event::Readable(_) | Event::Resume => Ok(()),
+    /// Handles the package that was parked on the store, now that the
+    /// store is ready for it.
+    async fn store_ready(&mut self, ready: StoreReady) -> Result<(), Close> {
+        let Some(stalled) = self.stalled.take() else {
+            return Ok(());
+        };
+        let waited = Instant::now() - stalled.since;
+        self.frame_deadline = self.frame_deadline.map(|d| d + waited);
+        let handled = match ready {
+            StoreReady::Slot(slot) => self.handle_package(stalled.package, Some(slot)),
+            StoreReady::Barrier => self.handle_package(stalled.package, None),
+            StoreReady::Closed => self.store_unavailable().map(|()| None),
+        };
+        match handled {
+            Ok(Some(later)) => self.finish_later(later).await,
+            Ok(None) => self.flush_queue().await,
+            Err(close) => self.close_after_reply(close).await,
         }
     }
 
