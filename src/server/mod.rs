@@ -22,6 +22,7 @@ pub mod account_index;
 pub mod accounts;
 pub mod admin;
 pub mod admission;
+pub mod broadcast;
 pub mod chat;
 pub mod commands;
 pub mod config;

@@ -1,6 +1,8 @@
 //! A connection's outbound queue: encoded packages waiting to be written
 //! to its socket, bounded in packages and in bytes, plus the signal that
-//! tells the connection to close.
+//! tells the connection to close. It also reads the
+//! [broadcast log](super::broadcast) of the channel its user is in, and
+//! hands the two out as one stream in the order the hub produced them.
 //!
 //! One [`Outbox`] is shared by the chat state (which pushes broadcasts and
 //! replies into it under the hub lock) and the connection's task (which
@@ -13,6 +15,11 @@
 //! per package. An idle queue holds no buffer blocks (mpsc kept a
 //! block of 32 slots, about 1 KiB, per channel), and the byte count that
 //! the byte bound needs is kept beside the queue for free.
+//!
+//! Channel traffic does not come through [`Outbox::push`]: the hub appends
+//! it once to the channel's log, and [`Outbox::take`] copies it from
+//! there. A private package is tagged with the log's head when it is
+//! queued, and goes out after the log entries before that tag.
 //!
 //! Bounds: a push is refused when the queue holds `max_packages` packages,
 //! or when it is not empty and the package would take it past `max_bytes`.
@@ -27,6 +34,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+
+use super::broadcast::ChannelLog;
+use super::chat::UserId;
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,15 +75,34 @@ pub enum Take {
     Copied,
 }
 
+/// A private package, and where it stands against the channel's log.
+struct Queued {
+    /// The log's head when it was queued: the log entries before it go
+    /// out first.
+    after: u64,
+    /// The encoded package.
+    bytes: Bytes,
+}
+
+/// The channel log this queue reads, and its place there.
+struct Sub {
+    /// The channel's log.
+    log: ChannelLog,
+    /// This queue's reader slot in it.
+    slot: u32,
+}
+
 /// The queue and its state, behind the mutex.
 #[derive(Default)]
 struct Inner {
     /// Packages in order.
-    items: VecDeque<Bytes>,
+    items: VecDeque<Queued>,
     /// Sum of the lengths in `items`.
     bytes: usize,
     /// The connection task, while it waits for packages or for a close.
     waker: Option<Waker>,
+    /// The log of the user's channel, once it is in one.
+    sub: Option<Sub>,
     /// Set by [`Outbox::close`]; nothing is taken in after it.
     closed: bool,
     /// Set by [`Outbox::finish`]: nothing is taken in, what is queued is
@@ -107,6 +136,7 @@ impl fmt::Debug for Outbox {
         f.debug_struct("Outbox")
             .field("packages", &inner.items.len())
             .field("bytes", &inner.bytes)
+            .field("subscribed", &inner.sub.is_some())
             .field("closed", &inner.closed)
             .finish()
     }
@@ -171,7 +201,8 @@ impl Outbox {
                 return Err(PushError::Bytes(self.shared.max_bytes));
             }
             inner.bytes += bytes.len();
-            inner.items.push_back(bytes);
+            let after = inner.sub.as_ref().map_or(0, |s| s.log.head());
+            inner.items.push_back(Queued { after, bytes });
             // A non-empty queue already woke the task (or the task is
             // running and will look again before it sleeps).
             if inner.items.len() == 1 {
@@ -212,6 +243,9 @@ impl Outbox {
             }
             inner.closed = true;
             inner.bytes = 0;
+            if let Some(sub) = inner.sub.take() {
+                sub.log.lock().detach(sub.slot);
+            }
             (std::mem::take(&mut inner.items), inner.waker.take())
         };
         // Dropped outside the lock: freeing the last clone of a package is
@@ -238,6 +272,8 @@ impl Outbox {
             if inner.closed {
                 return;
             }
+            // What the channel said so far is still written; nothing after.
+            carry_over(&mut inner);
             inner.finishing = true;
             inner.waker.take()
         };
@@ -251,49 +287,127 @@ impl Outbox {
         self.lock().finishing
     }
 
-    /// Packages and bytes queued now.
+    /// Private packages and bytes queued now (channel entries not yet
+    /// read are the log's).
     pub fn queued(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.items.len(), inner.bytes)
     }
 
-    /// Takes the oldest packages for one write: a lone package as it is
-    /// (no copy), or as many as fit in `max_bytes` (always at least one)
-    /// appended to `staging`, in order. `Ok(None)` when nothing is queued;
-    /// `Err` once closed.
+    /// Takes the oldest packages for one write, private ones and the
+    /// channel log's merged in order: a lone package as it is (no copy),
+    /// or as many as fit in `max_bytes` (always at least one) appended to
+    /// `staging`, in order. `Ok(None)` when nothing is queued; `Err` once
+    /// closed.
     ///
     /// Copying under the lock keeps the connection from holding a batch
     /// of its own between writes: a push waits at most for one copy of
     /// `max_bytes`, and nothing but the queue exists per connection.
     pub fn take(&self, staging: &mut Vec<u8>, max_bytes: usize) -> Result<Option<Take>, Closed> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if inner.closed {
             return Err(Closed);
         }
-        let taken = match inner.items.len() {
-            0 => None,
-            1 => {
-                inner.bytes = 0;
-                inner.items.pop_front().map(Take::One)
+        let mut log = inner.sub.as_ref().map(|s| (s.log.lock(), s.slot));
+        let start = staging.len();
+        // The first package, held until a second one comes (a lone one is
+        // written as it is).
+        let mut one: Option<Bytes> = None;
+        let mut count = 0;
+        let mut taken = 0;
+        loop {
+            let logged = log
+                .as_mut()
+                .and_then(|(l, slot)| l.peek(*slot).map(|(seq, b)| (seq, b.len())));
+            // A private package goes first once no log entry precedes it.
+            let private_first = match (inner.items.front(), logged) {
+                (Some(q), Some((seq, _))) => q.after <= seq,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            // A second package is coming: the first joins the batch.
+            if let Some(first) = one.take() {
+                staging.extend_from_slice(&first);
             }
-            _ => {
-                let start = staging.len();
-                while let Some(front) = inner.items.front() {
-                    let len = front.len();
-                    if staging.len() > start && staging.len() - start + len > max_bytes {
+            match (private_first, &mut log) {
+                (false, Some((l, slot))) if count > 0 => {
+                    let before = inner.items.front().map_or(u64::MAX, |q| q.after);
+                    let room = max_bytes.saturating_sub(taken);
+                    let (n, copied) = l.copy_run(*slot, before, staging, room);
+                    if n == 0 {
                         break;
                     }
-                    staging.extend_from_slice(front);
-                    inner.bytes -= len;
-                    inner.items.pop_front();
+                    count += n;
+                    taken += copied;
                 }
-                Some(Take::Copied)
+                (false, Some((l, slot))) => {
+                    one = l.peek(*slot).map(|(_, b)| b.clone());
+                    taken += one.as_ref().map_or(0, Bytes::len);
+                    l.advance(*slot);
+                    count += 1;
+                }
+                _ => {
+                    let Some(len) = inner.items.front().map(|q| q.bytes.len()) else {
+                        break;
+                    };
+                    if count > 0 && taken + len > max_bytes {
+                        break;
+                    }
+                    let Some(q) = inner.items.pop_front() else {
+                        break;
+                    };
+                    inner.bytes -= len;
+                    if count == 0 {
+                        one = Some(q.bytes);
+                    } else {
+                        staging.extend_from_slice(&q.bytes);
+                    }
+                    count += 1;
+                    taken += len;
+                }
             }
-        };
+        }
+        drop(log);
         // The buffer stays: a busy queue empties between every two bursts,
         // and giving it back each time would regrow it each time. An idle
         // queue gives it back at the next [`Outbox::trim`].
-        Ok(taken)
+        Ok(match one {
+            Some(b) => Some(Take::One(b)),
+            None if staging.len() > start => Some(Take::Copied),
+            None => None,
+        })
+    }
+
+    /// Makes this queue read channel `log` from its head on, as `user`
+    /// (the channel's messages from `user` and from users it ignores are
+    /// left out). What the channel it read before had said and it had
+    /// not taken yet is carried over, in order, ahead of anything from
+    /// the new one. A remote stand-in, or a closing queue, reads nothing.
+    pub fn subscribe(&self, log: &ChannelLog, user: UserId) {
+        if self.shared.discard {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.closed || inner.finishing || inner.sub.as_ref().is_some_and(|s| s.log.same(log)) {
+            return;
+        }
+        carry_over(&mut inner);
+        let (slot, cursor) = log.attach(user);
+        for q in inner.items.iter_mut() {
+            q.after = cursor;
+        }
+        inner.sub = Some(Sub {
+            log: log.clone(),
+            slot,
+        });
+    }
+
+    /// Stops reading the channel log, carrying what was not taken yet
+    /// over into the queue (see [`Outbox::subscribe`]).
+    pub fn unsubscribe(&self) {
+        carry_over(&mut self.lock());
     }
 
     /// Gives back the buffer of an empty queue, so that an idle
@@ -303,7 +417,7 @@ impl Outbox {
     pub fn trim(&self) {
         let mut inner = self.lock();
         if inner.items.is_empty() && inner.items.capacity() > 0 {
-            inner.items = std::collections::VecDeque::new();
+            inner.items = VecDeque::new();
         }
     }
 
@@ -313,10 +427,19 @@ impl Outbox {
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Taken> {
         let mut inner = self.lock();
         if inner.closed {
-            Poll::Ready(Taken::Closed)
-        } else if !inner.items.is_empty() {
-            Poll::Ready(Taken::Packages)
-        } else if inner.finishing {
+            return Poll::Ready(Taken::Closed);
+        }
+        if !inner.items.is_empty() {
+            return Poll::Ready(Taken::Packages);
+        }
+        if let Some(sub) = &inner.sub {
+            let mut log = sub.log.lock();
+            if log.has_entry(sub.slot) {
+                return Poll::Ready(Taken::Packages);
+            }
+            log.register(sub.slot, cx.waker());
+        }
+        if inner.finishing {
             Poll::Ready(Taken::Closed)
         } else {
             Self::register(&mut inner, cx);
@@ -340,6 +463,35 @@ impl Outbox {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => inner.waker = Some(cx.waker().clone()),
         }
+    }
+}
+
+/// Ends the queue's reading of its channel log: the entries it had not
+/// taken yet join its private packages, merged in the order the hub
+/// produced them (each private one after the entries before its tag).
+fn carry_over(inner: &mut Inner) {
+    let Some(sub) = inner.sub.take() else {
+        return;
+    };
+    let mut log = sub.log.lock();
+    if log.has_entry(sub.slot) {
+        let mut merged = VecDeque::with_capacity(inner.items.len() + 8);
+        while let Some((seq, b)) = log.peek(sub.slot) {
+            let b = b.clone();
+            log.advance(sub.slot);
+            while inner.items.front().is_some_and(|q| q.after <= seq) {
+                merged.extend(inner.items.pop_front());
+            }
+            inner.bytes += b.len();
+            merged.push_back(Queued { after: 0, bytes: b });
+        }
+        merged.append(&mut inner.items);
+        inner.items = merged;
+    }
+    log.detach(sub.slot);
+    drop(log);
+    for q in inner.items.iter_mut() {
+        q.after = 0;
     }
 }
 
@@ -534,6 +686,99 @@ mod tests {
         assert_eq!(q.lock().items.capacity(), 0);
         q.push(package(1, 8)).unwrap();
         assert_eq!(take_numbers(&q, 8, 80), Some(vec![1]));
+    }
+
+    /// Appends package `n` of `len` bytes to `log`, for all but `skip`.
+    fn say(log: &ChannelLog, n: usize, len: usize, skip: Option<UserId>) {
+        let mut kicks = Vec::new();
+        log.append(package(n, len), skip, None, (1000, 1 << 20), &mut kicks);
+        assert!(kicks.is_empty());
+    }
+
+    #[test]
+    fn private_packages_and_the_channel_log_come_out_in_the_order_produced() {
+        let q = Outbox::new(1000, 1 << 20);
+        let log = ChannelLog::new();
+        q.push(package(0, 16)).unwrap();
+        q.subscribe(&log, 7);
+        say(&log, 1, 16, None);
+        say(&log, 99, 16, Some(7));
+        q.push(package(2, 16)).unwrap();
+        say(&log, 3, 16, None);
+        q.push(package(4, 16)).unwrap();
+        q.push(package(5, 16)).unwrap();
+        say(&log, 6, 16, None);
+        // In small takes and in one big one alike.
+        let mut seen = Vec::new();
+        while let Some(got) = take_numbers(&q, 16, 32) {
+            seen.extend(got);
+        }
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        for n in 7..12 {
+            if n % 2 == 0 {
+                say(&log, n, 16, None);
+            } else {
+                q.push(package(n, 16)).unwrap();
+            }
+        }
+        assert_eq!(take_numbers(&q, 16, 1 << 16), Some((7..12).collect()));
+        assert_eq!(take_numbers(&q, 16, 1 << 16), None);
+    }
+
+    #[test]
+    fn a_channel_switch_carries_what_was_not_read_over_in_order() {
+        let q = Outbox::new(1000, 1 << 20);
+        let (a, b) = (ChannelLog::new(), ChannelLog::new());
+        q.subscribe(&a, 7);
+        say(&a, 0, 16, None);
+        q.push(package(1, 16)).unwrap();
+        say(&a, 2, 16, None);
+        q.subscribe(&b, 7);
+        // What `a` says now is not for this queue; `b`'s comes after.
+        say(&a, 98, 16, None);
+        say(&b, 4, 16, None);
+        q.push(package(5, 16)).unwrap();
+        q.push(package(3, 16)).unwrap();
+        let got = take_numbers(&q, 16, 1 << 16).unwrap();
+        assert_eq!(got, vec![0, 1, 2, 4, 5, 3]);
+        assert_eq!(a.held().0, 0, "a has no reader left");
+        // Leaving carries over too; finishing keeps what was said before.
+        say(&b, 6, 16, None);
+        q.unsubscribe();
+        say(&b, 97, 16, None);
+        q.subscribe(&b, 7);
+        say(&b, 7, 16, None);
+        q.finish();
+        say(&b, 96, 16, None);
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Ready(Taken::Packages));
+        assert_eq!(take_numbers(&q, 16, 1 << 16), Some(vec![6, 7]));
+        assert_eq!(q.poll_ready(&mut cx), Poll::Ready(Taken::Closed));
+        assert_eq!(wakes(&count), 0);
+    }
+
+    #[test]
+    fn an_append_wakes_a_waiting_reader_once_and_close_detaches_it() {
+        let q = Outbox::new(1000, 1 << 20);
+        let log = ChannelLog::new();
+        q.subscribe(&log, 7);
+        let (count, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Pending);
+        // Its own message neither wakes it for good nor shows.
+        say(&log, 0, 16, Some(7));
+        assert_eq!(wakes(&count), 1);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Pending);
+        say(&log, 1, 16, None);
+        say(&log, 2, 16, None);
+        assert_eq!(wakes(&count), 2);
+        assert_eq!(q.poll_ready(&mut cx), Poll::Ready(Taken::Packages));
+        assert_eq!(take_numbers(&q, 16, 1 << 16), Some(vec![1, 2]));
+        q.close();
+        say(&log, 3, 16, None);
+        assert_eq!(log.held(), (0, 0), "no reader: nothing kept");
+        assert_eq!(q.take(&mut Vec::new(), 1), Err(Closed));
     }
 
     #[test]

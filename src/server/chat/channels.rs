@@ -259,10 +259,8 @@ impl Guard<'_> {
                 }
             }
         }
-        ch.members.push(Member {
-            id,
-            outbox: user.outbox.clone(),
-        });
+        ch.members.push(Member { id });
+        user.outbox.subscribe(&ch.log, id);
         ch.sorted.insert(
             fold_name(&user.name),
             user.name.clone(),
@@ -341,6 +339,7 @@ impl Guard<'_> {
             return;
         };
         ch.members.retain(|m| m.id != id);
+        user.outbox.unsubscribe();
         ch.sorted.remove(&fold_name(&username));
         if user.home.is_none() {
             ch.local = ch.local.saturating_sub(1);

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::accounts::Accounts;
+use crate::server::broadcast::ChannelLog;
 use crate::server::config::Config;
 use crate::server::journal::{Job, Journal, Slot};
 pub use crate::server::outbox::Outbox;
@@ -357,14 +358,12 @@ impl User {
     }
 }
 
-/// A member slot: the id plus a handle on its queue, so a broadcast walks
-/// one vector instead of looking every member up in the user map.
+/// A member slot, in join order. (Broadcasts do not walk the members:
+/// they go into the channel's log, which every member's queue reads.)
 #[derive(Debug)]
 struct Member {
     /// Who.
     id: UserId,
-    /// That user's queue.
-    outbox: Outbox,
 }
 
 /// A channel.
@@ -381,6 +380,9 @@ struct Channel {
     registered: Option<Registered>,
     /// Members in join order: the first is the longest-present, who inherits ownership.
     members: Vec<Member>,
+    /// What is said and announced here, appended once and read by each
+    /// member's queue (see [`crate::server::broadcast`]).
+    log: ChannelLog,
     /// Users holding a one-time invitation.
     invited: HashSet<UserId>,
     /// Member names, sorted, and the capped `users` list every joiner's
@@ -428,6 +430,7 @@ impl Channel {
             owner,
             registered: None,
             members: Vec::new(),
+            log: ChannelLog::new(),
             invited: HashSet::new(),
             sorted: SortedNames::new("users"),
             stats_total: 0,
@@ -864,7 +867,8 @@ impl Hub {
         // per message is not free.
         let ignorers = (!g.state.ignored_by.is_empty())
             .then(|| g.state.ignored_by.get(&record.sender_key).cloned())
-            .flatten();
+            .flatten()
+            .map(Arc::new);
         // Only in a cluster: the other nodes get the same bytes.
         let publish = g
             .cluster
@@ -884,13 +888,9 @@ impl Hub {
             .get(&id)
             .and_then(|u| state.channels.get(&u.channel))
         {
-            for m in ch
-                .members
-                .iter()
-                .filter(|m| m.id != id && !ignorers.as_ref().is_some_and(|i| i.contains(&m.id)))
-            {
-                deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
-            }
+            let bounds = (config.outbound_queue, config.max_queue_bytes);
+            ch.log
+                .append(bytes.clone(), Some(id), ignorers, bounds, &mut state.kicks);
             crate::metrics::deliveries(ch.members.len().saturating_sub(1));
         }
         if let Some((cluster, channel_key, sender_key)) = publish {
@@ -1191,9 +1191,8 @@ impl Guard<'_> {
         let Some(bytes) = encode_with(&self.config, package) else {
             return;
         };
-        for m in ch.members.iter().filter(|m| Some(m.id) != skip) {
-            deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
-        }
+        let bounds = (self.config.outbound_queue, self.config.max_queue_bytes);
+        ch.log.append(bytes, skip, None, bounds, &mut state.kicks);
     }
 
     /// Sends a new user their `session`: the channel list in it is the

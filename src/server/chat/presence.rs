@@ -21,6 +21,10 @@ impl Hub {
         for user in g.state.users.values().filter(|u| u.home.is_none()) {
             user.outbox.trim();
         }
+        // And channels give back what all their members have read.
+        for ch in g.state.channels.values() {
+            ch.log.trim();
+        }
         g.finish();
     }
 

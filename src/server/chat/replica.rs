@@ -252,15 +252,15 @@ impl Hub {
         {
             sender.last_active = std::time::Instant::now();
         }
-        let ignorers = state.ignored_by.get(sender_key);
-        let mut delivered = 0;
-        for m in ch.members.iter().filter(|m| !m.outbox.is_remote()) {
-            if ignorers.is_some_and(|i| i.contains(&m.id)) {
-                continue;
-            }
-            delivered += 1;
-            deliver(&m.outbox, m.id, bytes.clone(), &mut state.kicks);
-        }
+        let ignorers = state.ignored_by.get(sender_key).cloned().map(Arc::new);
+        // This node's members, who read the log (the others' queues are
+        // stand-ins that read nothing).
+        let delivered = ch.local.saturating_sub(ignorers.as_ref().map_or(0, |i| {
+            ch.members.iter().filter(|m| i.contains(&m.id)).count()
+        }));
+        let bounds = (g.config.outbound_queue, g.config.max_queue_bytes);
+        ch.log
+            .append(bytes, None, ignorers, bounds, &mut state.kicks);
         crate::metrics::deliveries(delivered);
         g.finish();
     }
@@ -426,10 +426,8 @@ impl Hub {
                     ch.local += 1;
                 }
                 ch.sorted.insert(fold_name(&u.name), u.name.clone(), cap);
-                ch.members.push(Member {
-                    id,
-                    outbox: u.outbox.clone(),
-                });
+                ch.members.push(Member { id });
+                u.outbox.subscribe(&ch.log, id);
             }
             if ch.local > 0 {
                 followed.push(key.clone());
