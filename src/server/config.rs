@@ -615,10 +615,12 @@ pub struct ServerArgs {
     /// Milliseconds each client gets to receive `server_shutdown` on shutdown.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_ms: u64,
-    /// Packages queued for one client before it is disconnected as a slow consumer.
+    /// Packages waiting for one client before it is disconnected as a slow
+    /// consumer (its channel's unsent traffic and its own packages, each).
     #[arg(long, default_value_t = DEFAULT_OUTBOUND_QUEUE, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub outbound_queue: usize,
-    /// Bytes queued for one client before it is disconnected as a slow consumer.
+    /// Bytes waiting for one client before it is disconnected as a slow
+    /// consumer (its channel's unsent traffic and its own packages, each).
     #[arg(long, default_value_t = DEFAULT_MAX_QUEUE_BYTES, value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
     pub max_queue_bytes: usize,
     /// Simultaneous connections; past it a new client gets an error and is closed.

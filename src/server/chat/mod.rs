@@ -3,11 +3,15 @@
 //!
 //! Everything lives in one `State` behind a `std::sync::Mutex` that is
 //! never held across an `.await`: every operation is a short, synchronous
-//! critical section that updates the maps and pushes already-encoded
-//! packages into the bounded outbound queues of the users concerned
-//! ([`Outbox::push`], never waiting). A queue that is full (in packages or
-//! in bytes) marks its owner as a slow consumer; such users are removed at the end of the operation, their
-//! connection is told to close, and the rest of the channel is not slowed.
+//! critical section that updates the maps and queues already-encoded
+//! packages, never waiting: a package for one user goes into that user's
+//! bounded outbound queue ([`Outbox::push`]), a package for a channel's
+//! members into the channel's [broadcast log](crate::server::broadcast)
+//! once, which every member's queue reads. A queue that is full, or a
+//! member that far behind in the log (in packages or in bytes), marks its
+//! owner as a slow consumer; such users are removed at the end of the
+//! operation, their connection is told to close, and the rest of the
+//! channel is not slowed.
 //!
 //! Presence (who arrives, leaves or is renamed) is announced to every
 //! member of a channel only while it has at most `presence_limit` members:

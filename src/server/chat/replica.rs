@@ -255,9 +255,14 @@ impl Hub {
         let ignorers = state.ignored_by.get(sender_key).cloned().map(Arc::new);
         // This node's members, who read the log (the others' queues are
         // stand-ins that read nothing).
-        let delivered = ch.local.saturating_sub(ignorers.as_ref().map_or(0, |i| {
-            ch.members.iter().filter(|m| i.contains(&m.id)).count()
-        }));
+        let local_ignorers = ignorers.as_ref().map_or(0, |i| {
+            ch.members
+                .iter()
+                .filter(|m| i.contains(&m.id))
+                .filter(|m| state.users.get(&m.id).is_some_and(|u| u.home.is_none()))
+                .count()
+        });
+        let delivered = ch.local.saturating_sub(local_ignorers);
         let bounds = (g.config.outbound_queue, g.config.max_queue_bytes);
         ch.log
             .append(bytes, None, ignorers, bounds, &mut state.kicks);
