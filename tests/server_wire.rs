@@ -34,7 +34,7 @@ fn package(v: Value) -> Vec<u8> {
 }
 
 /// Reads one frame's body as it came; None when the peer closed.
-async fn read_body(s: &mut TcpStream) -> Option<Vec<u8>> {
+async fn read_body(s: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     match tokio::time::timeout(WAIT, s.read_exact(&mut len)).await {
         Ok(Ok(_)) => {}
@@ -58,7 +58,7 @@ fn inflate_raw(body: &[u8]) -> Value {
 }
 
 /// Reads one frame and inflates it by hand; None when the peer closed.
-async fn read_raw(s: &mut TcpStream) -> Option<Value> {
+async fn read_raw(s: &mut (impl AsyncReadExt + Unpin)) -> Option<Value> {
     Some(inflate_raw(&read_body(s).await?))
 }
 
@@ -74,7 +74,11 @@ async fn expect_eof(s: &mut TcpStream) {
 }
 
 async fn raw_login(server: &TestServer, name: &str) -> TcpStream {
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    raw_login_on(TcpStream::connect(server.addr).await.unwrap(), name).await
+}
+
+/// Logs in as `name` on a connected socket, reading up to its own `user_joined`.
+async fn raw_login_on(mut s: TcpStream, name: &str) -> TcpStream {
     assert_eq!(
         read_raw(&mut s).await.unwrap(),
         json!({"type": "request", "data": {"request": "login"}})
@@ -443,6 +447,126 @@ async fn slow_consumer_is_dropped_without_slowing_others() {
     assert_eq!(gone, "slow");
     assert!(server.hub.snapshot().users.iter().all(|(n, _)| n != "slow"));
     expect_eof(&mut slow).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_moved_out_of_a_channel_gets_everything_in_the_order_it_was_said() {
+    // Room for everything the reader leaves unread: the test is about
+    // order, not bounds.
+    let server = TestServer::start(Config {
+        compression_level: 0,
+        outbound_queue: 10_000,
+        max_queue_bytes: 64 << 20,
+        ..test_config()
+    })
+    .await;
+    let mut owner = server.login("owner").await;
+    let mut third = server.login("third").await;
+    joined(&mut owner).await;
+    owner
+        .command("join", Some(json!({"channel": "room"})))
+        .await
+        .unwrap();
+    joined(&mut owner).await;
+    assert!(matches!(next_note(&mut third).await, Notification::UserLeft { .. }));
+                              // The reader's tiny receive window, and its not reading, keep most of
+                              // what the room says waiting in the server when it is kicked out.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let mut reader = raw_login_on(stream, "reader").await;
+    joined(&mut third).await;
+    reader
+        .write_all(&package(
+            json!({"type": "command", "data": {"command": "join", "parameters": {"channel": "room"}}}),
+        ))
+        .await
+        .unwrap();
+    joined(&mut owner).await;
+    assert!(matches!(next_note(&mut third).await, Notification::UserLeft { .. }));
+    const SAID: usize = 1000;
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    for i in 0..SAID {
+        let mut text = format!("{i} ");
+        for _ in 0..4000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            text.push(char::from(b'!' + (seed % 90) as u8));
+        }
+        owner.message(&text).await.unwrap();
+    }
+    expect_acks(&mut owner, SAID).await;
+    owner
+        .command("kick", Some(json!({"username": "reader"})))
+        .await
+        .unwrap();
+    match next_note(&mut owner).await {
+        Notification::UserLeft {
+            username, kicked, ..
+        } => {
+            assert_eq!((username.as_str(), kicked), ("reader", Some(true)))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Now general says something, once the reader is there.
+    let reading = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut general = 0;
+        while general < 5 {
+            let v = read_raw(&mut reader).await.expect("open");
+            if v["type"] == "message" && v["data"]["channel"] == "general" {
+                general += 1;
+            }
+            seen.push(v);
+        }
+        seen
+    });
+    joined(&mut third).await;
+    for i in 0..5 {
+        third.message(&format!("general {i}")).await.unwrap();
+    }
+    expect_acks(&mut third, 5).await;
+    // The room's messages, then the kick and the arrival in general, then
+    // general's messages.
+    let mut room = 0;
+    let mut kicked = false;
+    let mut arrived = false;
+    let mut general = 0;
+    for v in reading.await.unwrap() {
+        let data = &v["data"];
+        match (
+            v["type"].as_str(),
+            data["event_type"].as_str(),
+            data["channel"].as_str(),
+        ) {
+            (Some("message"), _, Some("room")) => {
+                assert!(!kicked, "room's message {room} after the kick");
+                let text = data["message"].as_str().unwrap();
+                assert!(text.starts_with(&format!("{room} ")), "out of order");
+                room += 1;
+            }
+            (Some("notification"), Some("kicked"), _) => {
+                assert_eq!(room, SAID, "the kick came before the room's messages");
+                kicked = true;
+            }
+            (Some("notification"), Some("user_joined"), Some("general"))
+                if data["username"] == "reader" =>
+            {
+                assert!(kicked, "in general before the kick");
+                arrived = true;
+            }
+            (Some("message"), _, Some("general")) => {
+                assert!(arrived, "general's message before the arrival");
+                assert_eq!(data["message"], format!("general {general}"));
+                general += 1;
+            }
+            (Some("notification"), _, _) => {}
+            _ => panic!("{v}"),
+        }
+    }
+    assert_eq!((room, general), (SAID, 5));
     server.shutdown().await;
 }
 
