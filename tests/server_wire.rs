@@ -469,9 +469,12 @@ async fn a_member_moved_out_of_a_channel_gets_everything_in_the_order_it_was_sai
         .await
         .unwrap();
     joined(&mut owner).await;
-    assert!(matches!(next_note(&mut third).await, Notification::UserLeft { .. }));
-                              // The reader's tiny receive window, and its not reading, keep most of
-                              // what the room says waiting in the server when it is kicked out.
+    assert!(matches!(
+        next_note(&mut third).await,
+        Notification::UserLeft { .. }
+    ));
+    // The reader's tiny receive window, and its not reading, keep most of
+    // what the room says waiting in the server when it is kicked out.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
@@ -484,7 +487,10 @@ async fn a_member_moved_out_of_a_channel_gets_everything_in_the_order_it_was_sai
         .await
         .unwrap();
     joined(&mut owner).await;
-    assert!(matches!(next_note(&mut third).await, Notification::UserLeft { .. }));
+    assert!(matches!(
+        next_note(&mut third).await,
+        Notification::UserLeft { .. }
+    ));
     const SAID: usize = 1000;
     let mut seed = 0x9E3779B97F4A7C15u64;
     for i in 0..SAID {

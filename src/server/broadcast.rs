@@ -124,6 +124,10 @@ struct Reader {
     user: UserId,
     /// The member's task, while it waits for an entry.
     waker: Option<Waker>,
+    /// Where the slot is in [`Log::waiting`] while `waker` is set, so a
+    /// member leaving a crowded channel whose members all wait takes
+    /// itself out in constant time.
+    waiting_at: u32,
 }
 
 impl ChannelLog {
@@ -192,6 +196,7 @@ impl ChannelLog {
                 w.wake();
             }
         }
+        // (`waiting_at` is only read while `waker` is set.)
         let (max_packages, max_bytes) = (bounds.0.max(1), bounds.1.max(1));
         let over = log.over(max_packages, max_bytes);
         if over || log.entries.len() >= log.trim_at {
@@ -232,6 +237,7 @@ impl ChannelLog {
             cursor,
             user,
             waker: None,
+            waiting_at: 0,
         };
         let slot = match log.free.pop() {
             Some(slot) => {
@@ -423,6 +429,7 @@ impl Log {
             Some(_) => r.waker = Some(waker.clone()),
             None => {
                 r.waker = Some(waker.clone());
+                r.waiting_at = waiting_index(self.waiting.len());
                 self.waiting.push(slot);
             }
         }
@@ -451,9 +458,24 @@ impl Log {
         }
         r.cursor = to;
         if r.waker.take().is_some() {
-            self.waiting.retain(|&s| s != slot);
+            let at = r.waiting_at as usize;
+            if self.waiting.get(at) == Some(&slot) {
+                self.waiting.swap_remove(at);
+                // The slot moved into `at` now sits there.
+                if let Some(&moved) = self.waiting.get(at) {
+                    if let Some(m) = self.readers.get_mut(moved as usize) {
+                        m.waiting_at = waiting_index(at);
+                    }
+                }
+            }
         }
     }
+}
+
+/// A position in [`Log::waiting`] as stored in a reader (a list of at
+/// most one entry per member).
+fn waiting_index(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -532,6 +554,37 @@ mod tests {
             log.append(bytes(n, 10), Some(1), None, (4, 1000), &mut kicks);
         }
         assert!(kicks.is_empty());
+    }
+
+    #[test]
+    fn readers_leaving_while_they_wait_are_not_woken_and_the_others_are_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let log = ChannelLog::new();
+        let counts: Vec<Arc<Count>> = (0..10)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let slots: Vec<u32> = (0..10).map(|u| log.attach(u).0).collect();
+        for (slot, c) in slots.iter().zip(&counts) {
+            log.lock().register(*slot, &Waker::from(c.clone()));
+        }
+        // Leave from the front, the middle and the end of the wait list.
+        for gone in [0, 4, 9, 5] {
+            log.lock().detach(slots[gone]);
+        }
+        assert_eq!(log.lock().waiting.len(), 6);
+        let mut kicks = Vec::new();
+        log.append(bytes(1, 10), None, None, (4, 1000), &mut kicks);
+        log.append(bytes(2, 10), None, None, (4, 1000), &mut kicks);
+        let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+        assert_eq!(woken, vec![0, 1, 1, 1, 0, 0, 1, 1, 1, 0]);
+        assert!(log.lock().waiting.is_empty());
     }
 
     #[test]
