@@ -11,7 +11,7 @@
 //! member reads, straight into its write.
 //!
 //! Order: a member's private packages (replies, its own notifications)
-//! stay in its outbox, each tagged with the log's [`head`](ChannelLog::head)
+//! stay in its outbox, each tagged with the log's head
 //! when it was queued; the outbox hands out log entries before the first
 //! private package whose tag they precede, so a member sees everything in
 //! the order the hub produced it. Leaving a channel carries the member's

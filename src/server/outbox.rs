@@ -4,15 +4,15 @@
 //! [broadcast log](super::broadcast) of the channel its user is in, and
 //! hands the two out as one stream in the order the hub produced them.
 //!
-//! One [`Outbox`] is shared by the chat state (which pushes broadcasts and
-//! replies into it under the hub lock) and the connection's task (which
-//! takes what is queued, up to a batch, and writes it). It is a `VecDeque`
-//! behind a short per-connection mutex rather than a `tokio::sync::mpsc`
-//! channel because fan-out is a push into hundreds of queues per message:
-//! a push here is one uncontended lock, one slot and a wake-up only when
-//! the queue goes from empty to non-empty while the task waits, and the
-//! task takes a whole batch with one lock instead of one atomic hand-over
-//! per package. An idle queue holds no buffer blocks (mpsc kept a
+//! One [`Outbox`] is shared by the chat state (which pushes the user's own
+//! packages into it under the hub lock, and points it at the log of the
+//! channel the user is in), the store writer (its acknowledgements) and
+//! the connection's task (which takes what is waiting, up to a batch, and
+//! writes it). It is a `VecDeque` behind a short per-connection mutex
+//! rather than a `tokio::sync::mpsc` channel: a push is one uncontended
+//! lock, one slot and a wake-up only when the queue goes from empty to
+//! non-empty while the task waits, and the task takes a whole batch with
+//! one lock instead of one atomic hand-over per package. An idle queue holds no buffer blocks (mpsc kept a
 //! block of 32 slots, about 1 KiB, per channel), and the byte count that
 //! the byte bound needs is kept beside the queue for free.
 //!
