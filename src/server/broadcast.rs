@@ -19,7 +19,7 @@
 //!
 //! Bounds: the log keeps only what some member has not read, and a member
 //! falling further behind than its queue bounds (packages, bytes: the same
-//! `--max-queue` and `--max-queue-bytes` as its own queue) is detached and
+//! `--outbound-queue` and `--max-queue-bytes` as its own queue) is detached and
 //! reported as a slow consumer, so the log holds at most those bounds plus
 //! one package. Entries a member would not get (its own messages, those of
 //! a user it ignores) do not count against it while they are all that is
@@ -169,8 +169,13 @@ impl ChannelLog {
     ) {
         let mut log = self.lock();
         if log.live == 0 {
-            // Nobody reads here: what is held is for nobody either.
-            log.trim();
+            // Nobody reads here (in a cluster, the members may all be on
+            // other nodes): what is held is for nobody either.
+            if !log.entries.is_empty() {
+                log.base += log.entries.len() as u64;
+                log.entries.clear();
+                log.bytes = 0;
+            }
             return;
         }
         let len = bytes.len();
