@@ -319,10 +319,10 @@ impl Outbox {
         loop {
             let logged = log
                 .as_mut()
-                .and_then(|(l, slot)| l.peek(*slot).map(|(seq, b)| (seq, b.len())));
+                .and_then(|(l, slot)| l.peek(*slot).map(|(seq, _)| seq));
             // A private package goes first once no log entry precedes it.
             let private_first = match (inner.items.front(), logged) {
-                (Some(q), Some((seq, _))) => q.after <= seq,
+                (Some(q), Some(seq)) => q.after <= seq,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
