@@ -10,6 +10,7 @@
 mod common;
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use chatmaster::store::{
     conversation_key, AccountId, Change, ChannelId, Direct, DirectScope, HistoryPage, MessageId,
@@ -88,7 +89,10 @@ fn query(expression: &str) -> SearchQuery {
 
 /// Ids of what a search found (after indexing, which SQLite needs).
 fn found(store: &dyn Store, q: &SearchQuery) -> (usize, Vec<MessageId>) {
+    // The writer's index change (in-memory stores) and the wait for the
+    // index beside the writer (files) together: every store finds all.
     store.apply_changes(&[Change::Index]).unwrap();
+    assert!(store.catch_up_search(Duration::from_secs(30)).unwrap());
     let hits = store.search(q).unwrap();
     (hits.total, hits.messages.iter().map(|m| m.id).collect())
 }

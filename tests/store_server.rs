@@ -126,6 +126,9 @@ impl Store for GatedStore {
     ) -> Result<HistoryPage, StoreError> {
         self.inner.direct_history(conversation, from, page, limit)
     }
+    fn catch_up_search(&self, wait: std::time::Duration) -> Result<bool, StoreError> {
+        self.inner.catch_up_search(wait)
+    }
     fn search(&self, q: &SearchQuery) -> Result<SearchHits, StoreError> {
         self.inner.search(q)
     }

@@ -26,6 +26,9 @@ use crate::wire::protocol::{Notification, ServerPackage};
 const VOCABULARY: usize = 5000;
 /// Messages written per transaction while filling.
 const FILL_BATCH: usize = 20_000;
+/// Longest wait, after filling, for the search index to take everything in
+/// (about 2 µs a message: seconds for the default million).
+const FILL_INDEX_WAIT: Duration = Duration::from_secs(600);
 /// Longest wait for one answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
@@ -191,10 +194,13 @@ pub fn fill(db: &Path, messages: u64, channels: usize) -> Result<FillReport, Ben
         }
         store.append_messages(&batch).map_err(failed)?;
     }
-    // Indexed for search at once, as the server's writer would have.
-    store
-        .apply_changes(&[crate::store::Change::Index])
-        .map_err(failed)?;
+    // Indexed for search before the report, as a running server would
+    // have indexed it (its index thread has been at it all along).
+    if !store.catch_up_search(FILL_INDEX_WAIT).map_err(failed)? {
+        return Err(failed(crate::store::StoreError::Backend(format!(
+            "the search index did not catch up within {FILL_INDEX_WAIT:?}"
+        ))));
+    }
     let secs = started.elapsed().as_secs_f64();
     Ok(FillReport {
         db: db.display().to_string(),

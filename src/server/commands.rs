@@ -1017,16 +1017,25 @@ pub async fn run_memory(
                 limit: rows,
                 count_cap: cap,
             };
-            // Every message stored so far is searchable: the writer indexes
-            // what it committed since it last did, before the read; a writer
-            // that is behind (a stalled disk) delays the search at most
-            // `search_index`, and then the newest may be missing.
+            // Every message stored so far is searchable: the journal's
+            // change comes after every message queued before it, and the
+            // read waits for the index to reach what is committed (an
+            // in-memory store indexes in that change, a file store on a
+            // thread of its own). A store that is behind (a stalled disk)
+            // delays the search at most `search_index` twice, and then the
+            // newest may be missing.
             let wait = hub.config().search_index;
             let indexed = tokio::time::timeout(wait, hub.journal().clone().change(Change::Index));
             if let Ok(Err(e)) = indexed.await {
                 return Err(store_failed(command, &e));
             }
-            let hits = match hub.read(move |s| s.search(&query)).await {
+            let hits = match hub
+                .read(move |s| {
+                    s.catch_up_search(wait)?;
+                    s.search(&query)
+                })
+                .await
+            {
                 Ok(hits) => hits,
                 Err(StoreError::Query(why)) => {
                     return Err(refuse(format!("The search cannot be run: {why}.")))

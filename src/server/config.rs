@@ -197,11 +197,21 @@ pub const DEFAULT_DB_READERS: usize = 2;
 /// data. A search's pages reach this far too.
 pub const DEFAULT_COUNT_CAP: usize = 10_000;
 
-/// Milliseconds a busy store writer lets pass between two additions of the
-/// messages it committed to the search index (a search always brings the
-/// index up to date first): one index segment per interval instead of one
-/// per commit.
-pub const DEFAULT_SEARCH_INDEX_MS: u64 = 250;
+/// Milliseconds that pass between the starts of two additions of new
+/// messages to the search index while messages keep coming (a search
+/// always brings the index up to date first): one large batch per
+/// interval, which FTS5 takes far more cheaply than many small ones. A
+/// database file's index is added to by a thread of its own, beside the
+/// commits; an in-memory one by the store's writer, between commits.
+pub const DEFAULT_SEARCH_INDEX_MS: u64 = crate::store::DEFAULT_INDEX_GAP_MS;
+/// Most messages one addition to the search index takes (one transaction
+/// of the index, about 2 µs a message): a server that starts on many
+/// messages not indexed yet adds them this many at a time.
+pub const DEFAULT_SEARCH_INDEX_BATCH: usize = crate::store::DEFAULT_INDEX_BATCH;
+/// Least milliseconds between two checkpoints of the database file's
+/// write-ahead log, which run on a thread of their own (0: SQLite runs
+/// them inside the commit that fills the log past 1,000 pages).
+pub const DEFAULT_DB_CHECKPOINT_MS: u64 = crate::store::DEFAULT_CHECKPOINT_GAP_MS;
 
 /// The server's limits. `Config::default()` is what `chatmaster-server`
 /// runs with when no flag is given.
@@ -303,6 +313,11 @@ pub struct Config {
     pub count_cap: usize,
     /// Least time between two additions to the search index by a busy writer.
     pub search_index: Duration,
+    /// Most messages one addition to the search index takes.
+    pub search_index_batch: usize,
+    /// Least time between two checkpoints of the database's log (zero:
+    /// SQLite's own, inside commits).
+    pub db_checkpoint: Duration,
     /// Most recipients of one `group`.
     pub max_group_recipients: usize,
     /// Most bans per channel.
@@ -368,6 +383,8 @@ impl Config {
                 self.db_readers,
                 self.read_calls,
                 self.search_index,
+                self.search_index_batch,
+                self.db_checkpoint,
             ),
             // The accounts service's hasher pool, throttle table and
             // store permits.
@@ -397,6 +414,8 @@ impl Config {
             db_readers: running.db_readers,
             read_calls: running.read_calls,
             search_index: running.search_index,
+            search_index_batch: running.search_index_batch,
+            db_checkpoint: running.db_checkpoint,
             hash_concurrency: running.hash_concurrency,
             login_failures_per_account: running.login_failures_per_account,
             login_failures_per_address: running.login_failures_per_address,
@@ -415,6 +434,9 @@ impl Config {
             busy_timeout: self.db_busy_timeout,
             durability: self.db_durability,
             readers: self.db_readers,
+            checkpoint_gap: self.db_checkpoint,
+            index_gap: self.search_index,
+            index_batch: self.search_index_batch,
         }
     }
 }
@@ -478,6 +500,8 @@ impl Default for Config {
             db_readers: DEFAULT_DB_READERS,
             count_cap: DEFAULT_COUNT_CAP,
             search_index: Duration::from_millis(DEFAULT_SEARCH_INDEX_MS),
+            search_index_batch: DEFAULT_SEARCH_INDEX_BATCH,
+            db_checkpoint: Duration::from_millis(DEFAULT_DB_CHECKPOINT_MS),
             max_group_recipients: DEFAULT_MAX_GROUP_RECIPIENTS,
             max_bans: DEFAULT_MAX_BANS,
             max_topic_chars: DEFAULT_MAX_TOPIC_CHARS,
@@ -812,12 +836,23 @@ pub struct ServerArgs {
     /// further), and most unread messages counted per channel.
     #[arg(long, default_value_t = DEFAULT_COUNT_CAP, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub count_cap: usize,
-    /// Milliseconds a busy store writer lets pass between two additions of
-    /// what it committed to the search index (one index segment each); a
-    /// search brings the index up to date first, so it finds every stored
-    /// message whatever this is.
+    /// Milliseconds between the starts of two additions of new messages to
+    /// the search index while messages keep coming (one index segment
+    /// each; a database file's index is added to by a thread of its own,
+    /// beside the commits); a search brings the index up to date first, so
+    /// it finds every stored message whatever this is.
     #[arg(long, default_value_t = DEFAULT_SEARCH_INDEX_MS)]
     pub search_index_ms: u64,
+    /// Most messages one addition to the search index takes (one
+    /// transaction of the index).
+    #[arg(long, default_value_t = DEFAULT_SEARCH_INDEX_BATCH, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub search_index_batch: usize,
+    /// Least milliseconds between two checkpoints of the database file's
+    /// write-ahead log (copying it back into the file), which run on a
+    /// thread of their own so that no commit waits for one; 0 leaves them
+    /// to SQLite, inside the commit that fills the log past 1,000 pages.
+    #[arg(long, default_value_t = DEFAULT_DB_CHECKPOINT_MS)]
+    pub db_checkpoint_ms: u64,
 }
 
 impl ServerArgs {
@@ -870,6 +905,8 @@ impl ServerArgs {
             db_readers: self.db_readers,
             count_cap: self.count_cap,
             search_index: Duration::from_millis(self.search_index_ms),
+            search_index_batch: self.search_index_batch,
+            db_checkpoint: Duration::from_millis(self.db_checkpoint_ms),
             max_group_recipients: self.max_group_recipients,
             max_bans: self.max_bans,
             max_topic_chars: self.max_topic_chars,

@@ -258,11 +258,13 @@ impl Writer {
             last_commit = Some(Instant::now());
             self.commit();
             self.acknowledge();
-            if self.last_index.elapsed() >= self.config.search_index {
-                self.index();
+            if self.unindexed >= self.config.search_index_batch
+                || self.last_index.elapsed() >= self.config.search_index
+            {
+                self.index(Change::IndexSome(self.config.search_index_batch.max(1)));
             }
         }
-        self.index();
+        self.index(Change::Index);
         tracing::debug!("store writer stopped");
     }
 
@@ -297,13 +299,26 @@ impl Writer {
 
     /// Adds what was committed since the last time to the search index, in
     /// one transaction: a segment of the index per batch of messages, not
-    /// per commit. A failure is logged and tried again next time.
-    fn index(&mut self) {
+    /// per commit. `change` is [`Change::IndexSome`] while serving, so one
+    /// addition holds up the next commit for a bounded time (a busy writer
+    /// indexes a batch as soon as one has gathered), and [`Change::Index`]
+    /// for everything at the end. A failure is logged and tried again next
+    /// time.
+    fn index(&mut self, change: Change) {
         if self.unindexed == 0 {
             return;
         }
-        match self.store.apply_changes(&[Change::Index]) {
-            Ok(_) => self.unindexed = 0,
+        let asked = match change {
+            Change::IndexSome(limit) => limit,
+            _ => usize::MAX,
+        };
+        match self.store.apply_changes(std::slice::from_ref(&change)) {
+            // Fewer than asked: the index is up to date (the count may
+            // differ from `unindexed` when messages were deleted meanwhile).
+            Ok(rows) => match rows.first().copied().unwrap_or(0) {
+                n if n < asked => self.unindexed = 0,
+                n => self.unindexed = self.unindexed.saturating_sub(n).max(1),
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot index messages for search; retrying later")
             }

@@ -138,6 +138,13 @@ fn copy(source: &Connection, partial: &Path, wait: Duration) -> Result<(), Store
             "the copy fails its check: {check}"
         )));
     }
+    // The copy is a database of its own: a search index made for the
+    // source (restored next to it, say) is not taken for the copy's.
+    dest.execute(
+        "UPDATE meta SET value = abs(random()) WHERE name = 'search_token'",
+        [],
+    )
+    .map_err(classify)?;
     dest.close().map_err(|(_, e)| classify(e))
 }
 

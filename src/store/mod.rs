@@ -27,6 +27,7 @@
 
 pub mod maintenance;
 pub mod postgres;
+mod search_index;
 pub mod sqlite;
 
 use std::fmt;
@@ -107,6 +108,19 @@ pub enum Durability {
     Full,
 }
 
+/// Least milliseconds between two checkpoints of a file store's log
+/// ([`StoreOptions::checkpoint_gap`]): the log then holds about what is
+/// written in that time, and a checkpoint copies each page once however
+/// often it was rewritten meanwhile.
+pub const DEFAULT_CHECKPOINT_GAP_MS: u64 = 20;
+/// Least milliseconds between the starts of two additions to a file
+/// store's search index ([`StoreOptions::index_gap`]).
+pub const DEFAULT_INDEX_GAP_MS: u64 = 250;
+/// Most messages one addition to a file store's search index takes
+/// ([`StoreOptions::index_batch`]): one transaction of the index, about
+/// 2 µs a message.
+pub const DEFAULT_INDEX_BATCH: usize = 50_000;
+
 /// How a store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -118,6 +132,18 @@ pub struct StoreOptions {
     /// Connections of a file store that only read (history, search,
     /// accounts), so reads run beside each other and beside the writer.
     pub readers: usize,
+    /// Least time between two checkpoints of a file store's write-ahead
+    /// log, which a thread of their own runs so that no commit waits for
+    /// one; zero leaves them to SQLite, inside the commit that fills the
+    /// log past 1,000 pages.
+    pub checkpoint_gap: Duration,
+    /// Least time between the starts of two additions to a file store's
+    /// search index (by a thread of its own; a search does not wait for
+    /// it): each addition is then a large batch, which FTS5 takes far more
+    /// cheaply per message than many small ones.
+    pub index_gap: Duration,
+    /// Most messages one addition to a file store's search index takes.
+    pub index_batch: usize,
 }
 
 impl Default for StoreOptions {
@@ -126,6 +152,9 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             durability: Durability::Normal,
             readers: 2,
+            checkpoint_gap: Duration::from_millis(DEFAULT_CHECKPOINT_GAP_MS),
+            index_gap: Duration::from_millis(DEFAULT_INDEX_GAP_MS),
+            index_batch: DEFAULT_INDEX_BATCH,
         }
     }
 }
@@ -453,10 +482,18 @@ pub enum Change {
         /// The channels that exist.
         keep: Vec<String>,
     },
-    /// Adds the messages stored since the last time to the search index
-    /// (see the 0005 migration for why this is not a trigger). Affects the
-    /// rows it indexed.
+    /// Adds the messages stored since the last time to the search index,
+    /// for a store that indexes in its writer's transactions (an
+    /// in-memory one); see the 0005 migration for why this is not a
+    /// trigger. A store whose index is built beside its writer (a
+    /// database file) does nothing here: [`Store::catch_up_search`] is how
+    /// a search waits for it. Affects the rows it indexed.
     Index,
+    /// Like [`Change::Index`], at most this many of the oldest messages
+    /// not indexed yet, so that one addition holds the writer for a
+    /// bounded time however far the index is behind. Affects the rows it
+    /// indexed: fewer than asked means the index is up to date.
+    IndexSome(usize),
     /// Deletes up to `limit` of the oldest messages sent before `before`
     /// (RFC 3339 UTC), in id order, stopping at the first newer one.
     Expire {
@@ -602,6 +639,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Full-text search. An expression the engine refuses is
     /// [`StoreError::Query`].
     fn search(&self, query: &SearchQuery) -> Result<SearchHits, StoreError>;
+    /// Waits, at most `wait`, until every message committed so far can be
+    /// found by [`Store::search`] (a store whose index is built beside its
+    /// writer); whether it can. Stores whose index follows the writer's
+    /// own transactions ([`Change::Index`]) have nothing to wait for.
+    /// Required of every store, so a wrapper cannot forget to pass it on.
+    fn catch_up_search(&self, wait: Duration) -> Result<bool, StoreError>;
     /// The registered channels where `account` has a read mark and newer
     /// messages exist, with their counts (each at most `cap`).
     fn unread(&self, account: AccountId, cap: usize) -> Result<Vec<Unread>, StoreError>;

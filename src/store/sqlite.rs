@@ -17,14 +17,29 @@
 //! or a search never waits for a commit, nor for one another: WAL lets
 //! readers run while the writer commits. An in-memory database has one
 //! connection for both.
+//!
+//! A file store's write-ahead log is checkpointed (copied back into the
+//! database file) by a thread of its own, on a connection of its own, at
+//! most every [`StoreOptions::checkpoint_gap`] and only after something
+//! was written. SQLite would otherwise run the checkpoint inside the
+//! commit that fills the log past 1,000 pages, and every message waiting
+//! for the next commit would wait for that copy and its disk syncs too (it
+//! was the tail of `message_sent` latency). The copy runs beside the
+//! writer; only its last step, the frames committed during the copy, takes
+//! the writer's mutex, so the log is then copied whole and the next commit
+//! starts it again from its beginning: the log stays as small as what is
+//! written between two checkpoints.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
+use super::search_index::{self, Indexer, IndexerOptions};
 use super::{
     Account, AccountId, AccountsVersion, Change, ChannelId, Direct, DirectScope, Durability,
     HistoryPage, MessageId, NewAccount, NewChannel, Page, RegisteredChannel, Scope, SearchHits,
@@ -39,6 +54,7 @@ pub(super) const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0003_direct.sql")),
     M::up(include_str!("migrations/0004_moderation.sql")),
     M::up(include_str!("migrations/0005_memory.sql")),
+    M::up(include_str!("migrations/0006_search_index.sql")),
 ];
 
 /// The schema version this build writes.
@@ -48,11 +64,16 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 #[derive(Debug)]
 pub struct SqliteStore {
     /// The writing connection; see the module docs for why one is enough.
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     /// The reading connections of a file store (none: reads use `conn`).
     readers: Vec<Mutex<Connection>>,
     /// Where the next read starts looking for a free reader.
     next_reader: AtomicUsize,
+    /// The thread checkpointing a file store's log (see the module docs).
+    checkpointer: Option<Checkpointer>,
+    /// The thread keeping a file store's search index (`None`: the index
+    /// is attached to the one connection and follows its transactions).
+    indexer: Option<Indexer>,
 }
 
 impl SqliteStore {
@@ -95,8 +116,23 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(classify)?;
         configure(&conn)?;
+        if !options.checkpoint_gap.is_zero() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(classify)?;
+        }
         migrate(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let indexer = Indexer::start(
+            path,
+            conn.clone(),
+            IndexerOptions {
+                gap: options.index_gap,
+                batch: options.index_batch.max(1),
+                busy: options.busy_timeout,
+            },
+        )?;
         // Opened once the schema is current; they never write.
+        let index = search_index::index_path(path);
         let mut readers = Vec::new();
         for _ in 0..options.readers.max(1) {
             let reader = Connection::open_with_flags(path, flags).map_err(classify)?;
@@ -105,14 +141,31 @@ impl SqliteStore {
                 .map_err(classify)?;
             configure(&reader)?;
             reader
+                .execute(
+                    "ATTACH DATABASE ?1 AS search",
+                    [index.to_string_lossy().as_ref()],
+                )
+                .map_err(classify)?;
+            reader
                 .pragma_update(None, "query_only", "ON")
                 .map_err(classify)?;
             readers.push(Mutex::new(reader));
         }
+        let checkpointer = if options.checkpoint_gap.is_zero() {
+            None
+        } else {
+            let own = Connection::open_with_flags(path, flags).map_err(classify)?;
+            Some(
+                Checkpointer::start(own, conn.clone(), options.checkpoint_gap)
+                    .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?,
+            )
+        };
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn,
             readers,
             next_reader: AtomicUsize::new(0),
+            checkpointer,
+            indexer: Some(indexer),
         })
     }
 
@@ -121,10 +174,13 @@ impl SqliteStore {
         let mut conn = Connection::open_in_memory().map_err(classify)?;
         configure(&conn)?;
         migrate(&mut conn)?;
+        search_index::attach_in_memory(&conn)?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
+            checkpointer: None,
+            indexer: None,
         })
     }
 
@@ -136,10 +192,20 @@ impl SqliteStore {
         conn.busy_timeout(options.busy_timeout).map_err(classify)?;
         check_readable(&conn)?;
         configure(&conn)?;
+        let index = search_index::index_path(path);
+        if index.is_file() {
+            conn.execute(
+                "ATTACH DATABASE ?1 AS search",
+                [index.to_string_lossy().as_ref()],
+            )
+            .map_err(classify)?;
+        }
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
+            checkpointer: None,
+            indexer: None,
         })
     }
 
@@ -148,12 +214,14 @@ impl SqliteStore {
         user_version(&self.lock())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic in a method leaves the connection usable (SQLite rolls an
-        // unfinished transaction back when it is dropped).
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The writing connection. Whoever takes it writes (reads of a file
+    /// store have connections of their own), so when it is given back,
+    /// the write committed, the checkpoint and index threads are told.
+    fn lock(&self) -> Writing<'_> {
+        Writing {
+            conn: lock_writer(&self.conn),
+            store: self,
+        }
     }
 
     /// The connection to read on: a free reader if there is one (else the
@@ -161,7 +229,7 @@ impl SqliteStore {
     fn read(&self) -> MutexGuard<'_, Connection> {
         let n = self.readers.len();
         if n == 0 {
-            return self.lock();
+            return lock_writer(&self.conn);
         }
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
@@ -175,6 +243,185 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The writing connection of a store, held; see [`SqliteStore::lock`].
+struct Writing<'a> {
+    /// The connection.
+    conn: MutexGuard<'a, Connection>,
+    /// Whose threads to tell.
+    store: &'a SqliteStore,
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if let Some(checkpointer) = &self.store.checkpointer {
+            checkpointer.wake();
+        }
+        if let Some(indexer) = &self.store.indexer {
+            indexer.wake();
+        }
+    }
+}
+
+/// The writing connection. A panic in a method leaves it usable (SQLite
+/// rolls an unfinished transaction back when it is dropped).
+fn lock_writer(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the checkpoint thread and the store share.
+#[derive(Debug, Default)]
+struct CheckpointState {
+    /// Something may have been written since the last checkpoint began.
+    dirty: bool,
+    /// The thread waits for `dirty` (and needs waking for it).
+    idle: bool,
+    /// The store is being dropped.
+    stop: bool,
+}
+
+/// The thread that checkpoints a file store's log (see the module docs).
+#[derive(Debug)]
+struct Checkpointer {
+    /// Its state, and the condition it waits on.
+    shared: Arc<(Mutex<CheckpointState>, Condvar)>,
+    /// Joined when the store is dropped.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread: `own` copies the log beside the writer, `writer`
+    /// is taken for the last frames, and `gap` is the least time between
+    /// the starts of two checkpoints.
+    fn start(
+        own: Connection,
+        writer: Arc<Mutex<Connection>>,
+        gap: Duration,
+    ) -> std::io::Result<Checkpointer> {
+        let shared = Arc::new((Mutex::new(CheckpointState::default()), Condvar::new()));
+        let state = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("chatmaster-ckpt".into())
+            .spawn(move || checkpoint_loop(&own, &writer, &state, gap))?;
+        Ok(Checkpointer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Notes a write; wakes the thread only if it is waiting for one, so a
+    /// busy writer costs it one uncontended lock per commit.
+    fn wake(&self) {
+        let (state, wake) = &*self.shared;
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.dirty {
+            st.dirty = true;
+            if st.idle {
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (state, wake) = &*self.shared;
+        state.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The checkpoint thread: waits for a write, checkpoints, lets `gap` pass,
+/// and again, until the store is dropped (closing the last connection
+/// then checkpoints what is left).
+fn checkpoint_loop(
+    own: &Connection,
+    writer: &Mutex<Connection>,
+    shared: &(Mutex<CheckpointState>, Condvar),
+    gap: Duration,
+) {
+    let (state, wake) = shared;
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut failing = false;
+    loop {
+        {
+            let mut st = lock();
+            while !st.dirty && !st.stop {
+                st.idle = true;
+                st = wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.idle = false;
+            if st.stop {
+                return;
+            }
+            st.dirty = false;
+        }
+        match checkpoint(own, writer) {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("checkpoints of the database's log succeed again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot checkpoint the database's log; retrying");
+            }
+            Err(_) => {}
+        }
+        let until = Instant::now() + gap;
+        let mut st = lock();
+        loop {
+            if st.stop {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            st = wake
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Copies the log into the database file: as much as is committed on the
+/// thread's own connection, beside the writer, then whatever was committed
+/// meanwhile under the writer's mutex, so the log is copied whole (unless
+/// a reader still reads an older snapshot) and the next commit starts it
+/// from its beginning.
+fn checkpoint(own: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<()> {
+    // The frames in the log.
+    let passive = |conn: &Connection| {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+    };
+    // Under the mutex even when the first copy was whole: the writer may
+    // have been inside a transaction that began before that copy ended,
+    // and only a transaction that begins after a whole copy starts the log
+    // again (otherwise it grows without end under a steady writer).
+    let log = passive(own)?;
+    if log > 0 {
+        passive(&lock_writer(writer))?;
+    }
+    Ok(())
 }
 
 /// The accounts version as `conn` sees it (inside its transaction, if any).
@@ -736,6 +983,10 @@ impl Store for SqliteStore {
         Ok(query_messages(&self.read(), &sql, [id])?.pop())
     }
 
+    fn catch_up_search(&self, wait: Duration) -> Result<bool, StoreError> {
+        Ok(self.indexer.as_ref().map_or(true, |i| i.catch_up(wait)))
+    }
+
     fn search(&self, query: &SearchQuery) -> Result<SearchHits, StoreError> {
         let mut conn = self.read();
         // One read transaction: the totals and the pages agree.
@@ -844,7 +1095,10 @@ impl Store for SqliteStore {
                     )
                     .and_then(|mut s| s.execute(params![account, channel, last_id])),
                 Change::Expire { before, limit } => expire(&tx, before, *limit),
-                Change::Index => index(&tx),
+                // A file store's index has a thread of its own.
+                Change::Index | Change::IndexSome(_) if self.indexer.is_some() => Ok(0),
+                Change::Index => index_attached(&tx, None),
+                Change::IndexSome(limit) => index_attached(&tx, Some(*limit)),
                 Change::PurgeOthers { keep } => serde_json::to_string(keep)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
                     .and_then(|keep| {
@@ -985,12 +1239,12 @@ impl<'q> ChannelSearch<'q> {
 
     fn count(&self, conn: &Connection, cap: usize) -> Result<usize, StoreError> {
         let sql = if self.unfiltered {
-            "SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 \
+            "SELECT count(*) FROM (SELECT 1 FROM search.messages_fts WHERE messages_fts MATCH ?1 \
              AND ?2 IS NOT NULL AND ?3 IS NULL LIMIT ?4)"
                 .to_owned()
         } else {
             format!(
-                "SELECT count(*) FROM (SELECT 1 FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+                "SELECT count(*) FROM (SELECT 1 FROM search.messages_fts f JOIN messages m ON m.id = f.rowid \
                  WHERE messages_fts MATCH ?1 AND {} LIMIT ?4)",
                 self.filter()
             )
@@ -1014,7 +1268,7 @@ impl<'q> ChannelSearch<'q> {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let sql = format!(
-            "SELECT {PREFIXED_COLUMNS} FROM messages_fts f JOIN messages m ON m.id = f.rowid \
+            "SELECT {PREFIXED_COLUMNS} FROM search.messages_fts f JOIN messages m ON m.id = f.rowid \
              WHERE messages_fts MATCH ?1 AND {} ORDER BY f.rowid DESC LIMIT ?4 OFFSET ?5",
             self.filter()
         );
@@ -1070,7 +1324,7 @@ impl<'q> DirectSearch<'q> {
 
     fn count(&self, conn: &Connection, cap: usize) -> Result<usize, StoreError> {
         let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM direct_fts f JOIN messages m ON m.id = f.rowid \
+            "SELECT count(*) FROM (SELECT 1 FROM search.direct_fts f JOIN messages m ON m.id = f.rowid \
              WHERE direct_fts MATCH ?1 AND {} LIMIT ?4) WHERE ?5 IS NOT NULL",
             self.filter()
         );
@@ -1095,7 +1349,7 @@ impl<'q> DirectSearch<'q> {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let sql = format!(
-            "SELECT {PREFIXED_COLUMNS} FROM direct_fts f JOIN messages m ON m.id = f.rowid \
+            "SELECT {PREFIXED_COLUMNS} FROM search.direct_fts f JOIN messages m ON m.id = f.rowid \
              WHERE direct_fts MATCH ?1 AND {} ORDER BY f.rowid DESC LIMIT ?4 OFFSET ?5",
             self.filter()
         );
@@ -1134,31 +1388,17 @@ fn found(
     rows.collect::<Result<Vec<_>, _>>().map_err(classify_query)
 }
 
-/// Indexes the messages above `fts_indexed` for search, channel and
-/// direct ones in their own index, and moves the mark to the newest.
-fn index(conn: &Connection) -> rusqlite::Result<usize> {
-    let from: MessageId = conn
-        .prepare_cached("SELECT value FROM meta WHERE name = 'fts_indexed'")?
-        .query_row([], |r| r.get(0))?;
-    let channels = conn
-        .prepare_cached(
-            "INSERT INTO messages_fts (rowid, text) \
-             SELECT id, text FROM messages WHERE id > ?1 AND channel_key <> ''",
-        )?
-        .execute([from])?;
-    let direct = conn
-        .prepare_cached(
-            "INSERT INTO direct_fts (rowid, text) \
-             SELECT id, text FROM messages WHERE id > ?1 AND channel_key = ''",
-        )?
-        .execute([from])?;
-    if channels + direct > 0 {
-        conn.prepare_cached(
-            "UPDATE meta SET value = (SELECT max(id) FROM messages) WHERE name = 'fts_indexed'",
-        )?
-        .execute([])?;
-    }
-    Ok(channels + direct)
+/// Brings the index attached to the one connection of an in-memory
+/// store up to date (all of it, or the oldest `limit` new messages), in
+/// the caller's transaction.
+fn index_attached(tx: &Connection, limit: Option<usize>) -> rusqlite::Result<usize> {
+    let batch = search_index::index_batch(tx, search_index::ATTACHED, limit)?;
+    search_index::forget_stale(tx, search_index::ATTACHED, batch.stale_upto)?;
+    // The journal reads a full batch as "more to do".
+    Ok(match limit {
+        Some(limit) if batch.more => batch.added.max(limit),
+        _ => batch.added,
+    })
 }
 
 /// Deletes the oldest messages sent before `before`, at most `limit`:
@@ -1651,7 +1891,8 @@ mod tests {
             (found("draft"), found("final"), found("gone"), found("kept")),
             (0, 1, 0, 1)
         );
-        // Indexed now: an edit and a deletion go through the index.
+        // Indexed now: an edit and a deletion reach the index with its next
+        // update (which every search asks for first).
         store
             .apply_changes(&[
                 Change::Edit {
@@ -1662,12 +1903,13 @@ mod tests {
                 Change::Delete(1),
             ])
             .unwrap();
+        assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [0]);
         assert_eq!((found("kept"), found("changed"), found("final")), (0, 1, 0));
         // FTS5's own check: the index matches the rows.
         store
             .lock()
             .execute_batch(
-                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+                "INSERT INTO search.messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
             )
             .unwrap();
     }
@@ -1770,5 +2012,139 @@ mod tests {
         let reader = SqliteStore::open_read_only(&path, &StoreOptions::default()).unwrap();
         assert_eq!(reader.max_message_id().unwrap(), 2);
         assert_eq!(reader.list_accounts().unwrap().len(), 1);
+    }
+
+    /// How many channel messages a search for the phrase `q` counts.
+    fn hits(store: &SqliteStore, q: &str) -> usize {
+        store
+            .search(&SearchQuery {
+                expression: format!("\"{q}\""),
+                scope: Some(Scope::Except(vec![])),
+                direct: None,
+                direct_from: 0,
+                sender_key: None,
+                offset: 0,
+                limit: 10,
+                count_cap: 100,
+            })
+            .unwrap()
+            .total
+    }
+
+    #[test]
+    fn a_file_store_indexes_beside_its_writer_and_follows_edits_and_deletions() {
+        let (_dir, path) = on_disk();
+        let store = open(&path).unwrap();
+        store
+            .append_messages(&[
+                said(1, "general", "a", "first draft", "t"),
+                said(2, "general", "a", "to be gone", "t"),
+                said(3, "general", "a", "kept as is", "t"),
+            ])
+            .unwrap();
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        assert_eq!((hits(&store, "draft"), hits(&store, "gone")), (1, 1));
+        store
+            .apply_changes(&[
+                Change::Edit {
+                    id: 1,
+                    text: "final words".into(),
+                    edited: "t2".into(),
+                },
+                Change::Delete(2),
+            ])
+            .unwrap();
+        // The journal's own index changes do nothing here: the thread does it.
+        assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [0]);
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        assert_eq!(
+            (
+                hits(&store, "draft"),
+                hits(&store, "final"),
+                hits(&store, "gone"),
+                hits(&store, "kept")
+            ),
+            (0, 1, 0, 1)
+        );
+        // The notes were applied, then forgotten.
+        let notes: i64 = store
+            .lock()
+            .query_row("SELECT count(*) FROM search_stale", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(notes, 0);
+        // FTS5's own check that the index is sound.
+        Connection::open(search_index::index_path(&path))
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+            )
+            .unwrap();
+        drop(store);
+        // A missing index is rebuilt from the messages.
+        std::fs::remove_file(search_index::index_path(&path)).unwrap();
+        let store = open(&path).unwrap();
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        assert_eq!((hits(&store, "final"), hits(&store, "kept")), (1, 1));
+    }
+
+    #[test]
+    fn an_index_made_for_another_database_is_rebuilt() {
+        let (_dir, path) = on_disk();
+        let other = path.with_file_name("other.db");
+        for (db, text) in [(&path, "alpha"), (&other, "beta")] {
+            let store = open(db).unwrap();
+            store
+                .append_messages(&[said(1, "general", "a", text, "t")])
+                .unwrap();
+            assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        }
+        std::fs::copy(
+            search_index::index_path(&other),
+            search_index::index_path(&path),
+        )
+        .unwrap();
+        let store = open(&path).unwrap();
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        assert_eq!((hits(&store, "alpha"), hits(&store, "beta")), (1, 0));
+    }
+
+    #[test]
+    fn many_notes_are_applied_a_bounded_batch_at_a_time() {
+        let (_dir, path) = on_disk();
+        let options = StoreOptions {
+            index_batch: 3,
+            ..StoreOptions::default()
+        };
+        let store = SqliteStore::open(&path, &options).unwrap();
+        let batch: Vec<_> = (1..=10)
+            .map(|id| said(id, "general", "a", &format!("word{id} common"), "t"))
+            .collect();
+        store.append_messages(&batch).unwrap();
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        assert_eq!(hits(&store, "common"), 10);
+        let edits: Vec<_> = (1..=10)
+            .map(|id| Change::Edit {
+                id,
+                text: format!("word{id} changed"),
+                edited: "t2".into(),
+            })
+            .collect();
+        store.apply_changes(&edits).unwrap();
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        assert_eq!((hits(&store, "common"), hits(&store, "changed")), (0, 10));
+    }
+
+    #[test]
+    fn an_index_file_that_is_not_a_database_is_refused_naming_it() {
+        let (_dir, path) = on_disk();
+        drop(open(&path).unwrap());
+        let index = search_index::index_path(&path);
+        std::fs::remove_file(&index).unwrap();
+        std::fs::write(&index, vec![0x5a; 8192]).unwrap();
+        let err = open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("search index") && err.contains(&index.display().to_string()),
+            "{err}"
+        );
     }
 }
