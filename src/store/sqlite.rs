@@ -1777,16 +1777,7 @@ mod tests {
         let find = |q: &str| {
             store.apply_changes(&[Change::Index]).unwrap();
             store
-                .search(&SearchQuery {
-                    expression: format!("\"{q}\""),
-                    scope: Some(Scope::Except(vec![])),
-                    direct: None,
-                    direct_from: 0,
-                    sender_key: None,
-                    offset: 0,
-                    limit: 10,
-                    count_cap: 100,
-                })
+                .search(&phrase(q))
                 .unwrap()
                 .messages
                 .iter()
@@ -1860,33 +1851,10 @@ mod tests {
             ])
             .unwrap();
         // Not indexed yet: the triggers leave the index alone.
-        store
-            .apply_changes(&[
-                Change::Edit {
-                    id: 1,
-                    text: "final words".into(),
-                    edited: "t2".into(),
-                },
-                Change::Delete(2),
-            ])
-            .unwrap();
+        edit_first_delete_second(&store);
         assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [2]);
         assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [0]);
-        let found = |q: &str| {
-            store
-                .search(&SearchQuery {
-                    expression: format!("\"{q}\""),
-                    scope: Some(Scope::Except(vec![])),
-                    direct: None,
-                    direct_from: 0,
-                    sender_key: None,
-                    offset: 0,
-                    limit: 10,
-                    count_cap: 100,
-                })
-                .unwrap()
-                .total
-        };
+        let found = |q: &str| hits(&store, q);
         assert_eq!(
             (found("draft"), found("final"), found("gone"), found("kept")),
             (0, 1, 0, 1)
@@ -2014,21 +1982,43 @@ mod tests {
         assert_eq!(reader.list_accounts().unwrap().len(), 1);
     }
 
+    /// Waits for the index to hold everything committed (a test fails if
+    /// that takes over 10 s).
+    fn caught_up(store: &SqliteStore) {
+        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+    }
+
+    /// Edits message 1 to "final words" and deletes message 2.
+    fn edit_first_delete_second(store: &SqliteStore) {
+        store
+            .apply_changes(&[
+                Change::Edit {
+                    id: 1,
+                    text: "final words".into(),
+                    edited: "t2".into(),
+                },
+                Change::Delete(2),
+            ])
+            .unwrap();
+    }
+
+    /// A search of every channel for the phrase `q`, first page of 10.
+    fn phrase(q: &str) -> SearchQuery {
+        SearchQuery {
+            expression: format!("\"{q}\""),
+            scope: Some(Scope::Except(vec![])),
+            direct: None,
+            direct_from: 0,
+            sender_key: None,
+            offset: 0,
+            limit: 10,
+            count_cap: 100,
+        }
+    }
+
     /// How many channel messages a search for the phrase `q` counts.
     fn hits(store: &SqliteStore, q: &str) -> usize {
-        store
-            .search(&SearchQuery {
-                expression: format!("\"{q}\""),
-                scope: Some(Scope::Except(vec![])),
-                direct: None,
-                direct_from: 0,
-                sender_key: None,
-                offset: 0,
-                limit: 10,
-                count_cap: 100,
-            })
-            .unwrap()
-            .total
+        store.search(&phrase(q)).unwrap().total
     }
 
     #[test]
@@ -2042,21 +2032,12 @@ mod tests {
                 said(3, "general", "a", "kept as is", "t"),
             ])
             .unwrap();
-        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        caught_up(&store);
         assert_eq!((hits(&store, "draft"), hits(&store, "gone")), (1, 1));
-        store
-            .apply_changes(&[
-                Change::Edit {
-                    id: 1,
-                    text: "final words".into(),
-                    edited: "t2".into(),
-                },
-                Change::Delete(2),
-            ])
-            .unwrap();
+        edit_first_delete_second(&store);
         // The journal's own index changes do nothing here: the thread does it.
         assert_eq!(store.apply_changes(&[Change::Index]).unwrap(), [0]);
-        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        caught_up(&store);
         assert_eq!(
             (
                 hits(&store, "draft"),
@@ -2083,7 +2064,7 @@ mod tests {
         // A missing index is rebuilt from the messages.
         std::fs::remove_file(search_index::index_path(&path)).unwrap();
         let store = open(&path).unwrap();
-        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        caught_up(&store);
         assert_eq!((hits(&store, "final"), hits(&store, "kept")), (1, 1));
     }
 
@@ -2096,7 +2077,7 @@ mod tests {
             store
                 .append_messages(&[said(1, "general", "a", text, "t")])
                 .unwrap();
-            assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+            caught_up(&store);
         }
         std::fs::copy(
             search_index::index_path(&other),
@@ -2104,7 +2085,7 @@ mod tests {
         )
         .unwrap();
         let store = open(&path).unwrap();
-        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        caught_up(&store);
         assert_eq!((hits(&store, "alpha"), hits(&store, "beta")), (1, 0));
     }
 
@@ -2120,7 +2101,7 @@ mod tests {
             .map(|id| said(id, "general", "a", &format!("word{id} common"), "t"))
             .collect();
         store.append_messages(&batch).unwrap();
-        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        caught_up(&store);
         assert_eq!(hits(&store, "common"), 10);
         let edits: Vec<_> = (1..=10)
             .map(|id| Change::Edit {
@@ -2130,7 +2111,7 @@ mod tests {
             })
             .collect();
         store.apply_changes(&edits).unwrap();
-        assert!(store.catch_up_search(Duration::from_secs(10)).unwrap());
+        caught_up(&store);
         assert_eq!((hits(&store, "common"), hits(&store, "changed")), (0, 10));
     }
 
