@@ -496,12 +496,9 @@ impl NatsLink {
             .subscribe(format!("{TOPIC_PREFIX}{topic}"))
             .await
             .map_err(|e| unavailable("subscribe", e))?;
-        // Once the server has answered a ping after the subscription, it
-        // has it: what others publish from now on reaches this node.
-        self.client
-            .flush()
-            .await
-            .map_err(|e| unavailable("subscribe", e))?;
+        // Once the server has it, what others publish from now on reaches
+        // this node.
+        self.processed("subscribe").await?;
         let tx = self.deliveries_tx.clone();
         let name = topic.to_owned();
         let task = tokio::spawn(async move {
@@ -615,6 +612,32 @@ impl NatsLink {
         }
     }
 
+    /// Waits until the server has handled everything this connection sent
+    /// so far (a subscription, say). The client's `flush` only writes its
+    /// buffer to the socket, and the server may then still read a package
+    /// another connection publishes first, so a node could miss what comes
+    /// right after it subscribed. A server handles one connection's
+    /// operations in order: a message published to a subject only this
+    /// connection listens on comes back after all of them.
+    async fn processed(&self, what: &str) -> Result<(), ClusterError> {
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(what, e))?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| unavailable(what, e))?;
+        match echo.next().await {
+            Some(_) => Ok(()),
+            None => Err(ClusterError::Unavailable(format!(
+                "{what}: the connection to NATS closed"
+            ))),
+        }
+    }
+
     async fn serve_inner(&self, topic: &str, responder: Responder) -> Result<(), ClusterError> {
         check_topic(topic)?;
         let mut serving = self.serving.lock().await;
@@ -623,10 +646,8 @@ impl NatsLink {
             .subscribe(format!("{REQUEST_PREFIX}{topic}"))
             .await
             .map_err(|e| unavailable("serve", e))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| unavailable("serve", e))?;
+        // Requests sent from now on find it.
+        self.processed("serve").await?;
         let client = self.client.clone();
         let max_reply = self.options.max_reply_bytes;
         let node = self.node.clone();
