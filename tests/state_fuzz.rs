@@ -124,12 +124,6 @@ struct View {
     /// The away text as the server last confirmed it.
     away: Option<String>,
     topic: Option<String>,
-    /// Names that left the channel (or were renamed) during this stay. In
-    /// a cluster a sender's last messages may come after its departure
-    /// was announced: the node applied the departure from the log before
-    /// the messages came on the channel's topic. They were sent while the
-    /// sender was a member, so they are delivered late, not dropped.
-    departed: BTreeSet<String>,
     /// This user's own earlier names in this session: in a cluster a
     /// direct message sent to the old name may come after the rename.
     former: BTreeSet<String>,
@@ -155,7 +149,8 @@ struct Client {
     step: usize,
     log: ClientLog,
     addr: std::net::SocketAddr,
-    /// One of several nodes' clients (see [`View::departed`]).
+    /// One of several nodes' clients: a channel message may come late,
+    /// from a sender already gone or renamed.
     cluster: bool,
 }
 
@@ -295,7 +290,6 @@ impl Client {
                 } if username == v.name => {
                     v.channel = channel;
                     v.members = users.into_iter().collect();
-                    v.departed.clear();
                     v.owner = owner;
                     v.private = private.unwrap_or(false);
                     v.topic = topic;
@@ -326,7 +320,6 @@ impl Client {
                     if channel != v.channel || !v.members.remove(&username) {
                         return Err(fail(format!("bad user_left {username} {channel}: {v:?}")));
                     }
-                    v.departed.insert(username);
                 }
                 Notification::UserRename {
                     old_username,
@@ -337,7 +330,6 @@ impl Client {
                             "bad rename {old_username} -> {new_username}: {v:?}"
                         )));
                     }
-                    v.departed.insert(old_username.clone());
                     if v.name == old_username {
                         v.former.insert(old_username.clone());
                         v.name = new_username.clone();
@@ -451,8 +443,16 @@ impl Client {
                 if v.ignores.contains(&fold_name(&m.username)) {
                     return Err(fail(format!("{m:?} from an ignored name: {v:?}")));
                 }
-                let member = v.members.contains(&m.username)
-                    || (self.cluster && v.departed.contains(&m.username));
+                // In a cluster a sender's last messages may come after its
+                // departure or rename was announced (its node applied that
+                // from the log before the messages came on the channel's
+                // subject), even to someone whose own join the node applied
+                // in between, who never saw the sender as a member. They
+                // were sent in this channel, so they are delivered late,
+                // not dropped: the sender's name cannot be judged here, and
+                // channel and id are checked against what the sender was
+                // told at the end (`check_messages`).
+                let member = self.cluster || v.members.contains(&m.username);
                 if m.channel.as_ref() != Some(&v.channel) || !member || m.username == v.name {
                     return Err(fail(format!("misdelivered {m:?} to {v:?}")));
                 }
@@ -486,6 +486,25 @@ impl Client {
                 return Ok(out);
             }
         }
+    }
+
+    /// Receives until client `sender`'s direct message `seq` has come
+    /// (see the final round of [`run_client`]).
+    async fn await_direct(&mut self, sender: usize, seq: u64) -> Check {
+        let mut out = Outcome::default();
+        while !self
+            .log
+            .direct_received
+            .iter()
+            .any(|m| m.0 == sender && m.1 == seq)
+        {
+            let s = self.session.as_mut().ok_or("no session")?;
+            let p = s.conn.recv_timeout(WAIT).await.map_err(|e| {
+                self.fail(format!("waiting for the final direct c{sender}#{seq}: {e}"))
+            })?;
+            self.apply(p, "", &mut out)?;
+        }
+        Ok(())
     }
 
     /// Before login every package gets exactly one answer: one error, or
@@ -915,12 +934,16 @@ fn parse_tag(text: &str) -> Option<(usize, u64)> {
 
 /// Runs one client through the random phase and the final checks,
 /// meeting the others at each barrier even after a failure.
+/// A client's final direct message once delivered: (recipient, seq).
+type FinalDirect = Option<(usize, u64)>;
+
 async fn run_client(
     mut c: Client,
     steps: usize,
     barrier: Arc<Barrier>,
     logged_in: Arc<AtomicUsize>,
     finals: Arc<Mutex<Vec<Option<View>>>>,
+    directs: Arc<Mutex<Vec<FinalDirect>>>,
 ) -> ClientLog {
     let mut result: Check = Ok(());
     for step in 0..steps {
@@ -973,6 +996,9 @@ async fn run_client(
                 Err(e) => Err(e),
             };
             c.log.final_direct = Some((r, c.seq, ignored));
+            if result.is_ok() && !ignored {
+                directs.lock().unwrap()[c.index] = Some((r, c.seq));
+            }
         }
     }
     // D: final messages sent; collect them.
@@ -980,6 +1006,26 @@ async fn run_client(
     if result.is_ok() && c.view().is_some() {
         c.step = steps + 3;
         result = c.barrier().await.map(|_| ());
+    }
+    // In a cluster a direct message to a user of another node travels
+    // there after its sender's `message_sent`, so the pong above may come
+    // first: wait for the one this client is owed (with WAIT), if any.
+    if result.is_ok() && c.cluster && c.view().is_some() {
+        let owed: Vec<(usize, u64)> = directs
+            .lock()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter_map(|(sender, d)| match d {
+                Some((r, seq)) if *r == c.index => Some((sender, *seq)),
+                _ => None,
+            })
+            .collect();
+        for (sender, seq) in owed {
+            if result.is_ok() {
+                result = c.await_direct(sender, seq).await;
+            }
+        }
     }
     if let Err(e) = result {
         c.log.error = Some(e);
@@ -1179,6 +1225,8 @@ async fn run_seed(seed: u64, steps: usize, nodes: usize) -> Result<String, Strin
     let names = Arc::new(Mutex::new(Vec::new()));
     let barrier = Arc::new(Barrier::new(CLIENTS + 1));
     let finals = Arc::new(Mutex::new(vec![None; CLIENTS]));
+    // Each client's final direct message, delivered: (recipient, seq).
+    let directs = Arc::new(Mutex::new(vec![None; CLIENTS]));
     let logged_in = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for index in 0..CLIENTS {
@@ -1200,6 +1248,7 @@ async fn run_seed(seed: u64, steps: usize, nodes: usize) -> Result<String, Strin
             barrier.clone(),
             logged_in.clone(),
             finals.clone(),
+            directs.clone(),
         )));
     }
     barrier.wait().await;
