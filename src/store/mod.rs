@@ -25,6 +25,7 @@
 //!
 //! This layer depends on nothing else in the crate.
 
+mod background;
 pub mod maintenance;
 pub mod postgres;
 mod search_index;

@@ -34,12 +34,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use super::background::{lock, next_round, pause, Background, Flagged, Flags, Shared};
 use super::{MessageId, StoreError};
 
 /// The index's own schema version (`PRAGMA user_version` of its file).
@@ -300,30 +300,29 @@ fn open_index(db: &Path, busy: Duration) -> Result<Connection, StoreError> {
 /// until a round that began after its request has caught up (`served`).
 #[derive(Debug, Default)]
 struct State {
-    /// Something was written to the database since the last round began.
-    dirty: bool,
-    /// The thread waits for `dirty` (and needs waking).
-    idle: bool,
+    /// `dirty`: something was written to the database since the last
+    /// round began.
+    flags: Flags,
     /// A round is running.
     busy: bool,
     /// The last round caught up (it did not fail).
     ok: bool,
-    /// The store is being dropped.
-    stop: bool,
     /// Rounds asked for by searches so far.
     requested: u64,
     /// The last request that a finished round began after.
     served: u64,
 }
 
-/// The thread indexing a database file (see the module docs).
-#[derive(Debug)]
-pub(super) struct Indexer {
-    /// Its state, and the condition it and the waiting searches wait on.
-    shared: Arc<(Mutex<State>, Condvar)>,
-    /// Joined when the store is dropped.
-    thread: Option<JoinHandle<()>>,
+impl Flagged for State {
+    fn flags(&mut self) -> &mut Flags {
+        &mut self.flags
+    }
 }
+
+/// The thread indexing a database file (see the module docs); its
+/// condition is also what waiting searches wait on.
+#[derive(Debug)]
+pub(super) struct Indexer(Background<State>);
 
 /// How the index thread works.
 #[derive(Debug, Clone, Copy)]
@@ -347,50 +346,39 @@ impl Indexer {
         options: IndexerOptions,
     ) -> Result<Indexer, StoreError> {
         let conn = open_index(db, options.busy)?;
-        let shared = Arc::new((
-            Mutex::new(State {
+        let state = State {
+            flags: Flags {
                 dirty: true,
-                ..State::default()
-            }),
-            Condvar::new(),
-        ));
-        let state = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("chatmaster-index".into())
-            .spawn(move || run(&conn, &writer, &state, options))
-            .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?;
-        Ok(Indexer {
-            shared,
-            thread: Some(thread),
+                ..Flags::default()
+            },
+            ..State::default()
+        };
+        Background::spawn("chatmaster-index", state, move |shared| {
+            run(&conn, &writer, shared, options)
         })
+        .map(Indexer)
+        .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))
     }
 
     /// Notes a write to the database; wakes the thread only if it waits.
     pub(super) fn wake(&self) {
-        let (state, wake) = &*self.shared;
-        let mut st = lock(state);
-        if !st.dirty {
-            st.dirty = true;
-            if st.idle {
-                wake.notify_all();
-            }
-        }
+        self.0.wake();
     }
 
     /// Waits, at most `wait`, until the index holds everything committed
     /// so far (edits and deletions included); whether it does.
     pub(super) fn catch_up(&self, wait: Duration) -> bool {
-        let (state, wake) = &*self.shared;
+        let (state, wake) = self.0.shared();
         let deadline = Instant::now() + wait;
         let mut st = lock(state);
-        if !st.dirty && !st.busy && st.ok {
+        if !st.flags.dirty && !st.busy && st.ok {
             return true;
         }
         st.requested += 1;
         let mine = st.requested;
-        st.dirty = true;
+        st.flags.dirty = true;
         wake.notify_all();
-        while st.served < mine && !st.stop {
+        while st.served < mine && !st.flags.stop {
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -404,44 +392,22 @@ impl Indexer {
     }
 }
 
-impl Drop for Indexer {
-    fn drop(&mut self) {
-        let (state, wake) = &*self.shared;
-        lock(state).stop = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The index thread: waits for writes (or a search), indexes in batches
 /// until it has caught up, lets `gap` pass unless a search waits, and
 /// again, until the store is dropped.
 fn run(
     conn: &Connection,
     writer: &Mutex<Connection>,
-    shared: &(Mutex<State>, Condvar),
+    shared: &Shared<State>,
     options: IndexerOptions,
 ) {
     let (state, wake) = shared;
     let mut failing = false;
     loop {
         let round = {
-            let mut st = lock(state);
-            while !st.dirty && !st.stop {
-                st.idle = true;
-                st = wake.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-            st.idle = false;
-            if st.stop {
+            let Some(mut st) = next_round(shared) else {
                 return;
-            }
-            st.dirty = false;
+            };
             st.busy = true;
             st.requested
         };
@@ -450,7 +416,7 @@ fn run(
         loop {
             match one_batch(conn, writer, options.batch) {
                 Ok(batch) if batch.more => {
-                    if lock(state).stop {
+                    if lock(state).flags.stop {
                         return;
                     }
                 }
@@ -475,25 +441,14 @@ fn run(
                     let mut st = lock(state);
                     st.busy = false;
                     st.ok = false;
-                    st.dirty = true;
+                    st.flags.dirty = true;
                     hurry = false;
                     break;
                 }
             }
         }
         let until = Instant::now() + options.gap;
-        let mut st = lock(state);
-        while !(st.stop || hurry && st.requested > st.served) {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            st = wake
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        if st.stop {
+        if !pause(shared, until, |st| hurry && st.requested > st.served) {
             return;
         }
     }

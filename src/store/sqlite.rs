@@ -32,13 +32,13 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::{ffi, params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use rusqlite_migration::{MigrationDefinitionError, Migrations, M};
 
+use super::background::{next_round, pause, Background, Flags, Shared};
 use super::search_index::{self, Indexer, IndexerOptions};
 use super::{
     Account, AccountId, AccountsVersion, Change, ChannelId, Direct, DirectScope, Durability,
@@ -283,25 +283,9 @@ fn lock_writer(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What the checkpoint thread and the store share.
-#[derive(Debug, Default)]
-struct CheckpointState {
-    /// Something may have been written since the last checkpoint began.
-    dirty: bool,
-    /// The thread waits for `dirty` (and needs waking for it).
-    idle: bool,
-    /// The store is being dropped.
-    stop: bool,
-}
-
 /// The thread that checkpoints a file store's log (see the module docs).
 #[derive(Debug)]
-struct Checkpointer {
-    /// Its state, and the condition it waits on.
-    shared: Arc<(Mutex<CheckpointState>, Condvar)>,
-    /// Joined when the store is dropped.
-    thread: Option<JoinHandle<()>>,
-}
+struct Checkpointer(Background<Flags>);
 
 impl Checkpointer {
     /// Starts the thread: `own` copies the log beside the writer, `writer`
@@ -312,39 +296,15 @@ impl Checkpointer {
         writer: Arc<Mutex<Connection>>,
         gap: Duration,
     ) -> std::io::Result<Checkpointer> {
-        let shared = Arc::new((Mutex::new(CheckpointState::default()), Condvar::new()));
-        let state = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("chatmaster-ckpt".into())
-            .spawn(move || checkpoint_loop(&own, &writer, &state, gap))?;
-        Ok(Checkpointer {
-            shared,
-            thread: Some(thread),
+        Background::spawn("chatmaster-ckpt", Flags::default(), move |shared| {
+            checkpoint_loop(&own, &writer, shared, gap)
         })
+        .map(Checkpointer)
     }
 
-    /// Notes a write; wakes the thread only if it is waiting for one, so a
-    /// busy writer costs it one uncontended lock per commit.
+    /// Notes a write; wakes the thread only if it is waiting for one.
     fn wake(&self) {
-        let (state, wake) = &*self.shared;
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        if !st.dirty {
-            st.dirty = true;
-            if st.idle {
-                wake.notify_one();
-            }
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        let (state, wake) = &*self.shared;
-        state.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.0.wake();
     }
 }
 
@@ -354,25 +314,11 @@ impl Drop for Checkpointer {
 fn checkpoint_loop(
     own: &Connection,
     writer: &Mutex<Connection>,
-    shared: &(Mutex<CheckpointState>, Condvar),
+    shared: &Shared<Flags>,
     gap: Duration,
 ) {
-    let (state, wake) = shared;
-    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     let mut failing = false;
-    loop {
-        {
-            let mut st = lock();
-            while !st.dirty && !st.stop {
-                st.idle = true;
-                st = wake.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-            st.idle = false;
-            if st.stop {
-                return;
-            }
-            st.dirty = false;
-        }
+    while next_round(shared).is_some() {
         match checkpoint(own, writer) {
             Ok(()) if failing => {
                 failing = false;
@@ -385,20 +331,8 @@ fn checkpoint_loop(
             }
             Err(_) => {}
         }
-        let until = Instant::now() + gap;
-        let mut st = lock();
-        loop {
-            if st.stop {
-                return;
-            }
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            st = wake
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        if !pause(shared, Instant::now() + gap, |_| false) {
+            return;
         }
     }
 }
