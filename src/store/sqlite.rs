@@ -1762,14 +1762,8 @@ mod tests {
         );
         // A bad expression is a query error, not a backend one.
         let bad = store.search(&SearchQuery {
-            expression: "AND (".into(),
             scope: Some(Scope::Only(vec!["general".into()])),
-            direct: None,
-            direct_from: 0,
-            sender_key: None,
-            offset: 0,
-            limit: 10,
-            count_cap: 100,
+            ..query("AND (")
         });
         assert!(matches!(bad, Err(StoreError::Query(_))), "{bad:?}");
     }
@@ -1938,8 +1932,13 @@ mod tests {
 
     /// A search of every channel for the phrase `q`, first page of 10.
     fn phrase(q: &str) -> SearchQuery {
+        query(&format!("\"{q}\""))
+    }
+
+    /// A search of every channel for `expression` as written, first page of 10.
+    fn query(expression: &str) -> SearchQuery {
         SearchQuery {
-            expression: format!("\"{q}\""),
+            expression: expression.into(),
             scope: Some(Scope::Except(vec![])),
             direct: None,
             direct_from: 0,
